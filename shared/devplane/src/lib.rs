@@ -1,0 +1,1 @@
+//! devplane: a local control plane for tests and `hands dev`.
