@@ -1,1 +1,0 @@
-//! Standard Webhooks signing and verification (PROTOCOL.md §10.5).
