@@ -7,3 +7,11 @@
 
 pub mod toolset;
 pub mod webhook;
+
+pub mod error;
+pub mod events;
+pub mod secret;
+pub mod session;
+pub mod skills;
+pub mod webhook_event;
+pub mod work;
