@@ -10,9 +10,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use subtle::{Choice, ConstantTimeEq};
 
+use super::TAG_LEN;
 use super::headers::{WebhookHeader, WebhookHeaders};
 use super::secret::{SecretError, SigningSecret};
-use super::TAG_LEN;
 
 /// Largest accepted distance, in seconds, between `webhook-timestamp` and `now`, in either
 /// direction (PROTOCOL.md §10.5 step 5). Exactly this far is still accepted (CATALOGUE W8).
@@ -102,7 +102,10 @@ pub enum RejectReason {
     NonCanonicalTimestamp,
     /// `webhook-timestamp` is outside the window (W8, W11). A steady rate of these means our
     /// clock is off (W24). `skew_secs` is `now - timestamp`, saturated to `i64`.
-    Stale { staleness: Staleness, skew_secs: i64 },
+    Stale {
+        staleness: Staleness,
+        skew_secs: i64,
+    },
     /// `webhook-signature` is longer than [`MAX_SIGNATURE_HEADER_BYTES`] (W6).
     SignatureHeaderTooLarge,
     /// `webhook-signature` has more than [`MAX_SIGNATURE_ENTRIES`] entries (W6).
@@ -164,7 +167,10 @@ impl fmt::Display for RejectReason {
                 skew_secs.saturating_neg()
             ),
             RejectReason::SignatureHeaderTooLarge => {
-                write!(f, "webhook-signature over {MAX_SIGNATURE_HEADER_BYTES} bytes")
+                write!(
+                    f,
+                    "webhook-signature over {MAX_SIGNATURE_HEADER_BYTES} bytes"
+                )
             }
             RejectReason::TooManySignatureEntries => {
                 write!(f, "webhook-signature over {MAX_SIGNATURE_ENTRIES} entries")
@@ -204,7 +210,8 @@ impl Verifier {
         let signature = single_value(headers, WebhookHeader::Signature)?;
 
         let id_text = parse_id(id)?;
-        let timestamp = parse_timestamp(timestamp_text).ok_or(RejectReason::NonCanonicalTimestamp)?;
+        let timestamp =
+            parse_timestamp(timestamp_text).ok_or(RejectReason::NonCanonicalTimestamp)?;
         check_window(timestamp, now)?;
         let candidates = SignatureCandidates::parse(signature)?;
 
@@ -234,7 +241,7 @@ fn single_value<'a>(
 ) -> Result<&'a [u8], RejectReason> {
     match headers.values(header) {
         [] => Err(RejectReason::MissingHeader(header)),
-        [value] if value.is_empty() => Err(RejectReason::EmptyHeader(header)),
+        [[]] => Err(RejectReason::EmptyHeader(header)),
         [value] => Ok(value),
         _ => Err(RejectReason::DuplicateHeader(header)),
     }
