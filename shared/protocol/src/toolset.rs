@@ -149,11 +149,21 @@ pub enum TextKind {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MediaSource {
     /// Inline bytes, standard base64 (`image/png`, `application/pdf`, ...).
-    Base64 { media_type: String, data: String },
+    Base64 {
+        media_type: String,
+        data: String,
+    },
     /// Inline plain text (documents only).
-    Text { media_type: String, data: String },
-    Url { url: String },
-    File { file_id: String },
+    Text {
+        media_type: String,
+        data: String,
+    },
+    Url {
+        url: String,
+    },
+    File {
+        file_id: String,
+    },
 }
 
 /// What a tool call produced: the blocks to post and whether the call failed.
@@ -178,12 +188,22 @@ impl ToolOutput {
     }
 
     pub fn blocks(content: Vec<ContentBlock>) -> Self {
-        ToolOutput { content, is_error: false }
+        ToolOutput {
+            content,
+            is_error: false,
+        }
     }
 
     fn from_text(text: String, is_error: bool) -> Self {
-        let text = if text.is_empty() { NO_OUTPUT.to_owned() } else { text };
-        ToolOutput { content: vec![ContentBlock::Text { text }], is_error }
+        let text = if text.is_empty() {
+            NO_OUTPUT.to_owned()
+        } else {
+            text
+        };
+        ToolOutput {
+            content: vec![ContentBlock::Text { text }],
+            is_error,
+        }
     }
 }
 
@@ -205,7 +225,10 @@ mod tests {
     #[test]
     fn content_blocks_have_the_wire_shape() {
         let img = ContentBlock::Image {
-            source: MediaSource::Base64 { media_type: "image/png".into(), data: "AA==".into() },
+            source: MediaSource::Base64 {
+                media_type: "image/png".into(),
+                data: "AA==".into(),
+            },
         };
         assert_eq!(
             serde_json::to_value(&img).unwrap(),
