@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
     let secret_text = String::from_utf8_lossy(secret_field);
     let strict = SigningSecret::parse(&secret_text);
     let lenient = SigningSecret::parse_allow_short(&secret_text);
-    assert!(strict.is_err() || lenient.is_ok(), "strict accepted what lenient refused");
+    assert!(
+        strict.is_err() || lenient.is_ok(),
+        "strict accepted what lenient refused"
+    );
     let secret = match lenient {
         Ok(secret) => secret,
         Err(_) => SigningSecret::parse(FALLBACK_SECRET).expect("fallback secret parses"),
@@ -74,7 +77,9 @@ fuzz_target!(|data: &[u8]| {
         );
         let id_ok = !id.is_empty()
             && id.len() <= 256
-            && id.bytes().all(|byte| (b'!'..=b'~').contains(&byte) && byte != b'.');
+            && id
+                .bytes()
+                .all(|byte| (b'!'..=b'~').contains(&byte) && byte != b'.');
         let timestamp_ok = (0..=9_999_999_999).contains(&timestamp);
         let in_window = (i128::from(verify_at) - i128::from(timestamp)).abs() <= 300;
         assert_eq!(
