@@ -1,1 +1,31 @@
-//! Process spawning and isolation for tool execution.
+//! Process spawning and isolation for tool execution (DESIGN.md, "Isolation tiers", tier 0).
+//!
+//! What this crate is for: starting the one long-lived process a session's `bash` tool talks to,
+//! with a cleared environment plus an allow-list, its own session and process group, stdin and
+//! output under our control and resource limits applied before `exec`; killing that process tree
+//! as a group; sweeping away every descendant a tool call left behind (including those that left
+//! the process group with `setsid`); and hardening the worker process itself so a same-uid tool
+//! cannot read its memory or `/proc/<pid>/environ`.
+//!
+//! What it must never do:
+//! - hand a child any variable it was not explicitly allowed to see (credentials live in the
+//!   worker's environment; CATALOGUE T1, pitfall 5);
+//! - wait for a pipe to close to decide that a command finished (a background grandchild can keep
+//!   it open forever; pitfall 4);
+//! - signal a process it cannot tie to the shell it spawned (the machine is shared with other
+//!   work of the same uid);
+//! - panic on anything read from `/proc`, which tool code controls in part.
+
+mod env;
+mod error;
+mod hardening;
+mod kill;
+mod spawn;
+mod sweep;
+
+pub use env::{DEFAULT_ALLOW, DEFAULT_DENY, EnvPolicy};
+pub use error::SandboxError;
+pub use hardening::{harden_worker_process, is_dumpable};
+pub use kill::{kill_group, pid_is_alive};
+pub use spawn::{Rlimits, ShellProcess, ShellSpec, spawn_shell};
+pub use sweep::{ProcessTag, SweepScope, sweep};

@@ -1,1 +1,166 @@
-//! The agent toolset.
+//! The agent toolset `agent_toolset_20260401` (PROTOCOL.md §8): `bash`, `read`, `write`,
+//! `edit`, `glob` and `grep`, executed the way the reference workers do it, with their result
+//! texts, only bounded, confined and in process.
+//!
+//! The crate does not talk HTTP: [`Toolset::call`] takes a tool name and its JSON input and
+//! returns the content blocks and `is_error` that will be posted.
+//!
+//! What it must never do:
+//! - let a tool process see the worker's credentials: the shell starts from a cleared
+//!   environment plus an allow-list, never `ANTHROPIC_*` or `AWS_*` (CATALOGUE T1);
+//! - let a file tool touch anything outside the workdir and the allowed roots, through `..`,
+//!   symlinks, or a symlink swapped in mid-call (T17, T18), or write through a hard link (T19);
+//! - block the async runtime: file tools run on the blocking pool, and the heartbeat of the same
+//!   process keeps going while grep chews a big tree (T11);
+//! - hold unbounded output in memory, or wait for a pipe a background process keeps open (T7,
+//!   pitfall 4);
+//! - leave a process behind: every call ends with a sweep of what it started (T9);
+//! - panic on any input: bad JSON, NUL bytes, invalid UTF-8 are results the model reads (T13).
+
+mod bash;
+mod config;
+mod edit;
+mod glob;
+mod grep;
+pub mod output;
+mod paths;
+mod read;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hands_protocol::toolset::{BuiltinTool, ToolOutput};
+use hands_sandbox::ShellSpec;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Limits, ToolsetConfig};
+pub use hands_protocol::toolset::{ContentBlock, MediaSource};
+pub use paths::{PathError, Resolved, Roots};
+
+/// Why a toolset could not be built. Tool failures are never errors of this type: they are
+/// results with `is_error: true`.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolsetError {
+    /// The workdir or an allowed root does not exist or cannot be opened.
+    #[error("cannot use {path} as a tool root: {source}")]
+    Root { path: PathBuf, source: std::io::Error },
+    /// The shell is not an absolute path.
+    #[error("the shell must be given by absolute path, not {0}")]
+    ShellPath(PathBuf),
+}
+
+/// State shared by the tools of one session.
+pub(crate) struct Session {
+    pub(crate) roots: Roots,
+    pub(crate) limits: Limits,
+    bash: tokio::sync::Mutex<bash::BashState>,
+}
+
+/// The toolset of one session. Cheap to clone; calls are meant to be serialised by the
+/// session runner (the bash tool serialises itself on its shell).
+#[derive(Clone)]
+pub struct Toolset {
+    session: Arc<Session>,
+}
+
+impl std::fmt::Debug for Toolset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Toolset").field("workdir", &self.session.roots.workdir.path).finish_non_exhaustive()
+    }
+}
+
+fn parse<T: DeserializeOwned>(tool: &str, input: serde_json::Value) -> Result<T, ToolOutput> {
+    serde_json::from_value(input).map_err(|e| ToolOutput::error(format!("{tool}: invalid input: {e}")))
+}
+
+impl Toolset {
+    /// Builds the toolset of a session. The shell is started on the first `bash` call.
+    pub fn new(config: ToolsetConfig) -> Result<Toolset, ToolsetError> {
+        if !config.bash_path.is_absolute() {
+            return Err(ToolsetError::ShellPath(config.bash_path));
+        }
+        let roots = Roots::new(&config.workdir, &config.allowed_roots, &config.read_only_roots).map_err(|source| {
+            // Name the root that failed: the workdir first, then each allowed root.
+            let path = std::iter::once(&config.workdir)
+                .chain(&config.allowed_roots)
+                .find(|p| std::fs::canonicalize(p).is_err())
+                .unwrap_or(&config.workdir)
+                .clone();
+            ToolsetError::Root { path, source }
+        })?;
+        let spec = ShellSpec {
+            program: config.bash_path.clone(),
+            args: vec!["--noprofile".into(), "--norc".into()],
+            cwd: roots.workdir.path.clone(),
+            env: config.env.build(std::env::vars_os()),
+            rlimits: config.rlimits.clone(),
+        };
+        let bash = bash::BashState::new(spec, config.limits.bash_timeout, config.limits.bash_output_bytes);
+        Ok(Toolset { session: Arc::new(Session { roots, limits: config.limits, bash: tokio::sync::Mutex::new(bash) }) })
+    }
+
+    /// Whether this toolset executes tool `name` (the six built-ins; §7.5 ownership).
+    pub fn owns(name: &str) -> bool {
+        BuiltinTool::from_name(name).is_some()
+    }
+
+    /// The canonical workdir.
+    pub fn workdir(&self) -> &Path {
+        &self.session.roots.workdir.path
+    }
+
+    /// Executes one tool call. Never panics and never fails: every problem is a result with
+    /// `is_error: true` whose text the model reads. When `cancel` fires, the call stops (a bash
+    /// command's whole process tree is killed) and an error result is returned.
+    pub async fn call(&self, name: &str, input: serde_json::Value, cancel: &CancellationToken) -> ToolOutput {
+        let Some(tool) = BuiltinTool::from_name(name) else {
+            return ToolOutput::error(format!("unknown tool: {name}"));
+        };
+        match tool {
+            BuiltinTool::Bash => {
+                let input = match parse(name, input) {
+                    Ok(i) => i,
+                    Err(out) => return out,
+                };
+                let mut bash = tokio::select! {
+                    guard = self.session.bash.lock() => guard,
+                    () = cancel.cancelled() => return ToolOutput::error("bash: cancelled"),
+                };
+                bash.call(input, cancel).await
+            }
+            BuiltinTool::Read => self.blocking(name, input, cancel, |s, i, _| read::run(s, i)).await,
+            BuiltinTool::Write => self.blocking(name, input, cancel, |s, i, _| write::run(s, i)).await,
+            BuiltinTool::Edit => self.blocking(name, input, cancel, |s, i, _| edit::run(s, i)).await,
+            BuiltinTool::Glob => self.blocking(name, input, cancel, glob::run).await,
+            BuiltinTool::Grep => self.blocking(name, input, cancel, grep::run).await,
+        }
+    }
+
+    /// Runs a file tool on the blocking pool, racing the cancellation token.
+    async fn blocking<I, F>(&self, name: &str, input: serde_json::Value, cancel: &CancellationToken, f: F) -> ToolOutput
+    where
+        I: DeserializeOwned + Send + 'static,
+        F: FnOnce(&Session, I, &CancellationToken) -> ToolOutput + Send + 'static,
+    {
+        let input: I = match parse(name, input) {
+            Ok(i) => i,
+            Err(out) => return out,
+        };
+        let session = Arc::clone(&self.session);
+        let token = cancel.clone();
+        let task = tokio::task::spawn_blocking(move || f(&session, input, &token));
+        tokio::select! {
+            joined = task => joined.unwrap_or_else(|_| ToolOutput::error(format!("{name}: internal error"))),
+            // The blocking work sees the same token and stops at its next check.
+            () = cancel.cancelled() => ToolOutput::error(format!("{name}: cancelled")),
+        }
+    }
+
+    /// Kills the shell and every process it started. The toolset stays usable: a later `bash`
+    /// call starts a new shell.
+    pub async fn shutdown(&self) {
+        self.session.bash.lock().await.shutdown().await;
+    }
+}

@@ -1,0 +1,163 @@
+//! Starting the session shell: cleared environment, own session and process group, stdin a
+//! pipe we write commands to, stdout and stderr one pipe we read, limits set before `exec`.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use rustix::pipe::PipeFlags;
+use rustix::process::{Resource, Rlimit};
+use tokio::net::unix::pipe;
+use tokio::process::{Child, ChildStdin, Command};
+
+use crate::SandboxError;
+use crate::sweep::{ProcessTag, SweepScope, start_time};
+
+/// Resource limits applied in the child between `fork` and `exec`. `None` leaves the limit
+/// inherited from the worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rlimits {
+    /// `RLIMIT_CORE`: a crashing tool must not write a core file into the workspace (and a
+    /// core of a tool is no secret, but the disk is the user's). Default 0.
+    pub core_bytes: Option<u64>,
+    /// `RLIMIT_NPROC`: bounds a fork bomb (T5). It counts every task of the uid, threads
+    /// included, and root ignores it, so it is off by default and set by the operator who
+    /// runs tools under their own uid.
+    pub max_processes: Option<u64>,
+    /// `RLIMIT_NOFILE`.
+    pub max_open_files: Option<u64>,
+    /// `RLIMIT_AS`: bounds a memory hog (T12) per process.
+    pub address_space_bytes: Option<u64>,
+    /// `RLIMIT_FSIZE`: bounds a single file written by a tool (T6).
+    pub file_size_bytes: Option<u64>,
+}
+
+impl Default for Rlimits {
+    fn default() -> Self {
+        Rlimits {
+            core_bytes: Some(0),
+            max_processes: None,
+            max_open_files: None,
+            address_space_bytes: None,
+            file_size_bytes: None,
+        }
+    }
+}
+
+impl Rlimits {
+    fn pairs(&self) -> Vec<(Resource, u64)> {
+        [
+            (Resource::Core, self.core_bytes),
+            (Resource::Nproc, self.max_processes),
+            (Resource::Nofile, self.max_open_files),
+            (Resource::As, self.address_space_bytes),
+            (Resource::Fsize, self.file_size_bytes),
+        ]
+        .into_iter()
+        .filter_map(|(r, v)| v.map(|v| (r, v)))
+        .collect()
+    }
+}
+
+/// How to start the shell.
+#[derive(Clone, Debug)]
+pub struct ShellSpec {
+    /// An absolute path, never looked up on `PATH` (a tool could plant `./bash`; T15).
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub cwd: PathBuf,
+    /// The complete environment (see [`crate::EnvPolicy::build`]); the sweep tag is added.
+    pub env: Vec<(OsString, OsString)>,
+    pub rlimits: Rlimits,
+}
+
+/// A running shell and the handles to talk to it.
+#[derive(Debug)]
+pub struct ShellProcess {
+    /// The shell. `kill_on_drop` is set, as a backstop: owners kill the whole tree explicitly.
+    pub child: Child,
+    /// Where commands are written.
+    pub stdin: ChildStdin,
+    /// The shell's stdout and stderr, one pipe, so the order of the two streams is kept.
+    pub output: pipe::Receiver,
+    /// What the descendant sweep needs to find everything this shell starts.
+    pub scope: SweepScope,
+}
+
+/// Runs in the forked child: removes `caps` from the bounding set and clears the ambient set,
+/// so the shell (and anything it execs, set-uid programs included) can never hold them. Failing
+/// to drop one we would otherwise pass on fails the spawn: fail closed.
+fn drop_capabilities(caps: &[u32]) -> std::io::Result<()> {
+    // SAFETY: `prctl` with integer arguments only; no memory is passed to the kernel.
+    let cleared = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    if cleared != 0 {
+        let err = std::io::Error::last_os_error();
+        // EINVAL: a kernel without ambient capabilities, so there is nothing to clear.
+        if err.raw_os_error() != Some(libc::EINVAL) {
+            return Err(err);
+        }
+    }
+    for &cap in caps {
+        // SAFETY: as above, integer arguments only.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Starts the shell described by `spec`. Must be called within a tokio runtime.
+pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
+    let program = spec.program.display().to_string();
+    let tag = ProcessTag::random().map_err(|e| SandboxError::Spawn { program: program.clone(), source: e })?;
+    let (read_end, write_end) =
+        rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| SandboxError::Pipe(e.into()))?;
+    let write_dup: OwnedFd = write_end.try_clone().map_err(SandboxError::Pipe)?;
+    let limits = spec.rlimits.pairs();
+    let drop_caps = crate::hardening::capabilities_to_drop();
+
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .envs([tag.env_pair()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::from(write_dup))
+        .kill_on_drop(true);
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // functions may be called. It makes plain system calls only (`setsid`, `setrlimit`,
+    // `prctl`): no allocation, no locks. `limits` and `drop_caps` were built before the fork and
+    // are only read.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Own session, hence own process group with the shell as leader: the group can be
+            // killed as a unit, and the sweep recognises descendants by session id.
+            rustix::process::setsid().map_err(std::io::Error::from)?;
+            for &(resource, value) in &limits {
+                rustix::process::setrlimit(resource, Rlimit { current: Some(value), maximum: Some(value) })
+                    .map_err(std::io::Error::from)?;
+            }
+            drop_capabilities(&drop_caps)
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| SandboxError::Spawn { program: program.clone(), source: e })?;
+    // Drop our copies of the write end now (they live in `cmd`): otherwise the read end would
+    // never see EOF when the shell dies.
+    drop(cmd);
+    let stdin = child.stdin.take().ok_or_else(|| SandboxError::Spawn {
+        program: program.clone(),
+        source: std::io::Error::other("stdin pipe missing"),
+    })?;
+    let output = pipe::Receiver::from_owned_fd(read_end).map_err(SandboxError::Pipe)?;
+    let leader = child.id().and_then(|id| i32::try_from(id).ok()).ok_or_else(|| SandboxError::Spawn {
+        program: program.clone(),
+        source: std::io::Error::other("shell exited at once"),
+    })?;
+    // The start time is fixed at fork, so reading it after spawn is exact.
+    let leader_start = start_time(leader).unwrap_or(0);
+    Ok(ShellProcess { child, stdin, output, scope: SweepScope { leader, leader_start, tag } })
+}

@@ -1,0 +1,357 @@
+//! `bash`: one persistent `/bin/bash --noprofile --norc` per session.
+//!
+//! How a command runs. The shell's stdin is a pipe we own; each command is sent as one line,
+//! `eval '<command>' </dev/null 2>&1; __hands_rc=$?; disown -a; printf '\n<marker>%d\n' ...`,
+//! where the marker holds a fresh random nonce (split by quotes in what we send, so only the
+//! shell's `printf` assembles it). So:
+//! - the command's stdin is `/dev/null` (`read x` gets EOF instead of hanging; T8);
+//! - stdout and stderr arrive interleaved on the one pipe the shell writes to;
+//! - `eval` of a quoted string means a syntax error in the command is an error *result* rather
+//!   than the shell waiting forever for the rest of an unclosed quote, while `cd`, `export`
+//!   and functions still persist, as they do in the reference. (The reference's `{ cmd\n}`
+//!   wrapper is not used: after a syntax error inside `eval`, bash 5.2 no longer parses a
+//!   following `{` as a reserved word, which would break every later call.);
+//! - `disown -a` drops background jobs from the shell's job table before the sweep kills them,
+//!   so the shell does not print "Killed ..." notices into the next call's output;
+//! - the call ends when the marker line arrives, not when the pipe closes, so a background
+//!   child holding the pipe (`sleep 1000 &`) cannot hold the call (pitfall 4).
+//!
+//! The output is read into a bounded tail buffer (the last 100 KiB are kept, everything is
+//! drained), so a command printing 1 GiB costs bounded memory (T7). After the marker, the
+//! descendant sweep (`hands_sandbox::sweep`) kills everything the command left running, and
+//! whatever those processes managed to write is drained and dropped so it cannot leak into the
+//! next call. On timeout or cancellation the shell's whole tree is killed; after a timeout a new
+//! shell is started at once (the reference leaves the session dead until `restart`), and the
+//! result says so.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hands_protocol::toolset::{BashInput, ToolOutput};
+use hands_sandbox::{ShellProcess, ShellSpec, SweepScope, kill_group, spawn_shell, sweep};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::output::{LOSSY_NOTE, TRUNCATED_PREFIX, from_char_boundary, lossy, strip_ansi, trim_trailing_newlines};
+
+/// Read size from the output pipe.
+const CHUNK: usize = 64 * 1024;
+
+/// The session's shell, started on first use.
+pub(crate) struct BashState {
+    spec: ShellSpec,
+    default_timeout: Duration,
+    output_limit: usize,
+    shell: Option<Shell>,
+}
+
+/// A running shell. Dropping it kills its whole tree (synchronously: a last resort when the
+/// owner did not call [`Shell::kill`]).
+struct Shell {
+    proc: Option<ShellProcess>,
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        if let Some(proc) = self.proc.take() {
+            let _ = kill_group(proc.scope.leader);
+            sweep(&proc.scope, false);
+        }
+    }
+}
+
+async fn sweep_blocking(scope: SweepScope, spare_leader: bool) {
+    let fallback = scope.clone();
+    if tokio::task::spawn_blocking(move || sweep(&scope, spare_leader)).await.is_err() {
+        // The blocking pool is gone (runtime shutting down): do it here rather than not at all.
+        sweep(&fallback, spare_leader);
+    }
+}
+
+impl Shell {
+    fn start(spec: &ShellSpec) -> Result<Shell, hands_sandbox::SandboxError> {
+        Ok(Shell { proc: Some(spawn_shell(spec)?) })
+    }
+
+    /// Kills the shell and everything it started, and reaps the shell.
+    async fn kill(mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            // Sweep first, while the shell is alive and the parent links still lead to it;
+            // then the group, then sweep again for anything forked in between.
+            sweep_blocking(proc.scope.clone(), false).await;
+            let _ = kill_group(proc.scope.leader);
+            let _ = proc.child.start_kill();
+            let _ = proc.child.wait().await;
+            sweep_blocking(proc.scope.clone(), false).await;
+        }
+    }
+}
+
+/// The bounded capture of one command's output.
+struct Capture {
+    buf: Vec<u8>,
+    limit: usize,
+    truncated: bool,
+    total: u64,
+}
+
+enum Ended {
+    /// The marker arrived: the command's exit status, and where its output ends in `buf`.
+    Marker { status: i32, at: usize },
+    /// The output pipe closed: the shell is gone (`exit`, `exec`, killed from inside).
+    ShellExited,
+    Io(std::io::Error),
+}
+
+impl Capture {
+    fn new(limit: usize) -> Self {
+        Capture { buf: Vec::with_capacity(8 * 1024), limit, truncated: false, total: 0 }
+    }
+
+    /// Keeps at most the last `limit` bytes plus a window for the marker.
+    fn bound(&mut self, keep_extra: usize) {
+        let keep = self.limit + keep_extra;
+        if self.buf.len() > 2 * keep {
+            let cut = self.buf.len() - keep;
+            self.buf.drain(..cut);
+            self.truncated = true;
+        }
+    }
+
+    /// The command's output as the model reads it.
+    fn text(&self, end: usize) -> (String, bool) {
+        let mut bytes = &self.buf[..end.min(self.buf.len())];
+        let mut truncated = self.truncated;
+        if bytes.len() > self.limit {
+            bytes = &bytes[bytes.len() - self.limit..];
+            truncated = true;
+        }
+        if truncated {
+            bytes = from_char_boundary(bytes);
+        }
+        let (mut text, was_lossy) = lossy(&strip_ansi(bytes));
+        trim_trailing_newlines(&mut text);
+        if truncated {
+            text.insert_str(0, TRUNCATED_PREFIX);
+        }
+        if was_lossy {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(LOSSY_NOTE);
+        }
+        (text, truncated)
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn nonce() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Single-quotes `s` for bash: inside `'...'` nothing is special but `'` itself.
+fn single_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    out.push_str(&s.replace('\'', r"'\''"));
+    out.push('\'');
+    out
+}
+
+/// Sends `command` and reads until its marker (or the end of the pipe) into `cap`.
+async fn run_command(proc: &mut ShellProcess, command: &str, cap: &mut Capture) -> Ended {
+    let Ok(nonce) = nonce() else {
+        return Ended::Io(std::io::Error::other("no randomness for the command marker"));
+    };
+    let marker = format!("__HANDS_DONE_{nonce}__");
+    let script = format!(
+        "eval {} </dev/null 2>&1; __hands_rc=$?; disown -a 2>/dev/null; \
+         printf '\\n__HANDS_''DONE_{nonce}__%d\\n' \"$__hands_rc\"; unset __hands_rc\n",
+        single_quote(command)
+    );
+    if let Err(e) = proc.stdin.write_all(script.as_bytes()).await {
+        return if e.kind() == std::io::ErrorKind::BrokenPipe { Ended::ShellExited } else { Ended::Io(e) };
+    }
+    let marker = marker.as_bytes();
+    let mut chunk = vec![0u8; CHUNK];
+    // Where the next marker search starts; never before a possible partial marker.
+    let mut scan_from = 0usize;
+    loop {
+        let n = match proc.output.read(&mut chunk).await {
+            Ok(0) => return Ended::ShellExited,
+            Ok(n) => n,
+            Err(e) => return Ended::Io(e),
+        };
+        cap.total += n as u64;
+        cap.buf.extend_from_slice(&chunk[..n]);
+        loop {
+            let Some(pos) = find(&cap.buf[scan_from..], marker) else {
+                scan_from = cap.buf.len().saturating_sub(marker.len());
+                break;
+            };
+            let at = scan_from + pos;
+            let after = at + marker.len();
+            let line_end = cap.buf[after..].iter().position(|&b| b == b'\n');
+            match line_end {
+                Some(len) => {
+                    // Only digits (and a sign) may follow the real marker; anything else is an
+                    // echo of it (`set -x` traces the printf) and the search goes on.
+                    let status = std::str::from_utf8(&cap.buf[after..after + len]).ok().and_then(|s| s.parse::<i32>().ok());
+                    match status {
+                        Some(status) => return Ended::Marker { status, at },
+                        None => scan_from = at + 1,
+                    }
+                }
+                None if cap.buf.len() - after > 16 => scan_from = at + 1,
+                None => {
+                    scan_from = at;
+                    break;
+                }
+            }
+        }
+        let before = cap.buf.len();
+        cap.bound(CHUNK);
+        scan_from = scan_from.saturating_sub(before - cap.buf.len());
+    }
+}
+
+/// Discards whatever is still readable on the pipe (output of killed background processes).
+fn drain(proc: &ShellProcess) {
+    let mut chunk = [0u8; 8192];
+    while let Ok(n) = proc.output.try_read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    // Python prints `timeout_ms / 1000.0` with `repr`: `1.0`, `0.5`, `120.0`. Rust's `{:?}`
+    // for f64 is the same shortest round-trip form.
+    format!("{:?}", d.as_secs_f64())
+}
+
+impl BashState {
+    pub(crate) fn new(spec: ShellSpec, default_timeout: Duration, output_limit: usize) -> Self {
+        BashState { spec, default_timeout, output_limit, shell: None }
+    }
+
+    fn ensure_shell(&mut self) -> Result<&mut Shell, String> {
+        if self.shell.is_none() {
+            self.shell = Some(Shell::start(&self.spec).map_err(|e| format!("bash: {e}"))?);
+        }
+        self.shell.as_mut().ok_or_else(|| "bash: no shell".to_owned())
+    }
+
+    /// Kills the shell and its whole tree; the next command starts a new one.
+    pub(crate) async fn shutdown(&mut self) {
+        if let Some(shell) = self.shell.take() {
+            shell.kill().await;
+        }
+    }
+
+    pub(crate) async fn call(&mut self, input: BashInput, cancel: &CancellationToken) -> ToolOutput {
+        if input.restart == Some(true) {
+            self.shutdown().await;
+            return match self.ensure_shell() {
+                Ok(_) => ToolOutput::ok("bash session restarted"),
+                Err(e) => ToolOutput::error(e),
+            };
+        }
+        let Some(command) = input.command.filter(|c| !c.is_empty()) else {
+            return ToolOutput::error("bash: command is required");
+        };
+        if command.contains('\0') {
+            return ToolOutput::error("bash: command contains a NUL byte");
+        }
+        let timeout = match input.timeout_ms {
+            Some(ms) if ms > 0 => Duration::from_millis(ms),
+            _ => self.default_timeout,
+        };
+        let limit = self.output_limit;
+        let shell = match self.ensure_shell() {
+            Ok(s) => s,
+            Err(e) => return ToolOutput::error(e),
+        };
+        let Some(proc) = shell.proc.as_mut() else {
+            return ToolOutput::error("bash: no shell");
+        };
+        let mut cap = Capture::new(limit);
+        enum Stop {
+            Ended(Ended),
+            Timeout,
+            Cancelled,
+        }
+        let stop = tokio::select! {
+            ended = run_command(proc, &command, &mut cap) => Stop::Ended(ended),
+            () = tokio::time::sleep(timeout) => Stop::Timeout,
+            () = cancel.cancelled() => Stop::Cancelled,
+        };
+        match stop {
+            Stop::Ended(Ended::Marker { status, at }) => {
+                let scope = proc.scope.clone();
+                sweep_blocking(scope, true).await;
+                drain(proc);
+                let (text, _) = cap.text(at);
+                if status == 0 {
+                    ToolOutput::ok(text)
+                } else if text.is_empty() {
+                    ToolOutput::error(format!("exit {status}"))
+                } else {
+                    ToolOutput::error(text)
+                }
+            }
+            Stop::Ended(Ended::ShellExited) => {
+                let code = match self.shell.take() {
+                    Some(mut shell) => {
+                        let code = match shell.proc.as_mut() {
+                            Some(p) => p.child.wait().await.ok().and_then(|s| s.code()),
+                            None => None,
+                        };
+                        shell.kill().await;
+                        code
+                    }
+                    None => None,
+                };
+                let (mut text, _) = cap.text(cap.buf.len());
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                let code = code.map_or_else(|| "a signal".to_owned(), |c| format!("status {c}"));
+                let _ = write!(
+                    text,
+                    "[the shell exited ({code}); the next command starts a new shell (working directory and variables reset)]"
+                );
+                ToolOutput::error(text)
+            }
+            Stop::Ended(Ended::Io(e)) => {
+                self.shutdown().await;
+                ToolOutput::error(format!("bash: i/o error talking to the shell: {e}; the shell was killed"))
+            }
+            Stop::Timeout => {
+                self.shutdown().await;
+                let restarted = self.ensure_shell().is_ok();
+                let mut text = format!("bash: bash command timed out after {}s", seconds(timeout));
+                text.push_str(if restarted {
+                    "\n[the command and everything it started were killed, and the shell was restarted: working directory and variables are reset]"
+                } else {
+                    "\n[the command and everything it started were killed; a new shell could not be started yet]"
+                });
+                let (partial, _) = cap.text(cap.buf.len());
+                if !partial.is_empty() {
+                    let _ = write!(text, "\n[output before the timeout]\n{partial}");
+                }
+                ToolOutput::error(text)
+            }
+            Stop::Cancelled => {
+                self.shutdown().await;
+                ToolOutput::error("bash: cancelled; the command and everything it started were killed")
+            }
+        }
+    }
+}

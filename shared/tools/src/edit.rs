@@ -1,0 +1,106 @@
+//! `edit`: replace `old_string` by `new_string`, exactly once unless `replace_all`.
+//!
+//! Every refusal (not found, found several times, empty `old_string`, not UTF-8, too large)
+//! happens before anything is written, so the file stays byte-for-byte as it was (T21, T22).
+//! The write is the same atomic replace as `write`, keeping the permission bits (T23).
+//! A file whose line endings are all CRLF stays CRLF: the model usually sends `\n`, so bare
+//! `\n` in `old_string`/`new_string` are read as `\r\n` for such a file.
+
+use std::borrow::Cow;
+use std::io::Read;
+use std::os::fd::AsFd;
+
+use hands_protocol::toolset::{EditInput, ToolOutput};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+use crate::Session;
+use crate::output::fs_reason;
+use crate::write::replace_file;
+
+fn is_crlf_only(text: &str) -> bool {
+    let crlf = text.matches("\r\n").count();
+    crlf > 0 && crlf == text.matches('\n').count()
+}
+
+fn to_crlf(s: &str) -> Cow<'_, str> {
+    if s.contains('\n') && !s.contains("\r\n") { Cow::Owned(s.replace('\n', "\r\n")) } else { Cow::Borrowed(s) }
+}
+
+pub(crate) fn run(session: &Session, input: EditInput) -> ToolOutput {
+    let p = &input.file_path;
+    let err = |msg: String| ToolOutput::error(format!("edit: {msg}"));
+    let fs_err = |e: &std::io::Error| ToolOutput::error(format!("edit: {p}: {}", fs_reason(e)));
+    let resolved = match session.roots.resolve(p) {
+        Ok(r) => r,
+        Err(e) => return err(e.to_string()),
+    };
+    if let Some(root) = session.roots.read_only_root_of(&resolved.path) {
+        return err(format!("{p} is inside read-only directory {root}"));
+    }
+    if input.old_string.is_empty() {
+        return err("old_string must not be empty".into());
+    }
+    let Some(leaf) = resolved.leaf() else {
+        let errno = if resolved.rest.is_empty() { libc::EISDIR } else { libc::ENOENT };
+        return fs_err(&std::io::Error::from_raw_os_error(errno));
+    };
+    let dir = resolved.dir.as_fd();
+    let st = match rustix::fs::statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(e) => return fs_err(&e.into()),
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return err(format!("{p}: not a regular file"));
+    }
+    let limit = session.limits.max_file_bytes;
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    if size > limit {
+        return err(format!(
+            "{p} is {size} bytes, exceeds {limit}-byte limit. The edit tool loads the whole file and cannot modify a file this large."
+        ));
+    }
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let bytes = match rustix::fs::openat(dir, leaf, flags, Mode::empty()).map_err(std::io::Error::from).and_then(|fd| {
+        let file = std::fs::File::from(fd);
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        // Bounded even if the file grew since the stat.
+        file.take(limit + 1).read_to_end(&mut buf)?;
+        Ok(buf)
+    }) {
+        Ok(b) if b.len() as u64 > limit => {
+            return err(format!(
+                "{p} is {} bytes, exceeds {limit}-byte limit. The edit tool loads the whole file and cannot modify a file this large.",
+                b.len()
+            ));
+        }
+        Ok(b) => b,
+        Err(e) => return fs_err(&e),
+    };
+    let Ok(text) = String::from_utf8(bytes) else {
+        return err(format!("{p}: not valid UTF-8 text (cannot edit binary files)"));
+    };
+    let crlf = is_crlf_only(&text);
+    let (old, new) = if crlf {
+        (to_crlf(&input.old_string), to_crlf(&input.new_string))
+    } else {
+        (Cow::Borrowed(input.old_string.as_str()), Cow::Borrowed(input.new_string.as_str()))
+    };
+    let count = text.matches(old.as_ref()).count();
+    if count == 0 {
+        return err(format!("old_string not found in {p}"));
+    }
+    let replace_all = input.replace_all.unwrap_or(false);
+    if !replace_all && count > 1 {
+        return err(format!("old_string appears {count} times in {p} (must be unique)"));
+    }
+    let updated = if replace_all { text.replace(old.as_ref(), &new) } else { text.replacen(old.as_ref(), &new, 1) };
+    let mode = st.st_mode & 0o777;
+    if let Err(e) = replace_file(dir, leaf, updated.as_bytes(), Some(mode)) {
+        return fs_err(&e);
+    }
+    let n = if replace_all { count } else { 1 };
+    ToolOutput::ok(format!("edited {p} ({n} replacement(s))"))
+}
