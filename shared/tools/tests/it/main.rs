@@ -1,0 +1,4 @@
+//! Integration tests of the toolset: one binary, one module per tool or concern.
+
+mod common;
+mod tables;
