@@ -152,9 +152,9 @@ impl Toolset {
         let token = cancel.clone();
         let task = tokio::task::spawn_blocking(move || f(&session, input, &token));
         tokio::select! {
-            joined = task => joined.unwrap_or_else(|_| ToolOutput::error(format!("{name}: internal error"))),
-            // The blocking work sees the same token and stops at its next check.
+            biased;
             () = cancel.cancelled() => ToolOutput::error(format!("{name}: cancelled")),
+            joined = task => joined.unwrap_or_else(|_| ToolOutput::error(format!("{name}: internal error"))),
         }
     }
 
