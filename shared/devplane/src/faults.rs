@@ -1,0 +1,211 @@
+//! Fault injection: switches that make devplane misbehave the ways the real control plane and
+//! the network do, so a worker's recovery paths can be exercised on purpose. Set globally
+//! (CLI flags, [`crate::Config::faults`]) and overridden per script while it runs.
+
+use serde::{Deserialize, Serialize};
+
+/// Which result posts a fault applies to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostKind {
+    /// Any `POST /v1/sessions/{id}/events`.
+    #[default]
+    Any,
+    /// Posts containing a `user.tool_result`.
+    ToolResult,
+    /// Posts containing a `user.custom_tool_result`.
+    CustomToolResult,
+}
+
+/// Fail the first `count` posts of `kind` with `status` (5xx, or 429 with `retry_after_s`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailPosts {
+    #[serde(default)]
+    pub kind: PostKind,
+    pub count: u32,
+    #[serde(default = "default_fail_status")]
+    pub status: u16,
+    /// Sent as `retry-after` (seconds) when set; meaningful with 429/503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+}
+
+fn default_fail_status() -> u16 {
+    500
+}
+
+/// What happens after a result post has been committed, for the first `count` posts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetMode {
+    /// Send the headers, then abort the body: the client sees a broken connection.
+    #[default]
+    Drop,
+    /// Answer 500 although the result was stored.
+    Error500,
+}
+
+/// Commit the result, then lose the answer (the worker cannot tell it was stored).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetAfterCommit {
+    pub count: u32,
+    #[serde(default)]
+    pub mode: ResetMode,
+}
+
+/// All switches; every one is off by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Close SSE connections after they delivered this many events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse_drop_after_events: Option<u32>,
+    /// How many connections the drop applies to (default 1: the first one only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse_drop_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_posts: Option<FailPosts>,
+    /// Answer the N-th heartbeat (1-based, counted over the server's life or the script's run)
+    /// with 412, as if another worker held the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_412_at: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_after_commit: Option<ResetAfterCommit>,
+    /// Delay every answer by this many milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_ms: Option<u64>,
+}
+
+impl Faults {
+    /// `self` with every switch `over` sets taking precedence.
+    pub fn merged(&self, over: &Faults) -> Faults {
+        Faults {
+            sse_drop_after_events: over.sse_drop_after_events.or(self.sse_drop_after_events),
+            sse_drop_connections: over.sse_drop_connections.or(self.sse_drop_connections),
+            fail_posts: over.fail_posts.clone().or_else(|| self.fail_posts.clone()),
+            heartbeat_412_at: over.heartbeat_412_at.or(self.heartbeat_412_at),
+            reset_after_commit: over
+                .reset_after_commit
+                .clone()
+                .or_else(|| self.reset_after_commit.clone()),
+            slow_ms: over.slow_ms.or(self.slow_ms),
+        }
+    }
+}
+
+/// The live fault switches plus the counters that decide when a "first K" fault is used up.
+#[derive(Debug, Default)]
+pub struct FaultState {
+    pub faults: Faults,
+    pub sse_connections_dropped: u32,
+    pub posts_failed: u32,
+    pub heartbeats_seen: u32,
+    pub resets_done: u32,
+}
+
+impl FaultState {
+    pub fn new(faults: Faults) -> Self {
+        FaultState {
+            faults,
+            ..Default::default()
+        }
+    }
+
+    /// Installs a new set of switches and restarts their counters.
+    pub fn replace(&mut self, faults: Faults) {
+        *self = FaultState::new(faults);
+    }
+
+    /// For a new SSE connection: after how many events it must be dropped, if at all.
+    pub fn sse_drop_for_new_connection(&mut self) -> Option<u32> {
+        let after = self.faults.sse_drop_after_events?;
+        let budget = self.faults.sse_drop_connections.unwrap_or(1);
+        if self.sse_connections_dropped >= budget {
+            return None;
+        }
+        self.sse_connections_dropped += 1;
+        Some(after)
+    }
+
+    /// For a result post: the injected failure to answer instead, if any.
+    pub fn fail_post(
+        &mut self,
+        has_tool_result: bool,
+        has_custom_result: bool,
+    ) -> Option<FailPosts> {
+        let f = self.faults.fail_posts.clone()?;
+        let applies = match f.kind {
+            PostKind::Any => true,
+            PostKind::ToolResult => has_tool_result,
+            PostKind::CustomToolResult => has_custom_result,
+        };
+        if !applies || self.posts_failed >= f.count {
+            return None;
+        }
+        self.posts_failed += 1;
+        Some(f)
+    }
+
+    /// Counts a heartbeat; true when this one must be answered 412.
+    pub fn heartbeat_412(&mut self) -> bool {
+        self.heartbeats_seen += 1;
+        self.faults.heartbeat_412_at == Some(self.heartbeats_seen)
+    }
+
+    /// For a committed result post: how to lose the answer, if at all.
+    pub fn reset_after_commit(&mut self) -> Option<ResetMode> {
+        let r = self.faults.reset_after_commit.clone()?;
+        if self.resets_done >= r.count {
+            return None;
+        }
+        self.resets_done += 1;
+        Some(r.mode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_k_faults_run_out() {
+        let mut s = FaultState::new(Faults {
+            fail_posts: Some(FailPosts {
+                kind: PostKind::CustomToolResult,
+                count: 2,
+                status: 503,
+                retry_after_s: None,
+            }),
+            heartbeat_412_at: Some(2),
+            sse_drop_after_events: Some(3),
+            ..Faults::default()
+        });
+        assert!(s.fail_post(true, false).is_none(), "kind filter");
+        assert!(s.fail_post(false, true).is_some());
+        assert!(s.fail_post(false, true).is_some());
+        assert!(s.fail_post(false, true).is_none());
+        assert!(!s.heartbeat_412());
+        assert!(s.heartbeat_412());
+        assert!(!s.heartbeat_412());
+        assert_eq!(s.sse_drop_for_new_connection(), Some(3));
+        assert_eq!(s.sse_drop_for_new_connection(), None);
+    }
+
+    #[test]
+    fn merge_prefers_override_and_json_rejects_unknown_switches() {
+        let base = Faults {
+            slow_ms: Some(5),
+            heartbeat_412_at: Some(1),
+            ..Faults::default()
+        };
+        let over = Faults {
+            slow_ms: Some(9),
+            ..Faults::default()
+        };
+        let m = base.merged(&over);
+        assert_eq!((m.slow_ms, m.heartbeat_412_at), (Some(9), Some(1)));
+        assert!(serde_json::from_str::<Faults>(r#"{"sse_drop":1}"#).is_err());
+    }
+}

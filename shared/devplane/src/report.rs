@@ -1,0 +1,49 @@
+//! What the scripted agent reports: every step with pass/fail, a human-readable detail and
+//! the emit-to-result latency, per script and for a whole run.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepReport {
+    pub index: usize,
+    pub step: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The event id the step emitted (`sevt_...`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    pub passed: bool,
+    pub detail: String,
+    /// Emit (or confirmation, for `ask` calls) to result, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScriptReport {
+    pub name: String,
+    pub passed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_id: Option<String>,
+    pub steps: Vec<StepReport>,
+    /// Results posts that were rejected, and results accepted per tool-use id, for this session.
+    pub rejected_posts: u64,
+    pub result_attempts: std::collections::BTreeMap<String, u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunReport {
+    pub passed: bool,
+    pub scripts: Vec<ScriptReport>,
+}
+
+impl RunReport {
+    pub fn new(scripts: Vec<ScriptReport>) -> Self {
+        RunReport {
+            passed: scripts.iter().all(|s| s.passed),
+            scripts,
+        }
+    }
+}
