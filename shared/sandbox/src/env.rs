@@ -88,7 +88,11 @@ impl EnvPolicy {
             .into_iter()
             .filter(|(k, _)| self.allow.iter().any(|p| matches(p, k)))
             .collect();
-        for (k, v) in self.set.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))) {
+        for (k, v) in self
+            .set
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        {
             out.retain(|(existing, _)| existing != &k);
             out.push((k, v));
         }
@@ -106,7 +110,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
-        pairs.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
     }
 
     #[test]
@@ -116,31 +123,38 @@ mod tests {
             deny: DEFAULT_DENY.iter().map(|s| (*s).to_owned()).collect(),
             set: vec![],
         };
-        let env = policy.build(
-            vars(&[
-                ("ANTHROPIC_ENVIRONMENT_KEY", "k"),
-                ("AWS_SECRET_ACCESS_KEY", "s"),
-                ("LD_PRELOAD", "x.so"),
-                ("HOME", "/root"),
-            ])
-        );
+        let env = policy.build(vars(&[
+            ("ANTHROPIC_ENVIRONMENT_KEY", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("LD_PRELOAD", "x.so"),
+            ("HOME", "/root"),
+        ]));
         assert_eq!(env, vars(&[("HOME", "/root"), ("PATH", FALLBACK_PATH)]));
     }
 
     #[test]
     fn only_allowed_names_pass_and_fixed_values_win() {
-        let env = EnvPolicy::default().build(
-            vars(&[
-                ("PATH", "/bin"),
-                ("TERM", "xterm-256color"),
-                ("LC_ALL", "C.UTF-8"),
-                ("SERVICE_KEY", "canary"),
-            ])
-        );
-        let names: Vec<_> = env.iter().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
+        let env = EnvPolicy::default().build(vars(&[
+            ("PATH", "/bin"),
+            ("TERM", "xterm-256color"),
+            ("LC_ALL", "C.UTF-8"),
+            ("SERVICE_KEY", "canary"),
+        ]));
+        let names: Vec<_> = env
+            .iter()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             names,
-            ["DEBIAN_FRONTEND", "GIT_TERMINAL_PROMPT", "LC_ALL", "PATH", "PS1", "PS2", "TERM"]
+            [
+                "DEBIAN_FRONTEND",
+                "GIT_TERMINAL_PROMPT",
+                "LC_ALL",
+                "PATH",
+                "PS1",
+                "PS2",
+                "TERM"
+            ]
         );
         assert!(env.contains(&("TERM".into(), "dumb".into())));
     }
@@ -152,6 +166,9 @@ mod tests {
         policy.deny.push("SERVICE_KEY".into());
         policy.allow.push("SERVICE_KEY".into());
         let env = policy.build(vars(&[("SERVICE_KEY", "canary")]));
-        assert!(env.iter().all(|(k, _)| k != "GIT_TERMINAL_PROMPT" && k != "SERVICE_KEY"));
+        assert!(
+            env.iter()
+                .all(|(k, _)| k != "GIT_TERMINAL_PROMPT" && k != "SERVICE_KEY")
+        );
     }
 }

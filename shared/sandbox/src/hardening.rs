@@ -17,14 +17,23 @@ pub fn harden_worker_process() -> Result<(), SandboxError> {
     rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable)
         .map_err(|e| SandboxError::Hardening(e.into()))?;
     // A core file would be a plain copy of the worker's memory, keys included, in the cwd.
-    rustix::process::setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) })
-        .map_err(|e| SandboxError::Hardening(e.into()))?;
+    rustix::process::setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )
+    .map_err(|e| SandboxError::Hardening(e.into()))?;
     Ok(())
 }
 
 /// Whether the calling process is currently dumpable (`false` after [`harden_worker_process`]).
 pub fn is_dumpable() -> bool {
-    !matches!(rustix::process::dumpable_behavior(), Ok(DumpableBehavior::NotDumpable))
+    !matches!(
+        rustix::process::dumpable_behavior(),
+        Ok(DumpableBehavior::NotDumpable)
+    )
 }
 
 /// Capabilities that let a process read another process's memory or environment even when that
@@ -50,6 +59,13 @@ pub(crate) fn capabilities_to_drop() -> Vec<u32> {
             .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
             .unwrap_or(u64::MAX)
     };
-    let mask = if rustix::process::getuid().is_root() { field("CapBnd:") } else { field("CapEff:") | field("CapAmb:") };
-    MEMORY_READING_CAPS.into_iter().filter(|&c| mask & (1u64 << c) != 0).collect()
+    let mask = if rustix::process::getuid().is_root() {
+        field("CapBnd:")
+    } else {
+        field("CapEff:") | field("CapAmb:")
+    };
+    MEMORY_READING_CAPS
+        .into_iter()
+        .filter(|&c| mask & (1u64 << c) != 0)
+        .collect()
 }

@@ -13,7 +13,10 @@ pub fn kill_group(pgid: i32) -> Result<(), SandboxError> {
     };
     match rustix::process::kill_process_group(pid, Signal::KILL) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-        Err(e) => Err(SandboxError::Kill { pgid, source: e.into() }),
+        Err(e) => Err(SandboxError::Kill {
+            pgid,
+            source: e.into(),
+        }),
     }
 }
 
@@ -21,7 +24,9 @@ pub fn kill_group(pgid: i32) -> Result<(), SandboxError> {
 /// zombie runs no code and holds no resources but its table slot).
 pub fn pid_is_alive(pid: i32) -> bool {
     match std::fs::read(format!("/proc/{pid}/stat")) {
-        Ok(stat) => crate::sweep::parse_stat(&stat).is_some_and(|s| s.state != b'Z' && s.state != b'X'),
+        Ok(stat) => {
+            crate::sweep::parse_stat(&stat).is_some_and(|s| s.state != b'Z' && s.state != b'X')
+        }
         Err(_) => false,
     }
 }

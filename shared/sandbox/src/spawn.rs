@@ -90,7 +90,15 @@ pub struct ShellProcess {
 /// to drop one we would otherwise pass on fails the spawn: fail closed.
 fn drop_capabilities(caps: &[u32]) -> std::io::Result<()> {
     // SAFETY: `prctl` with integer arguments only; no memory is passed to the kernel.
-    let cleared = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    let cleared = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
     if cleared != 0 {
         let err = std::io::Error::last_os_error();
         // EINVAL: a kernel without ambient capabilities, so there is nothing to clear.
@@ -111,7 +119,10 @@ fn drop_capabilities(caps: &[u32]) -> std::io::Result<()> {
 /// Starts the shell described by `spec`. Must be called within a tokio runtime.
 pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
     let program = spec.program.display().to_string();
-    let tag = ProcessTag::random().map_err(|e| SandboxError::Spawn { program: program.clone(), source: e })?;
+    let tag = ProcessTag::random().map_err(|e| SandboxError::Spawn {
+        program: program.clone(),
+        source: e,
+    })?;
     let (read_end, write_end) =
         rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| SandboxError::Pipe(e.into()))?;
     let write_dup: OwnedFd = write_end.try_clone().map_err(SandboxError::Pipe)?;
@@ -138,13 +149,22 @@ pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
             // killed as a unit, and the sweep recognises descendants by session id.
             rustix::process::setsid().map_err(std::io::Error::from)?;
             for &(resource, value) in &limits {
-                rustix::process::setrlimit(resource, Rlimit { current: Some(value), maximum: Some(value) })
-                    .map_err(std::io::Error::from)?;
+                rustix::process::setrlimit(
+                    resource,
+                    Rlimit {
+                        current: Some(value),
+                        maximum: Some(value),
+                    },
+                )
+                .map_err(std::io::Error::from)?;
             }
             drop_capabilities(&drop_caps)
         });
     }
-    let mut child = cmd.spawn().map_err(|e| SandboxError::Spawn { program: program.clone(), source: e })?;
+    let mut child = cmd.spawn().map_err(|e| SandboxError::Spawn {
+        program: program.clone(),
+        source: e,
+    })?;
     // Drop our copies of the write end now (they live in `cmd`): otherwise the read end would
     // never see EOF when the shell dies.
     drop(cmd);
@@ -153,11 +173,23 @@ pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
         source: std::io::Error::other("stdin pipe missing"),
     })?;
     let output = pipe::Receiver::from_owned_fd(read_end).map_err(SandboxError::Pipe)?;
-    let leader = child.id().and_then(|id| i32::try_from(id).ok()).ok_or_else(|| SandboxError::Spawn {
-        program: program.clone(),
-        source: std::io::Error::other("shell exited at once"),
-    })?;
+    let leader = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .ok_or_else(|| SandboxError::Spawn {
+            program: program.clone(),
+            source: std::io::Error::other("shell exited at once"),
+        })?;
     // The start time is fixed at fork, so reading it after spawn is exact.
     let leader_start = start_time(leader).unwrap_or(0);
-    Ok(ShellProcess { child, stdin, output, scope: SweepScope { leader, leader_start, tag } })
+    Ok(ShellProcess {
+        child,
+        stdin,
+        output,
+        scope: SweepScope {
+            leader,
+            leader_start,
+            tag,
+        },
+    })
 }

@@ -44,7 +44,9 @@ impl ProcessTag {
     pub fn random() -> std::io::Result<Self> {
         let mut bytes = [0u8; 16];
         rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())?;
-        Ok(ProcessTag { value: bytes.iter().map(|b| format!("{b:02x}")).collect() })
+        Ok(ProcessTag {
+            value: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        })
     }
 
     /// The `(name, value)` pair to put in the child's environment.
@@ -87,12 +89,21 @@ pub(crate) fn parse_stat(raw: &[u8]) -> Option<Stat> {
     let session = fields.next()?.parse().ok()?;
     // Fields 7..=21 (tty_nr .. itrealvalue) are not needed; starttime is the 16th after session.
     let start = fields.nth(15)?.parse().ok()?;
-    Some(Stat { state, ppid, pgrp, session, start })
+    Some(Stat {
+        state,
+        ppid,
+        pgrp,
+        session,
+        start,
+    })
 }
 
 /// Reads the start time of `pid`, for [`SweepScope::leader_start`].
 pub(crate) fn start_time(pid: i32) -> Option<u64> {
-    std::fs::read(format!("/proc/{pid}/stat")).ok().and_then(|raw| parse_stat(&raw)).map(|s| s.start)
+    std::fs::read(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|raw| parse_stat(&raw))
+        .map(|s| s.start)
 }
 
 struct Entry {
@@ -101,10 +112,16 @@ struct Entry {
 }
 
 fn scan(buf: &mut Vec<u8>) -> Vec<Entry> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         buf.clear();
@@ -124,22 +141,22 @@ fn environ_has(pid: i32, needle: &[u8], buf: &mut Vec<u8>) -> bool {
     // Bounded: a process can have a huge environment, and the tag, when present, was put there
     // by its ancestors' exec and sits among the first variables only if few came before it.
     const MAX: u64 = 1 << 20;
-    let read = File::open(format!("/proc/{pid}/environ"))
-        .and_then(|f| f.take(MAX).read_to_end(buf));
+    let read =
+        File::open(format!("/proc/{pid}/environ")).and_then(|f| f.take(MAX).read_to_end(buf));
     read.is_ok() && buf.split(|&b| b == 0).any(|var| var == needle)
 }
 
 fn select(scope: &SweepScope, spare_leader: bool, table: &[Entry], buf: &mut Vec<u8>) -> Vec<i32> {
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let my_parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
-    let eligible = |e: &Entry| e.pid > 1 && e.pid != me && e.pid != my_parent && !matches!(e.stat.state, b'Z' | b'X');
+    let eligible = |e: &Entry| {
+        e.pid > 1 && e.pid != me && e.pid != my_parent && !matches!(e.stat.state, b'Z' | b'X')
+    };
     let needle = scope.tag.needle();
     let mut chosen: HashSet<i32> = HashSet::new();
     for e in table.iter().filter(|e| eligible(e)) {
         let in_group = e.stat.session == scope.leader || e.stat.pgrp == scope.leader;
-        if in_group
-            || (e.stat.start >= scope.leader_start && environ_has(e.pid, &needle, buf))
-        {
+        if in_group || (e.stat.start >= scope.leader_start && environ_has(e.pid, &needle, buf)) {
             chosen.insert(e.pid);
         }
     }
@@ -199,7 +216,10 @@ mod tests {
     fn stat_parsing_survives_hostile_command_names() {
         let raw = b"4242 (evil) 1 2 3) S 100 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 2 3";
         let s = parse_stat(raw).unwrap();
-        assert_eq!((s.state, s.ppid, s.pgrp, s.session, s.start), (b'S', 100, 4242, 4242, 987654));
+        assert_eq!(
+            (s.state, s.ppid, s.pgrp, s.session, s.start),
+            (b'S', 100, 4242, 4242, 987654)
+        );
         assert!(parse_stat(b"12 (x) S 1 2").is_none());
         assert!(parse_stat(b"").is_none());
         assert!(parse_stat(&[0xff, b')', b' ', 0xfe]).is_none());

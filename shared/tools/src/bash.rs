@@ -32,7 +32,9 @@ use hands_sandbox::{ShellProcess, ShellSpec, SweepScope, kill_group, spawn_shell
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::output::{LOSSY_NOTE, TRUNCATED_PREFIX, from_char_boundary, lossy, strip_ansi, trim_trailing_newlines};
+use crate::output::{
+    LOSSY_NOTE, TRUNCATED_PREFIX, from_char_boundary, lossy, strip_ansi, trim_trailing_newlines,
+};
 
 /// Read size from the output pipe.
 const CHUNK: usize = 64 * 1024;
@@ -62,7 +64,10 @@ impl Drop for Shell {
 
 async fn sweep_blocking(scope: SweepScope, spare_leader: bool) {
     let fallback = scope.clone();
-    if tokio::task::spawn_blocking(move || sweep(&scope, spare_leader)).await.is_err() {
+    if tokio::task::spawn_blocking(move || sweep(&scope, spare_leader))
+        .await
+        .is_err()
+    {
         // The blocking pool is gone (runtime shutting down): do it here rather than not at all.
         sweep(&fallback, spare_leader);
     }
@@ -70,7 +75,9 @@ async fn sweep_blocking(scope: SweepScope, spare_leader: bool) {
 
 impl Shell {
     fn start(spec: &ShellSpec) -> Result<Shell, hands_sandbox::SandboxError> {
-        Ok(Shell { proc: Some(spawn_shell(spec)?) })
+        Ok(Shell {
+            proc: Some(spawn_shell(spec)?),
+        })
     }
 
     /// Kills the shell and everything it started, and reaps the shell.
@@ -97,7 +104,10 @@ struct Capture {
 
 enum Ended {
     /// The marker arrived: the command's exit status, and where its output ends in `buf`.
-    Marker { status: i32, at: usize },
+    Marker {
+        status: i32,
+        at: usize,
+    },
     /// The output pipe closed: the shell is gone (`exit`, `exec`, killed from inside).
     ShellExited,
     Io(std::io::Error),
@@ -105,7 +115,12 @@ enum Ended {
 
 impl Capture {
     fn new(limit: usize) -> Self {
-        Capture { buf: Vec::with_capacity(8 * 1024), limit, truncated: false, total: 0 }
+        Capture {
+            buf: Vec::with_capacity(8 * 1024),
+            limit,
+            truncated: false,
+            total: 0,
+        }
     }
 
     /// Keeps at most the last `limit` bytes plus a window for the marker.
@@ -166,7 +181,9 @@ fn single_quote(s: &str) -> String {
 /// Sends `command` and reads until its marker (or the end of the pipe) into `cap`.
 async fn run_command(proc: &mut ShellProcess, command: &str, cap: &mut Capture) -> Ended {
     let Ok(nonce) = nonce() else {
-        return Ended::Io(std::io::Error::other("no randomness for the command marker"));
+        return Ended::Io(std::io::Error::other(
+            "no randomness for the command marker",
+        ));
     };
     let marker = format!("__HANDS_DONE_{nonce}__");
     let script = format!(
@@ -175,7 +192,11 @@ async fn run_command(proc: &mut ShellProcess, command: &str, cap: &mut Capture) 
         single_quote(command)
     );
     if let Err(e) = proc.stdin.write_all(script.as_bytes()).await {
-        return if e.kind() == std::io::ErrorKind::BrokenPipe { Ended::ShellExited } else { Ended::Io(e) };
+        return if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Ended::ShellExited
+        } else {
+            Ended::Io(e)
+        };
     }
     let marker = marker.as_bytes();
     let mut chunk = vec![0u8; CHUNK];
@@ -201,7 +222,9 @@ async fn run_command(proc: &mut ShellProcess, command: &str, cap: &mut Capture) 
                 Some(len) => {
                     // Only digits (and a sign) may follow the real marker; anything else is an
                     // echo of it (`set -x` traces the printf) and the search goes on.
-                    let status = std::str::from_utf8(&cap.buf[after..after + len]).ok().and_then(|s| s.parse::<i32>().ok());
+                    let status = std::str::from_utf8(&cap.buf[after..after + len])
+                        .ok()
+                        .and_then(|s| s.parse::<i32>().ok());
                     match status {
                         Some(status) => return Ended::Marker { status, at },
                         None => scan_from = at + 1,
@@ -238,14 +261,21 @@ fn seconds(d: Duration) -> String {
 
 impl BashState {
     pub(crate) fn new(spec: ShellSpec, default_timeout: Duration, output_limit: usize) -> Self {
-        BashState { spec, default_timeout, output_limit, shell: None }
+        BashState {
+            spec,
+            default_timeout,
+            output_limit,
+            shell: None,
+        }
     }
 
     fn ensure_shell(&mut self) -> Result<&mut Shell, String> {
         if self.shell.is_none() {
             self.shell = Some(Shell::start(&self.spec).map_err(|e| format!("bash: {e}"))?);
         }
-        self.shell.as_mut().ok_or_else(|| "bash: no shell".to_owned())
+        self.shell
+            .as_mut()
+            .ok_or_else(|| "bash: no shell".to_owned())
     }
 
     /// Kills the shell and its whole tree; the next command starts a new one.
@@ -255,7 +285,11 @@ impl BashState {
         }
     }
 
-    pub(crate) async fn call(&mut self, input: BashInput, cancel: &CancellationToken) -> ToolOutput {
+    pub(crate) async fn call(
+        &mut self,
+        input: BashInput,
+        cancel: &CancellationToken,
+    ) -> ToolOutput {
         if input.restart == Some(true) {
             self.shutdown().await;
             return match self.ensure_shell() {
@@ -331,7 +365,9 @@ impl BashState {
             }
             Stop::Ended(Ended::Io(e)) => {
                 self.shutdown().await;
-                ToolOutput::error(format!("bash: i/o error talking to the shell: {e}; the shell was killed"))
+                ToolOutput::error(format!(
+                    "bash: i/o error talking to the shell: {e}; the shell was killed"
+                ))
             }
             Stop::Timeout => {
                 self.shutdown().await;
@@ -350,7 +386,9 @@ impl BashState {
             }
             Stop::Cancelled => {
                 self.shutdown().await;
-                ToolOutput::error("bash: cancelled; the command and everything it started were killed")
+                ToolOutput::error(
+                    "bash: cancelled; the command and everything it started were killed",
+                )
             }
         }
     }

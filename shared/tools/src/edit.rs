@@ -23,7 +23,11 @@ fn is_crlf_only(text: &str) -> bool {
 }
 
 fn to_crlf(s: &str) -> Cow<'_, str> {
-    if s.contains('\n') && !s.contains("\r\n") { Cow::Owned(s.replace('\n', "\r\n")) } else { Cow::Borrowed(s) }
+    if s.contains('\n') && !s.contains("\r\n") {
+        Cow::Owned(s.replace('\n', "\r\n"))
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 pub(crate) fn run(session: &Session, input: EditInput) -> ToolOutput {
@@ -41,7 +45,11 @@ pub(crate) fn run(session: &Session, input: EditInput) -> ToolOutput {
         return err("old_string must not be empty".into());
     }
     let Some(leaf) = resolved.leaf() else {
-        let errno = if resolved.rest.is_empty() { libc::EISDIR } else { libc::ENOENT };
+        let errno = if resolved.rest.is_empty() {
+            libc::EISDIR
+        } else {
+            libc::ENOENT
+        };
         return fs_err(&std::io::Error::from_raw_os_error(errno));
     };
     let dir = resolved.dir.as_fd();
@@ -59,17 +67,20 @@ pub(crate) fn run(session: &Session, input: EditInput) -> ToolOutput {
             "{p} is {size} bytes, exceeds {limit}-byte limit. The edit tool loads the whole file and cannot modify a file this large."
         ));
     }
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-    let bytes = match rustix::fs::openat(dir, leaf, flags, Mode::empty()).map_err(std::io::Error::from).and_then(|fd| {
-        let file = std::fs::File::from(fd);
-        if !file.metadata()?.is_file() {
-            return Err(std::io::Error::other("not a regular file"));
-        }
-        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        // Bounded even if the file grew since the stat.
-        file.take(limit + 1).read_to_end(&mut buf)?;
-        Ok(buf)
-    }) {
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let bytes = match rustix::fs::openat(dir, leaf, flags, Mode::empty())
+        .map_err(std::io::Error::from)
+        .and_then(|fd| {
+            let file = std::fs::File::from(fd);
+            if !file.metadata()?.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            // Bounded even if the file grew since the stat.
+            file.take(limit + 1).read_to_end(&mut buf)?;
+            Ok(buf)
+        }) {
         Ok(b) if b.len() as u64 > limit => {
             return err(format!(
                 "{p} is {} bytes, exceeds {limit}-byte limit. The edit tool loads the whole file and cannot modify a file this large.",
@@ -80,13 +91,18 @@ pub(crate) fn run(session: &Session, input: EditInput) -> ToolOutput {
         Err(e) => return fs_err(&e),
     };
     let Ok(text) = String::from_utf8(bytes) else {
-        return err(format!("{p}: not valid UTF-8 text (cannot edit binary files)"));
+        return err(format!(
+            "{p}: not valid UTF-8 text (cannot edit binary files)"
+        ));
     };
     let crlf = is_crlf_only(&text);
     let (old, new) = if crlf {
         (to_crlf(&input.old_string), to_crlf(&input.new_string))
     } else {
-        (Cow::Borrowed(input.old_string.as_str()), Cow::Borrowed(input.new_string.as_str()))
+        (
+            Cow::Borrowed(input.old_string.as_str()),
+            Cow::Borrowed(input.new_string.as_str()),
+        )
     };
     let count = text.matches(old.as_ref()).count();
     if count == 0 {
@@ -94,9 +110,15 @@ pub(crate) fn run(session: &Session, input: EditInput) -> ToolOutput {
     }
     let replace_all = input.replace_all.unwrap_or(false);
     if !replace_all && count > 1 {
-        return err(format!("old_string appears {count} times in {p} (must be unique)"));
+        return err(format!(
+            "old_string appears {count} times in {p} (must be unique)"
+        ));
     }
-    let updated = if replace_all { text.replace(old.as_ref(), &new) } else { text.replacen(old.as_ref(), &new, 1) };
+    let updated = if replace_all {
+        text.replace(old.as_ref(), &new)
+    } else {
+        text.replacen(old.as_ref(), &new, 1)
+    };
     let mode = st.st_mode & 0o777;
     if let Err(e) = replace_file(dir, leaf, updated.as_bytes(), Some(mode)) {
         return fs_err(&e);

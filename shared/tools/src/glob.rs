@@ -22,7 +22,9 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
     let limits = &session.limits;
     let pattern = input.pattern.as_str();
     if pattern.starts_with('/') {
-        return err("absolute pattern not permitted; pass a relative pattern (and optionally path)".into());
+        return err(
+            "absolute pattern not permitted; pass a relative pattern (and optionally path)".into(),
+        );
     }
     if pattern.split('/').any(|part| part == "..") {
         return err("'..' is not permitted in the pattern".into());
@@ -31,7 +33,10 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
         return err("pattern is empty".into());
     }
     if pattern.len() > limits.pattern_bytes {
-        return err(format!("pattern is longer than {} bytes", limits.pattern_bytes));
+        return err(format!(
+            "pattern is longer than {} bytes",
+            limits.pattern_bytes
+        ));
     }
     let root = match input.path.as_deref().filter(|p| !p.is_empty()) {
         Some(p) => match session.roots.resolve(p) {
@@ -80,18 +85,26 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
                 break;
             }
         }
-        let Ok(rel) = entry.path().strip_prefix(&root) else { continue };
+        let Ok(rel) = entry.path().strip_prefix(&root) else {
+            continue;
+        };
         if !matcher.is_match(rel) {
             continue;
         }
-        let Some(kind) = entry.file_type() else { continue };
+        let Some(kind) = entry.file_type() else {
+            continue;
+        };
         if dirs_only && !kind.is_dir() {
             continue;
         }
         if kind.is_symlink() && !symlink_target_permitted(session, entry.path()) {
             continue;
         }
-        let mtime = entry.metadata().ok().and_then(|m| m.modified().ok()).unwrap_or(SystemTime::UNIX_EPOCH);
+        let mtime = entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         matches.push((mtime, entry.path().to_string_lossy().into_owned()));
     }
     if matches.is_empty() && stopped.is_none() {
@@ -100,14 +113,23 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
     // Newest first; equal times by path, so the order is deterministic.
     matches.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let total = matches.len();
-    let mut text = matches.into_iter().take(limits.glob_results).map(|(_, p)| p).collect::<Vec<_>>().join("\n");
+    let mut text = matches
+        .into_iter()
+        .take(limits.glob_results)
+        .map(|(_, p)| p)
+        .collect::<Vec<_>>()
+        .join("\n");
     if total > limits.glob_results {
-        text.push_str(&format!("\n[showing {} of {total} matches, newest first]", limits.glob_results));
+        text.push_str(&format!(
+            "\n[showing {} of {total} matches, newest first]",
+            limits.glob_results
+        ));
     }
     match stopped {
-        Some("entry") => {
-            text.push_str(&format!("\n[walk stopped after {} entries; narrow the pattern or path]", limits.walk_entries))
-        }
+        Some("entry") => text.push_str(&format!(
+            "\n[walk stopped after {} entries; narrow the pattern or path]",
+            limits.walk_entries
+        )),
         Some(_) => text.push_str(&format!(
             "\n[walk stopped after {}s; narrow the pattern or path]",
             limits.search_time.as_secs_f64()
@@ -118,5 +140,6 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
 }
 
 fn symlink_target_permitted(session: &Session, path: &Path) -> bool {
-    path.to_str().is_some_and(|p| session.roots.resolve(p).is_ok())
+    path.to_str()
+        .is_some_and(|p| session.roots.resolve(p).is_ok())
 }

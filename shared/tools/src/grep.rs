@@ -68,7 +68,8 @@ impl Sink for Collector<'_> {
 }
 
 fn open_beneath(root: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     let fd: OwnedFd = match rustix::fs::openat2(
         root,
         rel,
@@ -92,7 +93,10 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
     let err = |msg: String| ToolOutput::error(format!("grep: {msg}"));
     let limits = &session.limits;
     if input.pattern.len() > limits.pattern_bytes {
-        return err(format!("pattern is longer than {} bytes", limits.pattern_bytes));
+        return err(format!(
+            "pattern is longer than {} bytes",
+            limits.pattern_bytes
+        ));
     }
     let matcher = match RegexMatcherBuilder::new()
         .size_limit(limits.regex_size_limit)
@@ -111,34 +115,39 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
         None => None,
     };
     // The directory searched (held open), and the single file when `path` names one.
-    let (root_path, root_fd, single): (std::path::PathBuf, OwnedFd, Option<std::ffi::OsString>) = match resolved {
-        None => match session.roots.workdir.fd().try_clone_to_owned() {
-            Ok(fd) => (session.roots.workdir.path.clone(), fd, None),
-            Err(e) => return err(e.to_string()),
-        },
-        Some(r) => match r.rest.as_slice() {
-            [] => (r.path, r.dir, None),
-            [leaf] => match rustix::fs::statat(r.dir.as_fd(), leaf.as_os_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                    match rustix::fs::openat(
-                        r.dir.as_fd(),
-                        leaf.as_os_str(),
-                        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    ) {
-                        Ok(fd) => (r.path, fd, None),
-                        Err(e) => return err(e.to_string()),
+    let (root_path, root_fd, single): (std::path::PathBuf, OwnedFd, Option<std::ffi::OsString>) =
+        match resolved {
+            None => match session.roots.workdir.fd().try_clone_to_owned() {
+                Ok(fd) => (session.roots.workdir.path.clone(), fd, None),
+                Err(e) => return err(e.to_string()),
+            },
+            Some(r) => match r.rest.as_slice() {
+                [] => (r.path, r.dir, None),
+                [leaf] => match rustix::fs::statat(
+                    r.dir.as_fd(),
+                    leaf.as_os_str(),
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                ) {
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                        match rustix::fs::openat(
+                            r.dir.as_fd(),
+                            leaf.as_os_str(),
+                            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        ) {
+                            Ok(fd) => (r.path, fd, None),
+                            Err(e) => return err(e.to_string()),
+                        }
                     }
-                }
-                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-                    let parent = r.path.parent().map(Path::to_path_buf).unwrap_or_default();
-                    (parent, r.dir, Some(leaf.clone()))
-                }
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                        let parent = r.path.parent().map(Path::to_path_buf).unwrap_or_default();
+                        (parent, r.dir, Some(leaf.clone()))
+                    }
+                    _ => return ToolOutput::ok("no matches"),
+                },
                 _ => return ToolOutput::ok("no matches"),
             },
-            _ => return ToolOutput::ok("no matches"),
-        },
-    };
+        };
 
     let started = Instant::now();
     let deadline = || started.elapsed() > limits.search_time;
@@ -153,7 +162,9 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
     let mut full = false;
     let mut stopped: Option<String> = None;
     let mut search_one = |rel: &Path, shown: &str, out: &mut String, budget: &mut usize| -> bool {
-        let Ok(file) = open_beneath(root_fd.as_fd(), rel) else { return true };
+        let Ok(file) = open_beneath(root_fd.as_fd(), rel) else {
+            return true;
+        };
         let mut sink = Collector {
             path: shown,
             out,
@@ -171,14 +182,20 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
 
     if let Some(leaf) = single {
         let shown = root_path.join(&leaf);
-        full = !search_one(Path::new(&leaf), &shown.to_string_lossy(), &mut out, &mut budget);
+        full = !search_one(
+            Path::new(&leaf),
+            &shown.to_string_lossy(),
+            &mut out,
+            &mut budget,
+        );
     } else {
         let walker = ignore::WalkBuilder::new(&root_path)
             .standard_filters(false)
             .follow_links(false)
             .sort_by_file_name(|a, b| a.cmp(b))
             .filter_entry(|e| {
-                !(e.file_type().is_some_and(|t| t.is_dir()) && matches!(e.file_name().to_str(), Some(".git" | "node_modules")))
+                !(e.file_type().is_some_and(|t| t.is_dir())
+                    && matches!(e.file_name().to_str(), Some(".git" | "node_modules")))
             })
             .build();
         let mut files = 0usize;
@@ -191,15 +208,23 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
                 return err("cancelled".into());
             }
             if deadline() {
-                stopped = Some(format!("[search stopped after {}s]", limits.search_time.as_secs_f64()));
+                stopped = Some(format!(
+                    "[search stopped after {}s]",
+                    limits.search_time.as_secs_f64()
+                ));
                 break;
             }
             files += 1;
             if files > limits.walk_entries {
-                stopped = Some(format!("[search stopped after {} files]", limits.walk_entries));
+                stopped = Some(format!(
+                    "[search stopped after {} files]",
+                    limits.walk_entries
+                ));
                 break;
             }
-            let Ok(rel) = entry.path().strip_prefix(&root_path) else { continue };
+            let Ok(rel) = entry.path().strip_prefix(&root_path) else {
+                continue;
+            };
             if !search_one(rel, &entry.path().to_string_lossy(), &mut out, &mut budget) {
                 full = true;
                 break;
@@ -213,7 +238,10 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
         if !out.is_empty() {
             out.push('\n');
         }
-        out.push_str(&format!("[output truncated at {} bytes]", limits.grep_output_bytes));
+        out.push_str(&format!(
+            "[output truncated at {} bytes]",
+            limits.grep_output_bytes
+        ));
     } else if let Some(note) = stopped {
         if !out.is_empty() {
             out.push('\n');
@@ -224,7 +252,10 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
         if !out.is_empty() {
             out.push('\n');
         }
-        out.push_str(&format!("[search stopped after {}s]", limits.search_time.as_secs_f64()));
+        out.push_str(&format!(
+            "[search stopped after {}s]",
+            limits.search_time.as_secs_f64()
+        ));
     }
     if out.is_empty() {
         return ToolOutput::ok("no matches");

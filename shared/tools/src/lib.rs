@@ -45,7 +45,10 @@ pub use paths::{PathError, Resolved, Roots};
 pub enum ToolsetError {
     /// The workdir or an allowed root does not exist or cannot be opened.
     #[error("cannot use {path} as a tool root: {source}")]
-    Root { path: PathBuf, source: std::io::Error },
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The shell is not an absolute path.
     #[error("the shell must be given by absolute path, not {0}")]
     ShellPath(PathBuf),
@@ -67,12 +70,15 @@ pub struct Toolset {
 
 impl std::fmt::Debug for Toolset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Toolset").field("workdir", &self.session.roots.workdir.path).finish_non_exhaustive()
+        f.debug_struct("Toolset")
+            .field("workdir", &self.session.roots.workdir.path)
+            .finish_non_exhaustive()
     }
 }
 
 fn parse<T: DeserializeOwned>(tool: &str, input: serde_json::Value) -> Result<T, ToolOutput> {
-    serde_json::from_value(input).map_err(|e| ToolOutput::error(format!("{tool}: invalid input: {e}")))
+    serde_json::from_value(input)
+        .map_err(|e| ToolOutput::error(format!("{tool}: invalid input: {e}")))
 }
 
 impl Toolset {
@@ -81,7 +87,12 @@ impl Toolset {
         if !config.bash_path.is_absolute() {
             return Err(ToolsetError::ShellPath(config.bash_path));
         }
-        let roots = Roots::new(&config.workdir, &config.allowed_roots, &config.read_only_roots).map_err(|source| {
+        let roots = Roots::new(
+            &config.workdir,
+            &config.allowed_roots,
+            &config.read_only_roots,
+        )
+        .map_err(|source| {
             // Name the root that failed: the workdir first, then each allowed root.
             let path = std::iter::once(&config.workdir)
                 .chain(&config.allowed_roots)
@@ -97,8 +108,18 @@ impl Toolset {
             env: config.env.build(std::env::vars_os()),
             rlimits: config.rlimits.clone(),
         };
-        let bash = bash::BashState::new(spec, config.limits.bash_timeout, config.limits.bash_output_bytes);
-        Ok(Toolset { session: Arc::new(Session { roots, limits: config.limits, bash: tokio::sync::Mutex::new(bash) }) })
+        let bash = bash::BashState::new(
+            spec,
+            config.limits.bash_timeout,
+            config.limits.bash_output_bytes,
+        );
+        Ok(Toolset {
+            session: Arc::new(Session {
+                roots,
+                limits: config.limits,
+                bash: tokio::sync::Mutex::new(bash),
+            }),
+        })
     }
 
     /// Whether this toolset executes tool `name` (the six built-ins; §7.5 ownership).
@@ -114,7 +135,12 @@ impl Toolset {
     /// Executes one tool call. Never panics and never fails: every problem is a result with
     /// `is_error: true` whose text the model reads. When `cancel` fires, the call stops (a bash
     /// command's whole process tree is killed) and an error result is returned.
-    pub async fn call(&self, name: &str, input: serde_json::Value, cancel: &CancellationToken) -> ToolOutput {
+    pub async fn call(
+        &self,
+        name: &str,
+        input: serde_json::Value,
+        cancel: &CancellationToken,
+    ) -> ToolOutput {
         let Some(tool) = BuiltinTool::from_name(name) else {
             return ToolOutput::error(format!("unknown tool: {name}"));
         };
@@ -130,16 +156,31 @@ impl Toolset {
                 };
                 bash.call(input, cancel).await
             }
-            BuiltinTool::Read => self.blocking(name, input, cancel, |s, i, _| read::run(s, i)).await,
-            BuiltinTool::Write => self.blocking(name, input, cancel, |s, i, _| write::run(s, i)).await,
-            BuiltinTool::Edit => self.blocking(name, input, cancel, |s, i, _| edit::run(s, i)).await,
+            BuiltinTool::Read => {
+                self.blocking(name, input, cancel, |s, i, _| read::run(s, i))
+                    .await
+            }
+            BuiltinTool::Write => {
+                self.blocking(name, input, cancel, |s, i, _| write::run(s, i))
+                    .await
+            }
+            BuiltinTool::Edit => {
+                self.blocking(name, input, cancel, |s, i, _| edit::run(s, i))
+                    .await
+            }
             BuiltinTool::Glob => self.blocking(name, input, cancel, glob::run).await,
             BuiltinTool::Grep => self.blocking(name, input, cancel, grep::run).await,
         }
     }
 
     /// Runs a file tool on the blocking pool, racing the cancellation token.
-    async fn blocking<I, F>(&self, name: &str, input: serde_json::Value, cancel: &CancellationToken, f: F) -> ToolOutput
+    async fn blocking<I, F>(
+        &self,
+        name: &str,
+        input: serde_json::Value,
+        cancel: &CancellationToken,
+        f: F,
+    ) -> ToolOutput
     where
         I: DeserializeOwned + Send + 'static,
         F: FnOnce(&Session, I, &CancellationToken) -> ToolOutput + Send + 'static,

@@ -18,7 +18,9 @@ pub fn strip_ansi(input: &[u8]) -> Vec<u8> {
     while i < input.len() {
         if input[i] == 0x1b && input.get(i + 1) == Some(&b'[') {
             let mut j = i + 2;
-            while j < input.len() && (input[j].is_ascii_digit() || input[j] == b';' || input[j] == b'?') {
+            while j < input.len()
+                && (input[j].is_ascii_digit() || input[j] == b';' || input[j] == b'?')
+            {
                 j += 1;
             }
             while j < input.len() && (0x20..=0x2f).contains(&input[j]) {
@@ -46,7 +48,11 @@ pub fn lossy(bytes: &[u8]) -> (String, bool) {
 /// Skips the UTF-8 continuation bytes a cut left at the start of `bytes`, so a tail that began
 /// mid-character does not start with a replacement character (at most 3 bytes are skipped).
 pub fn from_char_boundary(bytes: &[u8]) -> &[u8] {
-    let skip = bytes.iter().take(3).take_while(|&&b| (0x80..0xc0).contains(&b)).count();
+    let skip = bytes
+        .iter()
+        .take(3)
+        .take_while(|&&b| (0x80..0xc0).contains(&b))
+        .count();
     &bytes[skip..]
 }
 
@@ -59,7 +65,11 @@ pub fn trim_trailing_newlines(s: &mut String) {
 /// Python's `repr()` of a string, as the reference puts paths in its error messages
 /// (`path '../x' is outside ...`). Quotes with `'` unless the string contains `'` and no `"`.
 pub fn py_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -72,7 +82,9 @@ pub fn py_repr(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -117,7 +129,10 @@ mod tests {
     fn cut_never_starts_mid_character() {
         let s = "héllo".as_bytes();
         assert_eq!(from_char_boundary(&s[2..]), "llo".as_bytes());
-        assert_eq!(from_char_boundary(&[0x80, 0x80, 0x80, 0x80, b'a']), &[0x80, b'a']);
+        assert_eq!(
+            from_char_boundary(&[0x80, 0x80, 0x80, 0x80, b'a']),
+            &[0x80, b'a']
+        );
     }
 
     #[test]

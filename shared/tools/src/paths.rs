@@ -45,10 +45,16 @@ pub enum PathError {
 impl fmt::Display for PathError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PathError::Outside { shown, other_roots: false } => {
+            PathError::Outside {
+                shown,
+                other_roots: false,
+            } => {
                 write!(f, "path {shown} is outside the session's working directory")
             }
-            PathError::Outside { shown, other_roots: true } => write!(
+            PathError::Outside {
+                shown,
+                other_roots: true,
+            } => write!(
                 f,
                 "path {shown} is outside the session's working directory and its other permitted directories"
             ),
@@ -70,8 +76,16 @@ impl Root {
     /// Canonicalises `path` (it must exist and be a directory) and opens it.
     pub fn open(path: &Path) -> io::Result<Root> {
         let path = std::fs::canonicalize(path)?;
-        let fd = rustix::fs::open(&path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        Ok(Root { comps: components(&path), path, fd })
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Root {
+            comps: components(&path),
+            path,
+            fd,
+        })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -143,7 +157,8 @@ fn normalize(parts: impl IntoIterator<Item = OsString>) -> VecDeque<OsString> {
 }
 
 fn split_bytes(b: &[u8]) -> impl Iterator<Item = OsString> + '_ {
-    b.split(|&c| c == b'/').map(|c| OsString::from_vec(c.to_vec()))
+    b.split(|&c| c == b'/')
+        .map(|c| OsString::from_vec(c.to_vec()))
 }
 
 fn within(path: &[OsString], root: &[OsString]) -> bool {
@@ -160,7 +175,12 @@ fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
 }
 
 fn open_fs_root() -> io::Result<OwnedFd> {
-    Ok(rustix::fs::openat(CWD, "/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
+    Ok(rustix::fs::openat(
+        CWD,
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// The directory stack of a walk: `fds[i]` is the directory named by `comps[..i]`; `None`
@@ -172,13 +192,19 @@ struct Walk {
 
 impl Walk {
     fn at_fs_root() -> io::Result<Walk> {
-        Ok(Walk { comps: Vec::new(), fds: vec![Some(open_fs_root()?)] })
+        Ok(Walk {
+            comps: Vec::new(),
+            fds: vec![Some(open_fs_root()?)],
+        })
     }
 
     fn at(root: &Root) -> io::Result<Walk> {
         let mut fds: Vec<Option<OwnedFd>> = (0..root.comps.len()).map(|_| None).collect();
         fds.push(Some(root.fd.try_clone()?));
-        Ok(Walk { comps: root.comps.clone(), fds })
+        Ok(Walk {
+            comps: root.comps.clone(),
+            fds,
+        })
     }
 
     fn up(&mut self) {
@@ -226,39 +252,61 @@ impl Roots {
     /// otherwise, so a read-only directory created later is still protected.
     pub fn new(workdir: &Path, allowed: &[PathBuf], read_only: &[PathBuf]) -> io::Result<Roots> {
         let workdir = Root::open(workdir)?;
-        let allowed = allowed.iter().map(|p| Root::open(p)).collect::<io::Result<Vec<_>>>()?;
+        let allowed = allowed
+            .iter()
+            .map(|p| Root::open(p))
+            .collect::<io::Result<Vec<_>>>()?;
         let read_only = read_only
             .iter()
             .map(|p| {
-                let abs = if p.is_absolute() { p.clone() } else { workdir.path.join(p) };
+                let abs = if p.is_absolute() {
+                    p.clone()
+                } else {
+                    workdir.path.join(p)
+                };
                 let canonical = std::fs::canonicalize(&abs).unwrap_or_else(|_| {
                     let parts = normalize(components(&abs));
                     let mut out = PathBuf::from("/");
                     out.extend(parts.iter().filter(|c| c.as_bytes() != b".."));
                     out
                 });
-                ReadOnlyRoot { comps: components(&canonical), shown: p.display().to_string() }
+                ReadOnlyRoot {
+                    comps: components(&canonical),
+                    shown: p.display().to_string(),
+                }
             })
             .collect();
-        Ok(Roots { workdir, allowed, read_only })
+        Ok(Roots {
+            workdir,
+            allowed,
+            read_only,
+        })
     }
 
     /// The configured spelling of the read-only root `path` lies in, if any.
     pub fn read_only_root_of(&self, path: &Path) -> Option<&str> {
         let comps = components(path);
-        self.read_only.iter().find(|r| within(&comps, &r.comps)).map(|r| r.shown.as_str())
+        self.read_only
+            .iter()
+            .find(|r| within(&comps, &r.comps))
+            .map(|r| r.shown.as_str())
     }
 
     /// Whether a canonical path lies inside the workdir or an allowed root.
     pub fn permits(&self, path: &Path) -> bool {
         let comps = components(path);
-        std::iter::once(&self.workdir).chain(&self.allowed).any(|r| within(&comps, &r.comps))
+        std::iter::once(&self.workdir)
+            .chain(&self.allowed)
+            .any(|r| within(&comps, &r.comps))
     }
 
     /// Resolves `input` (as the model sent it) under the policy described in the module docs.
     pub fn resolve(&self, input: &str) -> Result<Resolved, PathError> {
         let shown = || py_repr(input);
-        let fs = |err: io::Error| PathError::Fs { shown: shown(), err };
+        let fs = |err: io::Error| PathError::Fs {
+            shown: shown(),
+            err,
+        };
         if input.contains('\0') {
             return Err(PathError::Nul { shown: shown() });
         }
@@ -313,12 +361,14 @@ impl Roots {
                     if hops > MAX_SYMLINK_HOPS {
                         return Err(fs(io::Error::from_raw_os_error(libc::ELOOP)));
                     }
-                    let target = rustix::fs::readlinkat(dir, &name, Vec::new()).map_err(|e| fs(e.into()))?;
+                    let target =
+                        rustix::fs::readlinkat(dir, &name, Vec::new()).map_err(|e| fs(e.into()))?;
                     let target = target.as_bytes();
                     if target.starts_with(b"/") {
                         walk = Walk::at_fs_root().map_err(fs)?;
                     }
-                    let spliced: Vec<OsString> = split_bytes(target).chain(pending.drain(..)).collect();
+                    let spliced: Vec<OsString> =
+                        split_bytes(target).chain(pending.drain(..)).collect();
                     pending = normalize(spliced);
                 }
                 FileType::Directory if !pending.is_empty() => {
@@ -339,7 +389,10 @@ impl Roots {
         let mut path = PathBuf::from("/");
         path.extend(walk.comps.iter().chain(&rest));
         if !self.permits(&path) {
-            return Err(PathError::Outside { shown: shown(), other_roots: !self.allowed.is_empty() });
+            return Err(PathError::Outside {
+                shown: shown(),
+                other_roots: !self.allowed.is_empty(),
+            });
         }
         let dir = walk.into_current().map_err(fs)?;
         Ok(Resolved { path, dir, rest })
@@ -371,7 +424,10 @@ mod tests {
     #[test]
     fn normalize_is_lexical() {
         let n = |s: &str| -> Vec<String> {
-            normalize(split_bytes(s.as_bytes())).iter().map(|c| c.to_string_lossy().into_owned()).collect()
+            normalize(split_bytes(s.as_bytes()))
+                .iter()
+                .map(|c| c.to_string_lossy().into_owned())
+                .collect()
         };
         assert_eq!(n("a/./b/../c"), ["a", "c"]);
         assert_eq!(n("../../x"), ["..", "..", "x"]);

@@ -51,12 +51,17 @@ pub(crate) fn run(session: &Session, input: ReadInput) -> ToolOutput {
 }
 
 fn not_utf8(p: &str) -> Failure {
-    Failure::Text(format!("{p}: not valid UTF-8 text (binary files are only supported for image/PDF extensions)"))
+    Failure::Text(format!(
+        "{p}: not valid UTF-8 text (binary files are only supported for image/PDF extensions)"
+    ))
 }
 
 fn read(session: &Session, input: &ReadInput) -> Result<ToolOutput, Failure> {
     let p = &input.file_path;
-    let resolved = session.roots.resolve(p).map_err(|e| Failure::Text(e.to_string()))?;
+    let resolved = session
+        .roots
+        .resolve(p)
+        .map_err(|e| Failure::Text(e.to_string()))?;
     let not_regular = || Failure::Text(format!("{p}: not a regular file"));
     let Some(leaf) = resolved.leaf() else {
         return Err(if resolved.rest.is_empty() {
@@ -66,12 +71,16 @@ fn read(session: &Session, input: &ReadInput) -> Result<ToolOutput, Failure> {
         });
     };
     let dir = resolved.dir.as_fd();
-    let st = rustix::fs::statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW).map_err(std::io::Error::from)?;
+    let st =
+        rustix::fs::statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW).map_err(std::io::Error::from)?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(not_regular());
     }
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-    let file = File::from(rustix::fs::openat(dir, leaf, flags, Mode::empty()).map_err(std::io::Error::from)?);
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let file = File::from(
+        rustix::fs::openat(dir, leaf, flags, Mode::empty()).map_err(std::io::Error::from)?,
+    );
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(not_regular());
@@ -81,7 +90,9 @@ fn read(session: &Session, input: &ReadInput) -> Result<ToolOutput, Failure> {
 
     if let Some(media) = media_type(&resolved.path) {
         if input.view_range.is_some() {
-            return Err(Failure::Text("view_range is not supported for image/PDF files".into()));
+            return Err(Failure::Text(
+                "view_range is not supported for image/PDF files".into(),
+            ));
         }
         let limit = if media == "application/pdf" {
             limits.max_pdf_bytes
@@ -90,7 +101,9 @@ fn read(session: &Session, input: &ReadInput) -> Result<ToolOutput, Failure> {
             (limits.max_image_base64_bytes / 4) * 3
         };
         let too_big = |size: u64| {
-            Failure::Text(format!("{p} is {size} bytes, exceeds {limit}-byte limit for image/PDF files."))
+            Failure::Text(format!(
+                "{p} is {size} bytes, exceeds {limit}-byte limit for image/PDF files."
+            ))
         };
         if size > limit {
             return Err(too_big(size));
@@ -105,7 +118,10 @@ fn read(session: &Session, input: &ReadInput) -> Result<ToolOutput, Failure> {
             data: base64::engine::general_purpose::STANDARD.encode(&bytes),
         };
         let block = if media == "application/pdf" {
-            ContentBlock::Document { source, title: None }
+            ContentBlock::Document {
+                source,
+                title: None,
+            }
         } else {
             ContentBlock::Image { source }
         };
@@ -126,7 +142,10 @@ fn read(session: &Session, input: &ReadInput) -> Result<ToolOutput, Failure> {
     if bytes.len() as u64 > limit {
         // The file grew past the cap since the stat: read the range from the start instead.
         if let Some((start, end)) = input.view_range {
-            let file = File::from(rustix::fs::openat(dir, leaf, flags, Mode::empty()).map_err(std::io::Error::from)?);
+            let file = File::from(
+                rustix::fs::openat(dir, leaf, flags, Mode::empty())
+                    .map_err(std::io::Error::from)?,
+            );
             return stream_range(file, p, start, end, limit).map(ToolOutput::ok);
         }
         return Err(Failure::Text(format!(
@@ -140,17 +159,37 @@ fn read(session: &Session, input: &ReadInput) -> Result<ToolOutput, Failure> {
     };
     // The reference: `lines[max(0, start-1) : (end if end > 0 else len)]`, joined by `\n`.
     let lines: Vec<&str> = text.split('\n').collect();
-    let from = usize::try_from(start.saturating_sub(1).max(0)).unwrap_or(usize::MAX).min(lines.len());
-    let to = if end > 0 { usize::try_from(end).unwrap_or(usize::MAX).min(lines.len()) } else { lines.len() };
-    let selected = if to > from { lines[from..to].join("\n") } else { String::new() };
+    let from = usize::try_from(start.saturating_sub(1).max(0))
+        .unwrap_or(usize::MAX)
+        .min(lines.len());
+    let to = if end > 0 {
+        usize::try_from(end).unwrap_or(usize::MAX).min(lines.len())
+    } else {
+        lines.len()
+    };
+    let selected = if to > from {
+        lines[from..to].join("\n")
+    } else {
+        String::new()
+    };
     Ok(ToolOutput::ok(selected))
 }
 
 /// Lines `[start, end]` of a file larger than the cap, streamed, with at most `limit` bytes
 /// kept (the reference's `read_line_range`).
-fn stream_range(file: File, p: &str, start_line: i64, end_line: i64, limit: u64) -> Result<String, Failure> {
+fn stream_range(
+    file: File,
+    p: &str,
+    start_line: i64,
+    end_line: i64,
+    limit: u64,
+) -> Result<String, Failure> {
     let start = u64::try_from(start_line.saturating_sub(1)).unwrap_or(0);
-    let end = if end_line > 0 { u64::try_from(end_line).unwrap_or(u64::MAX) } else { u64::MAX };
+    let end = if end_line > 0 {
+        u64::try_from(end_line).unwrap_or(u64::MAX)
+    } else {
+        u64::MAX
+    };
     if end <= start {
         return Ok(String::new());
     }
@@ -180,7 +219,11 @@ fn stream_range(file: File, p: &str, start_line: i64, end_line: i64, limit: u64)
                 }
             }
         } else {
-            let body = if terminated { &line[..line.len() - 1] } else { &line[..] };
+            let body = if terminated {
+                &line[..line.len() - 1]
+            } else {
+                &line[..]
+            };
             collected.extend_from_slice(body);
             if terminated && line_no + 1 < end {
                 collected.push(b'\n');

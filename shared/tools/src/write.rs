@@ -55,14 +55,22 @@ pub(crate) fn existing_mode(dir: BorrowedFd<'_>, leaf: &OsStr) -> io::Result<Opt
 fn temp_name() -> io::Result<String> {
     let mut bytes = [0u8; 8];
     rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())?;
-    Ok(format!(".hands-{}.tmp", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    Ok(format!(
+        ".hands-{}.tmp",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
 }
 
 /// Writes `data` to a new temporary file in `dir` and renames it to `leaf`. `mode` is applied
 /// with `fchmod` (so the umask does not change a preserved mode); without it the file gets
 /// `0666 & !umask`, as a plain `open` would give. No `fsync`: the rename is atomic against
 /// process crashes, which is the reference's durability too, at a fraction of the latency.
-pub(crate) fn replace_file(dir: BorrowedFd<'_>, leaf: &OsStr, data: &[u8], mode: Option<u32>) -> io::Result<()> {
+pub(crate) fn replace_file(
+    dir: BorrowedFd<'_>,
+    leaf: &OsStr,
+    data: &[u8],
+    mode: Option<u32>,
+) -> io::Result<()> {
     let tmp = temp_name()?;
     let fd = rustix::fs::openat(
         dir,

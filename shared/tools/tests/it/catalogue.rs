@@ -18,9 +18,19 @@ use crate::common::*;
 fn alive_with_arg(arg: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        if cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes()) && hands_sandbox::pid_is_alive(pid) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes())
+            && hands_sandbox::pid_is_alive(pid)
+        {
             pids.push(pid);
         }
     }
@@ -36,11 +46,23 @@ async fn bash(fx: &Fixture, command: &str) -> hands_protocol::toolset::ToolOutpu
 #[tokio::test]
 async fn t5_process_bursts_are_reaped() {
     let fx = Fixture::new();
-    let out = bash(&fx, "for i in $(seq 200); do sleep 7200 & done; echo spawned").await;
+    let out = bash(
+        &fx,
+        "for i in $(seq 200); do sleep 7200 & done; echo spawned",
+    )
+    .await;
     assert_eq!(text(&out), "spawned");
     assert_eq!(alive_with_arg("7200"), Vec::<i32>::new());
-    let out = fx.call("bash", json!({"command": "while true; do sleep 7201 & done", "timeout_ms": 500})).await;
-    assert!(out.is_error && text(&out).starts_with("bash: bash command timed out after 0.5s"), "{out:?}");
+    let out = fx
+        .call(
+            "bash",
+            json!({"command": "while true; do sleep 7201 & done", "timeout_ms": 500}),
+        )
+        .await;
+    assert!(
+        out.is_error && text(&out).starts_with("bash: bash command timed out after 0.5s"),
+        "{out:?}"
+    );
     assert_eq!(alive_with_arg("7201"), Vec::<i32>::new());
     assert_eq!(text(&bash(&fx, "echo alive").await), "alive");
     fx.tools.shutdown().await;
@@ -53,7 +75,10 @@ async fn t6_file_size_limit_stops_a_disk_filler() {
     let out = bash(&fx, "head -c 5000000 /dev/zero > big.bin").await;
     assert!(out.is_error, "{out:?}");
     assert!(text(&out).contains("File size limit exceeded"), "{out:?}");
-    assert_eq!(std::fs::metadata(fx.path("big.bin")).unwrap().len(), 1024 * 1024);
+    assert_eq!(
+        std::fs::metadata(fx.path("big.bin")).unwrap().len(),
+        1024 * 1024
+    );
     fx.tools.shutdown().await;
 }
 
@@ -62,12 +87,20 @@ async fn t6_file_size_limit_stops_a_disk_filler() {
 #[tokio::test]
 async fn t7_output_floods_are_bounded() {
     let fx = Fixture::new();
-    let out = bash(&fx, "head -c 50000000 /dev/zero | tr '\\0' y; echo; echo END").await;
+    let out = bash(
+        &fx,
+        "head -c 50000000 /dev/zero | tr '\\0' y; echo; echo END",
+    )
+    .await;
     let t = text(&out);
     assert!(t.starts_with("[output truncated]\n"), "{}", &t[..40]);
     assert!(t.ends_with("\nEND"));
     assert!(t.len() <= 100 * 1024 + "[output truncated]\n".len());
-    let out = bash(&fx, "(yes out | head -c 20000000) & (yes err | head -c 20000000 >&2); wait; echo DONE").await;
+    let out = bash(
+        &fx,
+        "(yes out | head -c 20000000) & (yes err | head -c 20000000 >&2); wait; echo DONE",
+    )
+    .await;
     assert!(text(&out).ends_with("DONE"));
     assert!(text(&out).len() <= 100 * 1024 + 32);
     fx.tools.shutdown().await;
@@ -79,19 +112,42 @@ async fn t7_output_floods_are_bounded() {
 async fn t8_never_exits() {
     let fx = Fixture::new();
     assert_eq!(text(&bash(&fx, "cat; read x; echo done").await), "done");
-    let out = fx.call("bash", json!({"command": "echo partial; tail -f /dev/null --pid=1 7300", "timeout_ms": 300})).await;
+    let out = fx
+        .call(
+            "bash",
+            json!({"command": "echo partial; tail -f /dev/null --pid=1 7300", "timeout_ms": 300}),
+        )
+        .await;
     assert!(out.is_error);
-    assert!(text(&out).contains("[output before the timeout]\npartial"), "{out:?}");
-    let out = fx.call("bash", json!({"command": "sleep 7301 & sleep infinity", "timeout_ms": 300})).await;
-    assert!(text(&out).starts_with("bash: bash command timed out after 0.3s\n"), "{out:?}");
+    assert!(
+        text(&out).contains("[output before the timeout]\npartial"),
+        "{out:?}"
+    );
+    let out = fx
+        .call(
+            "bash",
+            json!({"command": "sleep 7301 & sleep infinity", "timeout_ms": 300}),
+        )
+        .await;
+    assert!(
+        text(&out).starts_with("bash: bash command timed out after 0.3s\n"),
+        "{out:?}"
+    );
     assert_eq!(alive_with_arg("7301"), Vec::<i32>::new());
-    assert_eq!(alive_with_arg("infinity").into_iter().filter(|p| is_ours(*p)).count(), 0);
+    assert_eq!(
+        alive_with_arg("infinity")
+            .into_iter()
+            .filter(|p| is_ours(*p))
+            .count(),
+        0
+    );
     fx.tools.shutdown().await;
 }
 
 fn is_ours(pid: i32) -> bool {
     // A `sleep infinity` of some other program on the machine is not ours to judge.
-    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|e| e.windows(15).any(|w| w == b"HANDS_SWEEP_TAG"))
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|e| e.windows(15).any(|w| w == b"HANDS_SWEEP_TAG"))
 }
 
 // T9: background survivors of every kind are gone when the call returns, and the call
@@ -114,7 +170,11 @@ async fn t9_no_background_survivors() {
     for (command, token) in cases {
         let out = bash(&fx, &format!("{command}\necho ok")).await;
         assert_eq!(text(&out), "ok", "{command}");
-        assert_eq!(alive_with_arg(token), Vec::<i32>::new(), "survivor of `{command}`");
+        assert_eq!(
+            alive_with_arg(token),
+            Vec::<i32>::new(),
+            "survivor of `{command}`"
+        );
     }
     // Output of a killed background process never leaks into the next call.
     let out = bash(&fx, "(sleep 0.05; echo LATE) & echo now").await;
@@ -143,10 +203,16 @@ fn t11_grep_does_not_block_the_runtime() {
     let fx = Fixture::new();
     for d in 0..20 {
         for f in 0..50 {
-            fx.write(&format!("d{d}/f{f}.txt"), "lorem ipsum dolor sit amet\n".repeat(200));
+            fx.write(
+                &format!("d{d}/f{f}.txt"),
+                "lorem ipsum dolor sit amet\n".repeat(200),
+            );
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let ticks = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicBool::new(false));
@@ -159,7 +225,9 @@ fn t11_grep_does_not_block_the_runtime() {
                 }
             })
         };
-        let out = fx.call("grep", json!({"pattern": "(a|b|c|d)+[^x]*zzz"})).await;
+        let out = fx
+            .call("grep", json!({"pattern": "(a|b|c|d)+[^x]*zzz"}))
+            .await;
         let seen = ticks.load(Ordering::SeqCst);
         done.store(true, Ordering::SeqCst);
         heartbeat.await.unwrap();
@@ -181,7 +249,11 @@ async fn t13_binary_output_never_panics() {
     let out = bash(&fx, "head -c 65535 /dev/zero | tr '\\0' a; printf 'éé'").await;
     assert!(text(&out).ends_with("aéé"), "{}", &text(&out)[65530..]);
     // A cut of the tail never starts mid-character and never claims invalid UTF-8.
-    let out = bash(&fx, "for i in $(seq 60000); do printf 'é'; done; printf '\\xe2\\x9c\\x93'").await;
+    let out = bash(
+        &fx,
+        "for i in $(seq 60000); do printf 'é'; done; printf '\\xe2\\x9c\\x93'",
+    )
+    .await;
     let t = text(&out);
     assert!(t.starts_with("[output truncated]\né"), "{}", &t[..30]);
     assert!(!t.contains('\u{fffd}') && t.ends_with('✓'));
@@ -195,9 +267,16 @@ async fn t14_exit_status_and_signals() {
     let out = bash(&fx, "(exit 255)").await;
     assert!(out.is_error);
     assert_eq!(text(&out), "exit 255");
-    let out = bash(&fx, "bash -c 'kill -SEGV $$'; echo \"status=$?\"; (exit 139)").await;
+    let out = bash(
+        &fx,
+        "bash -c 'kill -SEGV $$'; echo \"status=$?\"; (exit 139)",
+    )
+    .await;
     assert!(out.is_error);
-    assert!(text(&out).contains("Segmentation fault") && text(&out).contains("status=139"), "{out:?}");
+    assert!(
+        text(&out).contains("Segmentation fault") && text(&out).contains("status=139"),
+        "{out:?}"
+    );
     fx.tools.shutdown().await;
 }
 
@@ -212,9 +291,15 @@ async fn t15_helper_hijacking() {
         std::fs::set_permissions(fx.path(helper), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     fx.write("code.txt", "needle\n");
-    let out = bash(&fx, "export PATH=.:$PATH LD_PRELOAD=/nonexistent.so BASH_ENV=./sh; echo set").await;
+    let out = bash(
+        &fx,
+        "export PATH=.:$PATH LD_PRELOAD=/nonexistent.so BASH_ENV=./sh; echo set",
+    )
+    .await;
     assert_eq!(text(&out), "set");
-    let out = fx.call("grep", json!({"pattern": "needle", "path": "code.txt"})).await;
+    let out = fx
+        .call("grep", json!({"pattern": "needle", "path": "code.txt"}))
+        .await;
     assert!(text(&out).ends_with("/ws/code.txt:1:needle"), "{out:?}");
     let out = fx.call("bash", json!({"restart": true})).await;
     assert_eq!(text(&out), "bash session restarted");
@@ -228,7 +313,11 @@ async fn t15_helper_hijacking() {
 #[tokio::test]
 async fn t12_memory_hog_fails_in_the_tool() {
     let fx = Fixture::with(|c| c.rlimits.address_space_bytes = Some(256 * 1024 * 1024));
-    let out = bash(&fx, "/bin/bash -c 'x=$(head -c 400000000 /dev/zero | tr \"\\0\" a); echo survived'").await;
+    let out = bash(
+        &fx,
+        "/bin/bash -c 'x=$(head -c 400000000 /dev/zero | tr \"\\0\" a); echo survived'",
+    )
+    .await;
     assert!(out.is_error, "{out:?}");
     assert!(text(&out).contains("cannot allocate"), "{out:?}");
     assert!(!text(&out).contains("survived"));
@@ -244,36 +333,102 @@ async fn t17_path_traversal() {
     fx.write("a/f.txt", "inside");
     let long = "x/".repeat(2100);
     let cases = vec![
-        Case { name: "dotdot", tool: "read", input: json!({"file_path": "../../etc/passwd"}) },
-        Case { name: "absolute", tool: "read", input: json!({"file_path": "/etc/passwd"}) },
-        Case { name: "climb out of a subdirectory", tool: "read", input: json!({"file_path": "a/../../.."}) },
-        Case { name: "dotdot that stays inside", tool: "read", input: json!({"file_path": "a/../a/./f.txt"}) },
-        Case { name: "url-encoded dots are a name", tool: "read", input: json!({"file_path": "%2e%2e/etc/passwd"}) },
-        Case { name: "backslashes are a name", tool: "read", input: json!({"file_path": "..\\..\\etc\\passwd"}) },
-        Case { name: "tilde is not expanded", tool: "read", input: json!({"file_path": "~/.bashrc"}) },
-        Case { name: "variables are not expanded", tool: "write", input: json!({"file_path": "$HOME/x", "content": "x"}) },
-        Case { name: "nul byte", tool: "read", input: json!({"file_path": "a/f.txt\u{0}../../etc/passwd"}) },
-        Case { name: "longer than PATH_MAX", tool: "read", input: json!({"file_path": long}) },
-        Case { name: "empty path", tool: "read", input: json!({"file_path": ""}) },
-        Case { name: "a directory", tool: "edit", input: json!({"file_path": "a", "old_string": "x", "new_string": "y"}) },
-        Case { name: "trailing slash on a file", tool: "read", input: json!({"file_path": "a/f.txt/"}) },
-        Case { name: "write beside the root", tool: "write", input: json!({"file_path": "../ws-evil/x", "content": "x"}) },
+        Case {
+            name: "dotdot",
+            tool: "read",
+            input: json!({"file_path": "../../etc/passwd"}),
+        },
+        Case {
+            name: "absolute",
+            tool: "read",
+            input: json!({"file_path": "/etc/passwd"}),
+        },
+        Case {
+            name: "climb out of a subdirectory",
+            tool: "read",
+            input: json!({"file_path": "a/../../.."}),
+        },
+        Case {
+            name: "dotdot that stays inside",
+            tool: "read",
+            input: json!({"file_path": "a/../a/./f.txt"}),
+        },
+        Case {
+            name: "url-encoded dots are a name",
+            tool: "read",
+            input: json!({"file_path": "%2e%2e/etc/passwd"}),
+        },
+        Case {
+            name: "backslashes are a name",
+            tool: "read",
+            input: json!({"file_path": "..\\..\\etc\\passwd"}),
+        },
+        Case {
+            name: "tilde is not expanded",
+            tool: "read",
+            input: json!({"file_path": "~/.bashrc"}),
+        },
+        Case {
+            name: "variables are not expanded",
+            tool: "write",
+            input: json!({"file_path": "$HOME/x", "content": "x"}),
+        },
+        Case {
+            name: "nul byte",
+            tool: "read",
+            input: json!({"file_path": "a/f.txt\u{0}../../etc/passwd"}),
+        },
+        Case {
+            name: "longer than PATH_MAX",
+            tool: "read",
+            input: json!({"file_path": long}),
+        },
+        Case {
+            name: "empty path",
+            tool: "read",
+            input: json!({"file_path": ""}),
+        },
+        Case {
+            name: "a directory",
+            tool: "edit",
+            input: json!({"file_path": "a", "old_string": "x", "new_string": "y"}),
+        },
+        Case {
+            name: "trailing slash on a file",
+            tool: "read",
+            input: json!({"file_path": "a/f.txt/"}),
+        },
+        Case {
+            name: "write beside the root",
+            tool: "write",
+            input: json!({"file_path": "../ws-evil/x", "content": "x"}),
+        },
     ];
     insta::assert_snapshot!(transcript(&fx, cases).await);
-    assert!(std::fs::read_dir(&fx.root).unwrap().count() == 2, "something was created beside the workdir");
-    assert!(exists(&fx.path("$HOME/x")), "`$HOME` is a literal directory name");
+    assert!(
+        std::fs::read_dir(&fx.root).unwrap().count() == 2,
+        "something was created beside the workdir"
+    );
+    assert!(
+        exists(&fx.path("$HOME/x")),
+        "`$HOME` is a literal directory name"
+    );
 }
 
 // T18: symlink escapes are refused; links that stay inside work.
 #[tokio::test]
 async fn t18_symlink_escapes() {
     let fx = Fixture::new();
-    let link = |target: &str, name: &str| std::os::unix::fs::symlink(target, fx.path(name)).unwrap();
+    let link =
+        |target: &str, name: &str| std::os::unix::fs::symlink(target, fx.path(name)).unwrap();
     fx.write("real/inner.txt", "inner");
     link("/", "root");
     link("/proc/self/environ", "e");
     link("/proc/self", "me");
-    link(&fx.outside.join("secret.txt").display().to_string(), "abs-out");
+    link(
+        &fx.outside.join("secret.txt").display().to_string(),
+        "abs-out",
+    );
     link("../outside/new.txt", "dangling-out");
     link("real/inner.txt", "rel-in");
     link(&fx.path("real").display().to_string(), "abs-in");
@@ -282,24 +437,79 @@ async fn t18_symlink_escapes() {
     link("loop2", "loop1");
     link("real/../../outside", "sneaky");
     let cases = vec![
-        Case { name: "link to / then a path", tool: "read", input: json!({"file_path": "root/etc/passwd"}) },
-        Case { name: "link to /proc/self/environ", tool: "read", input: json!({"file_path": "e"}) },
-        Case { name: "link to /proc/self, then environ", tool: "read", input: json!({"file_path": "me/environ"}) },
-        Case { name: "absolute link out", tool: "read", input: json!({"file_path": "abs-out"}) },
-        Case { name: "dangling link out, write", tool: "write", input: json!({"file_path": "dangling-out", "content": "x"}) },
-        Case { name: "link with dotdot out", tool: "read", input: json!({"file_path": "sneaky/secret.txt"}) },
-        Case { name: "relative link inside", tool: "read", input: json!({"file_path": "rel-in"}) },
-        Case { name: "absolute link inside", tool: "read", input: json!({"file_path": "abs-in/inner.txt"}) },
-        Case { name: "dangling link inside, write creates the target", tool: "write", input: json!({"file_path": "dangling-in", "content": "via link"}) },
-        Case { name: "edit through a link inside", tool: "edit", input: json!({"file_path": "rel-in", "old_string": "inner", "new_string": "edited"}) },
-        Case { name: "loop", tool: "read", input: json!({"file_path": "loop1"}) },
+        Case {
+            name: "link to / then a path",
+            tool: "read",
+            input: json!({"file_path": "root/etc/passwd"}),
+        },
+        Case {
+            name: "link to /proc/self/environ",
+            tool: "read",
+            input: json!({"file_path": "e"}),
+        },
+        Case {
+            name: "link to /proc/self, then environ",
+            tool: "read",
+            input: json!({"file_path": "me/environ"}),
+        },
+        Case {
+            name: "absolute link out",
+            tool: "read",
+            input: json!({"file_path": "abs-out"}),
+        },
+        Case {
+            name: "dangling link out, write",
+            tool: "write",
+            input: json!({"file_path": "dangling-out", "content": "x"}),
+        },
+        Case {
+            name: "link with dotdot out",
+            tool: "read",
+            input: json!({"file_path": "sneaky/secret.txt"}),
+        },
+        Case {
+            name: "relative link inside",
+            tool: "read",
+            input: json!({"file_path": "rel-in"}),
+        },
+        Case {
+            name: "absolute link inside",
+            tool: "read",
+            input: json!({"file_path": "abs-in/inner.txt"}),
+        },
+        Case {
+            name: "dangling link inside, write creates the target",
+            tool: "write",
+            input: json!({"file_path": "dangling-in", "content": "via link"}),
+        },
+        Case {
+            name: "edit through a link inside",
+            tool: "edit",
+            input: json!({"file_path": "rel-in", "old_string": "inner", "new_string": "edited"}),
+        },
+        Case {
+            name: "loop",
+            tool: "read",
+            input: json!({"file_path": "loop1"}),
+        },
     ];
     insta::assert_snapshot!(transcript(&fx, cases).await);
     assert!(!exists(&fx.outside.join("new.txt")));
-    assert_eq!(std::fs::read_to_string(fx.path("real/made-by-link.txt")).unwrap(), "via link");
-    assert_eq!(std::fs::read_to_string(fx.path("real/inner.txt")).unwrap(), "edited");
+    assert_eq!(
+        std::fs::read_to_string(fx.path("real/made-by-link.txt")).unwrap(),
+        "via link"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.path("real/inner.txt")).unwrap(),
+        "edited"
+    );
     // Edit through a link replaces the target file, and the link stays a link.
-    assert!(std::fs::symlink_metadata(fx.path("rel-in")).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(fx.path("rel-in"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
 
 // T18 (race): a directory flipped to a symlink pointing outside while reads and writes run.
@@ -327,19 +537,30 @@ fn t18_symlink_swap_race() {
             }
         })
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut inside_reads = 0;
     rt.block_on(async {
         for i in 0..2000 {
             let out = fx.call("read", json!({"file_path": "d/f"})).await;
             let shown = fx.shown(&out);
-            assert!(!shown.contains(SECRET), "read escaped on iteration {i}: {shown}");
+            assert!(
+                !shown.contains(SECRET),
+                "read escaped on iteration {i}: {shown}"
+            );
             if shown == "inside" {
                 inside_reads += 1;
             }
-            let out = fx.call("write", json!({"file_path": "d/w", "content": "x"})).await;
+            let out = fx
+                .call("write", json!({"file_path": "d/w", "content": "x"}))
+                .await;
             assert!(!fx.shown(&out).contains(SECRET));
-            assert!(!exists(&fx.outside.join("w")), "write escaped on iteration {i}");
+            assert!(
+                !exists(&fx.outside.join("w")),
+                "write escaped on iteration {i}"
+            );
         }
     });
     stop.store(true, Ordering::SeqCst);
@@ -353,13 +574,29 @@ fn t18_symlink_swap_race() {
 async fn t19_hard_links_are_not_written_through() {
     let fx = Fixture::new();
     std::fs::hard_link(fx.outside.join("secret.txt"), fx.path("hl")).unwrap();
-    let out = fx.call("write", json!({"file_path": "hl", "content": "overwritten"})).await;
+    let out = fx
+        .call(
+            "write",
+            json!({"file_path": "hl", "content": "overwritten"}),
+        )
+        .await;
     assert!(!out.is_error);
     std::fs::hard_link(fx.outside.join("secret.txt"), fx.path("hl2")).unwrap();
-    let out = fx.call("edit", json!({"file_path": "hl2", "old_string": "outside", "new_string": "x"})).await;
+    let out = fx
+        .call(
+            "edit",
+            json!({"file_path": "hl2", "old_string": "outside", "new_string": "x"}),
+        )
+        .await;
     assert!(!out.is_error);
-    assert_eq!(std::fs::read_to_string(fx.outside.join("secret.txt")).unwrap(), SECRET);
-    assert_eq!(std::fs::read_to_string(fx.path("hl")).unwrap(), "overwritten");
+    assert_eq!(
+        std::fs::read_to_string(fx.outside.join("secret.txt")).unwrap(),
+        SECRET
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.path("hl")).unwrap(),
+        "overwritten"
+    );
 }
 
 // T20: special files are refused without blocking and without reading them.
@@ -371,11 +608,31 @@ async fn t20_special_files() {
     let sparse = std::fs::File::create(fx.path("sparse.txt")).unwrap();
     sparse.set_len(5 << 30).unwrap();
     let cases = vec![
-        Case { name: "device via a link", tool: "read", input: json!({"file_path": "zero"}) },
-        Case { name: "unix socket", tool: "read", input: json!({"file_path": "sock"}) },
-        Case { name: "5 GB sparse file", tool: "read", input: json!({"file_path": "sparse.txt"}) },
-        Case { name: "5 GB sparse file, edit", tool: "edit", input: json!({"file_path": "sparse.txt", "old_string": "a", "new_string": "b"}) },
-        Case { name: "proc file by absolute path", tool: "read", input: json!({"file_path": "/proc/self/status"}) },
+        Case {
+            name: "device via a link",
+            tool: "read",
+            input: json!({"file_path": "zero"}),
+        },
+        Case {
+            name: "unix socket",
+            tool: "read",
+            input: json!({"file_path": "sock"}),
+        },
+        Case {
+            name: "5 GB sparse file",
+            tool: "read",
+            input: json!({"file_path": "sparse.txt"}),
+        },
+        Case {
+            name: "5 GB sparse file, edit",
+            tool: "edit",
+            input: json!({"file_path": "sparse.txt", "old_string": "a", "new_string": "b"}),
+        },
+        Case {
+            name: "proc file by absolute path",
+            tool: "read",
+            input: json!({"file_path": "/proc/self/status"}),
+        },
     ];
     insta::assert_snapshot!(transcript(&fx, cases).await);
 }
@@ -387,21 +644,42 @@ async fn t21_t23_edit_refusals_leave_the_file_unchanged() {
     let original = "\u{feff}alpha\r\nbeta\r\nbeta\r\n";
     fx.write("f.txt", original);
     let before = std::fs::metadata(fx.path("f.txt")).unwrap();
-    for (old, new, all) in [("gamma", "x", false), ("beta", "x", false), ("", "x", false), ("", "x", true)] {
+    for (old, new, all) in [
+        ("gamma", "x", false),
+        ("beta", "x", false),
+        ("", "x", false),
+        ("", "x", true),
+    ] {
         let out = fx.call("edit", json!({"file_path": "f.txt", "old_string": old, "new_string": new, "replace_all": all})).await;
         assert!(out.is_error, "{old:?}");
         assert_eq!(std::fs::read_to_string(fx.path("f.txt")).unwrap(), original);
     }
     let after = std::fs::metadata(fx.path("f.txt")).unwrap();
-    assert_eq!(std::os::unix::fs::MetadataExt::ino(&before), std::os::unix::fs::MetadataExt::ino(&after));
-    let out = fx.call("edit", json!({"file_path": "f.txt", "old_string": "alpha\nbeta", "new_string": "ALPHA\nBETA"})).await;
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&before),
+        std::os::unix::fs::MetadataExt::ino(&after)
+    );
+    let out = fx
+        .call(
+            "edit",
+            json!({"file_path": "f.txt", "old_string": "alpha\nbeta", "new_string": "ALPHA\nBETA"}),
+        )
+        .await;
     assert_eq!(text(&out), "edited f.txt (1 replacement(s))");
-    assert_eq!(std::fs::read_to_string(fx.path("f.txt")).unwrap(), "\u{feff}ALPHA\r\nBETA\r\nbeta\r\n");
+    assert_eq!(
+        std::fs::read_to_string(fx.path("f.txt")).unwrap(),
+        "\u{feff}ALPHA\r\nBETA\r\nbeta\r\n"
+    );
     let out = fx.call("edit", json!({"file_path": "f.txt", "old_string": "\r\n", "new_string": "\n", "replace_all": true})).await;
     assert_eq!(text(&out), "edited f.txt (3 replacement(s))");
     let mut bad = std::fs::File::create(fx.path("bad.txt")).unwrap();
     bad.write_all(b"ok \xff\n").unwrap();
-    let out = fx.call("edit", json!({"file_path": "bad.txt", "old_string": "ok", "new_string": "x"})).await;
+    let out = fx
+        .call(
+            "edit",
+            json!({"file_path": "bad.txt", "old_string": "ok", "new_string": "x"}),
+        )
+        .await;
     assert!(out.is_error);
     assert_eq!(std::fs::read(fx.path("bad.txt")).unwrap(), b"ok \xff\n");
 }
@@ -416,13 +694,18 @@ async fn t24_glob_explosions_are_bounded() {
     }
     let out = fx.call("glob", json!({"pattern": "**/*"})).await;
     let t = text(&out);
-    assert!(t.ends_with("[walk stopped after 50 entries; narrow the pattern or path]"), "{t}");
+    assert!(
+        t.ends_with("[walk stopped after 50 entries; narrow the pattern or path]"),
+        "{t}"
+    );
     assert!(!t.contains("/loop/"));
     let fx = Fixture::new();
     let braces = format!("{}x", "{a,b}".repeat(30));
     let out = fx.call("glob", json!({"pattern": braces})).await;
     assert_eq!(text(&out), "no matches");
-    let out = fx.call("glob", json!({"pattern": "a".repeat(100_000)})).await;
+    let out = fx
+        .call("glob", json!({"pattern": "a".repeat(100_000)}))
+        .await;
     assert_eq!(text(&out), "glob: pattern is longer than 8192 bytes");
     for p in ["/**", "../**", "x/../../**"] {
         let out = fx.call("glob", json!({"pattern": p})).await;
@@ -442,7 +725,9 @@ async fn t25_grep_hostile_inputs() {
     assert_eq!(text(&out), "no matches");
     let out = fx.call("grep", json!({"pattern": "z+|needle"})).await;
     assert!(text(&out).ends_with("/ws/after.txt:1:needle"), "{out:?}");
-    let out = fx.call("grep", json!({"pattern": "x".repeat(10_000)})).await;
+    let out = fx
+        .call("grep", json!({"pattern": "x".repeat(10_000)}))
+        .await;
     assert_eq!(text(&out), "grep: pattern is longer than 8192 bytes");
     let fx = Fixture::with(|c| c.limits.search_time = Duration::ZERO);
     fx.write("x.txt", "needle\n");
@@ -458,7 +743,13 @@ async fn cancel_kills_the_tree() {
     let call = {
         let (tools, cancel) = (fx.tools.clone(), cancel.clone());
         tokio::spawn(async move {
-            tools.call("bash", json!({"command": "sleep 7501 & touch started; sleep 7502"}), &cancel).await
+            tools
+                .call(
+                    "bash",
+                    json!({"command": "sleep 7501 & touch started; sleep 7502"}),
+                    &cancel,
+                )
+                .await
         })
     };
     while !exists(&fx.path("started")) {
@@ -467,24 +758,40 @@ async fn cancel_kills_the_tree() {
     cancel.cancel();
     let out = call.await.unwrap();
     assert!(out.is_error);
-    assert_eq!(text(&out), "bash: cancelled; the command and everything it started were killed");
+    assert_eq!(
+        text(&out),
+        "bash: cancelled; the command and everything it started were killed"
+    );
     assert_eq!(alive_with_arg("7501"), Vec::<i32>::new());
     assert_eq!(alive_with_arg("7502"), Vec::<i32>::new());
-    let out = fx.tools.call("grep", json!({"pattern": "x"}), &cancel).await;
+    let out = fx
+        .tools
+        .call("grep", json!({"pattern": "x"}), &cancel)
+        .await;
     assert_eq!(text(&out), "grep: cancelled");
-    assert_eq!(text(&fx.call("bash", json!({"command": "echo fresh"})).await), "fresh");
+    assert_eq!(
+        text(&fx.call("bash", json!({"command": "echo fresh"})).await),
+        "fresh"
+    );
     fx.tools.shutdown().await;
 }
 
 #[tokio::test]
 async fn configuration_errors_are_reported() {
     let err = Toolset::new(ToolsetConfig::new("/nonexistent/hands-ws")).unwrap_err();
-    assert!(err.to_string().starts_with("cannot use /nonexistent/hands-ws as a tool root"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot use /nonexistent/hands-ws as a tool root"),
+        "{err}"
+    );
     let mut config = ToolsetConfig::new("/tmp");
     config.bash_path = "bash".into();
     assert!(Toolset::new(config).is_err());
     assert!(Toolset::owns("bash") && Toolset::owns("grep") && !Toolset::owns("web_fetch"));
     let fx = Fixture::new();
     let out = fx.call("web_search", json!({})).await;
-    assert_eq!((out.is_error, text(&out)), (true, "unknown tool: web_search"));
+    assert_eq!(
+        (out.is_error, text(&out)),
+        (true, "unknown tool: web_search")
+    );
 }

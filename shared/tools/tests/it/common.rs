@@ -35,11 +35,19 @@ impl Fixture {
         let mut config = ToolsetConfig::new(&ws);
         configure(&mut config);
         let tools = Toolset::new(config).unwrap();
-        Fixture { _dir: dir, root, ws, outside, tools }
+        Fixture {
+            _dir: dir,
+            root,
+            ws,
+            outside,
+            tools,
+        }
     }
 
     pub async fn call(&self, name: &str, input: Value) -> ToolOutput {
-        self.tools.call(name, input, &CancellationToken::new()).await
+        self.tools
+            .call(name, input, &CancellationToken::new())
+            .await
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -93,7 +101,10 @@ pub async fn transcript(fx: &Fixture, cases: Vec<Case>) -> String {
     let mut out = String::new();
     for case in cases {
         let result = fx.call(case.tool, case.input.clone()).await;
-        let input = case.input.to_string().replace(&fx.root.display().to_string(), "[ROOT]");
+        let input = case
+            .input
+            .to_string()
+            .replace(&fx.root.display().to_string(), "[ROOT]");
         out.push_str(&format!(
             "## {}\n> {} {}\nis_error: {}\n{}\n\n",
             case.name,

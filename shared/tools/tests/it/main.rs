@@ -1,5 +1,10 @@
 //! Integration tests of the toolset: one binary, one module per tool or concern.
 
-mod common;
+// Test code: a failed setup step should panic with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod canary;
 mod catalogue;
+mod common;
+mod props;
 mod tables;
