@@ -1,0 +1,342 @@
+//! The HTTP plumbing every endpoint shares: headers, timeouts, bounded bodies, status mapping.
+//!
+//! Rules that hold for every call (CATALOGUE C12-C15): redirects are never followed, response
+//! bodies are capped, every request has a timeout, and no error text carries a credential.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use hands_protocol::error::ErrorBody;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::credential::Credential;
+use crate::error::{ApiError, parse_retry_after, parse_should_retry};
+
+/// The beta every worker call must carry; session routes 404 without it (PROTOCOL.md §2).
+pub const MANAGED_AGENTS_BETA: &str = "managed-agents-2026-04-01";
+/// The API version the docs and the Go SDK send (the server also accepts newer ones).
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+/// The public API.
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+
+/// How to reach the control plane.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `ANTHROPIC_BASE_URL`, without a trailing slash.
+    pub base_url: String,
+    pub anthropic_version: String,
+    /// Bound for one ordinary request (long polls add their `block_ms`).
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Responses larger than this are refused (a page of 1000 events with large tool inputs
+    /// must fit; a runaway server must not exhaust memory).
+    pub max_response_bytes: usize,
+    pub user_agent: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            anthropic_version: DEFAULT_ANTHROPIC_VERSION.to_owned(),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_response_bytes: 64 << 20,
+            user_agent: concat!("hands/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl ClientConfig {
+    pub fn with_base_url(base_url: impl Into<String>) -> Self {
+        ClientConfig {
+            base_url: base_url.into(),
+            ..ClientConfig::default()
+        }
+    }
+}
+
+/// Could not build the client (bad base URL or TLS setup).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the control-plane client: {0}")]
+pub struct BuildError(String);
+
+/// A control-plane client. Cheap to clone; one connection pool per process.
+#[derive(Clone, Debug)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    config: ClientConfig,
+}
+
+/// A successful response with its body read (within the cap).
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+/// What one request looks like before it is sent.
+pub(crate) struct Call<'a> {
+    pub method: Method,
+    pub path: String,
+    pub credential: &'a Credential,
+    pub query: Vec<(&'static str, String)>,
+    pub headers: Vec<(&'static str, String)>,
+    pub json: Option<serde_json::Value>,
+    pub timeout: Option<Duration>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(method: Method, path: String, credential: &'a Credential) -> Self {
+        Call {
+            method,
+            path,
+            credential,
+            query: Vec::new(),
+            headers: Vec::new(),
+            json: None,
+            timeout: None,
+        }
+    }
+
+    pub fn query(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.query.push((key, value.to_string()));
+        self
+    }
+
+    pub fn header(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((key, value.into()));
+        self
+    }
+
+    pub fn json(mut self, body: &impl Serialize) -> Result<Self, ApiError> {
+        self.json = Some(serde_json::to_value(body).map_err(|e| ApiError::Decode {
+            path: self.path.clone(),
+            message: format!("cannot encode request: {e}"),
+        })?);
+        Ok(self)
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+impl ControlPlane {
+    pub fn new(config: ClientConfig) -> Result<Self, BuildError> {
+        let base = config.base_url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(BuildError(format!(
+                "base URL must start with http:// or https://, got {base:?}"
+            )));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "anthropic-beta",
+            HeaderValue::from_static(MANAGED_AGENTS_BETA),
+        );
+        headers.insert(
+            "anthropic-version",
+            HeaderValue::from_str(&config.anthropic_version)
+                .map_err(|e| BuildError(format!("anthropic-version: {e}")))?,
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(config.user_agent.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| BuildError(e.to_string()))?;
+        Ok(ControlPlane {
+            inner: Arc::new(Inner { http, base, config }),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// Sends a call and reads its body within the cap; non-2xx answers become [`ApiError`].
+    pub(crate) async fn send(&self, call: Call<'_>) -> Result<Reply, ApiError> {
+        let method_name = method_str(&call.method);
+        let path = call.path.clone();
+        let response = self.start(call).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if status.is_redirection() {
+            return Err(ApiError::Redirect { path, status });
+        }
+        let body = self.read_body(&path, response).await?;
+        if status.is_success() {
+            return Ok(Reply { status, body });
+        }
+        let parsed = serde_json::from_slice::<ErrorBody>(&body)
+            .ok()
+            .map(Box::new);
+        Err(ApiError::Status {
+            method: method_name,
+            path,
+            status,
+            body: parsed,
+            retry_after: parse_retry_after(&headers, SystemTime::now()),
+            should_retry: parse_should_retry(&headers),
+        })
+    }
+
+    /// Sends a call and returns the response unread (for streams and downloads). Non-2xx
+    /// answers are still turned into errors.
+    pub(crate) async fn send_streaming(
+        &self,
+        call: Call<'_>,
+    ) -> Result<reqwest::Response, ApiError> {
+        let method_name = method_str(&call.method);
+        let path = call.path.clone();
+        let response = self.start(call).await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        if status.is_redirection() {
+            return Err(ApiError::Redirect { path, status });
+        }
+        let headers = response.headers().clone();
+        let body = self.read_body(&path, response).await.unwrap_or_default();
+        Err(ApiError::Status {
+            method: method_name,
+            path,
+            status,
+            body: serde_json::from_slice::<ErrorBody>(&body)
+                .ok()
+                .map(Box::new),
+            retry_after: parse_retry_after(&headers, SystemTime::now()),
+            should_retry: parse_should_retry(&headers),
+        })
+    }
+
+    async fn start(&self, call: Call<'_>) -> Result<reqwest::Response, ApiError> {
+        let url = format!("{}{}", self.inner.base, call.path);
+        let mut req = self.inner.http.request(call.method, url).query(&call.query);
+        if let Some(auth) = call.credential.header_value() {
+            req = req.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        for (k, v) in &call.headers {
+            req = req.header(*k, v);
+        }
+        if let Some(body) = &call.json {
+            req = req.json(body);
+        }
+        if let Some(t) = call.timeout.or(Some(self.inner.config.request_timeout)) {
+            req = req.timeout(t);
+        }
+        req.send()
+            .await
+            .map_err(|e| ApiError::Transport(redact(&e.to_string(), call.credential)))
+    }
+
+    async fn read_body(&self, path: &str, response: reqwest::Response) -> Result<Bytes, ApiError> {
+        let limit = self.inner.config.max_response_bytes;
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::TooLarge {
+                path: path.to_owned(),
+                limit,
+            });
+        }
+        let mut body = BytesMut::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::Transport(e.to_string()))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::TooLarge {
+                    path: path.to_owned(),
+                    limit,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+}
+
+/// Decodes a JSON body.
+pub(crate) fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Decode {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn method_str(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        _ => "HTTP",
+    }
+}
+
+/// Scrubs the credential out of an error text (defence in depth: it is only ever in a header).
+fn redact(text: &str, credential: &Credential) -> String {
+    let secret = credential.expose_for_redaction();
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    text.replace(secret, "<redacted>")
+}
+
+/// Percent-encodes one path segment: ids come from the network and must never add segments.
+pub(crate) fn segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        // `.` is encoded too, so no id can ever form a `..` segment.
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_cannot_escape() {
+        assert_eq!(segment("sesn_01Abc-x"), "sesn_01Abc-x");
+        assert_eq!(segment("../x"), "%2E%2E%2Fx");
+        assert_eq!(segment(".."), "%2E%2E");
+        assert_eq!(segment("a b?c#d"), "a%20b%3Fc%23d");
+    }
+
+    #[test]
+    fn base_url_must_be_http() {
+        assert!(ControlPlane::new(ClientConfig::with_base_url("ftp://x")).is_err());
+        let c = ControlPlane::new(ClientConfig::with_base_url("http://127.0.0.1:9/")).unwrap();
+        assert_eq!(c.base_url(), "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn redaction_removes_the_secret() {
+        let c = Credential::environment_key("sk-canary");
+        assert_eq!(redact("bad sk-canary here", &c), "bad <redacted> here");
+    }
+}

@@ -1,0 +1,250 @@
+//! Session endpoints a worker uses (PROTOCOL.md §7.1): the session object, the event history,
+//! the SSE stream, and posting results. Skills downloads (§9.6) live here too: they are
+//! per-session reads with the item's credential.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use hands_protocol::error::ErrorBody;
+use hands_protocol::events::{SendEventsRequest, SendEventsResponse, SessionEvent};
+use hands_protocol::session::Session;
+use hands_protocol::skills::SkillVersion;
+use hands_protocol::work::Page;
+use reqwest::Method;
+use tokio::io::AsyncWriteExt;
+
+use crate::client::{Call, ControlPlane, decode, segment};
+use crate::credential::Credential;
+use crate::error::ApiError;
+use crate::sse::{SseDecoder, SseError, SseFrame};
+
+/// The history page size the reference runner uses (§7.3).
+pub const HISTORY_PAGE_SIZE: u32 = 1000;
+
+/// Largest single SSE frame accepted; a `write` tool call can carry a big file.
+const MAX_SSE_FRAME_BYTES: usize = 32 << 20;
+
+fn session_path(session_id: &str, rest: &str) -> String {
+    format!("/v1/sessions/{}{rest}", segment(session_id))
+}
+
+/// Why the event stream ended or produced something unusable. Every variant means: reconnect
+/// (unless fatal) and reconcile from history.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("event stream transport error: {0}")]
+    Transport(String),
+    /// The server sent `event: error` (§7.2).
+    #[error("event stream error from server: {}", .0.error.message)]
+    Server(Box<ErrorBody>),
+    #[error("event stream framing: {0}")]
+    Frame(#[from] SseError),
+    #[error("event stream frame `{event}` is not valid JSON: {message}")]
+    Decode { event: String, message: String },
+}
+
+/// A live SSE connection to a session's events.
+pub struct EventStream {
+    body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    decoder: SseDecoder,
+    ready: VecDeque<SseFrame>,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream").finish_non_exhaustive()
+    }
+}
+
+impl EventStream {
+    /// The next event; `None` when the server closed the stream. Frames without an `event:`
+    /// name are dropped and `ping` frames skipped, as the SDK decoders do (§7.2).
+    pub async fn next(&mut self) -> Option<Result<SessionEvent, StreamError>> {
+        loop {
+            while let Some(frame) = self.ready.pop_front() {
+                let Some(name) = frame.event else { continue };
+                match name.as_str() {
+                    "ping" => continue,
+                    "error" => {
+                        return Some(Err(match serde_json::from_str::<ErrorBody>(&frame.data) {
+                            Ok(body) => StreamError::Server(Box::new(body)),
+                            Err(e) => StreamError::Decode {
+                                event: name,
+                                message: e.to_string(),
+                            },
+                        }));
+                    }
+                    _ => {}
+                }
+                return Some(
+                    match serde_json::from_str::<serde_json::Value>(&frame.data) {
+                        Ok(v) => Ok(SessionEvent::from_value(v)),
+                        Err(e) => Err(StreamError::Decode {
+                            event: name,
+                            message: e.to_string(),
+                        }),
+                    },
+                );
+            }
+            match self.body.next().await? {
+                Ok(chunk) => match self.decoder.push(&chunk) {
+                    Ok(frames) => self.ready.extend(frames),
+                    Err(e) => return Some(Err(e.into())),
+                },
+                Err(e) => return Some(Err(StreamError::Transport(e.to_string()))),
+            }
+        }
+    }
+}
+
+impl ControlPlane {
+    /// `GET /v1/sessions/{id}`.
+    pub async fn get_session(
+        &self,
+        credential: &Credential,
+        session_id: &str,
+    ) -> Result<Session, ApiError> {
+        let path = session_path(session_id, "");
+        let reply = self
+            .send(Call::new(Method::GET, path.clone(), credential))
+            .await?;
+        decode(&path, &reply.body)
+    }
+
+    /// One page of the event history, oldest first.
+    pub async fn list_events(
+        &self,
+        credential: &Credential,
+        session_id: &str,
+        page: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<SessionEvent>, ApiError> {
+        let path = session_path(session_id, "/events");
+        let mut call = Call::new(Method::GET, path.clone(), credential)
+            .query("limit", limit)
+            .query("order", "asc");
+        if let Some(page) = page {
+            call = call.query("page", page);
+        }
+        let reply = self.send(call).await?;
+        decode(&path, &reply.body)
+    }
+
+    /// The whole history, page by page. Fails as a whole if any page fails, so a caller never
+    /// dispatches from a partial view (§7.3).
+    pub async fn list_all_events(
+        &self,
+        credential: &Credential,
+        session_id: &str,
+    ) -> Result<Vec<SessionEvent>, ApiError> {
+        let mut all = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let p = self
+                .list_events(credential, session_id, page.as_deref(), HISTORY_PAGE_SIZE)
+                .await?;
+            all.extend(p.data);
+            match p.next_page {
+                Some(next) if !next.is_empty() && Some(&next) != page.as_ref() => page = Some(next),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// Opens the SSE stream. The request has no overall timeout (it lives as long as the
+    /// session); a stalled stream is the caller's to detect.
+    pub async fn stream_events(
+        &self,
+        credential: &Credential,
+        session_id: &str,
+    ) -> Result<EventStream, ApiError> {
+        let path = session_path(session_id, "/events/stream");
+        let call = Call::new(Method::GET, path, credential)
+            .header("accept", "text/event-stream")
+            .timeout(std::time::Duration::from_secs(365 * 24 * 3600));
+        let response = self.send_streaming(call).await?;
+        Ok(EventStream {
+            body: Box::pin(response.bytes_stream()),
+            decoder: SseDecoder::new(MAX_SSE_FRAME_BYTES),
+            ready: VecDeque::new(),
+        })
+    }
+
+    /// `POST /v1/sessions/{id}/events` with `{"events": [...]}`.
+    pub async fn send_events(
+        &self,
+        credential: &Credential,
+        session_id: &str,
+        events: Vec<SessionEvent>,
+    ) -> Result<SendEventsResponse, ApiError> {
+        let path = session_path(session_id, "/events");
+        let call = Call::new(Method::POST, path.clone(), credential)
+            .json(&SendEventsRequest { events })?;
+        let reply = self.send(call).await?;
+        decode(&path, &reply.body)
+    }
+
+    /// `GET /v1/skills/{id}/versions/{version}` (`version` may be `latest`).
+    pub async fn skill_version(
+        &self,
+        credential: &Credential,
+        skill_id: &str,
+        version: &str,
+    ) -> Result<SkillVersion, ApiError> {
+        let path = format!(
+            "/v1/skills/{}/versions/{}",
+            segment(skill_id),
+            segment(version)
+        );
+        let reply = self
+            .send(Call::new(Method::GET, path.clone(), credential))
+            .await?;
+        decode(&path, &reply.body)
+    }
+
+    /// Streams a skill version's archive into `out`, refusing more than `limit` bytes.
+    /// Returns the number of bytes written.
+    pub async fn download_skill(
+        &self,
+        credential: &Credential,
+        skill_id: &str,
+        version_id: &str,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+        limit: u64,
+    ) -> Result<u64, ApiError> {
+        let path = format!(
+            "/v1/skills/{}/versions/{}/content",
+            segment(skill_id),
+            segment(version_id)
+        );
+        let call = Call::new(Method::GET, path.clone(), credential)
+            .header("accept", "application/binary")
+            .timeout(std::time::Duration::from_secs(300));
+        let response = self.send_streaming(call).await?;
+        let too_large = || ApiError::TooLarge {
+            path: path.clone(),
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+        };
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut written = 0u64;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ApiError::Transport(e.to_string()))?;
+            written += chunk.len() as u64;
+            if written > limit {
+                return Err(too_large());
+            }
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| ApiError::Transport(format!("writing skill archive: {e}")))?;
+        }
+        out.flush()
+            .await
+            .map_err(|e| ApiError::Transport(format!("writing skill archive: {e}")))?;
+        Ok(written)
+    }
+}

@@ -1,0 +1,187 @@
+//! An incremental Server-Sent Events decoder (the WHATWG framing) for the session event stream
+//! (PROTOCOL.md §7.2).
+//!
+//! Bytes arrive in arbitrary chunks: a line, a UTF-8 character or a `\r\n` pair may be split
+//! between two chunks. Frames are bounded (CATALOGUE C13): a server that never ends a frame gets
+//! an error, not an ever-growing buffer.
+
+/// One dispatched frame: its `event:` name (if any) and its `data:` lines joined by `\n`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SseFrame {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// The stream broke the framing rules or the size bound.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SseError {
+    #[error("server-sent event larger than {0} bytes")]
+    FrameTooLarge(usize),
+}
+
+/// Feeds on byte chunks, yields complete frames.
+#[derive(Debug)]
+pub struct SseDecoder {
+    line: Vec<u8>,
+    event: Option<String>,
+    data: String,
+    has_data: bool,
+    frame_bytes: usize,
+    max_frame_bytes: usize,
+    /// The previous chunk ended with `\r`: a leading `\n` of the next one belongs to it.
+    after_cr: bool,
+}
+
+impl SseDecoder {
+    pub fn new(max_frame_bytes: usize) -> Self {
+        SseDecoder {
+            line: Vec::new(),
+            event: None,
+            data: String::new(),
+            has_data: false,
+            frame_bytes: 0,
+            max_frame_bytes,
+            after_cr: false,
+        }
+    }
+
+    /// Consumes one chunk and returns the frames it completed.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseFrame>, SseError> {
+        let mut frames = Vec::new();
+        for &b in chunk {
+            if self.after_cr {
+                self.after_cr = false;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            match b {
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    if let Some(frame) = self.end_line() {
+                        frames.push(frame);
+                    }
+                }
+                _ => {
+                    self.frame_bytes += 1;
+                    if self.frame_bytes > self.max_frame_bytes {
+                        return Err(SseError::FrameTooLarge(self.max_frame_bytes));
+                    }
+                    self.line.push(b);
+                }
+            }
+        }
+        Ok(frames)
+    }
+
+    fn end_line(&mut self) -> Option<SseFrame> {
+        let line = std::mem::take(&mut self.line);
+        if line.is_empty() {
+            return self.dispatch();
+        }
+        if line.first() == Some(&b':') {
+            return None; // comment / keep-alive
+        }
+        let line = String::from_utf8_lossy(&line);
+        let (field, value) = match line.find(':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(' ').unwrap_or(v))
+            }
+            None => (&line[..], ""),
+        };
+        match field {
+            "event" => self.event = Some(value.to_owned()),
+            "data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+                self.has_data = true;
+            }
+            // `id` and `retry` carry nothing this protocol uses (no resume token, §7.2).
+            _ => {}
+        }
+        None
+    }
+
+    fn dispatch(&mut self) -> Option<SseFrame> {
+        self.frame_bytes = 0;
+        let event = self.event.take();
+        if !self.has_data {
+            return None;
+        }
+        self.has_data = false;
+        Some(SseFrame {
+            event,
+            data: std::mem::take(&mut self.data),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const STREAM: &str = "event: agent.tool_use\ndata: {\"a\":1}\n\n: keep-alive\n\nevent: ping\ndata: {}\r\n\r\ndata: first\ndata: second\n\n";
+
+    fn decode_all(chunks: &[&[u8]]) -> Vec<SseFrame> {
+        let mut d = SseDecoder::new(1 << 20);
+        chunks.iter().flat_map(|c| d.push(c).unwrap()).collect()
+    }
+
+    #[test]
+    fn frames_names_and_multiline_data() {
+        let frames = decode_all(&[STREAM.as_bytes()]);
+        assert_eq!(
+            frames,
+            vec![
+                SseFrame {
+                    event: Some("agent.tool_use".into()),
+                    data: "{\"a\":1}".into()
+                },
+                SseFrame {
+                    event: Some("ping".into()),
+                    data: "{}".into()
+                },
+                SseFrame {
+                    event: None,
+                    data: "first\nsecond".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn oversized_frames_are_refused() {
+        let mut d = SseDecoder::new(16);
+        assert_eq!(
+            d.push(b"data: 0123456789abcdef"),
+            Err(SseError::FrameTooLarge(16))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_same_frames(cuts in proptest::collection::vec(0usize..STREAM.len(), 0..8)) {
+            let bytes = STREAM.as_bytes();
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let mut chunks = vec![];
+            let mut start = 0;
+            for c in cuts {
+                chunks.push(&bytes[start..c]);
+                start = c;
+            }
+            chunks.push(&bytes[start..]);
+            prop_assert_eq!(decode_all(&chunks), decode_all(&[bytes]));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut d = SseDecoder::new(64);
+            let _ = d.push(&data);
+        }
+    }
+}
