@@ -28,4 +28,4 @@ pub use error::SandboxError;
 pub use hardening::{harden_worker_process, is_dumpable};
 pub use kill::{kill_group, pid_is_alive};
 pub use spawn::{Rlimits, ShellProcess, ShellSpec, spawn_shell};
-pub use sweep::{ProcessTag, SweepScope, sweep};
+pub use sweep::{ProcessTag, SweepScope, has_descendants, sweep};

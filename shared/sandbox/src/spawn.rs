@@ -116,6 +116,15 @@ fn drop_capabilities(caps: &[u32]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Runs in the forked child: marks it a child subreaper, an attribute kept across `exec`.
+fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: `prctl` with integer arguments only; no memory is passed to the kernel.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Starts the shell described by `spec`. Must be called within a tokio runtime.
 pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
     let program = spec.program.display().to_string();
@@ -158,6 +167,9 @@ pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
                 )
                 .map_err(std::io::Error::from)?;
             }
+            // Orphans below the shell are re-parented to it, not to init, so the sweep finds
+            // every descendant in its tree (see `sweep`). Kept across `exec`.
+            become_subreaper()?;
             drop_capabilities(&drop_caps)
         });
     }

@@ -1,26 +1,28 @@
 //! The descendant sweep: after every tool call, find and kill whatever the call left running.
 //!
-//! Why not just `killpg`: the shell is the leader of its own session and process group, and
-//! without job control every command and background job it starts stays in that group, so the
-//! group covers the common case — but the shell itself must survive between calls, so the
-//! group cannot simply be killed, and a child can leave the group and session with `setsid`
-//! (`setsid sleep 1000 &`, `nohup`, double forks). So the sweep walks `/proc` once and selects a
-//! process when any of these holds:
+//! The shell is started as a *child subreaper* (`PR_SET_CHILD_SUBREAPER`, kept across `exec`):
+//! an orphan anywhere below it — a double fork, `(setsid cmd &)`, `nohup` — is re-parented to
+//! the shell instead of to init, so while the shell lives every descendant is in its process
+//! tree, whatever session, group or environment it chose. That makes the common case cheap: one
+//! read of `/proc/<shell>/task/<shell>/children` says whether anything is left at all (the
+//! shell reaps the re-parented orphans itself, and none of them is in its job table, so it
+//! prints nothing about them).
+//!
+//! When something is left, [`sweep`] kills the tree (walking `children` of every thread), and
+//! then, as a second line for the moments when the shell is already dead (timeout, restart,
+//! kernels without `children` files), walks all of `/proc` once and selects a process when:
 //! 1. its session or process group is the shell's (everything that did not call `setsid`);
-//! 2. its parent is the shell or an already selected process (a `setsid` child whose parent is
-//!    still alive);
+//! 2. its parent is the shell or an already selected process;
 //! 3. it started after the shell and its initial environment carries the shell's random tag
-//!    variable (orphans that called `setsid`: they inherit the tag through `exec`).
+//!    variable (`setsid` orphans inherit it through `exec`).
 //!
-//! Then it `SIGKILL`s the selection and scans again until a scan finds nothing, so children
+//! Each round `SIGKILL`s the selection, and rounds repeat until one finds nothing, so children
 //! forked while we were killing are caught too (a killed process cannot fork any more, so the
-//! rounds converge).
-//!
-//! Residual gap at tier 0 (documented in the crate README): a process that clears its
-//! environment *and* leaves the session *and* is orphaned (`(env -i setsid sleep 1000 &)`) has
-//! no mark left that ties it to the shell. Tier 2 closes this with a PID namespace; a
-//! cgroup would too. We never widen the net to "any process of this uid started after the
-//! shell": on a shared machine that would kill unrelated work.
+//! rounds converge). We never widen the net to "any process of this uid started after the
+//! shell": on a shared machine that would kill unrelated work. Residual gap at tier 0: once the
+//! shell itself is dead, an orphan that cleared its environment *and* left the session has
+//! nothing that ties it to us; the tree kill runs before the shell is killed to keep that
+//! window closed, and tier 2 (a PID namespace) removes it.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -181,6 +183,50 @@ fn select(scope: &SweepScope, spare_leader: bool, table: &[Entry], buf: &mut Vec
     chosen.into_iter().collect()
 }
 
+fn parse_pids(raw: &[u8]) -> impl Iterator<Item = i32> + '_ {
+    raw.split(|b| b.is_ascii_whitespace())
+        .filter_map(|p| std::str::from_utf8(p).ok()?.parse().ok())
+}
+
+/// Whether the shell has any child (live or not yet reaped). `None` when the kernel has no
+/// `children` files (`CONFIG_PROC_CHILDREN`), so the caller must sweep to be sure. One small
+/// read: this is the per-call fast path.
+pub fn has_descendants(scope: &SweepScope) -> Option<bool> {
+    let leader = scope.leader;
+    match std::fs::read(format!("/proc/{leader}/task/{leader}/children")) {
+        Ok(raw) => Some(parse_pids(&raw).next().is_some()),
+        Err(_) => None,
+    }
+}
+
+/// The live descendants of `root`, through the `children` file of every thread.
+fn tree(root: i32, buf: &mut Vec<u8>) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            buf.clear();
+            let path = task.path().join("children");
+            if File::open(path)
+                .and_then(|mut f| f.read_to_end(buf))
+                .is_err()
+            {
+                continue;
+            }
+            for child in parse_pids(buf).collect::<Vec<_>>() {
+                if out.len() < 1 << 16 && !out.contains(&child) {
+                    out.push(child);
+                    queue.push(child);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Kills every process tied to `scope` (see the module docs), sparing the shell itself when
 /// `spare_leader` is set. Returns how many processes were signalled. Synchronous `/proc` I/O:
 /// async callers run it on the blocking pool.
@@ -188,6 +234,23 @@ pub fn sweep(scope: &SweepScope, spare_leader: bool) -> usize {
     let mut buf = Vec::with_capacity(4096);
     let mut env_buf = Vec::new();
     let mut signalled = 0;
+    // First the tree, while the shell (the subreaper holding it together) is alive.
+    for _ in 0..64 {
+        let live: Vec<i32> = tree(scope.leader, &mut buf)
+            .into_iter()
+            .filter(|&p| crate::kill::pid_is_alive(p))
+            .collect();
+        if live.is_empty() {
+            break;
+        }
+        for pid in live {
+            if let Some(pid) = Pid::from_raw(pid)
+                && rustix::process::kill_process(pid, Signal::KILL).is_ok()
+            {
+                signalled += 1;
+            }
+        }
+    }
     // Each round kills everything it found; a process forked during the round is found in the
     // next one. 64 rounds is far more than a tree can need unless something forks faster than
     // we can kill, which the pids rlimit bounds.
@@ -230,7 +293,10 @@ mod tests {
         let me = rustix::process::getpid().as_raw_nonzero().get();
         let raw = std::fs::read(format!("/proc/{me}/stat")).unwrap();
         let s = parse_stat(&raw).unwrap();
-        assert_eq!(s.state, b'R');
+        // `/proc/<pid>/stat` describes the main thread, which may be running or waiting.
+        assert!(matches!(s.state, b'R' | b'S'), "{}", s.state as char);
+        let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+        assert_eq!(s.ppid, parent);
         assert!(s.start > 0);
     }
 }

@@ -328,8 +328,10 @@ impl BashState {
         };
         match stop {
             Stop::Ended(Ended::Marker { status, at }) => {
-                let scope = proc.scope.clone();
-                sweep_blocking(scope, true).await;
+                // Fast path: one small read says whether the command left anything behind.
+                if hands_sandbox::has_descendants(&proc.scope) != Some(false) {
+                    sweep_blocking(proc.scope.clone(), true).await;
+                }
                 drain(proc);
                 let (text, _) = cap.text(at);
                 if status == 0 {

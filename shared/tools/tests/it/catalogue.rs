@@ -166,6 +166,12 @@ async fn t9_no_background_survivors() {
         ("setsid -f sleep 7408", "7408"),
         ("env -i /usr/bin/setsid sleep 7409 &", "7409"),
         ("bash -c 'sleep 7410 & sleep 7410 & wait' &", "7410"),
+        // Orphaned, out of the session, and with a cleared environment: only the subreaper
+        // tree ties it to the shell.
+        (
+            "(env -i /usr/bin/setsid /bin/sleep 7411 >/dev/null 2>&1 &)",
+            "7411",
+        ),
     ];
     for (command, token) in cases {
         let out = bash(&fx, &format!("{command}\necho ok")).await;
