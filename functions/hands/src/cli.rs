@@ -12,29 +12,75 @@ use clap::{Parser, Subcommand};
     about = "A worker for Claude Managed Agents self_hosted environments"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
     #[command(subcommand)]
     pub command: Command,
 }
 
+#[derive(Debug, Parser)]
+pub struct Global {
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "HANDS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The end-to-end demo: devplane in process, the worker against it, a scripted session.
+    Dev(crate::dev::DevArgs),
+    /// Poll the environment's queue and serve sessions (hosts that cannot receive webhooks).
+    Poll(crate::work_cmds::PollArgs),
+    /// Serve one already-claimed work item and exit (a sandbox-per-session entrypoint).
+    Run(crate::work_cmds::RunArgs),
+    /// Print the queue's depth, pending items, oldest item and pollers.
+    Stats(crate::work_cmds::StatsArgs),
     /// Run devplane, the local control-plane emulator with its scripted agent.
     Devplane(hands_devplane::cli::DevplaneArgs),
 }
 
-/// Logs go to stderr so stdout stays machine-readable (devplane prints one JSON line there).
-fn init_logging() {
+/// Logs go to stderr so stdout stays machine-readable (devplane prints one JSON line there,
+/// `hands dev` its transcript).
+fn init_logging(format: &str, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn verdict(passed: bool) -> ExitCode {
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    init_logging();
+    // The demo's transcript is the output; logs only when something is wrong.
+    let default_level = if matches!(cli.command, Command::Dev(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logging(&cli.global.log_format, default_level);
     match cli.command {
+        Command::Dev(args) => Ok(verdict(crate::dev::run(args).await?)),
+        Command::Poll(args) => {
+            crate::work_cmds::poll(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => Ok(verdict(crate::work_cmds::run(args).await?)),
+        Command::Stats(args) => {
+            crate::work_cmds::stats(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Devplane(args) => {
             let passed = hands_devplane::cli::run(args).await?;
             Ok(if passed {

@@ -1,0 +1,122 @@
+//! Flags shared by every command that serves work (`poll`, `run`, `dev`), named like the
+//! `ant beta:worker` ones (PROTOCOL.md §9.1-§9.2). Secrets may come from a flag, an env var, or
+//! a `*_FILE`; clap never echoes their values in `--help`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hands_client::{ClientConfig, ControlPlane, Credential};
+use hands_worker::{WorkdirTemplate, WorkerConfig, default_worker_id};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectArgs {
+    /// The self-hosted environment to serve.
+    #[arg(long, env = "ANTHROPIC_ENVIRONMENT_ID")]
+    pub environment_id: Option<String>,
+    /// The environment key (prefer the env var or a file: flags show up in `ps`).
+    #[arg(long, env = "ANTHROPIC_ENVIRONMENT_KEY", hide_env_values = true)]
+    pub environment_key: Option<String>,
+    /// A file holding the environment key.
+    #[arg(long, env = "ANTHROPIC_ENVIRONMENT_KEY_FILE")]
+    pub environment_key_file: Option<PathBuf>,
+    /// The control plane.
+    #[arg(long, env = "ANTHROPIC_BASE_URL", default_value = hands_client::DEFAULT_BASE_URL)]
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Where tools run. May contain `{session_id}` for a fresh directory per session.
+    #[arg(long, env = "HANDS_WORKDIR", default_value = ".")]
+    pub workdir: String,
+    /// Stop serving a session this long after its turn ended (`0` = never). E.g. `60s`, `2m`.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub max_idle: Duration,
+    /// Sessions served at once by this process.
+    #[arg(long, default_value_t = 4)]
+    pub max_sessions: usize,
+    /// Sent as `Anthropic-Worker-ID` (default: hostname plus random hex).
+    #[arg(long, env = "ANTHROPIC_WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+impl ConnectArgs {
+    pub fn environment_id(&self) -> anyhow::Result<String> {
+        match &self.environment_id {
+            Some(id) if !id.is_empty() => Ok(id.clone()),
+            _ => bail!("no environment id: set ANTHROPIC_ENVIRONMENT_ID or --environment-id"),
+        }
+    }
+
+    /// The environment key from the flag/env or the file (the file wins if both are set).
+    pub fn environment_key(&self) -> anyhow::Result<Option<Credential>> {
+        if let Some(path) = &self.environment_key_file {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the environment key from {}", path.display()))?;
+            let key = key.trim();
+            if key.is_empty() {
+                bail!("{} is empty", path.display());
+            }
+            return Ok(Some(Credential::environment_key(key)));
+        }
+        Ok(self
+            .environment_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .map(Credential::environment_key))
+    }
+
+    pub fn control_plane(&self) -> anyhow::Result<ControlPlane> {
+        Ok(ControlPlane::new(ClientConfig::with_base_url(
+            self.base_url.clone(),
+        ))?)
+    }
+}
+
+impl WorkerArgs {
+    pub fn worker_config(&self) -> anyhow::Result<WorkerConfig> {
+        let mut config = WorkerConfig::new(
+            self.connect.environment_id()?,
+            WorkdirTemplate::new(self.workdir.clone()),
+        );
+        config.environment_key = self.connect.environment_key()?;
+        config.max_idle = (!self.max_idle.is_zero()).then_some(self.max_idle);
+        config.worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
+        Ok(config)
+    }
+}
+
+/// `90`, `90s`, `1500ms`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 60s, 2m or 1500ms"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

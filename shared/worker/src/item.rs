@@ -1,0 +1,370 @@
+//! Serving one claimed work item from start to finish (PROTOCOL.md §6.3, DESIGN.md "Serving one
+//! work item"): credential, healthcheck and terminated-session skips, the lease, the workspace,
+//! skills, the session run, teardown, and the final force-stop.
+//!
+//! The force-stop is skipped only when the lease was lost: the item then belongs to the queue or
+//! to another worker, and stopping it would kill their session.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hands_client::{ApiError, Backoff, ControlPlane, Credential, StopOutcome};
+use hands_protocol::secret::decode_sessions_token;
+use hands_protocol::session::{Session, SessionStatus};
+use hands_protocol::work::WorkItem;
+use hands_tools::{Toolset, ToolsetConfig};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::lease::{Lease, LeaseConfig, LeaseStatus, LeaseTarget};
+use crate::ledger::Ledger;
+use crate::observer::Observer;
+use crate::runner::{RunEnd, SessionContext, run_session};
+use crate::skills::install_skills;
+use crate::workdir::{Workdir, WorkdirTemplate};
+
+/// How the worker serves items. One per process; shared by every session.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub environment_id: String,
+    /// The standing credential; per-item calls prefer the item's sessions token.
+    pub environment_key: Option<Credential>,
+    pub workdir: WorkdirTemplate,
+    /// `None` disables idle shutdown (`--max-idle 0`).
+    pub max_idle: Option<Duration>,
+    /// Outer bound of one tool call (§7.5: 150 s).
+    pub tool_timeout: Duration,
+    pub lease: LeaseConfig,
+    /// The toolset template; its `workdir` is replaced per session.
+    pub toolset: ToolsetConfig,
+    pub worker_id: String,
+}
+
+impl WorkerConfig {
+    pub fn new(environment_id: impl Into<String>, workdir: WorkdirTemplate) -> Self {
+        WorkerConfig {
+            environment_id: environment_id.into(),
+            environment_key: None,
+            workdir,
+            max_idle: Some(Duration::from_secs(60)),
+            tool_timeout: Duration::from_secs(150),
+            lease: LeaseConfig::default(),
+            toolset: ToolsetConfig::new("."),
+            worker_id: default_worker_id(),
+        }
+    }
+}
+
+/// `<hostname>-<12 hex>`, like the reference workers (§5.1).
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "hands".to_owned()
+    } else {
+        host
+    };
+    format!("{host}-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// How an item ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ItemEnd {
+    /// Not a session item (a queue healthcheck): nothing ran.
+    Healthcheck,
+    /// The session was already terminated or deleted: nothing ran.
+    SessionOver,
+    /// The session ran and ended this way.
+    Ran(RunEnd),
+    /// The first heartbeat did not win the lease: another executor has it (L1, P5).
+    NotClaimed(String),
+    /// Something prevented serving (no credential, bad workdir, session unreadable).
+    Failed(String),
+}
+
+/// What happened to one item.
+#[derive(Clone, Debug)]
+pub struct ItemOutcome {
+    pub work_id: String,
+    pub session_id: String,
+    pub end: ItemEnd,
+    /// Whether the worker force-stopped the item at the end.
+    pub stopped: bool,
+}
+
+/// Extra inputs a caller can hand to [`Worker::serve`] (a Lambda continuation uses them).
+#[derive(Clone, Debug, Default)]
+pub struct Resume {
+    /// The last heartbeat value a predecessor stored (the lease's CAS token).
+    pub last_heartbeat: Option<String>,
+    /// Tool-use ids a predecessor already answered.
+    pub answered: Vec<String>,
+}
+
+/// Serves work items.
+#[derive(Clone)]
+pub struct Worker {
+    cp: ControlPlane,
+    config: Arc<WorkerConfig>,
+    observer: Arc<dyn Observer>,
+    shutdown: CancellationToken,
+}
+
+impl Worker {
+    pub fn new(
+        cp: ControlPlane,
+        config: WorkerConfig,
+        observer: Arc<dyn Observer>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Worker {
+            cp,
+            config: Arc::new(config),
+            observer,
+            shutdown,
+        }
+    }
+
+    pub fn control_plane(&self) -> &ControlPlane {
+        &self.cp
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Serves one claimed (and acknowledged) item to the end.
+    pub async fn serve(&self, item: &WorkItem, resume: Resume) -> ItemOutcome {
+        let outcome = self.serve_inner(item, resume).await;
+        tracing::info!(work_id = %outcome.work_id, session_id = %outcome.session_id,
+            end = ?outcome.end, stopped = outcome.stopped, "work item finished");
+        self.observer.item_finished(&outcome);
+        outcome
+    }
+
+    async fn serve_inner(&self, item: &WorkItem, resume: Resume) -> ItemOutcome {
+        let work_id = item.id.clone();
+        let session_id = item.data.id.clone();
+        let outcome = |end, stopped| ItemOutcome {
+            work_id: work_id.clone(),
+            session_id: session_id.clone(),
+            end,
+            stopped,
+        };
+        let credential = match self.item_credential(item) {
+            Some(c) => c,
+            None => {
+                return outcome(
+                    ItemEnd::Failed("no sessions token in the item and no environment key".into()),
+                    false,
+                );
+            }
+        };
+        if !item.data.is_session() {
+            tracing::info!(%work_id, kind = %item.data.kind, "not a session item; stopping it");
+            let stopped = self
+                .force_stop(&credential, &item.environment_id, &work_id)
+                .await;
+            return outcome(ItemEnd::Healthcheck, stopped);
+        }
+
+        // The lease comes first: downloads can outlast its TTL (§6.3 step 3).
+        let lease = Lease::start(
+            self.cp.clone(),
+            LeaseTarget {
+                environment_id: item.environment_id.clone(),
+                work_id: work_id.clone(),
+                credential: credential.clone(),
+            },
+            self.config.lease.clone(),
+            resume.last_heartbeat.clone(),
+        );
+        let (claim, session) = tokio::join!(
+            lease.claimed(),
+            self.fetch_session(&credential, &session_id)
+        );
+        match claim {
+            LeaseStatus::Held => {}
+            LeaseStatus::Stop(why) => {
+                let _ = lease.release().await;
+                let stopped = self
+                    .force_stop(&credential, &item.environment_id, &work_id)
+                    .await;
+                return outcome(ItemEnd::Ran(RunEnd::Stopped(why)), stopped);
+            }
+            other => {
+                let _ = lease.release().await;
+                let why = match other {
+                    LeaseStatus::Lost(w) => w,
+                    s => format!("{s:?}"),
+                };
+                return outcome(ItemEnd::NotClaimed(why), false);
+            }
+        }
+        let session = match session {
+            Ok(s) => s,
+            Err(e) => {
+                let lost = lease_lost(lease.release().await);
+                let stopped = !lost
+                    && self
+                        .force_stop(&credential, &item.environment_id, &work_id)
+                        .await;
+                return outcome(
+                    ItemEnd::Failed(format!("cannot read the session: {e}")),
+                    stopped,
+                );
+            }
+        };
+        if session.status == SessionStatus::Terminated {
+            let lost = lease_lost(lease.release().await);
+            let stopped = !lost
+                && self
+                    .force_stop(&credential, &item.environment_id, &work_id)
+                    .await;
+            return outcome(ItemEnd::SessionOver, stopped);
+        }
+
+        let workdir = match self.config.workdir.prepare(&session_id) {
+            Ok(w) => w,
+            Err(e) => {
+                let lost = lease_lost(lease.release().await);
+                let stopped = !lost
+                    && self
+                        .force_stop(&credential, &item.environment_id, &work_id)
+                        .await;
+                return outcome(ItemEnd::Failed(format!("workspace: {e}")), stopped);
+            }
+        };
+        let end = self
+            .run_prepared(&credential, &session, &workdir, &lease, &work_id, resume)
+            .await;
+
+        // Teardown: the shell and every descendant are gone before the item is released.
+        workdir.cleanup();
+        let lost =
+            lease_lost(lease.release().await) || matches!(end, ItemEnd::Ran(RunEnd::LeaseLost(_)));
+        let stopped = !lost
+            && self
+                .force_stop(&credential, &item.environment_id, &work_id)
+                .await;
+        outcome(end, stopped)
+    }
+
+    async fn run_prepared(
+        &self,
+        credential: &Credential,
+        session: &Session,
+        workdir: &Workdir,
+        lease: &Lease,
+        work_id: &str,
+        resume: Resume,
+    ) -> ItemEnd {
+        let installed = install_skills(&self.cp, credential, session, workdir.path()).await;
+        let mut tool_config = self.config.toolset.clone();
+        tool_config.workdir = workdir.path().to_path_buf();
+        let toolset = match Toolset::new(tool_config) {
+            Ok(t) => t,
+            Err(e) => return ItemEnd::Failed(format!("toolset: {e}")),
+        };
+        let ctx = SessionContext {
+            cp: self.cp.clone(),
+            credential: credential.clone(),
+            session_id: session.id.clone(),
+            work_id: work_id.to_owned(),
+            toolset: toolset.clone(),
+            max_idle: self.config.max_idle,
+            tool_timeout: self.config.tool_timeout,
+            observer: Arc::clone(&self.observer),
+            shutdown: self.shutdown.clone(),
+        };
+        let mut ledger = Ledger::new();
+        ledger.seed_answered(resume.answered);
+        let end = run_session(&ctx, lease, &mut ledger).await;
+        toolset.shutdown().await;
+        for dir in installed {
+            remove_dir_logged(&dir);
+        }
+        ItemEnd::Ran(end)
+    }
+
+    fn item_credential(&self, item: &WorkItem) -> Option<Credential> {
+        match item.secret.as_deref().and_then(decode_sessions_token) {
+            Some(token) => Some(Credential::sessions_token(&token)),
+            None => {
+                if item.secret.is_some() {
+                    tracing::warn!(work_id = %item.id, "item secret carries no usable sessions token; using the environment key");
+                }
+                self.config.environment_key.clone()
+            }
+        }
+    }
+
+    /// Reads the session, retrying transient failures for up to 30 s.
+    async fn fetch_session(
+        &self,
+        credential: &Credential,
+        session_id: &str,
+    ) -> Result<Session, ApiError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            match self.cp.get_session(credential, session_id).await {
+                Ok(s) => return Ok(s),
+                Err(e) if e.is_transient() => {
+                    let delay = backoff.delay_after(&e, &mut rand::rng());
+                    if Instant::now() + delay > deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `stop {"force": true}`, retried briefly; 409 (already stopped) counts as done.
+    pub async fn force_stop(
+        &self,
+        credential: &Credential,
+        environment_id: &str,
+        work_id: &str,
+    ) -> bool {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        for attempt in 1..=4 {
+            match self
+                .cp
+                .stop(credential, environment_id, work_id, true)
+                .await
+            {
+                Ok(StopOutcome::Stopped | StopOutcome::AlreadyStopped) => return true,
+                Err(e) if e.is_transient() && attempt < 4 => {
+                    let delay = backoff.delay_after(&e, &mut rand::rng());
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    tracing::error!(%work_id, error = %e, "force-stop failed; the lease will expire instead");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+}
+
+fn lease_lost(status: LeaseStatus) -> bool {
+    matches!(status, LeaseStatus::Lost(_))
+}
+
+pub(crate) fn remove_dir_logged(dir: &PathBuf) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %dir.display(), error = %e, "cannot remove directory");
+    }
+}

@@ -1,0 +1,29 @@
+//! Serves work items of a self-hosted environment (PROTOCOL.md §6.3-§7): holds the lease,
+//! follows the session's event stream, dispatches tool calls to the toolset one at a time, and
+//! posts every result exactly once.
+//!
+//! Layering (DESIGN.md): `protocol` <- `client` <- `worker` -> `tools` -> `sandbox`. This crate
+//! orchestrates; it never executes tool code itself and never holds a credential in a place
+//! tool code can reach (the toolset builds the tool environment from an allow-list).
+//!
+//! What it must never do: run a call twice, run a call it does not own or that was denied,
+//! post after its lease was lost, drop a result silently, or stop an item whose lease it lost.
+
+pub mod archive;
+pub mod feed;
+pub mod item;
+pub mod lease;
+pub mod ledger;
+pub mod observer;
+pub mod poll;
+pub mod results;
+pub mod runner;
+pub mod skills;
+pub mod workdir;
+
+pub use item::{ItemEnd, ItemOutcome, Resume, Worker, WorkerConfig, default_worker_id};
+pub use lease::{Lease, LeaseConfig, LeaseStatus};
+pub use observer::{NoObserver, Observer};
+pub use poll::{Claim, PollError};
+pub use runner::RunEnd;
+pub use workdir::WorkdirTemplate;

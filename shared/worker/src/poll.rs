@@ -1,0 +1,183 @@
+//! Claiming work: the always-on poll loop (`hands poll`, PROTOCOL.md §6.2) and the
+//! non-blocking drain that webhook deliveries trigger (§10.1).
+//!
+//! A claim is `poll` then `ack`. An ack that answers 409 means another worker has the item
+//! (CATALOGUE C1): nothing runs and the item is left alone. Sessions run on their own tasks,
+//! at most `max_sessions` at once; beyond that, items stay queued for the next poll.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hands_client::{ApiError, Backoff, Credential, PollOptions};
+use hands_protocol::work::WorkItem;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::item::{ItemOutcome, Resume, Worker};
+
+/// The long-poll wait of the always-on loop (§9.5).
+pub const POLL_BLOCK_MS: u32 = 999;
+/// Drain mode reclaims items a dead runner claimed but never acknowledged (§6.1).
+pub const DRAIN_RECLAIM_MS: u64 = 2000;
+
+/// Why polling stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("no environment key: polling needs one")]
+    NoEnvironmentKey,
+    /// A fatal 4xx on poll (bad or revoked key, unknown environment): retrying cannot help.
+    #[error("polling refused: {0}")]
+    Refused(ApiError),
+}
+
+/// What one claim attempt produced.
+pub enum Claim {
+    /// Claimed and acknowledged: serve it.
+    Item(WorkItem),
+    /// The queue is empty.
+    Empty,
+    /// Claimed but not ours to run (ack said 409 or 404); keep polling.
+    Skipped,
+}
+
+impl Worker {
+    fn environment_key(&self) -> Result<Credential, PollError> {
+        self.config()
+            .environment_key
+            .clone()
+            .ok_or(PollError::NoEnvironmentKey)
+    }
+
+    /// One poll plus ack.
+    pub async fn claim(&self, opts: &PollOptions) -> Result<Claim, ApiError> {
+        let key = self
+            .config()
+            .environment_key
+            .clone()
+            .ok_or_else(|| ApiError::Transport("no environment key".into()))?;
+        let env = &self.config().environment_id;
+        let Some(item) = self.control_plane().poll(&key, env, opts).await? else {
+            return Ok(Claim::Empty);
+        };
+        match self.control_plane().ack(&key, env, &item.id).await {
+            Ok(()) => Ok(Claim::Item(item)),
+            Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(409 | 404)) => {
+                // C1/C2: taken by another worker, or gone. Not ours; never executed.
+                tracing::info!(work_id = %item.id, status = ?e.status(), "claim lost at ack; skipping the item");
+                Ok(Claim::Skipped)
+            }
+            Err(e) if !e.is_transient() => {
+                // §6.2 step 5: a fatal ack gets a best-effort force-stop so it does not linger.
+                tracing::warn!(work_id = %item.id, error = %e, "ack refused; force-stopping the item");
+                let _ = self.control_plane().stop(&key, env, &item.id, true).await;
+                Ok(Claim::Skipped)
+            }
+            // Transient: the unacknowledged item is reclaimed by a later poll.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Polls until `shutdown` fires, serving up to `max_sessions` items at once. Returns when
+    /// shut down (after the running sessions finished their teardown) or on a fatal error.
+    pub async fn poll_forever(&self, max_sessions: usize) -> Result<(), PollError> {
+        self.environment_key()?;
+        let slots = Arc::new(Semaphore::new(max_sessions.max(1)));
+        let mut sessions = JoinSet::new();
+        let mut backoff = Backoff::for_polling();
+        let opts = PollOptions {
+            block_ms: Some(POLL_BLOCK_MS),
+            reclaim_older_than_ms: None,
+            worker_id: Some(self.config().worker_id.clone()),
+        };
+        let shutdown = self.shutdown_token().clone();
+        let result = loop {
+            while sessions.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break Ok(()),
+                p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => break Ok(()) },
+            };
+            let started = Instant::now();
+            let claim = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break Ok(()),
+                c = self.claim(&opts) => c,
+            };
+            match claim {
+                Ok(Claim::Item(item)) => {
+                    backoff.reset();
+                    self.spawn_session(&mut sessions, item, permit);
+                }
+                Ok(Claim::Skipped) => backoff.reset(),
+                Ok(Claim::Empty) => {
+                    backoff.reset();
+                    // A server that did not hold the long poll must not be hammered.
+                    if started.elapsed() < Duration::from_millis(u64::from(POLL_BLOCK_MS) / 2) {
+                        let pause = Duration::from_millis(rand::random_range(1000..3000));
+                        tokio::select! {
+                            () = shutdown.cancelled() => break Ok(()),
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                }
+                Err(e) if !e.is_transient() => break Err(PollError::Refused(e)),
+                Err(e) => {
+                    let delay = backoff.delay_after(&e, &mut rand::rng());
+                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "poll failed; backing off");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
+        // Sessions see the same shutdown token: each cancels its in-flight call, posts the error
+        // result and stops its item.
+        while sessions.join_next().await.is_some() {}
+        result
+    }
+
+    /// Drains the queue without blocking (webhook mode): claims until the queue is empty, a
+    /// session slot is missing, or `max_items` were claimed. Each claimed item is handed to
+    /// `hand_off`. Returns how many were handed off.
+    pub async fn drain(
+        &self,
+        max_items: usize,
+        mut hand_off: impl FnMut(WorkItem) -> bool,
+    ) -> Result<usize, ApiError> {
+        let opts = PollOptions {
+            block_ms: None,
+            reclaim_older_than_ms: Some(DRAIN_RECLAIM_MS),
+            worker_id: Some(self.config().worker_id.clone()),
+        };
+        let mut handed = 0;
+        while handed < max_items {
+            match self.claim(&opts).await? {
+                Claim::Item(item) => {
+                    if !hand_off(item) {
+                        break;
+                    }
+                    handed += 1;
+                }
+                Claim::Skipped => continue,
+                Claim::Empty => break,
+            }
+        }
+        Ok(handed)
+    }
+
+    fn spawn_session(
+        &self,
+        sessions: &mut JoinSet<ItemOutcome>,
+        item: WorkItem,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let worker = self.clone();
+        sessions.spawn(async move {
+            let outcome = worker.serve(&item, Resume::default()).await;
+            drop(permit);
+            outcome
+        });
+    }
+}

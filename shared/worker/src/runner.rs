@@ -1,0 +1,288 @@
+//! The session runner: follows the event feed, executes owned calls one at a time, posts each
+//! result, and decides when the session is over (PROTOCOL.md §7.5-§7.7).
+//!
+//! One tool call is in flight at a time. While it runs, the runner keeps reading the feed and
+//! watching the lease, so a stop or a lost lease cancels the call within the tool's kill time:
+//! - lease lost (C10): the call is killed and nothing more is posted;
+//! - stop requested (C11) or worker shutdown (P2): the call is killed and its error result posted.
+//!
+//! A result that could not be posted is kept and posted again after the next history
+//! reconciliation; the tool itself never runs twice.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hands_client::{ControlPlane, Credential};
+use hands_protocol::toolset::ToolOutput;
+use hands_tools::Toolset;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::feed::{Feed, run_feed};
+use crate::lease::{Lease, LeaseStatus};
+use crate::ledger::{Call, CallKind, Ledger, SessionEnd};
+use crate::observer::Observer;
+use crate::results::{Posted, post_result};
+
+/// How a session run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// `max_idle` passed after the turn ended.
+    Idle,
+    Terminated,
+    Deleted,
+    /// The lease is gone: nothing more was posted; the item must be left alone.
+    LeaseLost(String),
+    /// The control plane asked to stop; the in-flight call got an error result.
+    Stopped(String),
+    /// The worker is shutting down; the in-flight call got an error result.
+    Shutdown,
+    /// The event feed failed for good (session gone, credential revoked).
+    FeedFailed(String),
+}
+
+/// What a runner needs for one session.
+#[derive(Clone)]
+pub struct SessionContext {
+    pub cp: ControlPlane,
+    pub credential: Credential,
+    pub session_id: String,
+    pub work_id: String,
+    pub toolset: Toolset,
+    /// `None` disables idle shutdown.
+    pub max_idle: Option<Duration>,
+    /// Outer bound of one tool call (must exceed bash's own 120 s default).
+    pub tool_timeout: Duration,
+    pub observer: Arc<dyn Observer>,
+    /// Fires when the worker process is shutting down.
+    pub shutdown: CancellationToken,
+}
+
+/// Result posting window when the lease has not told us its TTL (§6.4).
+const DEFAULT_POST_WINDOW: Duration = Duration::from_secs(300);
+
+type InFlight = Pin<Box<dyn Future<Output = (Call, Option<ToolOutput>, Posted)> + Send>>;
+
+fn owns(kind: CallKind, name: &str) -> bool {
+    // Custom tools are served by whoever registered them; this worker owns the built-ins.
+    kind == CallKind::Builtin && Toolset::owns(name)
+}
+
+/// Runs the session until it ends. `ledger` may be pre-seeded (a continuation's answered ids).
+pub async fn run_session(ctx: &SessionContext, lease: &Lease, ledger: &mut Ledger) -> RunEnd {
+    let (tx, mut rx) = mpsc::channel(1024);
+    let feed_stop = CancellationToken::new();
+    let feed = tokio::spawn(run_feed(
+        ctx.cp.clone(),
+        ctx.credential.clone(),
+        ctx.session_id.clone(),
+        tx,
+        feed_stop.clone(),
+    ));
+    let end = drive(ctx, lease, ledger, &mut rx).await;
+    feed_stop.cancel();
+    let _ = feed.await;
+    end
+}
+
+async fn drive(
+    ctx: &SessionContext,
+    lease: &Lease,
+    ledger: &mut Ledger,
+    rx: &mut mpsc::Receiver<Feed>,
+) -> RunEnd {
+    let mut lease_rx = lease.watch();
+    // Fires when the lease is lost: nothing may be posted after that.
+    let abandon = CancellationToken::new();
+    let mut in_flight: Option<(InFlight, CancellationToken)> = None;
+    // Results that could not be posted yet: posted again, never recomputed.
+    let mut unposted: HashMap<String, ToolOutput> = HashMap::new();
+    let mut idle_since: Option<Instant> = None;
+
+    loop {
+        if in_flight.is_none() {
+            match ledger.end() {
+                Some(SessionEnd::Terminated) => return RunEnd::Terminated,
+                Some(SessionEnd::Deleted) => return RunEnd::Deleted,
+                None => {}
+            }
+            if let Some(call) = ledger.next_call(owns) {
+                let token = ctx.shutdown.child_token();
+                let ready = unposted.remove(&call.id);
+                let window = post_window(lease);
+                in_flight = Some((
+                    Box::pin(execute(
+                        ctx.clone(),
+                        call,
+                        ready,
+                        token.clone(),
+                        abandon.clone(),
+                        window,
+                    )),
+                    token,
+                ));
+            }
+        }
+        let armed = in_flight.is_none() && ledger.idle_armed(owns);
+        match (armed, idle_since) {
+            (true, None) => idle_since = Some(Instant::now()),
+            (false, Some(_)) => idle_since = None,
+            _ => {}
+        }
+        let idle_deadline = idle_since.zip(ctx.max_idle).map(|(t, m)| t + m);
+
+        tokio::select! {
+            biased;
+            changed = lease_rx.changed() => {
+                let status = if changed.is_ok() { lease_rx.borrow().clone() } else { LeaseStatus::Lost("heartbeat task ended".into()) };
+                match status {
+                    LeaseStatus::Lost(why) => {
+                        abandon.cancel();
+                        finish_in_flight(&mut in_flight, ledger, &mut unposted).await;
+                        return RunEnd::LeaseLost(why);
+                    }
+                    LeaseStatus::Stop(why) => {
+                        finish_in_flight(&mut in_flight, ledger, &mut unposted).await;
+                        return RunEnd::Stopped(why);
+                    }
+                    LeaseStatus::Claiming | LeaseStatus::Held | LeaseStatus::Released => {}
+                }
+            }
+            () = ctx.shutdown.cancelled() => {
+                finish_in_flight(&mut in_flight, ledger, &mut unposted).await;
+                return RunEnd::Shutdown;
+            }
+            done = async { match in_flight.as_mut() { Some((f, _)) => f.await, None => std::future::pending().await } } => {
+                in_flight = None;
+                settle(done, ledger, &mut unposted);
+            }
+            feed = rx.recv() => match feed {
+                Some(Feed::Event(event)) => ledger.observe(&event),
+                Some(Feed::Reconciled { events, reconnects }) => {
+                    tracing::debug!(session_id = %ctx.session_id, events, reconnects, "history reconciled");
+                    // Parked results get another chance now that the control plane answers.
+                    for id in unposted.keys() {
+                        ledger.release(id);
+                    }
+                }
+                Some(Feed::Fatal(why)) => {
+                    finish_in_flight(&mut in_flight, ledger, &mut unposted).await;
+                    return RunEnd::FeedFailed(why);
+                }
+                None => {
+                    finish_in_flight(&mut in_flight, ledger, &mut unposted).await;
+                    return RunEnd::FeedFailed("event feed ended".into());
+                }
+            },
+            () = sleep_until(idle_deadline) => return RunEnd::Idle,
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn post_window(lease: &Lease) -> Duration {
+    let ttl = lease.ttl();
+    if ttl.is_zero() {
+        DEFAULT_POST_WINDOW
+    } else {
+        ttl
+    }
+}
+
+/// Cancels the in-flight call (its tool tree is killed) and waits for it to settle: it posts an
+/// error result unless the lease was lost.
+async fn finish_in_flight(
+    in_flight: &mut Option<(InFlight, CancellationToken)>,
+    ledger: &mut Ledger,
+    unposted: &mut HashMap<String, ToolOutput>,
+) {
+    if let Some((fut, token)) = in_flight.take() {
+        token.cancel();
+        let done = fut.await;
+        settle(done, ledger, unposted);
+    }
+}
+
+fn settle(
+    (call, output, posted): (Call, Option<ToolOutput>, Posted),
+    ledger: &mut Ledger,
+    unposted: &mut HashMap<String, ToolOutput>,
+) {
+    match posted {
+        Posted::Accepted { .. } => ledger.answered(&call.id),
+        Posted::Failed { .. } => {
+            // Parked (still "in flight" for the ledger) until the next reconcile releases it.
+            if let Some(out) = output {
+                unposted.insert(call.id, out);
+            }
+        }
+    }
+}
+
+/// Runs one call (unless its output is already known) and posts the result.
+async fn execute(
+    ctx: SessionContext,
+    call: Call,
+    ready: Option<ToolOutput>,
+    cancel: CancellationToken,
+    abandon: CancellationToken,
+    window: Duration,
+) -> (Call, Option<ToolOutput>, Posted) {
+    let output = match ready {
+        Some(out) => out,
+        None => {
+            ctx.observer.call_started(&ctx.session_id, &call);
+            let started = Instant::now();
+            let out = run_tool(&ctx, &call, &cancel).await;
+            ctx.observer
+                .call_executed(&ctx.session_id, &call, &out, started.elapsed());
+            out
+        }
+    };
+    if abandon.is_cancelled() {
+        return (
+            call,
+            None,
+            Posted::Failed {
+                attempts: 0,
+                reason: "lease lost".into(),
+            },
+        );
+    }
+    let posted = post_result(
+        &ctx.cp,
+        &ctx.credential,
+        &ctx.session_id,
+        &call,
+        output.clone(),
+        window,
+        &abandon,
+    )
+    .await;
+    ctx.observer.result_posted(&ctx.session_id, &call, &posted);
+    (call, Some(output), posted)
+}
+
+async fn run_tool(ctx: &SessionContext, call: &Call, cancel: &CancellationToken) -> ToolOutput {
+    let fut = ctx.toolset.call(&call.name, call.input.clone(), cancel);
+    tokio::pin!(fut);
+    match tokio::time::timeout(ctx.tool_timeout, &mut fut).await {
+        Ok(out) => out,
+        Err(_) => {
+            // Kill what the call started before answering.
+            cancel.cancel();
+            let _ = fut.await;
+            ToolOutput::error(format!("tool '{}' timed out", call.name))
+        }
+    }
+}

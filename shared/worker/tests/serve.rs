@@ -1,0 +1,340 @@
+//! The worker against devplane, in process: the session scripts in `events/sessions/`, and the
+//! control-plane faults of CATALOGUE §2b (C1, C5, C6, C7, C10, C11, C16, C17) and P5.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hands_client::{ClientConfig, ControlPlane, Credential};
+use hands_devplane::{Config, DevPlane, Faults, Script, ScriptReport};
+use hands_worker::{ItemEnd, NoObserver, Resume, RunEnd, WorkdirTemplate, Worker, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+struct Harness {
+    dp: DevPlane,
+    _scratch: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Harness {
+    async fn start(config: Config) -> Harness {
+        let dp = DevPlane::start(config, "127.0.0.1:0").await.unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().to_path_buf();
+        Harness {
+            dp,
+            _scratch: scratch,
+            root,
+        }
+    }
+
+    fn worker(&self, name: &str, shutdown: CancellationToken) -> Worker {
+        let cp = ControlPlane::new(ClientConfig::with_base_url(self.dp.base_url())).unwrap();
+        let template =
+            WorkdirTemplate::new(format!("{}/{name}/{{session_id}}", self.root.display()));
+        let mut config = WorkerConfig::new(self.dp.environment_id(), template);
+        config.environment_key = Some(Credential::environment_key(self.dp.environment_key()));
+        config.max_idle = Some(Duration::from_millis(300));
+        Worker::new(cp, config, Arc::new(NoObserver), shutdown)
+    }
+
+    /// Plays `script` with `workers` pollers running; returns the report after they stopped.
+    async fn play(&self, script: &Script, workers: usize) -> ScriptReport {
+        let shutdown = CancellationToken::new();
+        let mut pollers = Vec::new();
+        for i in 0..workers {
+            let w = self.worker(&format!("w{i}"), shutdown.clone());
+            pollers.push(tokio::spawn(async move { w.poll_forever(4).await }));
+        }
+        let report = self.dp.run_script(script).await;
+        shutdown.cancel();
+        for p in pollers {
+            p.await.unwrap().unwrap();
+        }
+        report
+    }
+}
+
+fn failures(report: &ScriptReport) -> String {
+    report
+        .steps
+        .iter()
+        .filter(|s| !s.passed)
+        .map(|s| format!("step {} {} {:?}: {}", s.index, s.step, s.label, s.detail))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn script(json: serde_json::Value) -> Script {
+    Script::from_json(&json.to_string(), "test").unwrap()
+}
+
+fn short_lease() -> Config {
+    Config {
+        // A 2 s TTL makes the worker heartbeat every second, so stops and 412s are seen fast.
+        default_ttl: Duration::from_secs(2),
+        ..Config::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_session_script_passes() {
+    for name in ["demo", "tools", "faults"] {
+        let h = Harness::start(Config::default()).await;
+        let s = Script::load(&repo_root().join(format!("events/sessions/{name}.json"))).unwrap();
+        let report = h.play(&s, 1).await;
+        assert!(report.passed, "{name} failed:\n{}", failures(&report));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c17_healthcheck_items_run_nothing_and_are_stopped() {
+    let h = Harness::start(Config::default()).await;
+    let work_id = h.dp.enqueue_healthcheck();
+    let w = h.worker("hc", CancellationToken::new());
+    let claim = w
+        .claim(&hands_client::PollOptions::default())
+        .await
+        .unwrap();
+    let hands_worker::Claim::Item(item) = claim else {
+        panic!("healthcheck item not claimed")
+    };
+    let outcome = w.serve(&item, Resume::default()).await;
+    assert_eq!(outcome.end, ItemEnd::Healthcheck);
+    assert!(outcome.stopped);
+    let state = h.dp.work_item(&work_id).unwrap().state;
+    assert_eq!(state, hands_protocol::work::WorkState::Stopped);
+    assert_eq!(
+        h.dp.counters().heartbeats,
+        0,
+        "a healthcheck needs no lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c6_c7_result_posts_survive_5xx_and_429_with_retry_after() {
+    let h = Harness::start(Config::default()).await;
+    let s = script(serde_json::json!({
+        "name": "flaky-posts",
+        "faults": {"fail_posts": {"kind": "tool_result", "count": 2, "status": 429, "retry_after_s": 1}},
+        "steps": [
+            {"step": "tool_use", "label": "a", "name": "bash", "input": {"command": "echo once >> count.txt; cat count.txt"},
+             "expect": {"is_error": false, "text_equals": "once"}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 20000}
+        ]
+    }));
+    let report = h.play(&s, 1).await;
+    assert!(report.passed, "{}", failures(&report));
+    // Two refusals then success: three attempts, and the tool itself ran once (the file has one line).
+    assert_eq!(
+        report.result_attempts.values().copied().collect::<Vec<_>>(),
+        vec![3]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c8_reset_after_commit_counts_as_answered() {
+    let mut config = Config::default();
+    config.faults = Faults {
+        reset_after_commit: Some(hands_devplane::faults::ResetAfterCommit {
+            count: 1,
+            mode: hands_devplane::faults::ResetMode::Error500,
+        }),
+        ..Faults::default()
+    };
+    let h = Harness::start(config).await;
+    let s = script(serde_json::json!({
+        "name": "lost-answer",
+        "steps": [
+            {"step": "tool_use", "label": "a", "name": "bash", "input": {"command": "echo hi"},
+             "expect": {"is_error": false, "text_equals": "hi"}},
+            {"step": "tool_use", "label": "b", "name": "bash", "input": {"command": "echo there"},
+             "expect": {"is_error": false, "text_equals": "there"}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 20000}
+        ]
+    }));
+    let report = h.play(&s, 1).await;
+    assert!(report.passed, "{}", failures(&report));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c11_stop_mid_tool_kills_it_posts_an_error_and_stops_the_item() {
+    let h = Harness::start(short_lease()).await;
+    let marker = format!("sleep 100.{}", std::process::id());
+    let s = script(serde_json::json!({
+        "name": "stopped",
+        "steps": [
+            {"step": "tool_use", "label": "long", "name": "bash", "input": {"command": marker},
+             "expect": {"is_error": true}},
+        ]
+    }));
+    let shutdown = CancellationToken::new();
+    let w = h.worker("stop", shutdown.clone());
+    let poller = tokio::spawn({
+        let w = w.clone();
+        async move { w.poll_forever(1).await }
+    });
+    let api = ControlPlane::new(ClientConfig::with_base_url(h.dp.base_url())).unwrap();
+    let stopper = {
+        let env = h.dp.environment_id().to_owned();
+        let key = Credential::environment_key(h.dp.environment_key());
+        let dp_state = h.dp.state().clone();
+        tokio::spawn(async move {
+            // Wait for the call to be running, then ask for a graceful stop like ops tooling.
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if process_running(&marker_text()) {
+                    break;
+                }
+            }
+            let work_id = {
+                let store = dp_state.lock();
+                store.sessions.values().find_map(|s| s.current_work.clone())
+            };
+            api.stop(&key, &env, &work_id.unwrap(), false)
+                .await
+                .unwrap();
+        })
+    };
+    fn marker_text() -> String {
+        format!("sleep 100.{}", std::process::id())
+    }
+    let report = h.dp.run_script(&s).await;
+    stopper.await.unwrap();
+    assert!(report.passed, "{}", failures(&report));
+    // The item ends stopped (the worker confirmed with a force stop) and the tool is gone.
+    for _ in 0..50 {
+        let stopped = {
+            let store = h.dp.state().lock();
+            store
+                .work
+                .values()
+                .all(|r| r.item.state == hands_protocol::work::WorkState::Stopped)
+        };
+        if stopped {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !process_running(&marker_text()),
+        "the stopped command survived"
+    );
+    shutdown.cancel();
+    poller.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c10_lease_lost_kills_the_tool_posts_nothing_and_leaves_the_item() {
+    let mut config = short_lease();
+    config.faults = Faults {
+        heartbeat_412_at: Some(3),
+        ..Faults::default()
+    };
+    let h = Harness::start(config).await;
+    let marker = format!("sleep 200.{}", std::process::id());
+    let s = script(serde_json::json!({
+        "name": "lease-lost",
+        "steps": [
+            {"step": "tool_use", "label": "long", "name": "bash", "input": {"command": marker.clone()},
+             "expect": {"no_result_within_ms": 6000}},
+        ]
+    }));
+    let shutdown = CancellationToken::new();
+    let w = h.worker("lost", shutdown.clone());
+    let claimed = tokio::spawn({
+        let w = w.clone();
+        async move {
+            loop {
+                if let hands_worker::Claim::Item(item) = w
+                    .claim(&hands_client::PollOptions::default())
+                    .await
+                    .unwrap()
+                {
+                    return w.serve(&item, Resume::default()).await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    let report = h.dp.run_script(&s).await;
+    assert!(report.passed, "{}", failures(&report));
+    let outcome = claimed.await.unwrap();
+    assert!(
+        matches!(outcome.end, ItemEnd::Ran(RunEnd::LeaseLost(_))),
+        "{:?}",
+        outcome.end
+    );
+    assert!(
+        !outcome.stopped,
+        "an item whose lease was lost must be left alone"
+    );
+    assert!(!process_running(&marker), "the tool outlived the lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn p5_many_pollers_one_item_exactly_one_execution() {
+    let h = Harness::start(Config::default()).await;
+    let count = h.root.join("executions.txt");
+    let s = script(serde_json::json!({
+        "name": "one-of-many",
+        "steps": [
+            {"step": "tool_use", "label": "a", "name": "bash",
+             "input": {"command": format!("echo ran >> {}", count.display())},
+             "expect": {"is_error": false}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 20000}
+        ]
+    }));
+    let report = h.play(&s, 50).await;
+    assert!(report.passed, "{}", failures(&report));
+    assert_eq!(std::fs::read_to_string(&count).unwrap(), "ran\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c16_sse_drops_are_reconciled_without_running_anything_twice() {
+    let mut config = Config::default();
+    config.faults = Faults {
+        sse_drop_after_events: Some(1),
+        sse_drop_connections: Some(5),
+        ..Faults::default()
+    };
+    let h = Harness::start(config).await;
+    let log = h.root.join("runs.txt");
+    let mut steps = vec![];
+    for i in 0..6 {
+        steps.push(
+            serde_json::json!({"step": "tool_use", "label": format!("c{i}"), "name": "bash",
+            "input": {"command": format!("echo {i} >> {}; echo {i}", log.display())},
+            "expect": {"is_error": false, "text_equals": format!("{i}")}}),
+        );
+    }
+    steps.push(serde_json::json!({"step": "idle", "stop_reason": "end_turn"}));
+    steps.push(serde_json::json!({"step": "expect_stopped", "within_ms": 20000}));
+    let s = script(serde_json::json!({"name": "drops", "steps": steps}));
+    let report = h.play(&s, 1).await;
+    assert!(report.passed, "{}", failures(&report));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "0\n1\n2\n3\n4\n5\n");
+}
+
+/// Whether a process whose command line contains `needle` is alive.
+fn process_running(needle: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+            .unwrap_or(false)
+    })
+}
