@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the official Python SDK worker (anthropic 2.14.0, EnvironmentWorker) against devplane for
-# every conformance session script. Creates its own virtualenv; needs a built `hands` binary.
+# Runs the official Python SDK worker (anthropic 2.14.0, EnvironmentWorker), then `hands poll`,
+# against devplane for every conformance session script: both must pass the same scripts.
+# Creates its own virtualenv; needs a built `hands` binary.
 #
 #   tests/conformance/run.sh [path/to/hands]      (default: target/debug/hands)
 set -euo pipefail
@@ -14,7 +15,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 
-exec "$venv/bin/python" "$here/sdk_worker.py" --hands "$hands" \
-    "$root/events/sessions/demo.json" \
-    "$root/events/sessions/tools.json" \
-    "$root/events/sessions/faults.json"
+scripts=("$root/events/sessions/demo.json" "$root/events/sessions/tools.json" "$root/events/sessions/faults.json")
+# The same scripts, served first by the reference worker, then by ours.
+"$venv/bin/python" "$here/play_scripts.py" --worker sdk --hands "$hands" "${scripts[@]}"
+"$venv/bin/python" "$here/play_scripts.py" --worker hands --hands "$hands" "${scripts[@]}"

@@ -1,8 +1,11 @@
-"""Drive the official Python SDK worker against devplane, one session script at a time.
+"""Drive a worker against devplane, one session script at a time: the official Python SDK worker
+(`--worker sdk`) or `hands poll` itself (`--worker hands`), so both serve the same scripts.
 
 For each script: start `hands devplane --exit-when-done` on an ephemeral loopback port, read the
-one JSON line it prints (base URL, environment id and key), run `EnvironmentWorker.run()` from
-the `anthropic` package against it in a fresh working directory, and wait for devplane to exit.
+one JSON line it prints (base URL, environment id and key), run the worker against it in a fresh
+working directory (`EnvironmentWorker.run()` from the `anthropic` package, or `hands poll` with
+only the three `ANTHROPIC_*` variables set, as an operator would run it), and wait for devplane
+to exit.
 devplane exits 0 only if every step of the script passed (results, expectations of "no result",
 the final force-stop), and writes a report that is printed here step by step.
 
@@ -28,7 +31,7 @@ from anthropic.lib.environments import EnvironmentWorker
 SCRIPT_DEADLINE_S = 180.0
 
 
-async def run_script(hands: str, script: Path, workroot: Path) -> bool:
+async def run_script(hands: str, worker_kind: str, script: Path, workroot: Path) -> bool:
     report_path = workroot / f"{script.stem}.report.json"
     proc = await asyncio.create_subprocess_exec(
         hands,
@@ -50,8 +53,13 @@ async def run_script(hands: str, script: Path, workroot: Path) -> bool:
         return False
     info = json.loads(line)
 
-    workdir = workroot / script.stem
+    workdir = workroot / f"{worker_kind}-{script.stem}"
     workdir.mkdir()
+    if worker_kind == "hands":
+        ok = await run_hands_poll(hands, info, workdir, proc)
+        print_report(script, report_path)
+        print(f"[{script.name}] {'PASS' if ok else 'FAIL'} with hands poll")
+        return ok
     client = AsyncAnthropic(api_key=info["api_key"], base_url=info["base_url"])
     worker = EnvironmentWorker(
         client,
@@ -85,19 +93,55 @@ async def run_script(hands: str, script: Path, workroot: Path) -> bool:
     return ok
 
 
+async def run_hands_poll(hands: str, info: dict, workdir: Path, devplane) -> bool:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    env.update(
+        ANTHROPIC_ENVIRONMENT_ID=info["environment_id"],
+        ANTHROPIC_ENVIRONMENT_KEY=info["environment_key"],
+        ANTHROPIC_BASE_URL=info["base_url"],
+    )
+    worker = await asyncio.create_subprocess_exec(
+        hands, "poll", "--workdir", f"{workdir}/{{session_id}}", "--max-idle", "1s",
+        env=env, stdin=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        rc = await asyncio.wait_for(devplane.wait(), timeout=SCRIPT_DEADLINE_S)
+    except asyncio.TimeoutError:
+        devplane.kill()
+        rc = await devplane.wait()
+    # A graceful stop, as an orchestrator would send; the worker must exit 0 on its own.
+    worker.terminate()
+    try:
+        worker_rc = await asyncio.wait_for(worker.wait(), timeout=30)
+    except asyncio.TimeoutError:
+        worker.kill()
+        worker_rc = await worker.wait()
+        print("hands poll did not exit within 30 s of SIGTERM", file=sys.stderr)
+    if worker_rc != 0:
+        print(f"hands poll exited with {worker_rc}", file=sys.stderr)
+    return rc == 0 and worker_rc == 0
+
+
 def print_report(script: Path, report_path: Path) -> None:
     if not report_path.exists():
         print(f"[{script.name}] no report written", file=sys.stderr)
         return
     report = json.loads(report_path.read_text())
-    # The report format belongs to devplane (events/sessions/README.md); print it as it is so
-    # a failure shows which step and why.
-    print(json.dumps(report, indent=2))
+    # One line per step (format: events/sessions/README.md), so a failure shows which and why.
+    for script_report in report.get("scripts", []):
+        for step in script_report.get("steps", []):
+            latency = step.get("latency_ms")
+            print(
+                f"  [{script.stem}] {'ok  ' if step['passed'] else 'FAIL'} "
+                f"{step['index']:>2} {step['step']:<15} {step.get('label') or '':<20} "
+                f"{'' if latency is None else str(latency) + ' ms':>8}  {step['detail'][:100]}"
+            )
 
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hands", required=True, help="path to the hands binary")
+    parser.add_argument("--worker", choices=["sdk", "hands"], default="sdk")
     parser.add_argument("scripts", nargs="+", type=Path)
     args = parser.parse_args()
 
@@ -108,12 +152,12 @@ async def main() -> int:
     failures = []
     with tempfile.TemporaryDirectory(prefix="hands-conformance-") as tmp:
         for script in args.scripts:
-            if not await run_script(args.hands, script, Path(tmp)):
+            if not await run_script(args.hands, args.worker, script, Path(tmp)):
                 failures.append(script.name)
     if failures:
-        print(f"SDK conformance FAILED: {', '.join(failures)}")
+        print(f"conformance FAILED ({args.worker} worker): {', '.join(failures)}")
         return 1
-    print(f"SDK conformance passed: {len(args.scripts)} scripts")
+    print(f"conformance passed ({args.worker} worker): {len(args.scripts)} scripts")
     return 0
 
 
