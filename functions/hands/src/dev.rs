@@ -90,14 +90,11 @@ fn summary(call: &Call) -> String {
 }
 
 fn first_line(output: &ToolOutput) -> String {
-    output
-        .content
-        .iter()
-        .find_map(|b| match b {
-            ContentBlock::Text { text } => Some(text.lines().next().unwrap_or("").to_owned()),
-            _ => Some("[non-text content]".to_owned()),
-        })
-        .unwrap_or_default()
+    match output.content.first() {
+        Some(ContentBlock::Text { text }) => text.lines().next().unwrap_or("").to_owned(),
+        Some(_) => "[non-text content]".to_owned(),
+        None => String::new(),
+    }
 }
 
 fn clip(s: &str, max: usize) -> String {

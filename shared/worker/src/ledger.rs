@@ -65,10 +65,10 @@ impl Ledger {
 
     /// Learns from one event. Idempotent: an event seen before (same id) changes nothing.
     pub fn observe(&mut self, event: &SessionEvent) {
-        if let Some(id) = event.id() {
-            if !self.seen_events.insert(id.to_owned()) {
-                return;
-            }
+        if let Some(id) = event.id()
+            && !self.seen_events.insert(id.to_owned())
+        {
+            return;
         }
         use SessionEvent::*;
         match event {

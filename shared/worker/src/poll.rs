@@ -34,7 +34,7 @@ pub enum PollError {
 /// What one claim attempt produced.
 pub enum Claim {
     /// Claimed and acknowledged: serve it.
-    Item(WorkItem),
+    Item(Box<WorkItem>),
     /// The queue is empty.
     Empty,
     /// Claimed but not ours to run (ack said 409 or 404); keep polling.
@@ -61,7 +61,7 @@ impl Worker {
             return Ok(Claim::Empty);
         };
         match self.control_plane().ack(&key, env, &item.id).await {
-            Ok(()) => Ok(Claim::Item(item)),
+            Ok(()) => Ok(Claim::Item(Box::new(item))),
             Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(409 | 404)) => {
                 // C1/C2: taken by another worker, or gone. Not ours; never executed.
                 tracing::info!(work_id = %item.id, status = ?e.status(), "claim lost at ack; skipping the item");
@@ -107,7 +107,7 @@ impl Worker {
             match claim {
                 Ok(Claim::Item(item)) => {
                     backoff.reset();
-                    self.spawn_session(&mut sessions, item, permit);
+                    self.spawn_session(&mut sessions, *item, permit);
                 }
                 Ok(Claim::Skipped) => backoff.reset(),
                 Ok(Claim::Empty) => {
@@ -155,7 +155,7 @@ impl Worker {
         while handed < max_items {
             match self.claim(&opts).await? {
                 Claim::Item(item) => {
-                    if !hand_off(item) {
+                    if !hand_off(*item) {
                         break;
                     }
                     handed += 1;

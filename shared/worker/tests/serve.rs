@@ -1,5 +1,8 @@
 //! The worker against devplane, in process: the session scripts in `events/sessions/`, and the
-//! control-plane faults of CATALOGUE §2b (C1, C5, C6, C7, C10, C11, C16, C17) and P5.
+//! control-plane faults of CATALOGUE §2b (C6-C8, C10, C11, C16, C17) and P5.
+
+// Helpers outside `#[test]` functions panic on setup failures too; that is what a test wants.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,13 +142,15 @@ async fn c6_c7_result_posts_survive_5xx_and_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn c8_reset_after_commit_counts_as_answered() {
-    let mut config = Config::default();
-    config.faults = Faults {
-        reset_after_commit: Some(hands_devplane::faults::ResetAfterCommit {
-            count: 1,
-            mode: hands_devplane::faults::ResetMode::Error500,
-        }),
-        ..Faults::default()
+    let config = Config {
+        faults: Faults {
+            reset_after_commit: Some(hands_devplane::faults::ResetAfterCommit {
+                count: 1,
+                mode: hands_devplane::faults::ResetMode::Error500,
+            }),
+            ..Faults::default()
+        },
+        ..Config::default()
     };
     let h = Harness::start(config).await;
     let s = script(serde_json::json!({
@@ -299,11 +304,13 @@ async fn p5_many_pollers_one_item_exactly_one_execution() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn c16_sse_drops_are_reconciled_without_running_anything_twice() {
-    let mut config = Config::default();
-    config.faults = Faults {
-        sse_drop_after_events: Some(1),
-        sse_drop_connections: Some(5),
-        ..Faults::default()
+    let config = Config {
+        faults: Faults {
+            sse_drop_after_events: Some(1),
+            sse_drop_connections: Some(5),
+            ..Faults::default()
+        },
+        ..Config::default()
     };
     let h = Harness::start(config).await;
     let log = h.root.join("runs.txt");
