@@ -85,7 +85,7 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
                 break;
             }
         }
-        let Ok(rel) = entry.path().strip_prefix(&root) else {
+        let Some(rel) = crate::grep::relative(entry.path(), &root) else {
             continue;
         };
         if !matcher.is_match(rel) {

@@ -11,31 +11,43 @@
 //! buffer is capped, so a 1 GB single line costs bounded memory. It runs on the blocking pool
 //! and checks a time budget and the cancellation token as it goes (T11).
 
+use std::ffi::OsStr;
 use std::fs::File;
-use std::io;
+use std::io::{self, Seek, SeekFrom};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Instant;
 
-use grep_regex::RegexMatcherBuilder;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use grep_regex::{RegexMatcher, RegexMatcherBuilder};
 use grep_searcher::{BinaryDetection, MmapChoice, Searcher, SearcherBuilder, Sink, SinkMatch};
 use hands_protocol::toolset::{GrepInput, ToolOutput};
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 use tokio_util::sync::CancellationToken;
 
-use crate::Session;
+use crate::{Limits, Session};
 
 /// Largest line buffer the searcher may grow to; a longer line aborts that file's search.
 const SEARCH_HEAP_LIMIT: usize = 8 * 1024 * 1024;
 
-struct Collector<'a> {
-    path: &'a str,
-    out: &'a mut String,
-    budget: &'a mut usize,
-    max_line: usize,
+/// What one file contributed: its result lines (each within the line limit), and whether the
+/// file's own lines overran the output budget (the merge then stops there too).
+#[derive(Default)]
+struct FileHits {
+    lines: Vec<String>,
     full: bool,
+}
+
+struct Collector<'a> {
+    path: &'a Path,
+    hits: FileHits,
+    /// The whole output budget, for this file alone: a file's lines past it can never be shown.
+    budget: usize,
+    max_line: usize,
     cancel: &'a CancellationToken,
-    deadline: &'a dyn Fn() -> bool,
+    deadline: &'a (dyn Fn() -> bool + Sync),
 }
 
 impl Sink for Collector<'_> {
@@ -49,22 +61,211 @@ impl Sink for Collector<'_> {
             }
             let text = String::from_utf8_lossy(raw);
             let text = text.trim_end_matches(['\r', '\n']);
-            let line = format!("{}:{}:{}", self.path, first + i as u64, text);
+            let line = format!(
+                "{}:{}:{}",
+                self.path.to_string_lossy(),
+                first + i as u64,
+                text
+            );
             // The reference's accounting: each line costs its length plus the newline.
             match self.budget.checked_sub(line.len() + 1) {
-                Some(left) => *self.budget = left,
+                Some(left) => self.budget = left,
                 None => {
-                    self.full = true;
+                    self.hits.full = true;
                     return Ok(false);
                 }
             }
-            if !self.out.is_empty() {
-                self.out.push('\n');
-            }
-            self.out.push_str(&line);
+            self.hits.lines.push(line);
         }
         Ok(!self.cancel.is_cancelled() && !(self.deadline)())
     }
+}
+
+/// Searches one file (opened beneath `root`) with `searcher`, returning its lines.
+#[allow(clippy::too_many_arguments)]
+fn search_file(
+    searcher: &mut Searchers,
+    matcher: &RegexMatcher,
+    root: BorrowedFd<'_>,
+    rel: &Path,
+    shown: &Path,
+    limits: &Limits,
+    cancel: &CancellationToken,
+    deadline: &(dyn Fn() -> bool + Sync),
+) -> FileHits {
+    let Ok(file) = open_beneath(root, rel) else {
+        return FileHits::default();
+    };
+    let mut sink = Collector {
+        path: shown,
+        hits: FileHits::default(),
+        budget: limits.grep_output_bytes,
+        max_line: limits.grep_max_line_bytes,
+        cancel,
+        deadline,
+    };
+    // Most files have no match: a first pass without line counting (a sizeable share of the
+    // per-file cost) stops at the first match, and only a file with one is searched again,
+    // from the start, with line numbers. Both passes see the same bytes with the same
+    // binary, encoding and heap-limit rules, so the lines found are the same.
+    let mut probe = Probe(false);
+    let _ = searcher.probe.search_file(matcher, &file, &mut probe);
+    if !probe.0 || (&file).seek(SeekFrom::Start(0)).is_err() {
+        return sink.hits;
+    }
+    // A file that errors (a line over the heap limit, a read error) keeps the matches found
+    // before the error and the search goes on with the next file.
+    let _ = searcher.numbered.search_file(matcher, &file, &mut sink);
+    sink.hits
+}
+
+/// A sink that records whether the file has a match, stopping at the first.
+struct Probe(bool);
+
+impl Sink for Probe {
+    type Error = io::Error;
+
+    fn matched(&mut self, _searcher: &Searcher, _mat: &SinkMatch<'_>) -> Result<bool, io::Error> {
+        self.0 = true;
+        Ok(false)
+    }
+}
+
+/// A searcher per pass, each reusing its line buffer from file to file.
+struct Searchers {
+    probe: Searcher,
+    numbered: Searcher,
+}
+
+fn new_searcher() -> Searchers {
+    let builder = |line_number| {
+        SearcherBuilder::new()
+            .line_number(line_number)
+            .binary_detection(BinaryDetection::quit(0))
+            .memory_map(MmapChoice::never())
+            .heap_limit(Some(SEARCH_HEAP_LIMIT))
+            .build()
+    };
+    Searchers {
+        probe: builder(false),
+        numbered: builder(true),
+    }
+}
+
+/// `path` relative to `root`: the walker's paths are `root` joined with names, so a byte
+/// prefix test answers without `Path::strip_prefix`'s component walk (a visible share of
+/// the per-file cost); anything else falls back to it.
+pub(crate) fn relative<'p>(path: &'p Path, root: &Path) -> Option<&'p Path> {
+    let root_bytes = root.as_os_str().as_bytes();
+    let fast = path
+        .as_os_str()
+        .as_bytes()
+        .strip_prefix(root_bytes)
+        .and_then(|rest| {
+            if root_bytes.ends_with(b"/") {
+                Some(rest)
+            } else {
+                rest.strip_prefix(b"/")
+            }
+        })
+        .filter(|rest| !rest.is_empty() && !rest.starts_with(b"/"));
+    match fast {
+        Some(rest) => Some(Path::new(OsStr::from_bytes(rest))),
+        None => path.strip_prefix(root).ok(),
+    }
+}
+
+/// Below this many files the search stays on the calling thread.
+const PARALLEL_MIN_FILES: usize = 64;
+/// At most this many threads search one call's files.
+const MAX_THREADS: usize = 4;
+
+/// Searches `files` (full paths under `root_path`, in walk order) on up to [`MAX_THREADS`]
+/// threads. Files are claimed in order from a shared counter, so the files searched are always
+/// a prefix of `files`; the result is the hits per file index (files with hits only) and
+/// whether the time budget or the cancellation stopped the search before the end. Claiming
+/// stops once the lines found exceed the output budget: the ordered merge is then certain to
+/// be truncated within the files already claimed.
+#[allow(clippy::too_many_arguments)]
+fn search_parallel(
+    files: &[std::path::PathBuf],
+    root_path: &Path,
+    root: BorrowedFd<'_>,
+    matcher: &RegexMatcher,
+    limits: &Limits,
+    cancel: &CancellationToken,
+    deadline: &(dyn Fn() -> bool + Sync),
+) -> (Vec<(usize, FileHits)>, bool) {
+    let next = AtomicUsize::new(0);
+    let produced = AtomicUsize::new(0);
+    let enough = AtomicBool::new(false);
+    let stopped_early = AtomicBool::new(false);
+    let worker = |matcher: &RegexMatcher| -> Vec<(usize, FileHits)> {
+        let mut searcher = new_searcher();
+        let mut found = Vec::new();
+        loop {
+            if enough.load(Ordering::Acquire) {
+                break;
+            }
+            if cancel.is_cancelled() || deadline() {
+                stopped_early.store(true, Ordering::Release);
+                break;
+            }
+            let i = next.fetch_add(1, Ordering::AcqRel);
+            let Some(path) = files.get(i) else { break };
+            let Some(rel) = relative(path, root_path) else {
+                continue;
+            };
+            let hits = search_file(
+                &mut searcher,
+                matcher,
+                root,
+                rel,
+                path,
+                limits,
+                cancel,
+                deadline,
+            );
+            if hits.lines.is_empty() && !hits.full {
+                continue;
+            }
+            let bytes: usize = hits.lines.iter().map(|l| l.len() + 1).sum();
+            let total = produced.fetch_add(bytes, Ordering::AcqRel) + bytes;
+            if hits.full || total > limits.grep_output_bytes {
+                enough.store(true, Ordering::Release);
+            }
+            found.push((i, hits));
+        }
+        found
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS);
+    let mut found = if threads <= 1 || files.len() < PARALLEL_MIN_FILES {
+        worker(matcher)
+    } else {
+        std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads)
+                .map(|_| {
+                    let matcher = matcher.clone();
+                    let worker = &worker;
+                    scope.spawn(move || worker(&matcher))
+                })
+                .collect();
+            let mut found = worker(matcher);
+            for helper in helpers {
+                // A helper that panicked lost its files' lines: treat the search as stopped.
+                match helper.join() {
+                    Ok(more) => found.extend(more),
+                    Err(_) => stopped_early.store(true, Ordering::Release),
+                }
+            }
+            found
+        })
+    };
+    found.sort_unstable_by_key(|(i, _)| *i);
+    let early = stopped_early.load(Ordering::Acquire) && next.load(Ordering::Acquire) < files.len();
+    (found, early)
 }
 
 fn open_beneath(root: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
@@ -151,43 +352,30 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
 
     let started = Instant::now();
     let deadline = || started.elapsed() > limits.search_time;
-    let mut searcher = SearcherBuilder::new()
-        .line_number(true)
-        .binary_detection(BinaryDetection::quit(0))
-        .memory_map(MmapChoice::never())
-        .heap_limit(Some(SEARCH_HEAP_LIMIT))
-        .build();
     let mut out = String::new();
     let mut budget = limits.grep_output_bytes;
     let mut full = false;
     let mut stopped: Option<String> = None;
-    let mut search_one = |rel: &Path, shown: &str, out: &mut String, budget: &mut usize| -> bool {
-        let Ok(file) = open_beneath(root_fd.as_fd(), rel) else {
-            return true;
-        };
-        let mut sink = Collector {
-            path: shown,
-            out,
-            budget,
-            max_line: limits.grep_max_line_bytes,
-            full: false,
-            cancel,
-            deadline: &deadline,
-        };
-        // A file that errors (a line over the heap limit, a read error) keeps the matches
-        // found before the error and the search goes on with the next file.
-        let _ = searcher.search_file(&matcher, &file, &mut sink);
-        !sink.full
+    let time_note = || {
+        format!(
+            "[search stopped after {}s]",
+            limits.search_time.as_secs_f64()
+        )
     };
-
-    if let Some(leaf) = single {
+    // The lines of each file with hits, in walk order.
+    let found: Vec<(usize, FileHits)> = if let Some(leaf) = single {
         let shown = root_path.join(&leaf);
-        full = !search_one(
+        let hits = search_file(
+            &mut new_searcher(),
+            &matcher,
+            root_fd.as_fd(),
             Path::new(&leaf),
-            &shown.to_string_lossy(),
-            &mut out,
-            &mut budget,
+            &shown,
+            limits,
+            cancel,
+            &deadline,
         );
+        vec![(0, hits)]
     } else {
         let walker = ignore::WalkBuilder::new(&root_path)
             .standard_filters(false)
@@ -198,7 +386,7 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
                     && matches!(e.file_name().to_str(), Some(".git" | "node_modules")))
             })
             .build();
-        let mut files = 0usize;
+        let mut files: Vec<std::path::PathBuf> = Vec::new();
         for entry in walker {
             let Ok(entry) = entry else { continue };
             if !entry.file_type().is_some_and(|t| t.is_file()) {
@@ -208,27 +396,49 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
                 return err("cancelled".into());
             }
             if deadline() {
-                stopped = Some(format!(
-                    "[search stopped after {}s]",
-                    limits.search_time.as_secs_f64()
-                ));
+                stopped = Some(time_note());
                 break;
             }
-            files += 1;
-            if files > limits.walk_entries {
+            if files.len() >= limits.walk_entries {
                 stopped = Some(format!(
                     "[search stopped after {} files]",
                     limits.walk_entries
                 ));
                 break;
             }
-            let Ok(rel) = entry.path().strip_prefix(&root_path) else {
-                continue;
-            };
-            if !search_one(rel, &entry.path().to_string_lossy(), &mut out, &mut budget) {
-                full = true;
-                break;
+            files.push(entry.into_path());
+        }
+        let (found, early) = search_parallel(
+            &files,
+            &root_path,
+            root_fd.as_fd(),
+            &matcher,
+            limits,
+            cancel,
+            &deadline,
+        );
+        if early {
+            stopped = Some(time_note());
+        }
+        found
+    };
+    'merge: for (_, hits) in found {
+        for line in hits.lines {
+            match budget.checked_sub(line.len() + 1) {
+                Some(left) => budget = left,
+                None => {
+                    full = true;
+                    break 'merge;
+                }
             }
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&line);
+        }
+        if hits.full {
+            full = true;
+            break;
         }
     }
     if cancel.is_cancelled() {
