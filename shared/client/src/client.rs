@@ -177,13 +177,14 @@ impl ControlPlane {
     pub(crate) async fn send(&self, call: Call<'_>) -> Result<Reply, ApiError> {
         let method_name = method_str(&call.method);
         let path = call.path.clone();
+        let credential = call.credential;
         let response = self.start(call).await?;
         let status = response.status();
         let headers = response.headers().clone();
         if status.is_redirection() {
             return Err(ApiError::Redirect { path, status });
         }
-        let body = self.read_body(&path, response).await?;
+        let body = scrub_body(self.read_body(&path, response).await?, credential);
         if status.is_success() {
             return Ok(Reply { status, body });
         }
@@ -208,6 +209,7 @@ impl ControlPlane {
     ) -> Result<reqwest::Response, ApiError> {
         let method_name = method_str(&call.method);
         let path = call.path.clone();
+        let credential = call.credential;
         let response = self.start(call).await?;
         let status = response.status();
         if status.is_success() {
@@ -217,7 +219,10 @@ impl ControlPlane {
             return Err(ApiError::Redirect { path, status });
         }
         let headers = response.headers().clone();
-        let body = self.read_body(&path, response).await.unwrap_or_default();
+        let body = scrub_body(
+            self.read_body(&path, response).await.unwrap_or_default(),
+            credential,
+        );
         Err(ApiError::Status {
             method: method_name,
             path,
@@ -301,6 +306,27 @@ fn redact(text: &str, credential: &Credential) -> String {
     text.replace(secret, "<redacted>")
 }
 
+/// Replaces the credential wherever a response body contains it (C15). A proxy or server that
+/// echoes the request's headers back (a debug error page, an error message quoting the bearer)
+/// would otherwise put the key into `ApiError` texts (error messages, decode errors quoting the
+/// value) and from there into logs. The control plane never sends it, so a body without it is
+/// returned untouched.
+fn scrub_body(body: Bytes, credential: &Credential) -> Bytes {
+    let secret = credential.expose_for_redaction().as_bytes();
+    if secret.is_empty() || !body.windows(secret.len()).any(|w| w == secret) {
+        return body;
+    }
+    let mut out = BytesMut::with_capacity(body.len());
+    let mut rest = &body[..];
+    while let Some(at) = rest.windows(secret.len()).position(|w| w == secret) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"<redacted>");
+        rest = &rest[at + secret.len()..];
+    }
+    out.extend_from_slice(rest);
+    out.freeze()
+}
+
 /// Percent-encodes one path segment: ids come from the network and must never add segments.
 pub(crate) fn segment(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
@@ -338,5 +364,17 @@ mod tests {
     fn redaction_removes_the_secret() {
         let c = Credential::environment_key("sk-canary");
         assert_eq!(redact("bad sk-canary here", &c), "bad <redacted> here");
+    }
+
+    #[test]
+    fn bodies_are_scrubbed_of_the_secret_only_when_they_hold_it() {
+        let c = Credential::environment_key("sk-canary");
+        let body = Bytes::from_static(b"sk-canary {\"m\":\"Bearer sk-canary\"} sk-canar");
+        assert_eq!(
+            &scrub_body(body, &c)[..],
+            b"<redacted> {\"m\":\"Bearer <redacted>\"} sk-canar"
+        );
+        let clean = Bytes::from_static(b"{\"id\":\"work_1\"}");
+        assert_eq!(scrub_body(clean.clone(), &c), clean);
     }
 }
