@@ -16,6 +16,7 @@ use hands_protocol::work::WorkItem;
 use hands_tools::{Toolset, ToolsetConfig};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::lease::{Lease, LeaseConfig, LeaseStatus, LeaseTarget};
 use crate::ledger::Ledger;
@@ -141,7 +142,14 @@ impl Worker {
 
     /// Serves one claimed (and acknowledged) item to the end.
     pub async fn serve(&self, item: &WorkItem, resume: Resume) -> ItemOutcome {
-        let outcome = self.serve_inner(item, resume).await;
+        // Every log line of this item (heartbeats, stream, tool calls) carries these ids.
+        let span = tracing::info_span!("item", environment_id = %item.environment_id,
+            work_id = %item.id, session_id = %item.data.id);
+        let outcome = self
+            .serve_inner(item, resume)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
         tracing::info!(work_id = %outcome.work_id, session_id = %outcome.session_id,
             end = ?outcome.end, stopped = outcome.stopped, "work item finished");
         self.observer.item_finished(&outcome);

@@ -14,6 +14,7 @@ use hands_protocol::work::NO_HEARTBEAT;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Lease timing. Defaults are the reference constants (§9.5).
 #[derive(Clone, Debug)]
@@ -102,14 +103,10 @@ impl Lease {
             ttl: config.assumed_ttl,
         }));
         let release = CancellationToken::new();
-        let task = tokio::spawn(heartbeat_loop(
-            cp,
-            target,
-            config,
-            Arc::clone(&shared),
-            tx,
-            release.clone(),
-        ));
+        let task = tokio::spawn(
+            heartbeat_loop(cp, target, config, Arc::clone(&shared), tx, release.clone())
+                .instrument(tracing::Span::current()),
+        );
         Lease {
             status: rx,
             shared,

@@ -21,6 +21,7 @@ use hands_tools::Toolset;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::feed::{Feed, run_feed};
 use crate::lease::{Lease, LeaseStatus};
@@ -76,13 +77,16 @@ fn owns(kind: CallKind, name: &str) -> bool {
 pub async fn run_session(ctx: &SessionContext, lease: &Lease, ledger: &mut Ledger) -> RunEnd {
     let (tx, mut rx) = mpsc::channel(1024);
     let feed_stop = CancellationToken::new();
-    let feed = tokio::spawn(run_feed(
-        ctx.cp.clone(),
-        ctx.credential.clone(),
-        ctx.session_id.clone(),
-        tx,
-        feed_stop.clone(),
-    ));
+    let feed = tokio::spawn(
+        run_feed(
+            ctx.cp.clone(),
+            ctx.credential.clone(),
+            ctx.session_id.clone(),
+            tx,
+            feed_stop.clone(),
+        )
+        .instrument(tracing::Span::current()),
+    );
     let end = drive(ctx, lease, ledger, &mut rx).await;
     feed_stop.cancel();
     let _ = feed.await;
@@ -230,6 +234,7 @@ fn settle(
 }
 
 /// Runs one call (unless its output is already known) and posts the result.
+#[tracing::instrument(name = "tool", skip_all, fields(tool_use_id = %call.id, tool = %call.name))]
 async fn execute(
     ctx: SessionContext,
     call: Call,
@@ -244,8 +249,14 @@ async fn execute(
             ctx.observer.call_started(&ctx.session_id, &call);
             let started = Instant::now();
             let out = run_tool(&ctx, &call, &cancel).await;
+            let elapsed = started.elapsed();
+            tracing::info!(
+                is_error = out.is_error,
+                elapsed_us = elapsed.as_micros() as u64,
+                "tool call executed"
+            );
             ctx.observer
-                .call_executed(&ctx.session_id, &call, &out, started.elapsed());
+                .call_executed(&ctx.session_id, &call, &out, elapsed);
             out
         }
     };
