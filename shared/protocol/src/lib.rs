@@ -5,13 +5,14 @@
 //! other crate builds on it, so it must stay small to compile and impossible to panic on
 //! hostile input.
 
-pub mod toolset;
-pub mod webhook;
-
+pub mod environment;
 pub mod error;
 pub mod events;
+pub mod memory;
 pub mod secret;
 pub mod session;
 pub mod skills;
+pub mod toolset;
+pub mod webhook;
 pub mod webhook_event;
 pub mod work;
