@@ -1,0 +1,78 @@
+//! Reading the raw body of a delivery, bounded in bytes (CATALOGUE W14).
+//!
+//! The bytes are kept exactly as received: verification runs on them, so nothing here may
+//! decode, decompress or normalise. Frames are accumulated until the limit is passed, then
+//! reading stops; the server caps hyper's read buffer at 64 KiB, so at most `limit + 64 KiB`
+//! bytes are ever read from the socket.
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body_util::BodyExt as _;
+
+/// Why a body was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Declared or actual size above the limit.
+    #[error("request body larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// The client went away or sent a malformed chunked body.
+    #[error("reading the request body failed: {0}")]
+    Read(String),
+}
+
+/// True when `Content-Length` alone proves the body is too large, so it need not be read at all.
+/// A malformed length is left to hyper, which refuses it before the handler runs.
+pub fn declared_too_large(headers: &HeaderMap, limit: usize) -> bool {
+    headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .any(|len| len > limit as u64)
+}
+
+/// Reads the whole body if it is at most `limit` bytes.
+pub async fn read_bounded(body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    let mut body = body;
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        // Trailers carry nothing we verify; only data frames count.
+        if let Ok(data) = frame.into_data() {
+            if buf.len().saturating_add(data.len()) > limit {
+                return Err(BodyError::TooLarge { limit });
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_up_to_the_limit_and_refuses_one_byte_more() {
+        let ok = read_bounded(Body::from(vec![b'a'; 10]), 10).await;
+        assert_eq!(ok.map(|b| b.len()).ok(), Some(10));
+        let over = read_bounded(Body::from(vec![b'a'; 11]), 10).await;
+        assert!(matches!(over, Err(BodyError::TooLarge { limit: 10 })));
+    }
+
+    #[tokio::test]
+    async fn bytes_are_kept_exactly_even_when_not_utf8() {
+        let raw = vec![0xef, 0xbb, 0xbf, b'{', 0xff, b'\r', b'\n'];
+        let got = read_bounded(Body::from(raw.clone()), 100).await.ok();
+        assert_eq!(got.as_deref(), Some(raw.as_slice()));
+    }
+
+    #[test]
+    fn declared_length_over_the_limit_is_caught_before_reading() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_LENGTH, "10000000000".parse().unwrap());
+        assert!(declared_too_large(&h, 1 << 20));
+        h.insert(http::header::CONTENT_LENGTH, "1048576".parse().unwrap());
+        assert!(!declared_too_large(&h, 1 << 20));
+    }
+}

@@ -1,0 +1,187 @@
+//! `POST /webhook`: the ingress flow of DESIGN.md, step by step.
+//!
+//! | answer | when |
+//! |---|---|
+//! | 200 | a run-started delivery drained (or the environment is gone, C2: logged) |
+//! | 204 | another event type (ignored, counted), or a duplicate of a delivery already handled |
+//! | 401 | verification failed (generic body; nothing else happened) |
+//! | 408 | the body did not arrive within the body timeout |
+//! | 413 | the body is larger than the limit |
+//! | 422 | authentic, but the body is not a webhook event (an alert: a contract bug) |
+//! | 503 + Retry-After | no signing key yet, shutting down, control plane unreachable or key rejected, drain over budget |
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use hands_protocol::webhook::WebhookHeaders;
+use hands_protocol::webhook_event::WebhookEvent;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use tracing::Instrument as _;
+
+use crate::body::{BodyError, declared_too_large, read_bounded};
+use crate::dedupe::{Seen, body_hash};
+use crate::drain::{DrainError, Trigger};
+use crate::ingress::Ingress;
+
+/// The one 401 body, whatever failed (a forger learns nothing from it).
+pub(crate) const REJECTED_BODY: &str = "webhook verification failed\n";
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    let mut resp = (status, text).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn retry_later(text: &'static str, after: Duration) -> Response {
+    let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, text);
+    if let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// The connection is not reused after a body we stopped reading (413) or that stalled (408).
+fn closing(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+pub(crate) async fn post_webhook(
+    State(ingress): State<Ingress>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (outcome, resp) = handle(&ingress, &headers, body).await;
+    ingress.metrics().delivery(outcome);
+    resp
+}
+
+async fn handle(ingress: &Ingress, headers: &HeaderMap, body: Body) -> (&'static str, Response) {
+    let inner = ingress.inner();
+    let config = &inner.config;
+    if !ingress.is_ready() {
+        return (
+            "shutting_down",
+            retry_later("shutting down\n", config.retry_after),
+        );
+    }
+    let Some(verifier) = inner.secrets.get() else {
+        return (
+            "not_configured",
+            retry_later("webhook signing key not configured\n", config.retry_after),
+        );
+    };
+
+    // 1. The raw body, bounded in size and time (W14, W19).
+    if declared_too_large(headers, config.max_body_bytes) {
+        return (
+            "too_large",
+            closing(plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")),
+        );
+    }
+    let raw = match tokio::time::timeout(
+        config.body_timeout,
+        read_bounded(body, config.max_body_bytes),
+    )
+    .await
+    {
+        Ok(Ok(raw)) => raw,
+        Ok(Err(BodyError::TooLarge { .. })) => {
+            return (
+                "too_large",
+                closing(plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")),
+            );
+        }
+        Ok(Err(BodyError::Read(e))) => {
+            tracing::debug!(error = %e, "request body unreadable");
+            return (
+                "bad_request",
+                closing(plain(StatusCode::BAD_REQUEST, "unreadable body\n")),
+            );
+        }
+        Err(_) => {
+            return (
+                "body_timeout",
+                closing(plain(StatusCode::REQUEST_TIMEOUT, "body timeout\n")),
+            );
+        }
+    };
+
+    // 2. Standard Webhooks on the exact bytes, every line of each header kept (W1-W13).
+    let webhook_headers =
+        WebhookHeaders::from_pairs(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    let now = (config.clock)();
+    let verified = match verifier.verify(&webhook_headers, &raw, now) {
+        Ok(v) => v,
+        Err(e) => {
+            let reason = e.reason();
+            ingress
+                .metrics()
+                .rejection(reason.metric_label(), reason.is_stale());
+            tracing::info!(reason = %reason, "webhook rejected");
+            return ("rejected", plain(StatusCode::UNAUTHORIZED, REJECTED_BODY));
+        }
+    };
+    let span = tracing::info_span!("webhook", webhook_id = %verified.id,
+        environment_id = %ingress.worker().config().environment_id);
+    async move {
+        if verified.secret_index > 0 {
+            tracing::debug!(secret_index = verified.secret_index, "verified with a rotated-in secret");
+        }
+
+        // 3. Only now parse: authentic but malformed is a contract bug worth an alert (W15, W18).
+        let event: WebhookEvent = match serde_json::from_slice(&raw) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::error!(error = %e, "authentic webhook body is not a webhook event");
+                return (
+                    "malformed",
+                    plain(StatusCode::UNPROCESSABLE_ENTITY, "malformed event\n"),
+                );
+            }
+        };
+        if event.id != verified.id {
+            tracing::warn!(event_id = %event.id, "webhook-id header differs from the event id");
+        }
+
+        // 4. Dedupe on the verified id and the body (W10, W12).
+        let hash = body_hash(&raw);
+        match inner.recent.check_and_remember(&verified.id, hash) {
+            Seen::Duplicate => {
+                tracing::debug!("duplicate delivery; already handled");
+                return ("duplicate", plain(StatusCode::NO_CONTENT, ""));
+            }
+            Seen::Reused => {
+                ingress.metrics().id_reused();
+                tracing::warn!(event_type = %event.data.kind, "webhook-id reused with a different body; handling it as a new delivery");
+            }
+            Seen::New => {}
+        }
+
+        // 5. Only run-started wakes the drain; everything else is acknowledged (W17).
+        if !event.is_run_started() {
+            tracing::debug!(event_type = %event.data.kind, "event type ignored");
+            return ("ignored", plain(StatusCode::NO_CONTENT, ""));
+        }
+        tracing::debug!(session_id = %event.data.id, "run started; draining");
+        match ingress.drain(Trigger::Webhook).await {
+            Ok(_) => ("drained", plain(StatusCode::OK, "drained\n")),
+            Err(DrainError::Gone(_)) => ("gone", plain(StatusCode::OK, "environment not found\n")),
+            Err(e) => {
+                // Not acted on: the sender's retry must drain again.
+                inner.recent.forget(&verified.id, hash);
+                let outcome = match e {
+                    DrainError::OverBudget => "over_budget",
+                    _ => "unavailable",
+                };
+                (outcome, retry_later("control plane unavailable\n", config.retry_after))
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
