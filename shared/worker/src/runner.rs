@@ -106,9 +106,15 @@ async fn drive(
     // Results that could not be posted yet: posted again, never recomputed.
     let mut unposted: HashMap<String, ToolOutput> = HashMap::new();
     let mut idle_since: Option<Instant> = None;
+    // Nothing is dispatched, and the idle timer does not run, before the first full history
+    // pass has been observed. The history arrives one event at a time: without this, a call
+    // whose result comes later in the listing started as soon as the call itself was seen, so a
+    // new worker (after a crash, or for the session's next work item) re-ran calls that were
+    // already answered (CATALOGUE P3).
+    let mut reconciled = false;
 
     loop {
-        if in_flight.is_none() {
+        if in_flight.is_none() && reconciled {
             match ledger.end() {
                 Some(SessionEnd::Terminated) => return RunEnd::Terminated,
                 Some(SessionEnd::Deleted) => return RunEnd::Deleted,
@@ -132,7 +138,7 @@ async fn drive(
             }
         }
         let armed = in_flight.is_none() && ledger.idle_armed(owns);
-        match (armed, idle_since) {
+        match (armed && reconciled, idle_since) {
             (true, None) => idle_since = Some(Instant::now()),
             (false, Some(_)) => idle_since = None,
             _ => {}
@@ -168,6 +174,7 @@ async fn drive(
                 Some(Feed::Event(event)) => ledger.observe(&event),
                 Some(Feed::Reconciled { events, reconnects }) => {
                     tracing::debug!(session_id = %ctx.session_id, events, reconnects, "history reconciled");
+                    reconciled = true;
                     // Parked results get another chance now that the control plane answers.
                     for id in unposted.keys() {
                         ledger.release(id);
