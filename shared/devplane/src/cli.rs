@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use crate::config::{Config, StopReply, WebhookConfig};
 use crate::error::DevplaneError;
-use crate::faults::{FailPosts, Faults, PostKind, ResetAfterCommit, ResetMode};
+use crate::faults::{
+    AckLoss, AckRace, FailHeartbeats, FailPosts, Faults, PostKind, ResetAfterCommit, ResetMode,
+};
 use crate::report::RunReport;
 use crate::script::Script;
 use crate::server::DevPlane;
@@ -81,6 +83,24 @@ pub struct DevplaneArgs {
     /// Fault: delay every answer by this many milliseconds.
     #[arg(long)]
     pub slow_ms: Option<u64>,
+    /// Fault: answer K heartbeats with a 5xx without storing them.
+    #[arg(long)]
+    pub fail_heartbeats: Option<u32>,
+    /// The first heartbeat (1-based) --fail-heartbeats applies to.
+    #[arg(long, default_value_t = 1)]
+    pub fail_heartbeats_from: u32,
+    /// Status for --fail-heartbeats.
+    #[arg(long, default_value_t = 503)]
+    pub fail_heartbeats_status: u16,
+    /// Fault: store the N-th heartbeat, then lose its answer.
+    #[arg(long)]
+    pub heartbeat_reset_at: Option<u32>,
+    /// Fault: the first K acks lose a race (409 taken, or 404 gone).
+    #[arg(long)]
+    pub ack_race: Option<u32>,
+    /// What --ack-race acks find.
+    #[arg(long, default_value = "taken", value_parser = ["taken", "gone"])]
+    pub ack_race_outcome: String,
 }
 
 impl DevplaneArgs {
@@ -108,6 +128,20 @@ impl DevplaneArgs {
                 },
             }),
             slow_ms: self.slow_ms,
+            fail_heartbeats: self.fail_heartbeats.map(|count| FailHeartbeats {
+                from: self.fail_heartbeats_from,
+                count,
+                status: self.fail_heartbeats_status,
+            }),
+            heartbeat_reset_at: self.heartbeat_reset_at,
+            ack_race: self.ack_race.map(|count| AckRace {
+                count,
+                outcome: if self.ack_race_outcome == "gone" {
+                    AckLoss::Gone
+                } else {
+                    AckLoss::Taken
+                },
+            }),
         }
     }
 

@@ -55,6 +55,57 @@ pub struct ResetAfterCommit {
     pub mode: ResetMode,
 }
 
+/// Answer `count` heartbeats, starting with the `from`-th (1-based), with `status` without
+/// storing them: a control plane that is briefly down while the lease is still valid (C4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailHeartbeats {
+    #[serde(default = "first")]
+    pub from: u32,
+    pub count: u32,
+    #[serde(default = "default_heartbeat_fail_status")]
+    pub status: u16,
+}
+
+fn first() -> u32 {
+    1
+}
+
+fn default_heartbeat_fail_status() -> u16 {
+    503
+}
+
+/// What an ack that lost the race finds (C1, C2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckLoss {
+    /// Another worker acknowledged the item just before: 409, and the item stays theirs.
+    #[default]
+    Taken,
+    /// The item was deleted just before: 404.
+    Gone,
+}
+
+/// The first `count` acks lose a race they could not see.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckRace {
+    pub count: u32,
+    #[serde(default)]
+    pub outcome: AckLoss,
+}
+
+/// What the current heartbeat must suffer, if anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeartbeatFault {
+    /// Answer 412 as if another worker held the lease.
+    Reject412,
+    /// Answer this status without storing the heartbeat.
+    Fail(u16),
+    /// Store the heartbeat, then break the connection before the answer (C5).
+    ResetAfterCommit,
+}
+
 /// All switches; every one is off by default.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +127,14 @@ pub struct Faults {
     /// Delay every answer by this many milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_heartbeats: Option<FailHeartbeats>,
+    /// Store the N-th heartbeat (1-based, counted like `heartbeat_412_at`), then lose its
+    /// answer: the worker still holds the old `last_heartbeat`, so its next beat gets 412.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_reset_at: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_race: Option<AckRace>,
 }
 
 impl Faults {
@@ -91,6 +150,12 @@ impl Faults {
                 .clone()
                 .or_else(|| self.reset_after_commit.clone()),
             slow_ms: over.slow_ms.or(self.slow_ms),
+            fail_heartbeats: over
+                .fail_heartbeats
+                .clone()
+                .or_else(|| self.fail_heartbeats.clone()),
+            heartbeat_reset_at: over.heartbeat_reset_at.or(self.heartbeat_reset_at),
+            ack_race: over.ack_race.clone().or_else(|| self.ack_race.clone()),
         }
     }
 }
@@ -103,6 +168,7 @@ pub struct FaultState {
     pub posts_failed: u32,
     pub heartbeats_seen: u32,
     pub resets_done: u32,
+    pub acks_raced: u32,
 }
 
 impl FaultState {
@@ -150,8 +216,36 @@ impl FaultState {
 
     /// Counts a heartbeat; true when this one must be answered 412.
     pub fn heartbeat_412(&mut self) -> bool {
+        self.heartbeat_fault() == Some(HeartbeatFault::Reject412)
+    }
+
+    /// Counts a heartbeat and says which fault, if any, applies to it.
+    pub fn heartbeat_fault(&mut self) -> Option<HeartbeatFault> {
         self.heartbeats_seen += 1;
-        self.faults.heartbeat_412_at == Some(self.heartbeats_seen)
+        let n = self.heartbeats_seen;
+        if self.faults.heartbeat_412_at == Some(n) {
+            return Some(HeartbeatFault::Reject412);
+        }
+        if let Some(f) = &self.faults.fail_heartbeats
+            && n >= f.from
+            && n - f.from < f.count
+        {
+            return Some(HeartbeatFault::Fail(f.status));
+        }
+        if self.faults.heartbeat_reset_at == Some(n) {
+            return Some(HeartbeatFault::ResetAfterCommit);
+        }
+        None
+    }
+
+    /// For an ack: the race it must lose, if any.
+    pub fn ack_race(&mut self) -> Option<AckLoss> {
+        let r = self.faults.ack_race.clone()?;
+        if self.acks_raced >= r.count {
+            return None;
+        }
+        self.acks_raced += 1;
+        Some(r.outcome)
     }
 
     /// For a committed result post: how to lose the answer, if at all.
@@ -191,6 +285,50 @@ mod tests {
         assert!(!s.heartbeat_412());
         assert_eq!(s.sse_drop_for_new_connection(), Some(3));
         assert_eq!(s.sse_drop_for_new_connection(), None);
+    }
+
+    #[test]
+    fn heartbeat_and_ack_faults_hit_the_counted_calls() {
+        let mut s = FaultState::new(Faults {
+            fail_heartbeats: Some(FailHeartbeats {
+                from: 2,
+                count: 2,
+                status: 502,
+            }),
+            heartbeat_reset_at: Some(5),
+            ack_race: Some(AckRace {
+                count: 1,
+                outcome: AckLoss::Gone,
+            }),
+            ..Faults::default()
+        });
+        let seen: Vec<_> = (0..6).map(|_| s.heartbeat_fault()).collect();
+        assert_eq!(
+            seen,
+            [
+                None,
+                Some(HeartbeatFault::Fail(502)),
+                Some(HeartbeatFault::Fail(502)),
+                None,
+                Some(HeartbeatFault::ResetAfterCommit),
+                None
+            ]
+        );
+        assert_eq!(s.ack_race(), Some(AckLoss::Gone));
+        assert_eq!(s.ack_race(), None);
+        let f: Faults = serde_json::from_str(
+            r#"{"fail_heartbeats":{"count":1},"ack_race":{"count":2},"heartbeat_reset_at":3}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.fail_heartbeats,
+            Some(FailHeartbeats {
+                from: 1,
+                count: 1,
+                status: 503
+            })
+        );
+        assert_eq!(f.ack_race.map(|r| r.outcome), Some(AckLoss::Taken));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::auth::{self, Accepts, Principal};
 use crate::body::parse_json;
 use crate::config::StopReply;
 use crate::error::ApiError;
+use crate::faults::{AckLoss, HeartbeatFault};
 use crate::ids;
 use crate::query::QueryParams;
 use crate::state::{AppState, Store, WorkRecord};
@@ -171,6 +172,25 @@ pub async fn ack(
     let mut store = st.lock();
     admit(&store, &st, &headers, Accepts::ENV_KEY, &env, Some(&work))?;
     let ttl = st.config.default_ttl;
+    record(&mut store, &env, &work)?;
+    if let Some(loss) = store.faults.ack_race() {
+        // Someone else got there first; this ack then meets the state they left.
+        store.counters.raced_acks += 1;
+        match loss {
+            AckLoss::Taken => {
+                let rec = record(&mut store, &env, &work)?;
+                if rec.item.state == WorkState::Queued {
+                    acknowledge(rec, ttl, Some("devplane-rival"));
+                    store.queue.retain(|id| id != &work);
+                }
+            }
+            AckLoss::Gone => {
+                store.work.remove(&work);
+                store.queue.retain(|id| id != &work);
+                store.tokens.retain(|_, w| w != &work);
+            }
+        }
+    }
     let rec = record(&mut store, &env, &work)?;
     if rec.item.state != WorkState::Queued {
         return Err(ApiError::conflict(
@@ -178,16 +198,24 @@ pub async fn ack(
             codes::WORK_ALREADY_ACKNOWLEDGED,
         ));
     }
-    rec.item.state = WorkState::Starting;
-    rec.item.acknowledged_at = Some(ids::now_rfc3339());
-    rec.claimed_at = None;
-    // Acking starts the lease: a worker that acks and then never heartbeats loses the item.
-    rec.lease_expires = Some(Instant::now() + ttl);
-    rec.ttl_seconds = ttl.as_secs();
+    acknowledge(rec, ttl, None);
     let item = public(rec);
     store.queue.retain(|id| id != &work);
     store.counters.acks += 1;
     Ok(Json(item).into_response())
+}
+
+/// `queued` -> `starting` (the caller removes it from the queue).
+fn acknowledge(rec: &mut WorkRecord, ttl: Duration, by: Option<&str>) {
+    rec.item.state = WorkState::Starting;
+    rec.item.acknowledged_at = Some(ids::now_rfc3339());
+    rec.claimed_at = None;
+    if let Some(by) = by {
+        rec.claimed_by = Some(by.to_owned());
+    }
+    // Acking starts the lease: a worker that acks and then never heartbeats loses the item.
+    rec.lease_expires = Some(Instant::now() + ttl);
+    rec.ttl_seconds = ttl.as_secs();
 }
 
 /// `POST /v1/environments/{env}/work/{work}/heartbeat?expected_last_heartbeat=..[&desired_ttl_seconds=..]`.
@@ -215,7 +243,18 @@ pub async fn heartbeat(
     let desired = q.int_in("desired_ttl_seconds", 1..=86_400)?;
     record(&mut store, &env, &work)?;
     store.counters.heartbeats += 1;
-    let injected_412 = store.faults.heartbeat_412();
+    let fault = store.faults.heartbeat_fault();
+    let injected_412 = fault == Some(HeartbeatFault::Reject412);
+    if let Some(HeartbeatFault::Fail(status)) = fault {
+        store.counters.injected_heartbeat_failures += 1;
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let kind = match status.as_u16() {
+            429 => ErrorType::RateLimit,
+            503 | 529 => ErrorType::Overloaded,
+            _ => ErrorType::Api,
+        };
+        return Err(ApiError::new(status, kind, "injected failure").code(codes::INJECTED_FAULT));
+    }
     let default_ttl = st.config.default_ttl.as_secs();
     let rec = record(&mut store, &env, &work)?;
 
@@ -268,14 +307,27 @@ pub async fn heartbeat(
     }
     rec.lease_expires = Some(Instant::now() + Duration::from_secs(ttl));
     rec.ttl_seconds = ttl;
-    Ok(Json(HeartbeatResponse {
+    let answer = HeartbeatResponse {
         kind: Default::default(),
         last_heartbeat: stamp,
         lease_extended: true,
         state: rec.item.state,
         ttl_seconds: ttl,
-    })
-    .into_response())
+    };
+    if fault == Some(HeartbeatFault::ResetAfterCommit) {
+        store.counters.heartbeat_resets_after_commit += 1;
+        // Stored; the headers go out, then the body fails: the worker never learns the token.
+        let broken = futures::stream::once(async {
+            Err::<Bytes, std::io::Error>(std::io::Error::other("injected reset after commit"))
+        });
+        return Ok((
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            axum::body::Body::from_stream(broken),
+        )
+            .into_response());
+    }
+    Ok(Json(answer).into_response())
 }
 
 /// `POST /v1/environments/{env}/work/{work}/stop` with `{}` or `{"force":true}`.

@@ -110,6 +110,10 @@ pub struct Counters {
     pub rejected_posts: u64,
     pub injected_post_failures: u64,
     pub resets_after_commit: u64,
+    pub injected_heartbeat_failures: u64,
+    pub heartbeat_resets_after_commit: u64,
+    /// Acks that lost an injected race (`ack_race`).
+    pub raced_acks: u64,
     pub skill_version_gets: u64,
     pub skill_downloads: u64,
     pub webhook_attempts: u64,
