@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hands_client::{ClientConfig, ControlPlane, Credential};
-use hands_worker::{WorkdirTemplate, WorkerConfig, default_worker_id};
+use hands_worker::{CustomTools, WorkdirTemplate, WorkerConfig, default_worker_id};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectArgs {
@@ -41,6 +41,10 @@ pub struct WorkerArgs {
     /// Sent as `Anthropic-Worker-ID` (default: hostname plus random hex).
     #[arg(long, env = "ANTHROPIC_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// A TOML file declaring custom tools this worker serves (name, command, timeout). Calls of
+    /// other custom tools are left to their owner.
+    #[arg(long, env = "HANDS_CUSTOM_TOOLS", value_name = "FILE")]
+    pub custom_tools: Option<PathBuf>,
 }
 
 impl ConnectArgs {
@@ -85,6 +89,13 @@ impl WorkerArgs {
         config.environment_key = self.connect.environment_key()?;
         config.max_idle = (!self.max_idle.is_zero()).then_some(self.max_idle);
         config.worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
+        if let Some(path) = &self.custom_tools {
+            // Loaded once at startup: a bad file stops the worker before it claims anything.
+            let tools = CustomTools::load(path)?
+                .with_isolation(config.toolset.env.clone(), config.toolset.rlimits.clone());
+            tracing::info!(tools = ?tools.names().collect::<Vec<_>>(), file = %path.display(), "custom tools loaded");
+            config.custom_tools = std::sync::Arc::new(tools);
+        }
         Ok(config)
     }
 }
@@ -118,5 +129,58 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5d").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        worker: WorkerArgs,
+    }
+
+    fn args(extra: &[&str]) -> WorkerArgs {
+        use clap::Parser;
+        let mut argv = vec!["hands", "--environment-id", "env_test"];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).worker
+    }
+
+    #[test]
+    fn custom_tools_file_is_loaded_at_startup_with_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("hands-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("tools.toml");
+        std::fs::write(
+            &good,
+            "[[tool]]\nname = \"lookup_order\"\ncommand = [\"/bin/cat\"]\n",
+        )
+        .unwrap();
+        let bad = dir.join("bad.toml");
+        std::fs::write(
+            &bad,
+            "[[tool]]\nname = \"bash\"\ncommand = [\"/bin/cat\"]\n",
+        )
+        .unwrap();
+
+        let config = args(&["--custom-tools", good.to_str().unwrap()])
+            .worker_config()
+            .unwrap();
+        assert!(config.custom_tools.owns("lookup_order"));
+        assert!(args(&[]).worker_config().unwrap().custom_tools.is_empty());
+        let err = args(&["--custom-tools", bad.to_str().unwrap()])
+            .worker_config()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("bad.toml") && err.contains("\"bash\""),
+            "{err}"
+        );
+        let err = args(&["--custom-tools", "/nonexistent/tools.toml"])
+            .worker_config()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("/nonexistent/tools.toml"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! What this crate is for: starting the one long-lived process a session's `bash` tool talks to,
 //! with a cleared environment plus an allow-list, its own session and process group, stdin and
-//! output under our control and resource limits applied before `exec`; killing that process tree
+//! output under our control and resource limits applied before `exec` (and, with the same
+//! isolation, one-shot processes such as operators' custom tools); killing that process tree
 //! as a group; sweeping away every descendant a tool call left behind (including those that left
 //! the process group with `setsid`); and hardening the worker process itself so a same-uid tool
 //! cannot read its memory or `/proc/<pid>/environ`.
@@ -20,12 +21,14 @@ mod env;
 mod error;
 mod hardening;
 mod kill;
+mod oneshot;
 mod spawn;
 mod sweep;
 
 pub use env::{DEFAULT_ALLOW, DEFAULT_DENY, EnvPolicy};
 pub use error::SandboxError;
 pub use hardening::{harden_worker_process, is_dumpable};
-pub use kill::{kill_group, pid_is_alive};
+pub use kill::{kill_group, pid_is_alive, stop_group};
+pub use oneshot::{OneShotProcess, OneShotSpec, spawn_oneshot};
 pub use spawn::{Rlimits, ShellProcess, ShellSpec, spawn_shell};
 pub use sweep::{ProcessTag, SweepScope, has_descendants, sweep};

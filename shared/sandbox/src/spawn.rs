@@ -46,7 +46,7 @@ impl Default for Rlimits {
 }
 
 impl Rlimits {
-    fn pairs(&self) -> Vec<(Resource, u64)> {
+    pub(crate) fn pairs(&self) -> Vec<(Resource, u64)> {
         [
             (Resource::Core, self.core_bytes),
             (Resource::Nproc, self.max_processes),
@@ -88,7 +88,7 @@ pub struct ShellProcess {
 /// Runs in the forked child: removes `caps` from the bounding set and clears the ambient set,
 /// so the shell (and anything it execs, set-uid programs included) can never hold them. Failing
 /// to drop one we would otherwise pass on fails the spawn: fail closed.
-fn drop_capabilities(caps: &[u32]) -> std::io::Result<()> {
+pub(crate) fn drop_capabilities(caps: &[u32]) -> std::io::Result<()> {
     // SAFETY: `prctl` with integer arguments only; no memory is passed to the kernel.
     let cleared = unsafe {
         libc::prctl(
@@ -117,7 +117,7 @@ fn drop_capabilities(caps: &[u32]) -> std::io::Result<()> {
 }
 
 /// Runs in the forked child: marks it a child subreaper, an attribute kept across `exec`.
-fn become_subreaper() -> std::io::Result<()> {
+pub(crate) fn become_subreaper() -> std::io::Result<()> {
     // SAFETY: `prctl` with integer arguments only; no memory is passed to the kernel.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error());

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::custom_tools::CustomTools;
 use crate::lease::{Lease, LeaseConfig, LeaseStatus, LeaseTarget};
 use crate::ledger::Ledger;
 use crate::observer::Observer;
@@ -39,6 +40,8 @@ pub struct WorkerConfig {
     pub lease: LeaseConfig,
     /// The toolset template; its `workdir` is replaced per session.
     pub toolset: ToolsetConfig,
+    /// Operator-declared custom tools (`--custom-tools`); empty: custom calls are left alone.
+    pub custom_tools: Arc<CustomTools>,
     pub worker_id: String,
 }
 
@@ -52,6 +55,7 @@ impl WorkerConfig {
             tool_timeout: Duration::from_secs(150),
             lease: LeaseConfig::default(),
             toolset: ToolsetConfig::new("."),
+            custom_tools: Arc::new(CustomTools::empty()),
             worker_id: default_worker_id(),
         }
     }
@@ -286,6 +290,7 @@ impl Worker {
             session_id: session.id.clone(),
             work_id: work_id.to_owned(),
             toolset: toolset.clone(),
+            custom_tools: Arc::clone(&self.config.custom_tools),
             max_idle: self.config.max_idle,
             tool_timeout: self.config.tool_timeout,
             observer: Arc::clone(&self.observer),

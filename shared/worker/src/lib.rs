@@ -10,6 +10,7 @@
 //! post after its lease was lost, drop a result silently, or stop an item whose lease it lost.
 
 pub mod archive;
+pub mod custom_tools;
 pub mod feed;
 pub mod item;
 pub mod lease;
@@ -21,6 +22,7 @@ pub mod runner;
 pub mod skills;
 pub mod workdir;
 
+pub use custom_tools::{CustomTools, CustomToolsError};
 pub use item::{ItemEnd, ItemOutcome, Resume, Worker, WorkerConfig, default_worker_id};
 pub use lease::{Lease, LeaseConfig, LeaseStatus};
 pub use observer::{NoObserver, Observer};

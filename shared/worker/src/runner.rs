@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::custom_tools::CustomTools;
 use crate::feed::{Feed, run_feed};
 use crate::lease::{Lease, LeaseStatus};
 use crate::ledger::{Call, CallKind, Ledger, SessionEnd};
@@ -54,6 +55,8 @@ pub struct SessionContext {
     pub session_id: String,
     pub work_id: String,
     pub toolset: Toolset,
+    /// The operator's custom tools; the only custom calls this worker answers.
+    pub custom_tools: Arc<CustomTools>,
     /// `None` disables idle shutdown.
     pub max_idle: Option<Duration>,
     /// Outer bound of one tool call (must exceed bash's own 120 s default).
@@ -68,9 +71,13 @@ const DEFAULT_POST_WINDOW: Duration = Duration::from_secs(300);
 
 type InFlight = Pin<Box<dyn Future<Output = (Call, Option<ToolOutput>, Posted)> + Send>>;
 
-fn owns(kind: CallKind, name: &str) -> bool {
-    // Custom tools are served by whoever registered them; this worker owns the built-ins.
-    kind == CallKind::Builtin && Toolset::owns(name)
+fn owns(ctx: &SessionContext, kind: CallKind, name: &str) -> bool {
+    // A custom tool the operator did not declare here is served by whoever registered it: post
+    // nothing for it (§7.5 rule 4).
+    match kind {
+        CallKind::Builtin => Toolset::owns(name),
+        CallKind::Custom => ctx.custom_tools.owns(name),
+    }
 }
 
 /// Runs the session until it ends. `ledger` may be pre-seeded (a continuation's answered ids).
@@ -120,7 +127,7 @@ async fn drive(
                 Some(SessionEnd::Deleted) => return RunEnd::Deleted,
                 None => {}
             }
-            if let Some(call) = ledger.next_call(owns) {
+            if let Some(call) = ledger.next_call(|k, n| owns(ctx, k, n)) {
                 let token = ctx.shutdown.child_token();
                 let ready = unposted.remove(&call.id);
                 let window = post_window(lease);
@@ -137,7 +144,7 @@ async fn drive(
                 ));
             }
         }
-        let armed = in_flight.is_none() && ledger.idle_armed(owns);
+        let armed = in_flight.is_none() && ledger.idle_armed(|k, n| owns(ctx, k, n));
         match (armed && reconciled, idle_since) {
             (true, None) => idle_since = Some(Instant::now()),
             (false, Some(_)) => idle_since = None,
@@ -292,7 +299,21 @@ async fn execute(
 }
 
 async fn run_tool(ctx: &SessionContext, call: &Call, cancel: &CancellationToken) -> ToolOutput {
-    let fut = ctx.toolset.call(&call.name, call.input.clone(), cancel);
+    let fut = async {
+        match call.kind {
+            CallKind::Builtin => {
+                ctx.toolset
+                    .call(&call.name, call.input.clone(), cancel)
+                    .await
+            }
+            CallKind::Custom => {
+                let workdir = ctx.toolset.workdir();
+                (ctx.custom_tools)
+                    .call(&call.name, call.input.clone(), workdir, cancel)
+                    .await
+            }
+        }
+    };
     tokio::pin!(fut);
     match tokio::time::timeout(ctx.tool_timeout, &mut fut).await {
         Ok(out) => out,
