@@ -29,6 +29,10 @@ pub struct Global {
 pub enum Command {
     /// The end-to-end demo: devplane in process, the worker against it, a scripted session.
     Dev(crate::dev::DevArgs),
+    /// Serve webhooks: verify deliveries, drain the queue, run sessions in process (containers).
+    Serve(crate::serve::ServeArgs),
+    /// Check a captured webhook delivery (stdin) against signing secrets.
+    Verify(crate::verify_cmd::VerifyArgs),
     /// Poll the environment's queue and serve sessions (hosts that cannot receive webhooks).
     Poll(crate::work_cmds::PollArgs),
     /// Serve one already-claimed work item and exit (a sandbox-per-session entrypoint).
@@ -64,7 +68,7 @@ fn verdict(passed: bool) -> ExitCode {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The demo's transcript is the output; logs only when something is wrong.
-    let default_level = if matches!(cli.command, Command::Dev(_)) {
+    let default_level = if matches!(cli.command, Command::Dev(_) | Command::Verify(_)) {
         "warn"
     } else {
         "info"
@@ -76,6 +80,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::work_cmds::poll(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => {
+            crate::serve::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify(args) => Ok(verdict(crate::verify_cmd::run(args)?)),
         Command::Run(args) => Ok(verdict(crate::work_cmds::run(args).await?)),
         Command::Stats(args) => {
             crate::work_cmds::stats(args).await?;

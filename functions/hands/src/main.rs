@@ -2,7 +2,9 @@
 
 mod cli;
 mod dev;
+mod serve;
 mod signals;
+mod verify_cmd;
 mod work_cmds;
 mod worker_args;
 
