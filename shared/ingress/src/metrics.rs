@@ -89,6 +89,7 @@ pub struct Metrics {
     tool_calls: Labeled,
     result_posts: Labeled,
     result_post_retries: AtomicU64,
+    heartbeat_failures: AtomicU64,
     connections_open: AtomicI64,
     connections_refused: AtomicU64,
     ready: AtomicU64,
@@ -390,6 +391,17 @@ impl Metrics {
             "hands_result_post_retries_total {}",
             self.result_post_retries.load(Ordering::Relaxed)
         );
+        counter(
+            &mut out,
+            "hands_heartbeat_failures_total",
+            "Lease heartbeats that failed (transient ones are retried within the TTL).",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "hands_heartbeat_failures_total {}",
+            self.heartbeat_failures.load(Ordering::Relaxed)
+        );
 
         counter(
             &mut out,
@@ -486,6 +498,10 @@ impl Observer for Metrics {
             .fetch_add(u64::from(attempts.saturating_sub(1)), Ordering::Relaxed);
     }
 
+    fn heartbeat_failed(&self, _work_id: &str, _error: &hands_client::ApiError) {
+        self.heartbeat_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn item_finished(&self, outcome: &ItemOutcome) {
         self.sessions_finished
             .inc(end_label(&outcome.end).to_owned());
@@ -511,6 +527,7 @@ mod tests {
         };
         m.call_executed("s", &call, &ToolOutput::error("x"), Duration::ZERO);
         m.result_posted("s", &call, &Posted::Accepted { attempts: 3 });
+        m.heartbeat_failed("w", &hands_client::ApiError::Transport("reset".into()));
         let text = m.render(Some(QueueGauges {
             depth: 2,
             pending: 1,
@@ -523,6 +540,7 @@ mod tests {
             "hands_drains_total{trigger=\"webhook\",result=\"ok\"} 1",
             "hands_tool_calls_total{tool=\"bash\",outcome=\"error\"} 1",
             "hands_result_post_retries_total 2",
+            "hands_heartbeat_failures_total 1",
             "hands_sessions_max 4",
             "hands_queue_stats_up 1",
             "hands_queue_depth 2",

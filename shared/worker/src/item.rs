@@ -196,6 +196,7 @@ impl Worker {
             },
             self.config.lease.clone(),
             resume.last_heartbeat.clone(),
+            Arc::clone(&self.observer),
         );
         let (claim, session) = tokio::join!(
             lease.claimed(),

@@ -12,6 +12,8 @@ use std::time::Duration;
 use hands_client::{ControlPlane, Credential, Heartbeat};
 use hands_protocol::work::NO_HEARTBEAT;
 use tokio::sync::watch;
+
+use crate::observer::Observer;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -96,6 +98,7 @@ impl Lease {
         target: LeaseTarget,
         config: LeaseConfig,
         expected: Option<String>,
+        observer: Arc<dyn Observer>,
     ) -> Lease {
         let (tx, rx) = watch::channel(LeaseStatus::Claiming);
         let shared = Arc::new(Mutex::new(Shared {
@@ -104,8 +107,16 @@ impl Lease {
         }));
         let release = CancellationToken::new();
         let task = tokio::spawn(
-            heartbeat_loop(cp, target, config, Arc::clone(&shared), tx, release.clone())
-                .instrument(tracing::Span::current()),
+            heartbeat_loop(
+                cp,
+                target,
+                config,
+                Arc::clone(&shared),
+                tx,
+                release.clone(),
+                observer,
+            )
+            .instrument(tracing::Span::current()),
         );
         Lease {
             status: rx,
@@ -188,6 +199,7 @@ async fn heartbeat_loop(
     shared: Arc<Mutex<Shared>>,
     tx: watch::Sender<LeaseStatus>,
     release: CancellationToken,
+    observer: Arc<dyn Observer>,
 ) {
     let mut last_success = Instant::now();
     loop {
@@ -253,11 +265,13 @@ async fn heartbeat_loop(
                 return;
             }
             Err(e) if !e.is_transient() => {
+                observer.heartbeat_failed(&target.work_id, &e);
                 tracing::error!(work_id = %target.work_id, error = %e, "heartbeat rejected");
                 let _ = tx.send(LeaseStatus::Stop(format!("heartbeat rejected: {e}")));
                 return;
             }
             Err(e) => {
+                observer.heartbeat_failed(&target.work_id, &e);
                 let silent_for = last_success.elapsed();
                 if silent_for >= ttl {
                     tracing::error!(work_id = %target.work_id, error = %e,

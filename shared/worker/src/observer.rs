@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use hands_client::ApiError;
 use hands_protocol::toolset::ToolOutput;
 
 use crate::item::ItemOutcome;
@@ -24,6 +25,9 @@ pub trait Observer: Send + Sync {
     }
     /// The result post ended.
     fn result_posted(&self, _session_id: &str, _call: &Call, _posted: &Posted) {}
+    /// A heartbeat failed (the lease may still be held: transient failures are retried within
+    /// the TTL). Lease loss and stops show up in [`Observer::item_finished`].
+    fn heartbeat_failed(&self, _work_id: &str, _error: &ApiError) {}
     /// A work item was fully handled (teardown and stop included).
     fn item_finished(&self, _outcome: &ItemOutcome) {}
 }

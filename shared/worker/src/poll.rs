@@ -1,5 +1,6 @@
-//! Claiming work: the always-on poll loop (`hands poll`, PROTOCOL.md §6.2) and the
-//! non-blocking drain that webhook deliveries trigger (§10.1).
+//! Claiming work: one claim (poll plus ack), and the always-on poll loop (`hands poll`,
+//! PROTOCOL.md §6.2). The webhook drain (§10.1) lives in `hands-ingress`, built on
+//! [`Worker::claim`].
 //!
 //! A claim is `poll` then `ack`. An ack that answers 409 means another worker has the item
 //! (CATALOGUE C1): nothing runs and the item is left alone. Sessions run on their own tasks,
@@ -136,35 +137,6 @@ impl Worker {
         // result and stops its item.
         while sessions.join_next().await.is_some() {}
         result
-    }
-
-    /// Drains the queue without blocking (webhook mode): claims until the queue is empty, a
-    /// session slot is missing, or `max_items` were claimed. Each claimed item is handed to
-    /// `hand_off`. Returns how many were handed off.
-    pub async fn drain(
-        &self,
-        max_items: usize,
-        mut hand_off: impl FnMut(WorkItem) -> bool,
-    ) -> Result<usize, ApiError> {
-        let opts = PollOptions {
-            block_ms: None,
-            reclaim_older_than_ms: Some(DRAIN_RECLAIM_MS),
-            worker_id: Some(self.config().worker_id.clone()),
-        };
-        let mut handed = 0;
-        while handed < max_items {
-            match self.claim(&opts).await? {
-                Claim::Item(item) => {
-                    if !hand_off(*item) {
-                        break;
-                    }
-                    handed += 1;
-                }
-                Claim::Skipped => continue,
-                Claim::Empty => break,
-            }
-        }
-        Ok(handed)
     }
 
     fn spawn_session(
