@@ -345,3 +345,54 @@ fn process_running(needle: &str) -> bool {
             .unwrap_or(false)
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c17_items_of_deleted_or_terminated_sessions_run_nothing_and_are_stopped() {
+    for ending in ["session.deleted", "session.status_terminated"] {
+        let h = Harness::start(Config::default()).await;
+        let session =
+            h.dp.create_session(&hands_devplane::SessionSpec::default())
+                .unwrap();
+        h.dp.emit(&session, serde_json::json!({"type": ending}))
+            .unwrap();
+        let w = h.worker("over", CancellationToken::new());
+        let hands_worker::Claim::Item(item) = w
+            .claim(&hands_client::PollOptions::default())
+            .await
+            .unwrap()
+        else {
+            panic!("the item was not claimed")
+        };
+        let outcome = w.serve(&item, Resume::default()).await;
+        assert_eq!(outcome.end, ItemEnd::SessionOver, "{ending}");
+        assert!(outcome.stopped, "{ending}: the item must be force-stopped");
+        assert_eq!(
+            h.dp.counters().sse_connections,
+            0,
+            "{ending}: no stream is opened for a session that is over"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c9_a_result_refused_as_too_large_is_shortened_not_dropped() {
+    let h = Harness::start(Config::default()).await;
+    let s = script(serde_json::json!({
+        "name": "too-large",
+        "faults": {"fail_posts": {"kind": "tool_result", "count": 1, "status": 413}},
+        "steps": [
+            {"step": "tool_use", "label": "big", "name": "bash", "input": {"command": "seq 1 30000"},
+             "expect": {"is_error": false,
+                        "text_contains": [hands_worker::results::SHRUNK_MARKER.trim_end(), "30000"]}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 20000}
+        ]
+    }));
+    let report = h.play(&s, 1).await;
+    assert!(report.passed, "{}", failures(&report));
+    assert_eq!(
+        report.result_attempts.values().copied().collect::<Vec<_>>(),
+        vec![2],
+        "one refused post, then the shortened one"
+    );
+}
