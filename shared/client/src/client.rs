@@ -247,9 +247,7 @@ impl ControlPlane {
         if let Some(body) = &call.json {
             req = req.json(body);
         }
-        if let Some(t) = call.timeout.or(Some(self.inner.config.request_timeout)) {
-            req = req.timeout(t);
-        }
+        req = req.timeout(call.timeout.unwrap_or(self.inner.config.request_timeout));
         req.send()
             .await
             .map_err(|e| ApiError::Transport(redact(&e.to_string(), call.credential)))
