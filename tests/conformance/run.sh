@@ -19,3 +19,6 @@ scripts=("$root/events/sessions/demo.json" "$root/events/sessions/tools.json" "$
 # The same scripts, served first by the reference worker, then by ours.
 "$venv/bin/python" "$here/play_scripts.py" --worker sdk --hands "$hands" "${scripts[@]}"
 "$venv/bin/python" "$here/play_scripts.py" --worker hands --hands "$hands" "${scripts[@]}"
+# Webhook signatures: ours against the official standardwebhooks library, both directions, with
+# the deliberate differences asserted (README "Webhook signatures").
+"$venv/bin/python" "$here/webhook_crosscheck.py" --hands "$hands"
