@@ -287,3 +287,104 @@ fn c3_hands_poll_with_a_wrong_key_exits_nonzero_without_showing_it() {
     assert!(stderr.contains("polling refused"), "{stderr}");
     assert!(stderr.contains("401"), "{stderr}");
 }
+
+/// One HTTP/1.1 request over a plain socket (the test needs no HTTP client for two calls).
+fn http(base_url: &str, method: &str, path: &str, bearer: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = base_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\n\
+         anthropic-beta: managed-agents-2026-04-01\r\nanthropic-version: 2023-06-01\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // devplane answers with content-length bodies; a chunked one would start with its size line.
+    (status, body.to_owned())
+}
+
+#[test]
+fn run_serves_one_already_claimed_item_and_stats_shows_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = serde_json::json!({
+        "name": "run-one",
+        "start_timeout_ms": 60000,
+        "steps": [
+            {"step": "tool_use", "label": "w", "name": "write",
+             "input": {"file_path": "a.txt", "content": "from hands run"},
+             "expect": {"is_error": false}},
+            {"step": "tool_use", "label": "r", "name": "bash", "input": {"command": "cat a.txt"},
+             "expect": {"is_error": false, "text_equals": "from hands run"}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 30000}
+        ]
+    });
+    let mut dp = devplane(dir.path(), Some(&script), &[]);
+
+    // `hands stats` as an operator runs it: the session's item waits in the queue (devplane
+    // creates the session just after announcing itself, so ask until it is there).
+    let stats = || {
+        let out = Command::new(HANDS)
+            .args(["stats", "--json"])
+            .env("ANTHROPIC_ENVIRONMENT_ID", &dp.environment_id)
+            .env("ANTHROPIC_ENVIRONMENT_KEY", &dp.environment_key)
+            .env("ANTHROPIC_BASE_URL", &dp.base_url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    wait_until("the item to be queued", || stats()["depth"] == 1);
+    let s = stats();
+    assert_eq!(s["type"], "work_queue_stats");
+    assert_eq!(s["pending"], 0, "{s}");
+
+    // A poller claims the item, then hands it to `hands run` (the sandbox-per-session shape).
+    let poll = format!("/v1/environments/{}/work/poll", dp.environment_id);
+    let (status, body) = http(&dp.base_url, "GET", &poll, &dp.environment_key);
+    assert_eq!(status, 200, "{body}");
+    let item: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let work_id = item["id"].as_str().unwrap();
+    let ack = format!("/v1/environments/{}/work/{work_id}/ack", dp.environment_id);
+    let (status, body) = http(&dp.base_url, "POST", &ack, &dp.environment_key);
+    assert_eq!(status, 200, "{body}");
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, item["secret"].as_str().unwrap()).unwrap();
+
+    let run = Command::new(HANDS)
+        .args([
+            "run",
+            "--max-idle",
+            "1s",
+            "--work-id",
+            work_id,
+            "--session-id",
+        ])
+        .arg(item["data"]["id"].as_str().unwrap())
+        .arg("--work-secret-file")
+        .arg(&secret_file)
+        .arg("--workdir")
+        .arg(dir.path().join("ws/{session_id}"))
+        .env_remove("ANTHROPIC_ENVIRONMENT_KEY")
+        .env("ANTHROPIC_ENVIRONMENT_ID", &dp.environment_id)
+        .env("ANTHROPIC_BASE_URL", &dp.base_url)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "hands run failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let dp_status = dp.proc.wait();
+    let report = report(&dp);
+    assert!(dp_status.success(), "{}", failed_steps(&report));
+}
