@@ -1,4 +1,5 @@
-//! Process spawning and isolation for tool execution (DESIGN.md, "Isolation tiers", tier 0).
+//! Process spawning and isolation for tool execution (DESIGN.md, "Isolation tiers": tier 0
+//! always, tier 2 with bubblewrap when the host allows it; [`HostProbe`] says which).
 //!
 //! What this crate is for: starting the one long-lived process a session's `bash` tool talks to,
 //! with a cleared environment plus an allow-list, its own session and process group, stdin and
@@ -17,18 +18,26 @@
 //!   work of the same uid);
 //! - panic on anything read from `/proc`, which tool code controls in part.
 
+mod bwrap;
+mod cgroup;
 mod env;
 mod error;
 mod hardening;
 mod kill;
 mod oneshot;
+mod probe;
 mod spawn;
 mod sweep;
 
+pub use bwrap::{Binds, BwrapSandbox, DEFAULT_HIDDEN, SocketBind, Tier2Options};
+pub use cgroup::PidsCgroup;
 pub use env::{DEFAULT_ALLOW, DEFAULT_DENY, EnvPolicy};
 pub use error::SandboxError;
 pub use hardening::{harden_worker_process, is_dumpable};
 pub use kill::{kill_group, pid_is_alive, stop_group};
 pub use oneshot::{OneShotProcess, OneShotSpec, spawn_oneshot};
-pub use spawn::{Rlimits, ShellProcess, ShellSpec, spawn_shell};
+pub use probe::{
+    BWRAP_DIRS, HostProbe, IsolationError, IsolationMode, Selection, Tier, find_bwrap,
+};
+pub use spawn::{Isolation, Rlimits, ShellProcess, ShellSpec, spawn_shell};
 pub use sweep::{ProcessTag, SweepScope, has_descendants, sweep};

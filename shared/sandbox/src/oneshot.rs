@@ -14,9 +14,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 
-use crate::spawn::{become_subreaper, drop_capabilities};
+use crate::bwrap::Binds;
+use crate::cgroup::PidsCgroup;
+use crate::spawn::{Isolation, become_subreaper, drop_capabilities, isolated_command};
 use crate::sweep::{ProcessTag, SweepScope, start_time};
 use crate::{Rlimits, SandboxError};
 
@@ -31,6 +33,10 @@ pub struct OneShotSpec {
     /// The complete environment (see [`crate::EnvPolicy::build`]); the sweep tag is added.
     pub env: Vec<(OsString, OsString)>,
     pub rlimits: Rlimits,
+    /// Tier 0, or a stronger tier to run the process in.
+    pub isolation: Isolation,
+    /// Roots besides `cwd` the process must reach (tier 2 binds them; tier 0 ignores this).
+    pub binds: Binds,
 }
 
 /// A running one-shot process and its pipes.
@@ -43,6 +49,8 @@ pub struct OneShotProcess {
     pub stderr: ChildStderr,
     /// What the descendant sweep needs to find everything this process starts.
     pub scope: SweepScope,
+    /// The pids cgroup holding the tree, when `max_pids` was set.
+    pub pids: Option<PidsCgroup>,
 }
 
 /// Starts the process described by `spec`. Must be called within a tokio runtime.
@@ -61,23 +69,34 @@ pub fn spawn_oneshot(spec: &OneShotSpec) -> Result<OneShotProcess, SandboxError>
     let tag = ProcessTag::random().map_err(spawn_error)?;
     let limits = spec.rlimits.pairs();
     let drop_caps = crate::hardening::capabilities_to_drop();
+    let pids = spec.rlimits.pids_cgroup(&tag).map_err(spawn_error)?;
+    let pids_fd = pids.as_ref().map(PidsCgroup::procs_fd);
 
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .current_dir(&spec.cwd)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .envs([tag.env_pair()])
+    let mut env = spec.env.clone();
+    env.push(tag.env_pair());
+    let (mut cmd, wrapped) = isolated_command(
+        &spec.program,
+        &spec.args,
+        &spec.cwd,
+        &env,
+        &spec.isolation,
+        &spec.binds,
+    );
+    cmd.envs([tag.env_pair()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // functions may be called. It makes plain system calls only (`setsid`, `setrlimit`,
-    // `prctl`): no allocation, no locks. `limits` and `drop_caps` were built before the fork and
-    // are only read. (The same steps as `spawn_shell`, for the same reasons.)
+    // functions may be called. It makes plain system calls only (`write`, `setsid`,
+    // `setrlimit`, `prctl`): no allocation, no locks. `limits`, `drop_caps` and `pids_fd` were
+    // built before the fork and are only read. (The same steps as `spawn_shell`, for the same
+    // reasons.)
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(fd) = pids_fd {
+                crate::cgroup::join(fd)?;
+            }
             // Own session and process group: the group is killed as a unit, and the sweep
             // recognises descendants by session id after the process itself is gone.
             rustix::process::setsid().map_err(std::io::Error::from)?;
@@ -118,7 +137,9 @@ pub fn spawn_oneshot(spec: &OneShotSpec) -> Result<OneShotProcess, SandboxError>
             leader,
             leader_start,
             tag,
+            wrapped,
         },
+        pids,
     })
 }
 
@@ -136,6 +157,8 @@ mod tests {
             cwd: std::env::temp_dir(),
             env: EnvPolicy::default().build(std::env::vars_os()),
             rlimits: Rlimits::default(),
+            isolation: Isolation::Tier0,
+            binds: Binds::default(),
         }
     }
 

@@ -12,7 +12,73 @@ use tokio::net::unix::pipe;
 use tokio::process::{Child, ChildStdin, Command};
 
 use crate::SandboxError;
+use crate::bwrap::{Binds, BwrapSandbox};
+use crate::cgroup::PidsCgroup;
+use crate::probe::Tier;
 use crate::sweep::{ProcessTag, SweepScope, start_time};
+
+/// How far a tool process is confined beyond tier 0 (which always applies).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// Tier 0 only.
+    #[default]
+    Tier0,
+    /// Tier 2: inside bubblewrap.
+    Bwrap(BwrapSandbox),
+}
+
+impl Isolation {
+    pub fn tier(&self) -> Tier {
+        match self {
+            Isolation::Tier0 => Tier::None,
+            Isolation::Bwrap(_) => Tier::Bwrap,
+        }
+    }
+}
+
+/// The command that starts `program args` in `cwd` with exactly `env` under `isolation`, and
+/// whether the process it starts is a wrapper whose child is the program (see
+/// [`SweepScope::wrapped`]). The workspace (`cwd`) is always bound read-write; `binds` adds
+/// the other roots the toolset reaches.
+pub(crate) fn isolated_command(
+    program: &std::path::Path,
+    args: &[OsString],
+    cwd: &std::path::Path,
+    env: &[(OsString, OsString)],
+    isolation: &Isolation,
+    binds: &Binds,
+) -> (Command, bool) {
+    match isolation {
+        Isolation::Tier0 => {
+            let mut cmd = Command::new(program);
+            cmd.args(args)
+                .current_dir(cwd)
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)));
+            (cmd, false)
+        }
+        Isolation::Bwrap(sandbox) => {
+            let mut all = Binds {
+                read_write: vec![cwd.to_path_buf()],
+                read_only: binds.read_only.clone(),
+            };
+            all.read_write.extend(
+                binds
+                    .read_write
+                    .iter()
+                    .filter(|p| p.as_path() != cwd)
+                    .cloned(),
+            );
+            let mut cmd = Command::new(&sandbox.program);
+            cmd.args(sandbox.args(&all, env, cwd, program, args))
+                .current_dir(cwd)
+                // bwrap itself needs nothing from the environment; the sandbox gets `env`
+                // through `--clearenv` and `--setenv`.
+                .env_clear();
+            (cmd, true)
+        }
+    }
+}
 
 /// Resource limits applied in the child between `fork` and `exec`. `None` leaves the limit
 /// inherited from the worker.
@@ -31,6 +97,13 @@ pub struct Rlimits {
     pub address_space_bytes: Option<u64>,
     /// `RLIMIT_FSIZE`: bounds a single file written by a tool (T6).
     pub file_size_bytes: Option<u64>,
+    /// `RLIMIT_CPU`: CPU seconds of each process (T11); the wall-clock timeout stays the
+    /// outer bound.
+    pub cpu_seconds: Option<u64>,
+    /// Tasks the whole tree may hold at once, through a pids cgroup (T5): unlike
+    /// `RLIMIT_NPROC` it works for root and counts only this tree. Setting it on a host
+    /// without a writable pids cgroup makes the spawn fail (see [`crate::PidsCgroup`]).
+    pub max_pids: Option<u64>,
 }
 
 impl Default for Rlimits {
@@ -41,11 +114,23 @@ impl Default for Rlimits {
             max_open_files: None,
             address_space_bytes: None,
             file_size_bytes: None,
+            cpu_seconds: None,
+            max_pids: None,
         }
     }
 }
 
 impl Rlimits {
+    /// The pids cgroup `max_pids` asks for, created and named after `tag`.
+    pub(crate) fn pids_cgroup(&self, tag: &ProcessTag) -> std::io::Result<Option<PidsCgroup>> {
+        self.max_pids
+            .map(|max| {
+                PidsCgroup::create(tag.value(), max)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("process limit {max}: {e}")))
+            })
+            .transpose()
+    }
+
     pub(crate) fn pairs(&self) -> Vec<(Resource, u64)> {
         [
             (Resource::Core, self.core_bytes),
@@ -53,6 +138,7 @@ impl Rlimits {
             (Resource::Nofile, self.max_open_files),
             (Resource::As, self.address_space_bytes),
             (Resource::Fsize, self.file_size_bytes),
+            (Resource::Cpu, self.cpu_seconds),
         ]
         .into_iter()
         .filter_map(|(r, v)| v.map(|v| (r, v)))
@@ -70,6 +156,10 @@ pub struct ShellSpec {
     /// The complete environment (see [`crate::EnvPolicy::build`]); the sweep tag is added.
     pub env: Vec<(OsString, OsString)>,
     pub rlimits: Rlimits,
+    /// Tier 0, or a stronger tier to start the shell in.
+    pub isolation: Isolation,
+    /// Roots besides `cwd` the shell must reach (tier 2 binds them; tier 0 ignores this).
+    pub binds: Binds,
 }
 
 /// A running shell and the handles to talk to it.
@@ -83,6 +173,8 @@ pub struct ShellProcess {
     pub output: pipe::Receiver,
     /// What the descendant sweep needs to find everything this shell starts.
     pub scope: SweepScope,
+    /// The pids cgroup holding the tree, when `max_pids` was set.
+    pub pids: Option<PidsCgroup>,
 }
 
 /// Runs in the forked child: removes `caps` from the bounding set and clears the ambient set,
@@ -137,23 +229,41 @@ pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
     let write_dup: OwnedFd = write_end.try_clone().map_err(SandboxError::Pipe)?;
     let limits = spec.rlimits.pairs();
     let drop_caps = crate::hardening::capabilities_to_drop();
+    let pids = spec
+        .rlimits
+        .pids_cgroup(&tag)
+        .map_err(|e| SandboxError::Spawn {
+            program: program.clone(),
+            source: e,
+        })?;
+    let pids_fd = pids.as_ref().map(PidsCgroup::procs_fd);
 
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .current_dir(&spec.cwd)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .envs([tag.env_pair()])
+    let mut env = spec.env.clone();
+    env.push(tag.env_pair());
+    let (mut cmd, wrapped) = isolated_command(
+        &spec.program,
+        &spec.args,
+        &spec.cwd,
+        &env,
+        &spec.isolation,
+        &spec.binds,
+    );
+    cmd.envs([tag.env_pair()])
         .stdin(Stdio::piped())
         .stdout(Stdio::from(write_end))
         .stderr(Stdio::from(write_dup))
         .kill_on_drop(true);
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // functions may be called. It makes plain system calls only (`setsid`, `setrlimit`,
-    // `prctl`): no allocation, no locks. `limits` and `drop_caps` were built before the fork and
-    // are only read.
+    // functions may be called. It makes plain system calls only (`write`, `setsid`,
+    // `setrlimit`, `prctl`): no allocation, no locks. `limits`, `drop_caps` and `pids_fd` were
+    // built before the fork and are only read; the cgroup file stays open in the parent until
+    // the spawn returned.
     unsafe {
         cmd.pre_exec(move || {
+            // Into the pids cgroup first, so everything started from here on is counted.
+            if let Some(fd) = pids_fd {
+                crate::cgroup::join(fd)?;
+            }
             // Own session, hence own process group with the shell as leader: the group can be
             // killed as a unit, and the sweep recognises descendants by session id.
             rustix::process::setsid().map_err(std::io::Error::from)?;
@@ -202,6 +312,8 @@ pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
             leader,
             leader_start,
             tag,
+            wrapped,
         },
+        pids,
     })
 }

@@ -23,6 +23,11 @@
 //! shell itself is dead, an orphan that cleared its environment *and* left the session has
 //! nothing that ties it to us; the tree kill runs before the shell is killed to keep that
 //! window closed, and tier 2 (a PID namespace) removes it.
+//!
+//! At tier 2 the process we spawn is bubblewrap, and the shell is its one child, pid 1 of a new
+//! pid namespace ([`SweepScope::wrapped`]). Orphans of the namespace are re-parented to that
+//! shell, so the tree below it is still complete; sparing the shell spares bubblewrap too, and
+//! when either dies the kernel kills the whole namespace.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -56,6 +61,11 @@ impl ProcessTag {
         (TAG_VAR.into(), self.value.clone().into())
     }
 
+    /// The random value (hex), also usable in names.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
     fn needle(&self) -> Vec<u8> {
         format!("{TAG_VAR}={}", self.value).into_bytes()
     }
@@ -68,6 +78,10 @@ pub struct SweepScope {
     pub leader: i32,
     pub leader_start: u64,
     pub tag: ProcessTag,
+    /// The leader is a sandbox wrapper (bubblewrap, tier 2) whose one child is the real shell:
+    /// the shell is found as the leader's child, spared with it, and the root of the tree that
+    /// is swept between calls.
+    pub wrapped: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -148,7 +162,12 @@ fn environ_has(pid: i32, needle: &[u8], buf: &mut Vec<u8>) -> bool {
     read.is_ok() && buf.split(|&b| b == 0).any(|var| var == needle)
 }
 
-fn select(scope: &SweepScope, spare_leader: bool, table: &[Entry], buf: &mut Vec<u8>) -> Vec<i32> {
+fn select(
+    scope: &SweepScope,
+    spared: &HashSet<i32>,
+    table: &[Entry],
+    buf: &mut Vec<u8>,
+) -> Vec<i32> {
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let my_parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
     let eligible = |e: &Entry| {
@@ -166,6 +185,7 @@ fn select(scope: &SweepScope, spare_leader: bool, table: &[Entry], buf: &mut Vec
     // least one process or stops, so it is bounded by the table size.
     let mut parents: HashSet<i32> = chosen.clone();
     parents.insert(scope.leader);
+    parents.extend(spared);
     loop {
         let before = chosen.len();
         for e in table.iter().filter(|e| eligible(e)) {
@@ -177,9 +197,7 @@ fn select(scope: &SweepScope, spare_leader: bool, table: &[Entry], buf: &mut Vec
             break;
         }
     }
-    if spare_leader {
-        chosen.remove(&scope.leader);
-    }
+    chosen.retain(|p| !spared.contains(p));
     chosen.into_iter().collect()
 }
 
@@ -188,15 +206,39 @@ fn parse_pids(raw: &[u8]) -> impl Iterator<Item = i32> + '_ {
         .filter_map(|p| std::str::from_utf8(p).ok()?.parse().ok())
 }
 
-/// Whether the shell has any child (live or not yet reaped). `None` when the kernel has no
-/// `children` files (`CONFIG_PROC_CHILDREN`), so the caller must sweep to be sure. One small
-/// read: this is the per-call fast path.
-pub fn has_descendants(scope: &SweepScope) -> Option<bool> {
-    let leader = scope.leader;
-    match std::fs::read(format!("/proc/{leader}/task/{leader}/children")) {
-        Ok(raw) => Some(parse_pids(&raw).next().is_some()),
-        Err(_) => None,
+/// The direct children of `pid` as its main thread's `children` file lists them, or `None` when
+/// the file cannot be read.
+fn children_of(pid: i32) -> Option<Vec<i32>> {
+    std::fs::read(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .map(|raw| parse_pids(&raw).collect())
+}
+
+/// The processes that are the session's shell: the leader, and when it is a sandbox wrapper,
+/// its child too.
+fn shell_chain(scope: &SweepScope) -> Vec<i32> {
+    let mut chain = vec![scope.leader];
+    if scope.wrapped {
+        chain.extend(children_of(scope.leader).unwrap_or_default());
     }
+    chain
+}
+
+/// Whether the shell has any child (live or not yet reaped). `None` when the kernel has no
+/// `children` files (`CONFIG_PROC_CHILDREN`), so the caller must sweep to be sure. One or two
+/// small reads: this is the per-call fast path.
+pub fn has_descendants(scope: &SweepScope) -> Option<bool> {
+    let roots = if scope.wrapped {
+        children_of(scope.leader)?
+    } else {
+        vec![scope.leader]
+    };
+    for root in roots {
+        if !children_of(root)?.is_empty() {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 /// The live descendants of `root`, through the `children` file of every thread.
@@ -234,11 +276,25 @@ pub fn sweep(scope: &SweepScope, spare_leader: bool) -> usize {
     let mut buf = Vec::with_capacity(4096);
     let mut env_buf = Vec::new();
     let mut signalled = 0;
+    // What must survive, and where the tree to kill starts: the shell's children when it is
+    // spared (below a sandbox wrapper, the shell is the wrapper's child), else the leader.
+    let (spared, roots): (HashSet<i32>, Vec<i32>) = if spare_leader {
+        let chain = shell_chain(scope);
+        let roots = if scope.wrapped {
+            chain.iter().skip(1).copied().collect()
+        } else {
+            vec![scope.leader]
+        };
+        (chain.into_iter().collect(), roots)
+    } else {
+        (HashSet::new(), vec![scope.leader])
+    };
     // First the tree, while the shell (the subreaper holding it together) is alive.
     for _ in 0..64 {
-        let live: Vec<i32> = tree(scope.leader, &mut buf)
-            .into_iter()
-            .filter(|&p| crate::kill::pid_is_alive(p))
+        let live: Vec<i32> = roots
+            .iter()
+            .flat_map(|&root| tree(root, &mut buf))
+            .filter(|p| !spared.contains(p) && crate::kill::pid_is_alive(*p))
             .collect();
         if live.is_empty() {
             break;
@@ -256,7 +312,7 @@ pub fn sweep(scope: &SweepScope, spare_leader: bool) -> usize {
     // we can kill, which the pids rlimit bounds.
     for _ in 0..64 {
         let table = scan(&mut buf);
-        let victims = select(scope, spare_leader, &table, &mut env_buf);
+        let victims = select(scope, &spared, &table, &mut env_buf);
         if victims.is_empty() {
             break;
         }

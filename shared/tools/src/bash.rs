@@ -317,6 +317,7 @@ impl BashState {
             return ToolOutput::error("bash: no shell");
         };
         let mut cap = Capture::new(limit);
+        let refused_before = proc.pids.as_ref().map_or(0, |p| p.refused_forks());
         enum Stop {
             Ended(Ended),
             Timeout,
@@ -327,11 +328,21 @@ impl BashState {
             () = tokio::time::sleep(timeout) => Stop::Timeout,
             () = cancel.cancelled() => Stop::Cancelled,
         };
-        match stop {
+        // Read now: the branches below may kill the shell and remove its cgroup.
+        let mut limit_note = proc
+            .pids
+            .as_ref()
+            .and_then(|p| p.limit_note(refused_before));
+        let mut result = match stop {
             Stop::Ended(Ended::Marker { status, at }) => {
                 // Fast path: one small read says whether the command left anything behind.
                 if hands_sandbox::has_descendants(&proc.scope) != Some(false) {
                     sweep_blocking(proc.scope.clone(), true).await;
+                    // What the command left running may have hit the limit until the sweep.
+                    limit_note = proc
+                        .pids
+                        .as_ref()
+                        .and_then(|p| p.limit_note(refused_before));
                 }
                 drain(proc);
                 let (text, _) = cap.text(at);
@@ -393,6 +404,10 @@ impl BashState {
                     "bash: cancelled; the command and everything it started were killed",
                 )
             }
+        };
+        if let Some(note) = limit_note {
+            crate::output::append_note(&mut result, &note);
         }
+        result
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hands_sandbox::{EnvPolicy, Rlimits};
+use hands_sandbox::{EnvPolicy, Isolation, Rlimits};
 
 /// Limits of the toolset. Defaults are the reference workers' (PROTOCOL.md §8.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +72,9 @@ pub struct ToolsetConfig {
     pub rlimits: Rlimits,
     /// The shell, by absolute path (`/bin/bash`, never looked up on `PATH`).
     pub bash_path: PathBuf,
+    /// The isolation tier the shell runs in (tier 0 unless the worker selected another). File
+    /// tools run in process at every tier, confined by the path policy.
+    pub isolation: Isolation,
 }
 
 impl ToolsetConfig {
@@ -85,6 +88,7 @@ impl ToolsetConfig {
             env: EnvPolicy::default(),
             rlimits: Rlimits::default(),
             bash_path: PathBuf::from("/bin/bash"),
+            isolation: Isolation::Tier0,
         }
     }
 }

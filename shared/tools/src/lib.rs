@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hands_protocol::toolset::{BuiltinTool, ToolOutput};
-use hands_sandbox::ShellSpec;
+use hands_sandbox::{Binds, ShellSpec};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
@@ -107,6 +107,22 @@ impl Toolset {
             cwd: roots.workdir.path.clone(),
             env: config.env.build(std::env::vars_os()),
             rlimits: config.rlimits.clone(),
+            isolation: config.isolation.clone(),
+            // Memory stores: writable ones read-write, read-only ones read-only, so bash sees
+            // the same tree the file tools do (and cannot write where they may not).
+            binds: Binds {
+                read_write: config
+                    .allowed_roots
+                    .iter()
+                    .filter(|r| !config.read_only_roots.contains(r))
+                    .filter_map(|r| std::fs::canonicalize(r).ok())
+                    .collect(),
+                read_only: config
+                    .read_only_roots
+                    .iter()
+                    .filter_map(|r| std::fs::canonicalize(r).ok())
+                    .collect(),
+            },
         };
         let bash = bash::BashState::new(
             spec,

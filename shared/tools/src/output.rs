@@ -111,6 +111,22 @@ pub fn fs_reason(err: &io::Error) -> String {
     }
 }
 
+/// Appends `note` (a sentence about a limit the call hit) to the text the model reads, on its
+/// own line; an empty result (`(no output)`) becomes the note alone.
+pub fn append_note(out: &mut hands_protocol::toolset::ToolOutput, note: &str) {
+    use hands_protocol::toolset::{ContentBlock, NO_OUTPUT};
+    match out.content.last_mut() {
+        Some(ContentBlock::Text { text }) if text == NO_OUTPUT => *text = note.to_owned(),
+        Some(ContentBlock::Text { text }) => {
+            text.push('\n');
+            text.push_str(note);
+        }
+        _ => out.content.push(ContentBlock::Text {
+            text: note.to_owned(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,11 +37,12 @@ use std::time::Duration;
 
 use hands_protocol::toolset::{BuiltinTool, ToolOutput};
 use hands_sandbox::{
-    EnvPolicy, OneShotProcess, OneShotSpec, Rlimits, SweepScope, kill_group, spawn_oneshot,
-    stop_group, sweep,
+    Binds, EnvPolicy, Isolation, OneShotProcess, OneShotSpec, Rlimits, SweepScope, kill_group,
+    spawn_oneshot, stop_group, sweep,
 };
 use hands_tools::output::{
-    LOSSY_NOTE, TRUNCATED_PREFIX, from_char_boundary, lossy, strip_ansi, trim_trailing_newlines,
+    LOSSY_NOTE, TRUNCATED_PREFIX, append_note, from_char_boundary, lossy, strip_ansi,
+    trim_trailing_newlines,
 };
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -78,6 +79,7 @@ pub struct CustomTools {
     tools: BTreeMap<String, CustomTool>,
     env: EnvPolicy,
     rlimits: Rlimits,
+    isolation: Isolation,
 }
 
 /// Why a custom tools file was refused. Every message names the file, and the tool if one is
@@ -263,6 +265,13 @@ impl CustomTools {
         self
     }
 
+    /// Runs every call in `isolation` (the tier the worker selected for `bash`), with the
+    /// session's workdir as the workspace.
+    pub fn with_sandbox(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
     /// Whether `name` is a declared custom tool: the only custom calls this worker answers.
     pub fn owns(&self, name: &str) -> bool {
         self.tools.contains_key(name)
@@ -310,6 +319,8 @@ impl CustomTools {
             cwd: workdir.to_path_buf(),
             env: self.env.build(std::env::vars_os()),
             rlimits: self.rlimits.clone(),
+            isolation: self.isolation.clone(),
+            binds: Binds::default(),
         };
         match spawn_oneshot(&spec) {
             Ok(proc) => run(tool, proc, stdin, cancel).await,
@@ -425,6 +436,7 @@ async fn run(
         mut stdout,
         mut stderr,
         scope,
+        pids,
     } = proc;
     let mut guard = TreeGuard(Some(scope.clone()));
     let mut out = Tail::new(OUTPUT_BYTES);
@@ -484,7 +496,10 @@ async fn run(
     }
 
     let name = &tool.name;
-    match end {
+    // A hit process limit is said in plain words, after everything else (T5).
+    let limit = pids.as_ref().and_then(|p| p.limit_note(0));
+    drop(pids);
+    let mut result = match end {
         End::Exited(Ok(status)) if status.success() => ToolOutput::ok(out.text()),
         End::Exited(Ok(status)) => {
             let head = match (status.code(), status.signal()) {
@@ -514,7 +529,11 @@ async fn run(
             &out,
             &err,
         )),
+    };
+    if let Some(note) = limit {
+        append_note(&mut result, &note);
     }
+    result
 }
 
 /// An error result: the cause, then stderr (the diagnostics), then stdout, each when not empty.

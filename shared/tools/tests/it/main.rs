@@ -6,5 +6,6 @@
 mod canary;
 mod catalogue;
 mod common;
+mod isolation;
 mod props;
 mod tables;

@@ -1,0 +1,249 @@
+//! Tier 2: the command line that runs a tool process inside bubblewrap.
+//!
+//! The sandbox gets new user, pid, network, ipc, uts and cgroup namespaces (`--unshare-all`
+//! plus an explicit `--unshare-user`, so that `--disable-userns` can forbid nested ones), no
+//! capabilities, a fresh `/proc` that shows only the sandbox's own processes, a read-only view
+//! of the host's root with the workspace bound read-write over it, a size-capped tmpfs on
+//! `/tmp` and `/dev/shm` (a read-only `/dev` otherwise), and the worker's secret files masked.
+//!
+//! The tool program runs as pid 1 of its pid namespace (`--as-pid-1`): it reaps the orphans of
+//! the namespace itself (the bash tool's shell already does), every descendant stays in its
+//! process tree where the sweep finds it, and when it dies the kernel kills everything left in
+//! the namespace. `--die-with-parent` ties that to bubblewrap's own life.
+//!
+//! What it must never do: pass the caller's environment (bubblewrap does unless `--clearenv`
+//! is given: pitfall 6), or bind anything writable but the workspace, the roots the toolset
+//! names and the one socket of the egress seam.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Where the sandbox may write, and what else it must see that the read-only root would not
+/// show (anything under `/tmp`, which is a fresh tmpfs inside).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Binds {
+    /// Bound read-write (the workspace first).
+    pub read_write: Vec<PathBuf>,
+    /// Bound read-only.
+    pub read_only: Vec<PathBuf>,
+}
+
+/// The egress seam: one unix socket of the host bound into the sandbox, the only way out of
+/// its empty network namespace. The egress proxy (its own issue) listens on `host` and starts
+/// its relay; tools reach it at `sandbox`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketBind {
+    pub host: PathBuf,
+    pub sandbox: PathBuf,
+}
+
+/// Operator settings of tier 2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tier2Options {
+    /// Size of the tmpfs on `/tmp` and on `/dev/shm`, in bytes: what a tool can write outside
+    /// the workspace (T6). Writes beyond it fail with ENOSPC.
+    pub tmp_bytes: u64,
+    /// Paths made unreadable inside (opening them fails with EACCES): a file is covered by the
+    /// host's `/dev/null` on a mount without device nodes, a directory by an empty read-only
+    /// tmpfs with mode 0000. The worker's config and secret files, `/run/secrets`, cloud
+    /// credential directories. Paths that do not exist are skipped.
+    pub hide: Vec<PathBuf>,
+    /// The egress seam.
+    pub socket: Option<SocketBind>,
+}
+
+/// Paths hidden from every tier-2 sandbox whatever the operator adds: where container runtimes
+/// and clouds put credentials.
+pub const DEFAULT_HIDDEN: &[&str] = &[
+    "/run/secrets",
+    "/var/run/secrets",
+    "/root/.aws",
+    "/root/.config/gcloud",
+    "/root/.azure",
+    "/root/.docker",
+    "/root/.netrc",
+    "/root/.git-credentials",
+    "/root/.ssh",
+    "/etc/hands",
+];
+
+impl Default for Tier2Options {
+    fn default() -> Self {
+        Tier2Options {
+            tmp_bytes: 256 * 1024 * 1024,
+            hide: DEFAULT_HIDDEN.iter().map(PathBuf::from).collect(),
+            socket: None,
+        }
+    }
+}
+
+/// A working bubblewrap (found and trial-run by the probe) and how to use it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BwrapSandbox {
+    /// Absolute path of `bwrap`.
+    pub program: PathBuf,
+    pub options: Tier2Options,
+}
+
+fn push(out: &mut Vec<OsString>, items: &[&str]) {
+    out.extend(items.iter().map(OsString::from));
+}
+
+fn push_path(out: &mut Vec<OsString>, flag: &str, a: &Path, b: &Path) {
+    out.push(flag.into());
+    out.push(a.into());
+    out.push(b.into());
+}
+
+impl BwrapSandbox {
+    /// The arguments of `bwrap` that run `program args` in `cwd` inside the sandbox, with
+    /// exactly the environment `env`.
+    pub fn args(
+        &self,
+        binds: &Binds,
+        env: &[(OsString, OsString)],
+        cwd: &Path,
+        program: &Path,
+        program_args: &[OsString],
+    ) -> Vec<OsString> {
+        let mut out: Vec<OsString> = Vec::with_capacity(64 + 3 * env.len());
+        push(
+            &mut out,
+            &[
+                "--unshare-all",
+                "--unshare-user",
+                "--disable-userns",
+                "--die-with-parent",
+                "--new-session",
+                "--as-pid-1",
+                "--cap-drop",
+                "ALL",
+                // Pitfall 6: without this, bwrap hands the sandbox its whole environment.
+                "--clearenv",
+            ],
+        );
+        for (k, v) in env {
+            out.push("--setenv".into());
+            out.push(k.clone());
+            out.push(v.clone());
+        }
+        push(&mut out, &["--ro-bind", "/", "/", "--proc", "/proc"]);
+        // A fresh /dev with the usual nodes, read-only but for a capped /dev/shm.
+        let size = self.options.tmp_bytes.to_string();
+        push(
+            &mut out,
+            &[
+                "--dev",
+                "/dev",
+                "--size",
+                &size,
+                "--tmpfs",
+                "/dev/shm",
+                "--remount-ro",
+                "/dev",
+                "--size",
+                &size,
+                "--tmpfs",
+                "/tmp",
+            ],
+        );
+        for p in &binds.read_only {
+            push_path(&mut out, "--ro-bind", p, p);
+        }
+        for p in &binds.read_write {
+            push_path(&mut out, "--bind", p, p);
+        }
+        if let Some(socket) = &self.options.socket {
+            push_path(&mut out, "--bind", &socket.host, &socket.sandbox);
+        }
+        // Masks last, so no bind above can show what they hide.
+        for p in &self.options.hide {
+            match std::fs::symlink_metadata(p) {
+                Ok(m) if m.is_dir() => {
+                    push(&mut out, &["--perms", "0000", "--size", "4096"]);
+                    out.push("--tmpfs".into());
+                    out.push(p.into());
+                    out.push("--remount-ro".into());
+                    out.push(p.into());
+                }
+                Ok(m) if m.is_file() => {
+                    push_path(&mut out, "--ro-bind", Path::new("/dev/null"), p);
+                }
+                // Missing paths need no mask; symlinks and special files are left to the
+                // read-only root (a symlink's target is masked when listed itself).
+                _ => {}
+            }
+        }
+        out.push("--chdir".into());
+        out.push(cwd.into());
+        out.push("--".into());
+        out.push(program.into());
+        out.extend(program_args.iter().cloned());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[OsString]) -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_command_line_clears_the_environment_and_binds_only_the_workspace_writable() {
+        let dir = tempfile_dir();
+        let secret = dir.join("key");
+        std::fs::write(&secret, "k").unwrap();
+        let sandbox = BwrapSandbox {
+            program: "/usr/bin/bwrap".into(),
+            options: Tier2Options {
+                tmp_bytes: 1024,
+                hide: vec![secret.clone(), dir.join("missing")],
+                socket: Some(SocketBind {
+                    host: "/run/hands/egress.sock".into(),
+                    sandbox: "/run/egress.sock".into(),
+                }),
+            },
+        };
+        let args = strings(&sandbox.args(
+            &Binds {
+                read_write: vec!["/ws".into()],
+                read_only: vec!["/ro".into()],
+            },
+            &[("PATH".into(), "/bin".into())],
+            Path::new("/ws"),
+            Path::new("/bin/bash"),
+            &["--norc".into()],
+        ));
+        let joined = args.join(" ");
+        for needle in [
+            "--unshare-all --unshare-user --disable-userns --die-with-parent --new-session --as-pid-1 --cap-drop ALL --clearenv --setenv PATH /bin",
+            "--ro-bind / / --proc /proc",
+            "--size 1024 --tmpfs /tmp",
+            "--ro-bind /ro /ro --bind /ws /ws --bind /run/hands/egress.sock /run/egress.sock",
+            &format!("--ro-bind /dev/null {}", secret.display()),
+            "--chdir /ws -- /bin/bash --norc",
+        ] {
+            assert!(joined.contains(needle), "{needle:?} missing from {joined}");
+        }
+        assert!(!joined.contains("missing"), "{joined}");
+        // `--clearenv` comes before every `--setenv`.
+        let clear = args.iter().position(|a| a == "--clearenv").unwrap();
+        let first_set = args.iter().position(|a| a == "--setenv").unwrap();
+        assert!(clear < first_set);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let mut bytes = [0u8; 8];
+        rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).unwrap();
+        let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("hands-bwrap-{name}"));
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+}

