@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hands_client::{ClientConfig, ControlPlane, Credential};
+use hands_sandbox::{DEFAULT_HIDDEN, HostProbe, Isolation, IsolationMode, Tier, Tier2Options};
 use hands_worker::{CustomTools, WorkdirTemplate, WorkerConfig, default_worker_id};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -45,6 +46,19 @@ pub struct WorkerArgs {
     /// other custom tools are left to their owner.
     #[arg(long, env = "HANDS_CUSTOM_TOOLS", value_name = "FILE")]
     pub custom_tools: Option<PathBuf>,
+    /// Isolation of tool processes: `auto` (the strongest tier this host allows), `none`
+    /// (tier 0), `landlock` (tier 1), `bwrap` (tier 2). The host probe is logged at start.
+    /// The default stays tier 0 until every deployment shape is tested under tier 2.
+    #[arg(long, env = "HANDS_ISOLATION", default_value = "none", value_parser = parse_isolation)]
+    pub isolation: IsolationMode,
+    /// Refuse to start when the asked tier cannot be fully enforced (with `auto`: when nothing
+    /// above tier 0 can). Also set by `REQUIRE_ISOLATION=1`.
+    #[arg(long, env = "HANDS_REQUIRE_ISOLATION", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    pub require_isolation: bool,
+}
+
+fn parse_isolation(s: &str) -> Result<IsolationMode, String> {
+    s.parse()
 }
 
 impl ConnectArgs {
@@ -89,14 +103,69 @@ impl WorkerArgs {
         config.environment_key = self.connect.environment_key()?;
         config.max_idle = (!self.max_idle.is_zero()).then_some(self.max_idle);
         config.worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
+        config.toolset.isolation = self.isolation()?;
         if let Some(path) = &self.custom_tools {
             // Loaded once at startup: a bad file stops the worker before it claims anything.
             let tools = CustomTools::load(path)?
-                .with_isolation(config.toolset.env.clone(), config.toolset.rlimits.clone());
+                .with_isolation(config.toolset.env.clone(), config.toolset.rlimits.clone())
+                .with_sandbox(config.toolset.isolation.clone());
             tracing::info!(tools = ?tools.names().collect::<Vec<_>>(), file = %path.display(), "custom tools loaded");
             config.custom_tools = std::sync::Arc::new(tools);
         }
         Ok(config)
+    }
+}
+
+impl WorkerArgs {
+    /// Whether isolation must be fully enforced: the flag, `HANDS_REQUIRE_ISOLATION`, or
+    /// `REQUIRE_ISOLATION=1` (what CI sets).
+    pub fn isolation_required(&self) -> bool {
+        self.require_isolation || std::env::var("REQUIRE_ISOLATION").is_ok_and(|v| v == "1")
+    }
+
+    /// Probes the host once, logs what it allows, and chooses the tier tools run in. Fails
+    /// when isolation is required and the asked tier cannot be fully enforced.
+    pub fn isolation(&self) -> anyhow::Result<Isolation> {
+        let probe = HostProbe::run();
+        let required = self.isolation_required();
+        let selection = probe.select(self.isolation, required)?;
+        tracing::info!(
+            probe = %probe,
+            asked = %self.isolation,
+            required,
+            tier = %selection.tier,
+            "isolation"
+        );
+        if let Some(why) = &selection.fell_back {
+            tracing::warn!("isolation: {why}");
+        }
+        match selection.tier {
+            Tier::None => Ok(Isolation::Tier0),
+            Tier::Bwrap => {
+                // The worker's own secret and config files are masked in the sandbox, with the
+                // usual credential directories.
+                let mut hide: Vec<PathBuf> = DEFAULT_HIDDEN.iter().map(PathBuf::from).collect();
+                hide.extend(self.connect.environment_key_file.iter().cloned());
+                hide.extend(self.custom_tools.iter().cloned());
+                if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+                    for dir in [".aws", ".config/gcloud", ".azure", ".docker", ".ssh"] {
+                        hide.push(home.join(dir));
+                    }
+                    hide.extend([home.join(".netrc"), home.join(".git-credentials")]);
+                }
+                hide.retain(|p| p.is_absolute());
+                let options = Tier2Options {
+                    hide,
+                    ..Tier2Options::default()
+                };
+                probe
+                    .bwrap_sandbox(options)
+                    .map(Isolation::Bwrap)
+                    .context("bwrap was selected but the probe found none")
+            }
+            // `check` never accepts tier 1 until its helper exists.
+            Tier::Landlock => bail!("isolation tier 1 is not implemented yet"),
+        }
     }
 }
 
@@ -182,5 +251,61 @@ mod tests {
             .to_string();
         assert!(err.contains("/nonexistent/tools.toml"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn isolation_flags_parse_and_fail_closed() {
+        let a = args(&["--isolation", "bwrap", "--require-isolation"]);
+        assert_eq!(a.isolation, IsolationMode::Tier(Tier::Bwrap));
+        assert!(a.require_isolation && a.isolation_required());
+        assert_eq!(
+            args(&["--isolation", "auto"]).isolation,
+            IsolationMode::Auto
+        );
+        // Tier 1 is not implemented: asking for it with enforcement stops the worker.
+        let err = args(&["--isolation", "landlock", "--require-isolation"])
+            .worker_config()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("tier 1 (landlock)") && err.contains("not implemented"),
+            "{err}"
+        );
+        // Without enforcement it falls back to a tier that works (unless the environment
+        // requires isolation, as CI's isolation step does).
+        if !args(&[]).isolation_required() {
+            let config = args(&["--isolation", "landlock"]).worker_config().unwrap();
+            assert_ne!(config.toolset.isolation.tier(), Tier::Landlock);
+        }
+        let config = args(&["--isolation", "none", "--require-isolation"])
+            .worker_config()
+            .unwrap();
+        assert_eq!(config.toolset.isolation, Isolation::Tier0);
+    }
+
+    #[test]
+    fn isolation_bwrap_is_used_when_the_host_allows_it() {
+        let probe = HostProbe::run();
+        match probe.check(Tier::Bwrap) {
+            Ok(()) => {
+                let config = args(&["--isolation", "bwrap", "--require-isolation"])
+                    .worker_config()
+                    .unwrap();
+                assert_eq!(config.toolset.isolation.tier(), Tier::Bwrap);
+            }
+            Err(why) if std::env::var("REQUIRE_ISOLATION").as_deref() == Ok("1") => {
+                panic!("REQUIRE_ISOLATION=1 but tier 2 cannot engage: {why}")
+            }
+            Err(why) => {
+                eprintln!("skipping: {why}");
+                let err = args(&["--isolation", "bwrap", "--require-isolation"])
+                    .worker_config()
+                    .err()
+                    .unwrap()
+                    .to_string();
+                assert!(err.contains("tier 2 (bwrap)"), "{err}");
+            }
+        }
     }
 }
