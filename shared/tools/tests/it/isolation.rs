@@ -350,7 +350,9 @@ async fn row_egress_seam_binds_one_unix_socket() {
 #[tokio::test]
 #[ignore = "run by tier2_rows_hold_under_canaries"]
 async fn row_t5_fork_bomb_is_contained() {
-    if let Err(e) = hands_sandbox::PidsCgroup::create("probe-t5", 8) {
+    if let Err(e) =
+        hands_sandbox::PidsCgroup::create(&format!("probe-t5-{}", std::process::id()), 8)
+    {
         if required() {
             panic!("REQUIRE_ISOLATION=1 but no pids cgroup: {e}");
         }
