@@ -122,7 +122,9 @@ async fn handle(ingress: &Ingress, headers: &HeaderMap, body: Body) -> (&'static
             ingress
                 .metrics()
                 .rejection(reason.metric_label(), reason.is_stale());
-            tracing::info!(reason = %reason, "webhook rejected");
+            // Debug, not info: a flood of forgeries (W21) must not become a flood of log lines;
+            // rejections are counted by reason in /metrics.
+            tracing::debug!(reason = %reason, "webhook rejected");
             return ("rejected", plain(StatusCode::UNAUTHORIZED, REJECTED_BODY));
         }
     };
