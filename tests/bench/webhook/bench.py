@@ -87,7 +87,6 @@ def wrk(port: int, deliveries: Path, duration: str, conns: int, pid: int) -> dic
 
     t = threading.Thread(target=sample)
     cpu0 = cpu_seconds(pid)
-    t0 = time.monotonic()
     t.start()
     p = subprocess.run(
         ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}", "--latency",
@@ -96,7 +95,6 @@ def wrk(port: int, deliveries: Path, duration: str, conns: int, pid: int) -> dic
         check=True)
     done.set()
     t.join()
-    wall = time.monotonic() - t0
     cpu = cpu_seconds(pid) - cpu0
     out = p.stdout
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -113,7 +111,8 @@ def wrk(port: int, deliveries: Path, duration: str, conns: int, pid: int) -> dic
         "p99": to_ms(lat.get("99", "")),
         "cpu": cpu,
         "per_cpu_s": total / cpu if cpu > 0 else float("nan"),
-        "cpu_share": cpu / wall,
+        # Over the load phase only (wall also holds wrk's start-up: loading the file).
+        "cpu_share": cpu / (total / rps) if rps > 0 else float("nan"),
         "rss_load": peak[0],
     }
 
