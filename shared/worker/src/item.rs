@@ -223,11 +223,7 @@ impl Worker {
         let session = match session {
             Ok(s) => s,
             Err(e) => {
-                let lost = lease_lost(lease.release().await);
-                let stopped = !lost
-                    && self
-                        .force_stop(&credential, &item.environment_id, &work_id)
-                        .await;
+                let stopped = self.release_then_stop(lease, &credential, item).await;
                 return outcome(
                     ItemEnd::Failed(format!("cannot read the session: {e}")),
                     stopped,
@@ -235,22 +231,14 @@ impl Worker {
             }
         };
         if session.status == SessionStatus::Terminated {
-            let lost = lease_lost(lease.release().await);
-            let stopped = !lost
-                && self
-                    .force_stop(&credential, &item.environment_id, &work_id)
-                    .await;
+            let stopped = self.release_then_stop(lease, &credential, item).await;
             return outcome(ItemEnd::SessionOver, stopped);
         }
 
         let workdir = match self.config.workdir.prepare(&session_id) {
             Ok(w) => w,
             Err(e) => {
-                let lost = lease_lost(lease.release().await);
-                let stopped = !lost
-                    && self
-                        .force_stop(&credential, &item.environment_id, &work_id)
-                        .await;
+                let stopped = self.release_then_stop(lease, &credential, item).await;
                 return outcome(ItemEnd::Failed(format!("workspace: {e}")), stopped);
             }
         };
@@ -260,12 +248,12 @@ impl Worker {
 
         // Teardown: the shell and every descendant are gone before the item is released.
         workdir.cleanup();
-        let lost =
-            lease_lost(lease.release().await) || matches!(end, ItemEnd::Ran(RunEnd::LeaseLost(_)));
-        let stopped = !lost
-            && self
-                .force_stop(&credential, &item.environment_id, &work_id)
-                .await;
+        let stopped = if matches!(end, ItemEnd::Ran(RunEnd::LeaseLost(_))) {
+            let _ = lease.release().await;
+            false
+        } else {
+            self.release_then_stop(lease, &credential, item).await
+        };
         outcome(end, stopped)
     }
 
@@ -340,6 +328,21 @@ impl Worker {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Ends the heartbeat, then force-stops the item unless the lease turned out to be lost
+    /// (the item then belongs to the queue or another worker). Returns whether it was stopped.
+    async fn release_then_stop(
+        &self,
+        lease: Lease,
+        credential: &Credential,
+        item: &WorkItem,
+    ) -> bool {
+        if lease_lost(lease.release().await) {
+            return false;
+        }
+        self.force_stop(credential, &item.environment_id, &item.id)
+            .await
     }
 
     /// `stop {"force": true}`, retried briefly; 409 (already stopped) counts as done.
