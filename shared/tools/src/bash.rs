@@ -32,9 +32,7 @@ use hands_sandbox::{ShellProcess, ShellSpec, SweepScope, kill_group, spawn_shell
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::output::{
-    LOSSY_NOTE, TRUNCATED_PREFIX, from_char_boundary, lossy, strip_ansi, trim_trailing_newlines,
-};
+use crate::output::shape_tail;
 
 /// Read size from the output pipe.
 const CHUNK: usize = 64 * 1024;
@@ -135,27 +133,11 @@ impl Capture {
 
     /// The command's output as the model reads it.
     fn text(&self, end: usize) -> (String, bool) {
-        let mut bytes = &self.buf[..end.min(self.buf.len())];
-        let mut truncated = self.truncated;
-        if bytes.len() > self.limit {
-            bytes = &bytes[bytes.len() - self.limit..];
-            truncated = true;
-        }
-        if truncated {
-            bytes = from_char_boundary(bytes);
-        }
-        let (mut text, was_lossy) = lossy(&strip_ansi(bytes));
-        trim_trailing_newlines(&mut text);
-        if truncated {
-            text.insert_str(0, TRUNCATED_PREFIX);
-        }
-        if was_lossy {
-            if !text.is_empty() {
-                text.push('\n');
-            }
-            text.push_str(LOSSY_NOTE);
-        }
-        (text, truncated)
+        shape_tail(
+            &self.buf[..end.min(self.buf.len())],
+            self.limit,
+            self.truncated,
+        )
     }
 }
 

@@ -62,6 +62,35 @@ pub fn trim_trailing_newlines(s: &mut String) {
     s.truncate(kept);
 }
 
+/// Process output as the model reads it (the reference's shaping): the last `limit` bytes
+/// (cut on a character boundary, prefixed with [`TRUNCATED_PREFIX`] when anything was cut or
+/// `already_truncated` says bytes were dropped while reading), ANSI escapes stripped, trailing
+/// newlines trimmed, and [`LOSSY_NOTE`] appended when the bytes were not UTF-8. Returns the text
+/// and whether it was truncated. Shared by `bash` and custom tools so both read the same.
+pub fn shape_tail(buf: &[u8], limit: usize, already_truncated: bool) -> (String, bool) {
+    let mut bytes = buf;
+    let mut truncated = already_truncated;
+    if bytes.len() > limit {
+        bytes = &bytes[bytes.len() - limit..];
+        truncated = true;
+    }
+    if truncated {
+        bytes = from_char_boundary(bytes);
+    }
+    let (mut text, was_lossy) = lossy(&strip_ansi(bytes));
+    trim_trailing_newlines(&mut text);
+    if truncated {
+        text.insert_str(0, TRUNCATED_PREFIX);
+    }
+    if was_lossy {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(LOSSY_NOTE);
+    }
+    (text, truncated)
+}
+
 /// Python's `repr()` of a string, as the reference puts paths in its error messages
 /// (`path '../x' is outside ...`). Quotes with `'` unless the string contains `'` and no `"`.
 pub fn py_repr(s: &str) -> String {

@@ -40,10 +40,7 @@ use hands_sandbox::{
     Binds, EnvPolicy, Isolation, OneShotProcess, OneShotSpec, Rlimits, SweepScope, kill_group,
     spawn_oneshot, stop_group, sweep,
 };
-use hands_tools::output::{
-    LOSSY_NOTE, TRUNCATED_PREFIX, append_note, from_char_boundary, lossy, strip_ansi,
-    trim_trailing_newlines,
-};
+use hands_tools::output::{append_note, shape_tail};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -358,27 +355,7 @@ impl Tail {
 
     /// The text the model reads, as `bash` shows a command's output.
     fn text(&self) -> String {
-        let mut bytes = self.buf.as_slice();
-        let mut truncated = self.truncated;
-        if bytes.len() > self.limit {
-            bytes = &bytes[bytes.len() - self.limit..];
-            truncated = true;
-        }
-        if truncated {
-            bytes = from_char_boundary(bytes);
-        }
-        let (mut text, was_lossy) = lossy(&strip_ansi(bytes));
-        trim_trailing_newlines(&mut text);
-        if truncated {
-            text.insert_str(0, TRUNCATED_PREFIX);
-        }
-        if was_lossy {
-            if !text.is_empty() {
-                text.push('\n');
-            }
-            text.push_str(LOSSY_NOTE);
-        }
-        text
+        shape_tail(&self.buf, self.limit, self.truncated).0
     }
 }
 
@@ -564,6 +541,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use hands_tools::output::{LOSSY_NOTE, TRUNCATED_PREFIX};
 
     /// A temp dir holding executable scripts and serving as the session workdir.
     struct Fixture {
