@@ -74,7 +74,10 @@ struct Devplane {
 fn devplane(dir: &Path, script: Option<&serde_json::Value>, extra: &[&str]) -> Devplane {
     let report = dir.join("report.json");
     let mut cmd = Command::new(HANDS);
-    cmd.args(["devplane", "--listen", "127.0.0.1:0"]);
+    cmd.arg("devplane");
+    if !extra.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
     if let Some(s) = script {
         let path = dir.join("script.json");
         std::fs::write(&path, s.to_string()).unwrap();
@@ -387,4 +390,102 @@ fn run_serves_one_already_claimed_item_and_stats_shows_the_queue() {
     let dp_status = dp.proc.wait();
     let report = report(&dp);
     assert!(dp_status.success(), "{}", failed_steps(&report));
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn p2_hands_serve_woken_by_a_webhook_then_sigterm_mid_call_exits_0_and_stops_the_item() {
+    let dir = tempfile::tempdir().unwrap();
+    // The 32-byte key of PROTOCOL.md §10.5 example C.
+    let secret = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let (dp_port, serve_port) = (free_port(), free_port());
+    let dp_url = format!("http://127.0.0.1:{dp_port}");
+    let env_id = "env_serve_sigterm";
+    let env_key = "sk-ant-oat01-serve-sigterm-0123456789abcdef";
+
+    // The server first: it only talks to the control plane once a webhook wakes it.
+    let mut cmd = Command::new(HANDS);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ANTHROPIC_") || k.starts_with("HANDS_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    let serve = cmd
+        .args(["serve", "--listen", &format!("127.0.0.1:{serve_port}")])
+        .args(["--drain-interval", "0", "--max-idle", "1s", "--workdir"])
+        .arg(format!(
+            "{}/{{session_id}}",
+            dir.path().join("work").display()
+        ))
+        .env("ANTHROPIC_ENVIRONMENT_ID", env_id)
+        .env("ANTHROPIC_ENVIRONMENT_KEY", env_key)
+        .env("ANTHROPIC_BASE_URL", &dp_url)
+        .env("ANTHROPIC_WEBHOOK_SIGNING_KEY", secret)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.path().join("serve.out")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("serve.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut serve = Proc {
+        child: serve,
+        name: "hands serve",
+    };
+    wait_until("hands serve to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", serve_port)).is_ok()
+    });
+
+    // devplane signs `session.status_run_started` to /webhook when the script's session starts.
+    let sleep = marker(100, 7);
+    let script = serde_json::json!({
+        "name": "serve-sigterm",
+        "steps": [
+            {"step": "tool_use", "label": "first", "name": "bash", "input": {"command": "echo woken"},
+             "expect": {"is_error": false, "text_equals": "woken"}},
+            {"step": "tool_use", "label": "long", "name": "bash", "input": {"command": sleep},
+             "expect": {"is_error": true}},
+            {"step": "expect_stopped", "within_ms": 30000}
+        ]
+    });
+    let mut dp = devplane(
+        dir.path(),
+        Some(&script),
+        &[
+            "--listen",
+            &format!("127.0.0.1:{dp_port}"),
+            "--environment-id",
+            env_id,
+            "--environment-key",
+            env_key,
+            "--webhook-url",
+            &format!("http://127.0.0.1:{serve_port}/webhook"),
+            "--webhook-secret",
+            secret,
+            "--webhook-base-delay-ms",
+            "200",
+        ],
+    );
+    wait_until("the long call to start", || process_running(&sleep));
+
+    serve.signal("-TERM");
+    let status = serve.wait();
+    let serve_log = std::fs::read_to_string(dir.path().join("serve.err")).unwrap();
+    assert!(
+        status.success(),
+        "hands serve exited with {status}:\n{serve_log}"
+    );
+    assert!(!serve_log.contains(env_key), "the key reached the log");
+    // devplane exits 0 only if both results arrived (the second an error) and the item was
+    // force-stopped.
+    let dp_status = dp.proc.wait();
+    let report = report(&dp);
+    assert!(dp_status.success(), "{}", failed_steps(&report));
+    assert!(!process_running(&sleep), "the cancelled call survived");
 }
