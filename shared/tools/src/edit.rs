@@ -90,6 +90,11 @@ pub(crate) fn run(session: &Session, input: EditInput) -> ToolOutput {
         Ok(b) => b,
         Err(e) => return fs_err(&e),
     };
+    if session.seen.check(&resolved.path, &bytes).is_err() {
+        return err(format!(
+            "{p} changed since it was last read (modified outside the file tools); read it again before editing"
+        ));
+    }
     let Ok(text) = String::from_utf8(bytes) else {
         return err(format!(
             "{p}: not valid UTF-8 text (cannot edit binary files)"
@@ -123,6 +128,7 @@ pub(crate) fn run(session: &Session, input: EditInput) -> ToolOutput {
     if let Err(e) = replace_file(dir, leaf, updated.as_bytes(), Some(mode)) {
         return fs_err(&e);
     }
+    session.seen.record(&resolved.path, updated.as_bytes());
     let n = if replace_all { count } else { 1 };
     ToolOutput::ok(format!("edited {p} ({n} replacement(s))"))
 }

@@ -25,6 +25,7 @@ mod grep;
 pub mod output;
 mod paths;
 mod read;
+mod seen;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +59,8 @@ pub enum ToolsetError {
 pub(crate) struct Session {
     pub(crate) roots: Roots,
     pub(crate) limits: Limits,
+    /// What the model last saw of each file (stale-edit check, T23).
+    pub(crate) seen: seen::SeenFiles,
     bash: tokio::sync::Mutex<bash::BashState>,
 }
 
@@ -133,6 +136,7 @@ impl Toolset {
             session: Arc::new(Session {
                 roots,
                 limits: config.limits,
+                seen: seen::SeenFiles::default(),
                 bash: tokio::sync::Mutex::new(bash),
             }),
         })

@@ -154,6 +154,11 @@ fn read(session: &Session, input: &ReadInput) -> Result<ToolOutput, Failure> {
         )));
     }
     let text = String::from_utf8(bytes).map_err(|_| not_utf8(p))?;
+    // Whole-file reads only: the model saw every byte, so a later edit can be checked against
+    // exactly this content.
+    if input.view_range.is_none() {
+        session.seen.record(&resolved.path, text.as_bytes());
+    }
     let Some((start, end)) = input.view_range else {
         return Ok(ToolOutput::ok(text));
     };

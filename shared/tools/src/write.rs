@@ -30,7 +30,12 @@ pub(crate) fn run(session: &Session, input: WriteInput) -> ToolOutput {
         replace_file(dir.as_fd(), leaf, input.content.as_bytes(), mode)
     });
     match written {
-        Ok(()) => ToolOutput::ok(format!("wrote {} bytes to {p}", input.content.len())),
+        Ok(()) => {
+            session
+                .seen
+                .record(&resolved.path, input.content.as_bytes());
+            ToolOutput::ok(format!("wrote {} bytes to {p}", input.content.len()))
+        }
         Err(e) => ToolOutput::error(format!("write: {p}: {}", fs_reason(&e))),
     }
 }

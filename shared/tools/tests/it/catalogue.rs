@@ -690,6 +690,64 @@ async fn t21_t23_edit_refusals_leave_the_file_unchanged() {
     assert_eq!(std::fs::read(fx.path("bad.txt")).unwrap(), b"ok \xff\n");
 }
 
+// T23: a stale read is a conflict. The model read the file, something else changed it (here a
+// bash command, with the same size, within the same clock tick), and the edit is refused
+// instead of being applied to text the model never saw; after a fresh read it goes through.
+// Edits and writes by the tools themselves keep the record current.
+#[tokio::test]
+async fn t23_an_edit_after_the_file_changed_behind_the_models_back_is_refused() {
+    let fx = Fixture::new();
+    fx.write("s.txt", "count = 1\n");
+    let out = fx.call("read", json!({"file_path": "s.txt"})).await;
+    assert!(!out.is_error);
+    let out = fx
+        .call("bash", json!({"command": "printf 'count = 2\\n' > s.txt"}))
+        .await;
+    assert!(!out.is_error, "{}", text(&out));
+    let edit = json!({"file_path": "s.txt", "old_string": "count", "new_string": "total"});
+    let out = fx.call("edit", edit.clone()).await;
+    assert!(out.is_error);
+    assert_eq!(
+        text(&out),
+        "edit: s.txt changed since it was last read (modified outside the file tools); read it again before editing"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.path("s.txt")).unwrap(),
+        "count = 2\n"
+    );
+
+    // Read again: the edit applies; a second edit right after needs no new read.
+    fx.call("read", json!({"file_path": "s.txt"})).await;
+    let out = fx.call("edit", edit).await;
+    assert_eq!(text(&out), "edited s.txt (1 replacement(s))");
+    let out = fx
+        .call(
+            "edit",
+            json!({"file_path": "s.txt", "old_string": "total", "new_string": "sum"}),
+        )
+        .await;
+    assert_eq!(text(&out), "edited s.txt (1 replacement(s))");
+
+    // write counts as seen; a file never read is edited as the reference does.
+    fx.call("write", json!({"file_path": "w.txt", "content": "a b"}))
+        .await;
+    let out = fx
+        .call(
+            "edit",
+            json!({"file_path": "w.txt", "old_string": "a", "new_string": "c"}),
+        )
+        .await;
+    assert_eq!(text(&out), "edited w.txt (1 replacement(s))");
+    fx.write("never-read.txt", "x y");
+    let out = fx
+        .call(
+            "edit",
+            json!({"file_path": "never-read.txt", "old_string": "x", "new_string": "z"}),
+        )
+        .await;
+    assert_eq!(text(&out), "edited never-read.txt (1 replacement(s))");
+}
+
 // T24: glob explosions stay bounded.
 #[tokio::test]
 async fn t24_glob_explosions_are_bounded() {
