@@ -1,4 +1,4 @@
-//! Flags shared by every command that serves work (`poll`, `run`, `dev`), named like the
+//! Flags shared by every command that serves work (`poll`, `run`, `serve`), named like the
 //! `ant beta:worker` ones (PROTOCOL.md §9.1-§9.2). Secrets may come from a flag, an env var, or
 //! a `*_FILE`; clap never echoes their values in `--help`.
 
