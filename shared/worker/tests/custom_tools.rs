@@ -12,9 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hands_client::{ClientConfig, ControlPlane, Credential};
-use hands_devplane::{Config, DevPlane, Script, ScriptReport};
+use hands_devplane::{Config, DevPlane, Script};
 use hands_worker::{CustomTools, NoObserver, WorkdirTemplate, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::failures;
 
 fn executable(path: &Path, body: &str) {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
@@ -43,16 +46,6 @@ fn declare(dir: &Path) -> CustomTools {
     )
     .unwrap();
     CustomTools::load(&file).unwrap()
-}
-
-fn failures(report: &ScriptReport) -> String {
-    report
-        .steps
-        .iter()
-        .filter(|s| !s.passed)
-        .map(|s| format!("step {} {} {:?}: {}", s.index, s.step, s.label, s.detail))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,94 +5,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use hands_client::{ClientConfig, ControlPlane, Credential, PollOptions};
+use hands_client::{Credential, PollOptions};
 use hands_devplane::faults::{AckLoss, AckRace, FailHeartbeats};
-use hands_devplane::{Config, DevPlane, Faults, Script, ScriptReport, SessionSpec};
+use hands_devplane::{Config, Faults, SessionSpec};
 use hands_protocol::work::WorkState;
 use hands_worker::{
-    Claim, ItemEnd, ItemOutcome, LeaseConfig, NoObserver, PollError, Resume, RunEnd,
-    WorkdirTemplate, Worker, WorkerConfig,
+    Claim, ItemEnd, ItemOutcome, LeaseConfig, PollError, Resume, RunEnd, WorkdirTemplate, Worker,
 };
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::{Harness, failures, marker, process_running, script, ttl};
+
 /// Bounds every wait so a broken worker fails the test instead of hanging it.
 const GUARD: Duration = Duration::from_secs(60);
-
-struct Harness {
-    dp: DevPlane,
-    _scratch: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Harness {
-    async fn start(config: Config) -> Harness {
-        let dp = DevPlane::start(config, "127.0.0.1:0").await.unwrap();
-        let scratch = tempfile::tempdir().unwrap();
-        let root = scratch.path().to_path_buf();
-        Harness {
-            dp,
-            _scratch: scratch,
-            root,
-        }
-    }
-
-    fn config(&self, workdir: WorkdirTemplate) -> WorkerConfig {
-        let mut config = WorkerConfig::new(self.dp.environment_id(), workdir);
-        config.environment_key = Some(Credential::environment_key(self.dp.environment_key()));
-        config.max_idle = Some(Duration::from_millis(300));
-        config
-    }
-
-    fn per_session(&self, name: &str) -> WorkdirTemplate {
-        WorkdirTemplate::new(format!("{}/{name}/{{session_id}}", self.root.display()))
-    }
-
-    fn worker(&self, config: WorkerConfig, shutdown: CancellationToken) -> Worker {
-        let cp = ControlPlane::new(ClientConfig::with_base_url(self.dp.base_url())).unwrap();
-        Worker::new(cp, config, Arc::new(NoObserver), shutdown)
-    }
-
-    fn all_work(&self) -> Vec<(String, WorkState, Option<String>, Option<String>)> {
-        let store = self.dp.state().lock();
-        store
-            .work
-            .iter()
-            .map(|(id, r)| {
-                (
-                    id.clone(),
-                    r.item.state,
-                    r.last_heartbeat.clone(),
-                    r.claimed_by.clone(),
-                )
-            })
-            .collect()
-    }
-}
-
-fn failures(report: &ScriptReport) -> String {
-    report
-        .steps
-        .iter()
-        .filter(|s| !s.passed)
-        .map(|s| format!("step {} {} {:?}: {}", s.index, s.step, s.label, s.detail))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn script(json: serde_json::Value) -> Script {
-    Script::from_json(&json.to_string(), "test").unwrap()
-}
-
-fn ttl(secs: u64) -> Config {
-    Config {
-        default_ttl: Duration::from_secs(secs),
-        ..Config::default()
-    }
-}
 
 /// Claims until something comes back, then serves it (if it is an item).
 async fn claim_and_serve(w: &Worker) -> ItemOutcome {
@@ -112,27 +40,6 @@ async fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     })
     .await;
     assert!(waited.is_ok(), "gave up waiting for {what}");
-}
-
-/// Whether a process whose command line contains `needle` is alive.
-fn process_running(needle: &str) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    dir.flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .map(|c| {
-                String::from_utf8_lossy(&c)
-                    .replace('\0', " ")
-                    .contains(needle)
-            })
-            .unwrap_or(false)
-    })
-}
-
-/// A `sleep` whose command line is unique to this test process and call site.
-fn marker(secs: u32, tag: u32) -> String {
-    format!("sleep {secs}.{}{tag}", std::process::id())
 }
 
 // ---------------------------------------------------------------- C1
@@ -160,7 +67,7 @@ async fn c1_ack_409_runs_nothing_and_leaves_the_item_to_its_taker() {
         ]
     }));
     let shutdown = CancellationToken::new();
-    let w = h.worker(h.config(h.per_session("c1")), shutdown.clone());
+    let w = h.worker_with(h.config(h.per_session("c1")), shutdown.clone());
     let test = async {
         // The first claim loses the ack race: a rival acknowledged the item just before.
         let claim = tokio::time::timeout(GUARD, async {
@@ -244,7 +151,7 @@ async fn c2_ack_404_runs_nothing_and_the_loop_keeps_serving() {
         ]
     }));
     let shutdown = CancellationToken::new();
-    let w = h.worker(h.config(h.per_session("c2")), shutdown.clone());
+    let w = h.worker_with(h.config(h.per_session("c2")), shutdown.clone());
     let poller = tokio::spawn({
         let w = w.clone();
         async move { w.poll_forever(1).await }
@@ -271,7 +178,7 @@ async fn c2_poll_404_for_an_unknown_environment_ends_the_loop_without_running_an
     h.dp.create_session(&SessionSpec::default()).unwrap();
     let mut config = h.config(h.per_session("c2p"));
     config.environment_id = "env_does_not_exist".into();
-    let w = h.worker(config, CancellationToken::new());
+    let w = h.worker_with(config, CancellationToken::new());
     let got = tokio::time::timeout(GUARD, w.poll_forever(1))
         .await
         .unwrap();
@@ -292,7 +199,7 @@ async fn c3_a_bad_key_stops_the_loop_promptly_and_never_shows_the_key() {
     let bad = "sk-ant-oat01-revoked-canary-c3-0123456789";
     let mut config = h.config(h.per_session("c3"));
     config.environment_key = Some(Credential::environment_key(bad));
-    let w = h.worker(config, CancellationToken::new());
+    let w = h.worker_with(config, CancellationToken::new());
     // "Promptly": the first answer ends the loop; no backoff, no retry.
     let got = tokio::time::timeout(GUARD, w.poll_forever(1))
         .await
@@ -337,7 +244,7 @@ async fn c4_heartbeat_5xx_within_the_ttl_keeps_the_session_running() {
         min_interval: Duration::from_millis(250),
         ..LeaseConfig::default()
     };
-    let w = h.worker(config, CancellationToken::new());
+    let w = h.worker_with(config, CancellationToken::new());
     let served = tokio::spawn(async move { claim_and_serve(&w).await });
     let (report, ()) = tokio::join!(h.dp.run_script(&s), async {
         wait_for("the call to start", || process_running(&sleep)).await;
@@ -373,7 +280,7 @@ async fn c5_a_heartbeat_answer_lost_after_commit_means_the_lease_is_lost() {
              "expect": {"no_result_within_ms": 6000}},
         ]
     }));
-    let w = h.worker(h.config(h.per_session("c5")), CancellationToken::new());
+    let w = h.worker_with(h.config(h.per_session("c5")), CancellationToken::new());
     let served = tokio::spawn(async move { claim_and_serve(&w).await });
     let (report, ()) = tokio::join!(h.dp.run_script(&s), async {
         wait_for("the call to start", || process_running(&sleep)).await;
@@ -429,7 +336,7 @@ async fn one_sessions_slow_tool_never_delays_another_sessions_calls_or_heartbeat
         ]
     }));
     let shutdown = CancellationToken::new();
-    let w = h.worker(h.config(h.per_session("iso")), shutdown.clone());
+    let w = h.worker_with(h.config(h.per_session("iso")), shutdown.clone());
     let poller = tokio::spawn({
         let w = w.clone();
         async move { w.poll_forever(2).await }
@@ -523,7 +430,7 @@ async fn skills_are_installed_runnable_hostile_ones_skipped_and_all_removed_at_t
         ]
     }));
     let shutdown = CancellationToken::new();
-    let w = h.worker(
+    let w = h.worker_with(
         h.config(WorkdirTemplate::new(ws.to_str().unwrap())),
         shutdown.clone(),
     );
@@ -571,7 +478,7 @@ async fn a_new_worker_never_reruns_calls_answered_in_the_history() {
 
     // First item: one call, answered, then the turn ends and the worker lets go.
     h.dp.emit(&sid, call("a")).unwrap();
-    let first = h.worker(h.config(h.per_session("first")), CancellationToken::new());
+    let first = h.worker_with(h.config(h.per_session("first")), CancellationToken::new());
     let served = tokio::spawn(async move { claim_and_serve(&first).await });
     wait_for("a's result", answered(1)).await;
     h.dp.emit(&sid, idle.clone()).unwrap();
@@ -587,7 +494,7 @@ async fn a_new_worker_never_reruns_calls_answered_in_the_history() {
     }
     h.dp.state().queue_changed.notify_waiters();
     h.dp.emit(&sid, call("b")).unwrap();
-    let second = h.worker(h.config(h.per_session("second")), CancellationToken::new());
+    let second = h.worker_with(h.config(h.per_session("second")), CancellationToken::new());
     let served = tokio::spawn(async move { claim_and_serve(&second).await });
     wait_for("b's result", answered(2)).await;
     h.dp.emit(&sid, idle).unwrap();

@@ -5,83 +5,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use hands_client::{ClientConfig, ControlPlane, Credential};
-use hands_devplane::{Config, DevPlane, Faults, Script, ScriptReport};
-use hands_worker::{ItemEnd, NoObserver, Resume, RunEnd, WorkdirTemplate, Worker, WorkerConfig};
+use hands_devplane::{Config, Faults, Script};
+use hands_worker::{ItemEnd, Resume, RunEnd};
 use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::{Harness, failures, marker, process_running, script, ttl};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-struct Harness {
-    dp: DevPlane,
-    _scratch: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Harness {
-    async fn start(config: Config) -> Harness {
-        let dp = DevPlane::start(config, "127.0.0.1:0").await.unwrap();
-        let scratch = tempfile::tempdir().unwrap();
-        let root = scratch.path().to_path_buf();
-        Harness {
-            dp,
-            _scratch: scratch,
-            root,
-        }
-    }
-
-    fn worker(&self, name: &str, shutdown: CancellationToken) -> Worker {
-        let cp = ControlPlane::new(ClientConfig::with_base_url(self.dp.base_url())).unwrap();
-        let template =
-            WorkdirTemplate::new(format!("{}/{name}/{{session_id}}", self.root.display()));
-        let mut config = WorkerConfig::new(self.dp.environment_id(), template);
-        config.environment_key = Some(Credential::environment_key(self.dp.environment_key()));
-        config.max_idle = Some(Duration::from_millis(300));
-        Worker::new(cp, config, Arc::new(NoObserver), shutdown)
-    }
-
-    /// Plays `script` with `workers` pollers running; returns the report after they stopped.
-    async fn play(&self, script: &Script, workers: usize) -> ScriptReport {
-        let shutdown = CancellationToken::new();
-        let mut pollers = Vec::new();
-        for i in 0..workers {
-            let w = self.worker(&format!("w{i}"), shutdown.clone());
-            pollers.push(tokio::spawn(async move { w.poll_forever(4).await }));
-        }
-        let report = self.dp.run_script(script).await;
-        shutdown.cancel();
-        for p in pollers {
-            p.await.unwrap().unwrap();
-        }
-        report
-    }
-}
-
-fn failures(report: &ScriptReport) -> String {
-    report
-        .steps
-        .iter()
-        .filter(|s| !s.passed)
-        .map(|s| format!("step {} {} {:?}: {}", s.index, s.step, s.label, s.detail))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn script(json: serde_json::Value) -> Script {
-    Script::from_json(&json.to_string(), "test").unwrap()
-}
-
-fn short_lease() -> Config {
-    Config {
-        // A 2 s TTL makes the worker heartbeat every second, so stops and 412s are seen fast.
-        default_ttl: Duration::from_secs(2),
-        ..Config::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -170,12 +105,12 @@ async fn c8_reset_after_commit_counts_as_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn c11_stop_mid_tool_kills_it_posts_an_error_and_stops_the_item() {
-    let h = Harness::start(short_lease()).await;
-    let marker = format!("sleep 100.{}", std::process::id());
+    let h = Harness::start(ttl(2)).await;
+    let sleep = marker(100, 11);
     let s = script(serde_json::json!({
         "name": "stopped",
         "steps": [
-            {"step": "tool_use", "label": "long", "name": "bash", "input": {"command": marker},
+            {"step": "tool_use", "label": "long", "name": "bash", "input": {"command": sleep},
              "expect": {"is_error": true}},
         ]
     }));
@@ -190,11 +125,12 @@ async fn c11_stop_mid_tool_kills_it_posts_an_error_and_stops_the_item() {
         let env = h.dp.environment_id().to_owned();
         let key = Credential::environment_key(h.dp.environment_key());
         let dp_state = h.dp.state().clone();
+        let sleep = sleep.clone();
         tokio::spawn(async move {
             // Wait for the call to be running, then ask for a graceful stop like ops tooling.
             for _ in 0..100 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                if process_running(&marker_text()) {
+                if process_running(&sleep) {
                     break;
                 }
             }
@@ -207,9 +143,6 @@ async fn c11_stop_mid_tool_kills_it_posts_an_error_and_stops_the_item() {
                 .unwrap();
         })
     };
-    fn marker_text() -> String {
-        format!("sleep 100.{}", std::process::id())
-    }
     let report = h.dp.run_script(&s).await;
     stopper.await.unwrap();
     assert!(report.passed, "{}", failures(&report));
@@ -227,23 +160,20 @@ async fn c11_stop_mid_tool_kills_it_posts_an_error_and_stops_the_item() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        !process_running(&marker_text()),
-        "the stopped command survived"
-    );
+    assert!(!process_running(&sleep), "the stopped command survived");
     shutdown.cancel();
     poller.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn c10_lease_lost_kills_the_tool_posts_nothing_and_leaves_the_item() {
-    let mut config = short_lease();
+    let mut config = ttl(2);
     config.faults = Faults {
         heartbeat_412_at: Some(3),
         ..Faults::default()
     };
     let h = Harness::start(config).await;
-    let marker = format!("sleep 200.{}", std::process::id());
+    let marker = marker(200, 10);
     let s = script(serde_json::json!({
         "name": "lease-lost",
         "steps": [
@@ -328,22 +258,6 @@ async fn c16_sse_drops_are_reconciled_without_running_anything_twice() {
     let report = h.play(&s, 1).await;
     assert!(report.passed, "{}", failures(&report));
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "0\n1\n2\n3\n4\n5\n");
-}
-
-/// Whether a process whose command line contains `needle` is alive.
-fn process_running(needle: &str) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    dir.flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .map(|c| {
-                String::from_utf8_lossy(&c)
-                    .replace('\0', " ")
-                    .contains(needle)
-            })
-            .unwrap_or(false)
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
