@@ -1,0 +1,188 @@
+//! Per-session proxy credentials: who is asking, so one session can never use another's grants.
+//!
+//! Each session gets `http://SESSION:TOKEN@127.0.0.1:PORT` in its tool environment; the proxy
+//! accepts a request only with a `Proxy-Authorization: Basic` pair that matches a live session.
+//! The token is 256 random bits, compared in constant time, and forgotten when the session ends.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
+/// The live sessions the proxy serves.
+#[derive(Default)]
+pub struct SessionRegistry {
+    sessions: RwLock<HashMap<String, Arc<SessionEntry>>>,
+}
+
+/// One registered session, as the proxy sees it.
+pub struct SessionEntry {
+    pub session_id: String,
+    token: SecretString,
+    /// The tool call running now, for the audit log.
+    tool_call: Mutex<Option<String>>,
+}
+
+/// What the worker hands to one session's tool environment.
+pub struct SessionGrant {
+    pub session_id: String,
+    token: SecretString,
+}
+
+/// A session id that cannot be a proxy user name.
+#[derive(Debug, thiserror::Error)]
+#[error("session id {0:?} cannot be a proxy user name (letters, digits, '_' and '-' only)")]
+pub struct BadSessionId(pub String);
+
+impl SessionRegistry {
+    pub fn new() -> SessionRegistry {
+        SessionRegistry::default()
+    }
+
+    /// Registers a session with a fresh token (replacing any earlier token of that session).
+    pub fn register(&self, session_id: &str) -> Result<SessionGrant, BadSessionId> {
+        if session_id.is_empty()
+            || !session_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(BadSessionId(session_id.to_string()));
+        }
+        let mut bytes = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut bytes);
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let entry = Arc::new(SessionEntry {
+            session_id: session_id.to_string(),
+            token: SecretString::from(token.clone()),
+            tool_call: Mutex::new(None),
+        });
+        self.write().insert(session_id.to_string(), entry);
+        Ok(SessionGrant {
+            session_id: session_id.to_string(),
+            token: SecretString::from(token),
+        })
+    }
+
+    /// Forgets a session: its credential stops working at once.
+    pub fn remove(&self, session_id: &str) {
+        self.write().remove(session_id);
+    }
+
+    /// Names the tool call a session is running, for the audit log (`None` between calls).
+    pub fn set_tool_call(&self, session_id: &str, tool_call: Option<&str>) {
+        if let Some(entry) = self.read().get(session_id)
+            && let Ok(mut slot) = entry.tool_call.lock()
+        {
+            *slot = tool_call.map(str::to_string);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The session a `Proxy-Authorization` value belongs to, if any.
+    pub fn authenticate(&self, header: Option<&http::HeaderValue>) -> Option<Arc<SessionEntry>> {
+        let value = header?.to_str().ok()?;
+        let (scheme, encoded) = value.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = STANDARD.decode(encoded.trim()).ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (user, token) = decoded.split_once(':')?;
+        let entry = self.read().get(user).cloned()?;
+        let expected = entry.token.expose_secret().as_bytes();
+        bool::from(expected.ct_eq(token.as_bytes())).then_some(entry)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<SessionEntry>>> {
+        self.sessions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<SessionEntry>>> {
+        self.sessions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl SessionEntry {
+    pub fn tool_call(&self) -> Option<String> {
+        self.tool_call.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+impl SessionGrant {
+    /// The proxy URL with this session's credential, for `HTTP_PROXY` and friends.
+    pub fn proxy_url(&self, proxy: SocketAddr) -> SecretString {
+        SecretString::from(format!(
+            "http://{}:{}@{proxy}",
+            self.session_id,
+            self.token.expose_secret()
+        ))
+    }
+
+    /// The `Proxy-Authorization` value for clients that take the header itself.
+    pub fn proxy_authorization(&self) -> SecretString {
+        let pair = format!("{}:{}", self.session_id, self.token.expose_secret());
+        SecretString::from(format!("Basic {}", STANDARD.encode(pair)))
+    }
+}
+
+impl std::fmt::Debug for SessionGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionGrant")
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn header(s: &SecretString) -> http::HeaderValue {
+        http::HeaderValue::from_str(s.expose_secret()).unwrap()
+    }
+
+    #[test]
+    fn own_credential_only() {
+        let reg = SessionRegistry::new();
+        let a = reg.register("sesn_a").unwrap();
+        let b = reg.register("sesn_b").unwrap();
+        assert_eq!(
+            reg.authenticate(Some(&header(&a.proxy_authorization())))
+                .unwrap()
+                .session_id,
+            "sesn_a"
+        );
+        // a's name with b's token
+        let b_token = b.token.expose_secret().to_string();
+        let forged = format!("Basic {}", STANDARD.encode(format!("sesn_a:{b_token}")));
+        assert!(
+            reg.authenticate(Some(&http::HeaderValue::from_str(&forged).unwrap()))
+                .is_none()
+        );
+        assert!(reg.authenticate(None).is_none());
+        reg.remove("sesn_b");
+        assert!(
+            reg.authenticate(Some(&header(&b.proxy_authorization())))
+                .is_none(),
+            "removed"
+        );
+        assert!(reg.register("a:b").is_err());
+        assert!(!format!("{a:?}").contains(a.token.expose_secret()));
+    }
+}

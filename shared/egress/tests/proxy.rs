@@ -1,0 +1,507 @@
+//! The proxy end to end, with real clients (git, curl) as child processes that get only what a
+//! session's tool environment would: the proxy URL with their credential and the CA bundle.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
+use hands_egress::{EgressConfig, EgressProxy, Policy, Resolver, StaticSecrets, UpstreamRoots};
+use secrecy::ExposeSecret;
+use support::{TestCa, Upstream, start_upstream};
+
+const POLICY: &str = r#"
+[[rule]]
+host = "git.test"
+private = true
+action = "inject"
+basic_auth = { username = "x-access-token", password = "{secret:git_token}" }
+
+[[rule]]
+host = "echo.test"
+private = true
+action = "inject"
+headers = { Authorization = "Bearer {secret:git_token}" }
+
+[[rule]]
+host = "tunnel.test"
+private = true
+action = "allow"
+
+[[rule]]
+host = "plain.test"
+private = true
+action = "allow"
+
+[[rule]]
+host = "metadata.test"
+private = true
+action = "allow"
+
+[[rule]]
+host = "metadata6.test"
+private = true
+action = "allow"
+
+[[rule]]
+host = "*.example.com"
+action = "allow"
+"#;
+
+struct Harness {
+    dir: tempfile::TempDir,
+    canary: String,
+    upstream_ca: TestCa,
+    tls_upstream: Upstream,
+    plain_upstream: Upstream,
+    proxy: EgressProxy,
+}
+
+fn loopback() -> Vec<IpAddr> {
+    vec!["127.0.0.1".parse().unwrap()]
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let canary = format!("canary{:032x}", rand_u128());
+        let upstream_ca = TestCa::new(dir.path());
+        let repos = dir.path().join("srv");
+        std::fs::create_dir_all(&repos).unwrap();
+        let tls = upstream_ca.server_config(&["git.test", "echo.test", "tunnel.test"]);
+        let tls_upstream = start_upstream(Some(tls), Some(repos), canary.clone()).await;
+        let plain_upstream = start_upstream(None, None, canary.clone()).await;
+        let resolver = Resolver::system()
+            .pin("git.test", loopback())
+            .pin("echo.test", loopback())
+            .pin("tunnel.test", loopback())
+            .pin("plain.test", loopback())
+            .pin("rebind.example.com", loopback())
+            .pin("metadata.test", vec!["169.254.169.254".parse().unwrap()])
+            .pin("metadata6.test", vec!["fd00:ec2::254".parse().unwrap()]);
+        let config = EgressConfig {
+            policy: Policy::parse(POLICY, "test-policy.toml").unwrap(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            upstream_roots: UpstreamRoots::Only(upstream_ca.pem_path.clone()),
+            resolver,
+            bundle_dir: dir.path().join("egress-ca"),
+        };
+        // The secret lives only in this process's memory (not in its environment), so scanning
+        // every /proc/*/environ for it means something.
+        let secrets = StaticSecrets::new().with("git_token", &canary);
+        let proxy = EgressProxy::start(config, &secrets).await.unwrap();
+        Harness {
+            dir,
+            canary,
+            upstream_ca,
+            tls_upstream,
+            plain_upstream,
+            proxy,
+        }
+    }
+
+    fn tls_port(&self) -> u16 {
+        self.tls_upstream.addr.port()
+    }
+
+    /// A command with a cleared environment plus one session's tool environment.
+    fn tool_command(&self, program: &str, session: &str, home: &Path) -> Command {
+        let grant = self.proxy.sessions().register(session).unwrap();
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .env("HOME", home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_AUTHOR_NAME", "agent")
+            .env("GIT_AUTHOR_EMAIL", "agent@example.com")
+            .env("GIT_COMMITTER_NAME", "agent")
+            .env("GIT_COMMITTER_EMAIL", "agent@example.com");
+        for (k, v) in self.proxy.tool_env(&grant) {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// curl through the proxy as session `session`; returns (HTTP status, headers + body).
+    fn curl(&self, session: &str, url: &str, extra: &[&str]) -> (String, String) {
+        let home = self.dir.path().join(format!("home-{session}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let out = self
+            .tool_command("curl", session, &home)
+            .args(["-sS", "-i", "--max-time", "20", "-w", "\n%{http_code}"])
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", "000"));
+        (
+            code.to_string(),
+            format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+}
+
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let a = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u128;
+    let b = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u128;
+    (a << 64) | b
+}
+
+fn git(h: &Harness, session: &str, home: &Path, cwd: &Path, args: &[&str]) -> String {
+    let out = h
+        .tool_command("git", session, home)
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "git {args:?} failed: {text}");
+    text
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_clone_commit_push_with_the_token_nowhere_in_the_sandbox() {
+    let h = Harness::new().await;
+    let bare = h.dir.path().join("srv/repo.git");
+    let status = Command::new("git")
+        .args(["init", "--quiet", "--bare", "-b", "main"])
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(&bare)
+        .args(["config", "http.receivepack", "true"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let home = h.dir.path().join("home");
+    let work = h.dir.path().join("work");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let url = format!("https://git.test:{}/git/repo.git", h.tls_port());
+    let (s, w) = ("sesn_git", work.as_path());
+    let h2 = &h;
+    let run = move |cwd: PathBuf, args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        git(h2, s, &home, &cwd, &args)
+    };
+    let clone_dir = w.join("clone");
+    run(
+        w.to_path_buf(),
+        vec!["clone".into(), url.clone(), "clone".into()],
+    );
+    std::fs::write(clone_dir.join("hello.txt"), "hello from the agent\n").unwrap();
+    run(clone_dir.clone(), vec!["add".into(), "hello.txt".into()]);
+    run(
+        clone_dir.clone(),
+        vec!["commit".into(), "-q".into(), "-m".into(), "first".into()],
+    );
+    run(
+        clone_dir.clone(),
+        vec![
+            "push".into(),
+            "origin".into(),
+            "HEAD:refs/heads/main".into(),
+        ],
+    );
+    // A second clone sees the pushed commit: the push really went through.
+    run(
+        w.to_path_buf(),
+        vec!["clone".into(), url.clone(), "again".into()],
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.join("again/hello.txt")).unwrap(),
+        "hello from the agent\n"
+    );
+
+    // The upstream received the token on every git request (so the checks below can fail).
+    let seen = h.tls_upstream.seen.authorizations.lock().unwrap().clone();
+    assert!(seen.len() >= 4, "{seen:?}");
+    assert!(seen.iter().all(|a| a.starts_with("Basic ")), "{seen:?}");
+
+    // Nothing the sandbox can read holds the token.
+    let canary = h.canary.as_str();
+    let env_out = h
+        .tool_command("env", s, &h.dir.path().join("home"))
+        .output()
+        .unwrap();
+    let env_text = String::from_utf8_lossy(&env_out.stdout);
+    assert!(
+        env_text.contains("HTTPS_PROXY=http://sesn_git:"),
+        "{env_text}"
+    );
+    assert!(!env_text.contains(canary));
+    let config = run(clone_dir.clone(), vec!["config".into(), "-l".into()]);
+    assert!(config.contains("remote.origin.url"), "{config}");
+    assert!(!config.contains(canary), "{config}");
+    let mut environs = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(bytes) = std::fs::read(entry.path().join("environ")) {
+            environs += 1;
+            assert!(
+                memchr::memmem::find(&bytes, canary.as_bytes()).is_none(),
+                "{:?}",
+                entry.path()
+            );
+        }
+    }
+    assert!(environs > 0);
+    let mut bundle_files = 0;
+    for f in files_under(h.proxy.ca_bundle().parent().unwrap()) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        bundle_files += 1;
+        assert!(!text.contains(canary), "{f:?}");
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "the CA key must never be written: {f:?}"
+        );
+    }
+    assert!(bundle_files >= 1);
+    let home = h.dir.path().join("home");
+    assert!(!home.join(".git-credentials").exists());
+    for f in files_under(&home).into_iter().chain(files_under(&work)) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            memchr::memmem::find(&bytes, canary.as_bytes()).is_none(),
+            "{f:?}"
+        );
+    }
+    let m = h.proxy.metrics();
+    assert!(m.requests_injected.load(Ordering::Relaxed) >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_echoes_the_secret_hands_back_none_of_it() {
+    let h = Harness::new().await;
+    let (code, text) = h.curl(
+        "sesn_echo",
+        &format!("https://echo.test:{}/echo", h.tls_port()),
+        &[],
+    );
+    assert_eq!(code, "200", "{text}");
+    let seen = h.tls_upstream.seen.authorizations.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![format!("Bearer {}", h.canary)],
+        "the upstream got the injected header"
+    );
+    assert!(!text.contains(&h.canary), "{text}");
+    assert!(
+        text.contains("x-echo-authorization: [secret removed by hands egress proxy]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nauthorization: [secret removed by hands egress proxy]"),
+        "{text}"
+    );
+    assert!(h.proxy.metrics().secrets_stripped.load(Ordering::Relaxed) >= 1);
+
+    // The client's own Authorization is replaced, not forwarded beside ours.
+    let (code, _) = h.curl(
+        "sesn_echo",
+        &format!("https://echo.test:{}/echo", h.tls_port()),
+        &["-H", "Authorization: Bearer mine"],
+    );
+    assert_eq!(code, "200");
+    let seen = h.tls_upstream.seen.authorizations.lock().unwrap().clone();
+    assert_eq!(seen.last().unwrap(), &format!("Bearer {}", h.canary));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_host_gets_403_with_a_sentence() {
+    let h = Harness::new().await;
+    // https: answered inside the tunnel so curl shows the sentence
+    let (code, text) = h.curl("sesn_deny", "https://api.nowhere.test/v1/x", &[]);
+    assert_eq!(code, "403", "{text}");
+    assert!(
+        text.contains("egress to api.nowhere.test is not allowed by this environment's policy"),
+        "{text}"
+    );
+    // plain http
+    let (code, text) = h.curl("sesn_deny", "http://api.nowhere.test/v1/x", &[]);
+    assert_eq!(code, "403", "{text}");
+    assert!(
+        text.contains("egress to api.nowhere.test is not allowed by this environment's policy"),
+        "{text}"
+    );
+    assert_eq!(
+        h.proxy.metrics().denied_by_policy.load(Ordering::Relaxed),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_and_names_resolving_to_loopback_are_refused() {
+    let h = Harness::new().await;
+    for (url, needle) in [
+        // allowed by `*.example.com`, but resolves to 127.0.0.1
+        (
+            "https://rebind.example.com/",
+            "it resolves to a loopback address (127.0.0.1)",
+        ),
+        (
+            "http://rebind.example.com/",
+            "it resolves to a loopback address (127.0.0.1)",
+        ),
+        // an exact rule with private = true still cannot reach metadata by name
+        (
+            "http://metadata.test/latest/meta-data/",
+            "it resolves to a cloud metadata address (169.254.169.254)",
+        ),
+        (
+            "https://metadata6.test/",
+            "it resolves to a cloud metadata address (fd00:ec2::254)",
+        ),
+        // the IP itself: no rule names it
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "egress to 169.254.169.254 is not allowed by this environment's policy",
+        ),
+    ] {
+        let (code, text) = h.curl("sesn_ssrf", url, &[]);
+        assert_eq!(code, "403", "{url}: {text}");
+        assert!(text.contains(needle), "{url}: {text}");
+    }
+    assert_eq!(h.proxy.metrics().refused_address.load(Ordering::Relaxed), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_and_plain_http_for_allowed_hosts() {
+    let h = Harness::new().await;
+    // No interception: the client verifies the upstream's own certificate.
+    let ca = h.upstream_ca.pem_path.display().to_string();
+    let (code, text) = h.curl(
+        "sesn_t",
+        &format!("https://tunnel.test:{}/echo", h.tls_port()),
+        &["--cacert", &ca],
+    );
+    assert_eq!(code, "200", "{text}");
+    assert!(
+        text.contains(&format!("host: tunnel.test:{}", h.tls_port())),
+        "{text}"
+    );
+    assert_eq!(h.proxy.metrics().tunnels.load(Ordering::Relaxed), 1);
+    let (code, text) = h.curl(
+        "sesn_t",
+        &format!("http://plain.test:{}/echo", h.plain_upstream.addr.port()),
+        &[],
+    );
+    assert_eq!(code, "200", "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("proxy-authorization"),
+        "the credential is not forwarded: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cannot_use_another_sessions_credential() {
+    let h = Harness::new().await;
+    let a = h.proxy.sessions().register("sesn_a").unwrap();
+    let b = h.proxy.sessions().register("sesn_b").unwrap();
+    let b_url = b.proxy_url(h.proxy.addr());
+    let b_token = b_url
+        .expose_secret()
+        .rsplit_once('@')
+        .unwrap()
+        .0
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    let target = format!("http://plain.test:{}/echo", h.plain_upstream.addr.port());
+    let try_with = |proxy_url: &str| {
+        let out = Command::new("curl")
+            .env_clear()
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--proxy",
+                proxy_url,
+                &target,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let port = h.proxy.addr().port();
+    assert_eq!(try_with(a.proxy_url(h.proxy.addr()).expose_secret()), "200");
+    assert_eq!(
+        try_with(&format!("http://sesn_a:{b_token}@127.0.0.1:{port}")),
+        "407"
+    );
+    assert_eq!(try_with(&format!("http://127.0.0.1:{port}")), "407");
+    h.proxy.sessions().remove("sesn_b");
+    assert_eq!(
+        try_with(b_url.expose_secret()),
+        "407",
+        "a finished session's credential is dead"
+    );
+    assert_eq!(
+        h.proxy.metrics().proxy_auth_failed.load(Ordering::Relaxed),
+        3
+    );
+}
+
+#[tokio::test]
+async fn policy_errors_point_at_the_line() {
+    let text = "[[rule]]\nhost = \"github.com\"\naction = \"inject\"\nheaders = { Authorization = \"Bearer {secret:gh\" }\n";
+    let e = Policy::parse(text, "policy.toml").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "policy.toml:4:11: header \"Authorization\": unterminated {secret:NAME} placeholder"
+    );
+    // and a missing secret stops the proxy from starting, naming the variables to set
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[[rule]]\nhost = \"github.com\"\naction = \"inject\"\nheaders = { Authorization = \"Bearer {secret:gh}\" }\n";
+    let config = EgressConfig {
+        policy: Policy::parse(text, "p").unwrap(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream_roots: UpstreamRoots::Webpki,
+        resolver: Resolver::system(),
+        bundle_dir: dir.path().to_path_buf(),
+    };
+    let err = EgressProxy::start(config, &StaticSecrets::new())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "secret \"gh\" is not set: set GH or GH_FILE in the worker's environment"
+    );
+}
