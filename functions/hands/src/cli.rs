@@ -41,6 +41,8 @@ pub enum Command {
     Stats(crate::work_cmds::StatsArgs),
     /// Run devplane, the local control-plane emulator with its scripted agent.
     Devplane(hands_devplane::cli::DevplaneArgs),
+    /// Check an egress policy, or ask what it does with a request.
+    Egress(crate::egress_cmd::EgressArgs),
 }
 
 /// Logs go to stderr so stdout stays machine-readable (devplane prints one JSON line there,
@@ -68,7 +70,10 @@ fn verdict(passed: bool) -> ExitCode {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The demo's transcript is the output; logs only when something is wrong.
-    let default_level = if matches!(cli.command, Command::Dev(_) | Command::Verify(_)) {
+    let default_level = if matches!(
+        cli.command,
+        Command::Dev(_) | Command::Verify(_) | Command::Egress(_)
+    ) {
         "warn"
     } else {
         "info"
@@ -85,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(args) => Ok(verdict(crate::verify_cmd::run(args)?)),
+        Command::Egress(args) => Ok(verdict(crate::egress_cmd::run(args).await?)),
         Command::Run(args) => Ok(verdict(crate::work_cmds::run(args).await?)),
         Command::Stats(args) => {
             crate::work_cmds::stats(args).await?;

@@ -2,6 +2,7 @@
 
 mod cli;
 mod dev;
+mod egress_cmd;
 mod serve;
 mod signals;
 mod verify_cmd;

@@ -6,6 +6,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::policy::{HostPattern, Rule};
+
 /// What kind of destination an address is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddressClass {
@@ -30,6 +32,18 @@ const METADATA: &[IpAddr] = &[
     IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)),
     IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0023)),
 ];
+
+/// Whether `rule` lets a request reach `ip`: public always; internal only with `private`;
+/// metadata only when the rule's host is that very address. The error describes the address.
+pub fn rule_permits(rule: &Rule, ip: IpAddr) -> Result<(), &'static str> {
+    match classify(ip) {
+        AddressClass::Public => Ok(()),
+        AddressClass::Internal(_) if rule.private => Ok(()),
+        AddressClass::Internal(class) => Err(class),
+        AddressClass::Metadata if rule.host == HostPattern::Ip(ip) => Ok(()),
+        AddressClass::Metadata => Err("a cloud metadata address"),
+    }
+}
 
 pub fn classify(ip: IpAddr) -> AddressClass {
     // IPv4 carried inside IPv6 (mapped, compatible, NAT64) is judged as the IPv4 it reaches.

@@ -16,6 +16,7 @@
 pub mod address;
 pub mod audit;
 pub mod ca;
+pub mod explain;
 pub mod policy;
 pub mod proxy;
 pub mod redact;

@@ -25,12 +25,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::address::{AddressClass, classify};
 use crate::audit::{AuditRecord, EgressMetrics};
 use crate::ca::{CaError, WorkerCa};
 use crate::policy::{
-    Action, ConnectVerdict, HostPattern, Piece, Policy, RequestFacts, Rule, Template, Verdict,
-    is_hop_by_hop, normalize_host,
+    Action, ConnectVerdict, Piece, Policy, RequestFacts, Rule, Template, Verdict, is_hop_by_hop,
+    normalize_host,
 };
 use crate::redact::{MIN_SECRET_LEN, Needles, Redactor};
 use crate::resolve::Resolver;
@@ -426,19 +425,8 @@ impl Refusal {
     }
 }
 
-/// Whether `rule` lets a request reach `ip`: public always; internal only with `private`;
-/// metadata only when the rule's host is that very address.
 fn rule_permits(rule: &Rule, ip: IpAddr) -> Result<(), Refusal> {
-    match classify(ip) {
-        AddressClass::Public => Ok(()),
-        AddressClass::Internal(_) if rule.private => Ok(()),
-        AddressClass::Internal(class) => Err(Refusal::Address { class, ip }),
-        AddressClass::Metadata if rule.host == HostPattern::Ip(ip) => Ok(()),
-        AddressClass::Metadata => Err(Refusal::Address {
-            class: "a cloud metadata address",
-            ip,
-        }),
-    }
+    crate::address::rule_permits(rule, ip).map_err(|class| Refusal::Address { class, ip })
 }
 
 /// Resolves and returns the first address the rule permits; the caller connects to exactly it.

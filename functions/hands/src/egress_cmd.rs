@@ -1,0 +1,87 @@
+//! `hands egress check POLICY` and `hands egress test POLICY URL`: the operator's view of an
+//! egress policy, without starting a proxy or touching a secret.
+
+use std::path::PathBuf;
+
+use hands_egress::explain::{explain, summary};
+use hands_egress::{Policy, Resolver};
+
+#[derive(Debug, clap::Args)]
+pub struct EgressArgs {
+    #[command(subcommand)]
+    pub command: EgressCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum EgressCommand {
+    /// Validate a policy file and list its rules; an error names the line (exit 1).
+    Check {
+        /// The policy TOML file.
+        policy: PathBuf,
+    },
+    /// Say what the proxy would do with one request (exit 0 if it would go out, 1 if not).
+    Test {
+        /// The policy TOML file.
+        policy: PathBuf,
+        /// The request URL (http:// or https://).
+        url: String,
+        /// The request method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Do not resolve the host (skip the private/loopback/metadata address check).
+        #[arg(long)]
+        no_resolve: bool,
+    },
+}
+
+/// Prints the answer; `Ok(false)` for an invalid policy or a request that would be refused.
+pub async fn run(args: EgressArgs) -> anyhow::Result<bool> {
+    match args.command {
+        EgressCommand::Check { policy } => {
+            let p = match Policy::load(&policy) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(false);
+                }
+            };
+            let secrets = p.secret_names();
+            println!(
+                "{}: {} rule(s), first match wins, anything else denied; secrets used: {}",
+                policy.display(),
+                p.rules().len(),
+                if secrets.is_empty() {
+                    "none".to_string()
+                } else {
+                    secrets.join(", ")
+                }
+            );
+            for line in summary(&p) {
+                println!("  {line}");
+            }
+            Ok(true)
+        }
+        EgressCommand::Test {
+            policy,
+            url,
+            method,
+            no_resolve,
+        } => {
+            let p = match Policy::load(&policy) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(false);
+                }
+            };
+            let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                .map_err(|_| anyhow::anyhow!("{method:?} is not an HTTP method"))?;
+            let resolver = Resolver::system();
+            let e = explain(&p, &method, &url, (!no_resolve).then_some(&resolver))
+                .await
+                .map_err(anyhow::Error::msg)?;
+            print!("{e}");
+            Ok(e.goes_out)
+        }
+    }
+}

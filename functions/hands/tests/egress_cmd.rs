@@ -1,0 +1,86 @@
+//! `hands egress check` and `hands egress test` as an operator runs them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn hands(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hands"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn example() -> String {
+    format!(
+        "{}/../../events/egress-policy.example.toml",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn check_lists_rules_and_points_at_a_bad_line() {
+    let (code, out, _) = hands(&["egress", "check", &example()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("secrets used: github_token, internal_api_token"),
+        "{out}"
+    );
+    assert!(
+        out.contains("line  10: inject  github.com -> authorization (basic)"),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("policy.toml");
+    std::fs::write(&bad, "[[rule]]\nhost = \"a.com\"\naction = \"allow\"\n\n[[rule]]\nhost = \"*.b.com\"\nprivate = true\naction = \"allow\"\n").unwrap();
+    let (code, _, err) = hands(&["egress", "check", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("policy.toml:7:11: `private = true` needs an exact host"),
+        "{err}"
+    );
+}
+
+#[test]
+fn test_says_what_happens_to_a_request() {
+    let (code, out, _) = hands(&[
+        "egress",
+        "test",
+        &example(),
+        "https://github.com/o/r.git/info/refs",
+        "--no-resolve",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("rule: line 10 injects authorization (basic) (secret github_token)"),
+        "{out}"
+    );
+    let (code, out, _) = hands(&[
+        "egress",
+        "test",
+        &example(),
+        "http://169.254.169.254/latest/meta-data/",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "refused: 403 \"egress to 169.254.169.254 is not allowed by this environment's policy\""
+        ),
+        "{out}"
+    );
+    let (code, out, _) = hands(&[
+        "egress",
+        "test",
+        &example(),
+        "https://api.internal.example.com/v1/x",
+        "--method",
+        "DELETE",
+        "--no-resolve",
+    ]);
+    assert_eq!(code, 1, "{out}");
+}
