@@ -1,0 +1,124 @@
+//! `*_FILE`: a secret read from a file, the way container orchestrators mount them.
+
+use std::io::Read as _;
+use std::path::Path;
+
+use crate::error::SecretError;
+use crate::value::SecretValue;
+
+/// The largest secret accepted, from a file or AWS: Secrets Manager's own limit (64 KiB). A
+/// bigger file is almost certainly the wrong path, and reading it whole would be a waste.
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// Reads a secret file: at most [`MAX_SECRET_BYTES`], UTF-8, trailing whitespace (the newline
+/// editors and `echo` add) trimmed. A file other users may read is accepted with a warning:
+/// Kubernetes and Docker mount secrets world-readable by default, and refusing them would break
+/// the common case; the warning says what to tighten.
+pub fn read_secret_file(var: &str, path: &Path) -> Result<SecretValue, SecretError> {
+    let unreadable = |source| SecretError::FileUnreadable {
+        var: var.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if meta.is_dir() {
+        return Err(unreadable(std::io::Error::other("it is a directory")));
+    }
+    warn_if_world_readable(var, path, &meta);
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() > MAX_SECRET_BYTES {
+        return Err(SecretError::FileTooLarge {
+            var: var.to_owned(),
+            path: path.to_owned(),
+            limit: MAX_SECRET_BYTES,
+        });
+    }
+    let from = format!("file {}", path.display());
+    let text = String::from_utf8(bytes).map_err(|_| SecretError::NotText {
+        var: var.to_owned(),
+        from: from.clone(),
+    })?;
+    crate::value_from_text(var, &from, text)
+}
+
+#[cfg(unix)]
+fn warn_if_world_readable(var: &str, path: &Path, meta: &std::fs::Metadata) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = meta.permissions().mode();
+    if mode & 0o004 != 0 {
+        tracing::warn!(
+            var,
+            path = %path.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "secret file is readable by every user on this host; prefer mode 0400 or 0440 (Kubernetes: defaultMode)"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_world_readable(_: &str, _: &Path, _: &std::fs::Metadata) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_newlines_are_trimmed_and_inner_text_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        std::fs::write(&p, "sk-ant-oat01 abc\r\n\n").unwrap();
+        let v = read_secret_file("K_FILE", &p).unwrap();
+        assert_eq!(v.expose_secret(), "sk-ant-oat01 abc");
+    }
+
+    #[test]
+    fn empty_missing_directory_binary_and_oversized_files_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n  \n").unwrap();
+        let err = read_secret_file("K_FILE", &empty).unwrap_err();
+        assert!(err.is_empty_value(), "{err}");
+        assert!(err.to_string().starts_with("K_FILE: "), "{err}");
+
+        let missing = dir.path().join("missing");
+        let err = read_secret_file("K_FILE", &missing)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("K_FILE") && err.contains("missing") && err.contains("No such file"),
+            "{err}"
+        );
+
+        let err = read_secret_file("K_FILE", dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("directory"), "{err}");
+
+        let binary = dir.path().join("binary");
+        std::fs::write(&binary, [0xff, 0xfe, b'c', b'a', b'n']).unwrap();
+        let err = read_secret_file("K_FILE", &binary).unwrap_err().to_string();
+        assert!(err.contains("not UTF-8"), "{err}");
+
+        let big = dir.path().join("big");
+        std::fs::write(&big, "canary".repeat(MAX_SECRET_BYTES / 6 + 1)).unwrap();
+        let err = read_secret_file("K_FILE", &big).unwrap_err().to_string();
+        assert!(
+            err.contains("larger than 65536 bytes") && !err.contains("canary"),
+            "{err}"
+        );
+
+        // Exactly the limit is fine.
+        std::fs::write(&big, "x".repeat(MAX_SECRET_BYTES)).unwrap();
+        assert_eq!(
+            read_secret_file("K_FILE", &big)
+                .unwrap()
+                .expose_secret()
+                .len(),
+            MAX_SECRET_BYTES
+        );
+    }
+}
