@@ -63,6 +63,12 @@ impl Accepts {
         environment_key: false,
         sessions_token: false,
     };
+    /// Memory stores: the environment key is rejected (§1.1).
+    pub const API_KEY_OR_TOKEN: Accepts = Accepts {
+        api_key: true,
+        environment_key: false,
+        sessions_token: true,
+    };
     pub const API_OR_ENV_KEY: Accepts = Accepts {
         api_key: true,
         environment_key: true,

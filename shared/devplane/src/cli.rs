@@ -142,6 +142,8 @@ impl DevplaneArgs {
                     AckLoss::Taken
                 },
             }),
+            // Scripts set it in their `faults` block.
+            fail_memory_writes: None,
         }
     }
 

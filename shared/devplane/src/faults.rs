@@ -95,6 +95,16 @@ pub struct AckRace {
     pub outcome: AckLoss,
 }
 
+/// Answer the first `count` memory writes (create, update, delete) with `status`, storing
+/// nothing: a flush that meets a failing control plane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailMemoryWrites {
+    pub count: u32,
+    #[serde(default = "default_fail_status")]
+    pub status: u16,
+}
+
 /// What the current heartbeat must suffer, if anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeartbeatFault {
@@ -135,6 +145,8 @@ pub struct Faults {
     pub heartbeat_reset_at: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack_race: Option<AckRace>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_memory_writes: Option<FailMemoryWrites>,
 }
 
 impl Faults {
@@ -156,6 +168,10 @@ impl Faults {
                 .or_else(|| self.fail_heartbeats.clone()),
             heartbeat_reset_at: over.heartbeat_reset_at.or(self.heartbeat_reset_at),
             ack_race: over.ack_race.clone().or_else(|| self.ack_race.clone()),
+            fail_memory_writes: over
+                .fail_memory_writes
+                .clone()
+                .or_else(|| self.fail_memory_writes.clone()),
         }
     }
 }
@@ -169,6 +185,7 @@ pub struct FaultState {
     pub heartbeats_seen: u32,
     pub resets_done: u32,
     pub acks_raced: u32,
+    pub memory_writes_failed: u32,
 }
 
 impl FaultState {
@@ -246,6 +263,16 @@ impl FaultState {
         }
         self.acks_raced += 1;
         Some(r.outcome)
+    }
+
+    /// For a memory write: the status to fail it with, if one is due.
+    pub fn fail_memory_write(&mut self) -> Option<u16> {
+        let f = self.faults.fail_memory_writes.clone()?;
+        if self.memory_writes_failed >= f.count {
+            return None;
+        }
+        self.memory_writes_failed += 1;
+        Some(f.status)
     }
 
     /// For a committed result post: how to lose the answer, if at all.

@@ -2,6 +2,7 @@
 //! `self_hosted` environments (PROTOCOL.md §12), for tests and `hands dev`.
 //!
 //! It serves the work queue, leases, sessions with their event logs and SSE streams, skills,
+//! memory stores,
 //! and sends signed webhooks; a scripted agent drives sessions from JSON scripts
 //! (`events/sessions/`), checks what a worker answers, and writes a report. Fault switches make
 //! it misbehave on purpose. It depends only on `hands-protocol` and must never depend on the
@@ -16,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod faults;
 pub mod ids;
+pub mod memory;
 pub mod query;
 pub mod queue;
 pub mod report;

@@ -18,7 +18,7 @@ use crate::error::{ApiError, DevplaneError};
 use crate::faults::Faults;
 use crate::sessions::{self, SessionSpec};
 use crate::state::{AppState, Counters, Shared};
-use crate::{ids, queue, skills, sse};
+use crate::{ids, memory, queue, skills, sse};
 
 /// Builds the router over `state` (usable without a socket, e.g. with `tower::ServiceExt`).
 pub fn router(state: AppState) -> Router {
@@ -49,6 +49,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/skills/{skill}/versions/{version}/content",
             get(skills::get_content),
+        )
+        .route(
+            "/v1/memory_stores/{store}/memories",
+            get(memory::list).post(memory::create),
+        )
+        .route(
+            "/v1/memory_stores/{store}/memories/{id}",
+            get(memory::retrieve)
+                .post(memory::update)
+                .delete(memory::delete),
         )
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
@@ -237,6 +247,52 @@ impl DevPlane {
 
     pub fn counters(&self) -> Counters {
         self.state.lock().counters.clone()
+    }
+
+    /// Creates or replaces the memory at `path` in a store, as another client would.
+    pub fn put_memory(&self, store_id: &str, path: &str, content: &str) -> memory::MemoryRecord {
+        self.state
+            .lock()
+            .memory_stores
+            .entry(store_id.to_owned())
+            .or_default()
+            .put(path, content)
+    }
+
+    /// Deletes the memory at `path` in a store, as another client would; whether it existed.
+    pub fn remove_memory(&self, store_id: &str, path: &str) -> bool {
+        let mut store = self.state.lock();
+        let Some(mems) = store.memory_stores.get_mut(store_id) else {
+            return false;
+        };
+        let id = mems
+            .memories
+            .values()
+            .find(|m| m.path == path)
+            .map(|m| m.id.clone());
+        id.is_some_and(|id| mems.memories.remove(&id).is_some())
+    }
+
+    /// A store's memories as `{path: content}` (empty for an unknown store).
+    pub fn memories(&self, store_id: &str) -> std::collections::BTreeMap<String, String> {
+        self.state
+            .lock()
+            .memory_stores
+            .get(store_id)
+            .map(memory::MemoryStore::contents)
+            .unwrap_or_default()
+    }
+
+    /// A store's memory records (ids, versions), ordered by path.
+    pub fn memory_records(&self, store_id: &str) -> Vec<memory::MemoryRecord> {
+        let store = self.state.lock();
+        let mut v: Vec<_> = store
+            .memory_stores
+            .get(store_id)
+            .map(|m| m.memories.values().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v
     }
 
     /// Runs a session script to completion and returns its report.

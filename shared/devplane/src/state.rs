@@ -118,6 +118,16 @@ pub struct Counters {
     pub skill_downloads: u64,
     pub webhook_attempts: u64,
     pub webhook_deliveries: u64,
+    pub memory_lists: u64,
+    pub memory_gets: u64,
+    /// Creates and updates that were stored.
+    pub memory_writes: u64,
+    pub memory_deletes: u64,
+    /// Updates and deletes refused by their precondition (409).
+    pub memory_conflicts: u64,
+    pub injected_memory_failures: u64,
+    /// Stored writes per `store:path` (more than one for an unchanged file is a double upload).
+    pub memory_writes_by_path: BTreeMap<String, u32>,
     /// Accepted results per tool-use id (more than 1 is impossible: duplicates are rejected).
     pub results_by_tool_use: BTreeMap<String, u32>,
     /// Every post that named a tool-use id, accepted or not (shows retries and duplicates).
@@ -137,6 +147,8 @@ pub struct Store {
     /// Creation order of all work ids, for listing.
     pub work_order: Vec<String>,
     pub sessions: HashMap<String, SessionRecord>,
+    /// memory store id -> its memories.
+    pub memory_stores: HashMap<String, crate::memory::MemoryStore>,
     /// sessions token -> work id.
     pub tokens: HashMap<String, String>,
     /// worker id -> last poll.

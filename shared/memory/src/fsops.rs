@@ -1,0 +1,369 @@
+//! Confined file operations inside one store directory (blocking; callers use
+//! `spawn_blocking`).
+//!
+//! Tool code owns the store's contents, so every path is walked one component at a time with
+//! `O_NOFOLLOW`: a symlink anywhere below the root (a file, or a directory swapped in between a
+//! listing and a read) makes the operation fail instead of leaving the store. Files are opened
+//! `O_NONBLOCK` so a FIFO cannot hang the worker, checked to be regular with `fstat`, and their
+//! size is checked before a single byte is read (CATALOGUE M1, M2).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
+
+/// What reading a store file found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    Absent,
+    Content(String),
+    /// Over the limit: the size, never read.
+    TooLarge(u64),
+    NotUtf8,
+    /// A symlink, FIFO, socket, device or directory where a file was expected.
+    NotRegular,
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// Opens the store root itself (which must not be a symlink).
+pub fn open_root(root: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(CWD, root, dir_flags(), Mode::empty())?)
+}
+
+/// Opens the directory holding `rel` (creating missing directories when asked) and returns it
+/// with the file name. `rel` has already been validated: no empty, `.` or `..` segment.
+fn open_parent(root: &Path, rel: &str, create: bool) -> io::Result<(OwnedFd, String)> {
+    let mut parts: Vec<&str> = rel.split('/').collect();
+    let name = parts
+        .pop()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty path"))?;
+    let mut dir = open_root(root)?;
+    for part in parts {
+        let next = match rustix::fs::openat(&dir, part, dir_flags(), Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) if e == rustix::io::Errno::NOENT && create => {
+                match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                rustix::fs::openat(&dir, part, dir_flags(), Mode::empty())?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        dir = next;
+    }
+    Ok((dir, name.to_owned()))
+}
+
+/// Reads one file of the store, refusing anything that is not a regular file of at most
+/// `max` bytes of UTF-8.
+pub fn read_file(root: &Path, rel: &str, max: u64) -> io::Result<ReadOutcome> {
+    let (dir, name) = match open_parent(root, rel, false) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadOutcome::Absent),
+        // A symlinked or non-directory component.
+        Err(e) if is_not_dir_or_loop(&e) => return Ok(ReadOutcome::NotRegular),
+        Err(e) => return Err(e),
+    };
+    let fd = match rustix::fs::openat(
+        &dir,
+        name.as_str(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(ReadOutcome::Absent),
+        Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::MLINK) => {
+            return Ok(ReadOutcome::NotRegular);
+        }
+        // A device or socket that refuses to open.
+        Err(rustix::io::Errno::NXIO) => return Ok(ReadOutcome::NotRegular),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Ok(ReadOutcome::NotRegular);
+    }
+    let size = st.st_size.max(0) as u64;
+    if size > max {
+        return Ok(ReadOutcome::TooLarge(size));
+    }
+    // The file may grow between fstat and read: never read more than `max + 1` bytes.
+    let mut buf = Vec::with_capacity(size as usize);
+    std::fs::File::from(fd)
+        .take(max + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Ok(ReadOutcome::TooLarge(buf.len() as u64));
+    }
+    match String::from_utf8(buf) {
+        Ok(s) => Ok(ReadOutcome::Content(s)),
+        Err(_) => Ok(ReadOutcome::NotUtf8),
+    }
+}
+
+fn is_not_dir_or_loop(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc_codes::ENOTDIR) | Some(libc_codes::ELOOP)
+    )
+}
+
+mod libc_codes {
+    pub const ENOTDIR: i32 = rustix::io::Errno::NOTDIR.raw_os_error();
+    pub const ELOOP: i32 = rustix::io::Errno::LOOP.raw_os_error();
+}
+
+/// Writes `content` to `rel` atomically (temp file + rename in the same directory), creating
+/// missing directories below the root. Never creates the root: a store folder removed
+/// mid-session stays removed until the next sync re-downloads it.
+pub fn write_file(root: &Path, rel: &str, content: &[u8], mode: u32) -> io::Result<()> {
+    let (dir, name) = open_parent(root, rel, true)?;
+    let tmp = format!(".hands-{:016x}.tmp", rand::random::<u64>());
+    let fd = rustix::fs::openat(
+        &dir,
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    let mut file = std::fs::File::from(fd);
+    let written = file.write_all(content).and_then(|()| {
+        rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(mode))?;
+        Ok(())
+    });
+    drop(file);
+    let renamed = written.and_then(|()| {
+        rustix::fs::renameat(&dir, tmp.as_str(), &dir, name.as_str())?;
+        Ok(())
+    });
+    if renamed.is_err() {
+        let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+    }
+    renamed
+}
+
+/// Removes the file at `rel` (absent is fine; a directory is left alone).
+pub fn remove_file(root: &Path, rel: &str) -> io::Result<()> {
+    let (dir, name) = match open_parent(root, rel, false) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What a walk saw of one entry, without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Stamp {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+/// One walk of a store: regular files with their stamps, and what was skipped (symlinks,
+/// FIFOs, sockets, devices) by relative path.
+#[derive(Debug, Default)]
+pub struct Walk {
+    pub files: BTreeMap<String, Stamp>,
+    pub skipped: BTreeMap<String, &'static str>,
+    /// The root itself is missing.
+    pub root_missing: bool,
+}
+
+/// Lists the store without following symlinks and without reading any file. Directories
+/// deeper than `max_depth` are not entered (memory paths have at most 20 segments).
+pub fn walk(root: &Path, max_depth: usize) -> io::Result<Walk> {
+    let mut out = Walk::default();
+    match std::fs::symlink_metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            out.root_missing = true;
+            return Ok(out);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            out.root_missing = true;
+            return Ok(out);
+        }
+        Err(e) => return Err(e),
+    }
+    let mut stack: Vec<(PathBuf, String, usize)> = vec![(root.to_path_buf(), String::new(), 0)];
+    while let Some((dir, prefix, depth)) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            // Removed (or replaced) while walking: a listing is a snapshot.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                out.skipped.insert(
+                    format!("{prefix}{}", entry.file_name().to_string_lossy()),
+                    "name is not UTF-8",
+                );
+                continue;
+            };
+            let rel = format!("{prefix}{name}");
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                if depth + 1 < max_depth {
+                    stack.push((entry.path(), format!("{rel}/"), depth + 1));
+                } else {
+                    out.skipped.insert(rel, "directory nested too deep");
+                }
+            } else if ft.is_file() {
+                use std::os::unix::fs::MetadataExt;
+                out.files.insert(
+                    rel,
+                    Stamp {
+                        ino: meta.ino(),
+                        size: meta.size(),
+                        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
+                            + i128::from(meta.mtime_nsec()),
+                        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000
+                            + i128::from(meta.ctime_nsec()),
+                    },
+                );
+            } else if ft.is_symlink() {
+                out.skipped.insert(rel, "symlink (never followed)");
+            } else {
+                out.skipped
+                    .insert(rel, "not a regular file (FIFO, socket or device)");
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Creates `path` and its missing ancestors (mode 0700); returns whether `path` was created.
+pub fn create_dir_all_private(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Makes every directory and file of the tree read-only (0555 / 0444) or owner-writable again
+/// (0700 / 0600). Symlinks are not touched (chmod would follow them).
+pub fn set_tree_writable(root: &Path, writable: bool) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir_mode, file_mode) = if writable {
+        (0o700, 0o600)
+    } else {
+        (0o555, 0o444)
+    };
+    // Directories are opened for writing before their contents and closed after.
+    if writable {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(dir_mode))?;
+    }
+    let w = walk(root, 64)?;
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for rel in w.files.keys() {
+        let p = root.join(rel);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(file_mode))?;
+        let mut parent = p.parent().map(Path::to_path_buf);
+        while let Some(d) = parent {
+            if d == root || !d.starts_with(root) || dirs.contains(&d) {
+                break;
+            }
+            dirs.push(d.clone());
+            parent = d.parent().map(Path::to_path_buf);
+        }
+    }
+    for d in &dirs {
+        if std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()) {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(dir_mode))?;
+        }
+    }
+    if !writable {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(dir_mode))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_refuse_symlinks_fifos_and_big_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(outside.path(), "secret").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("link")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
+        rustix::fs::mknodat(
+            CWD,
+            root.join("fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        std::fs::write(root.join("big"), vec![b'a'; 2000]).unwrap();
+        std::fs::write(root.join("bin"), [0xff, 0xfe]).unwrap();
+        write_file(root, "sub/ok.md", b"fine", 0o600).unwrap();
+        assert_eq!(
+            read_file(root, "link", 100).unwrap(),
+            ReadOutcome::NotRegular
+        );
+        assert_eq!(
+            read_file(root, "etc/passwd", 100).unwrap(),
+            ReadOutcome::NotRegular
+        );
+        assert_eq!(
+            read_file(root, "fifo", 100).unwrap(),
+            ReadOutcome::NotRegular
+        );
+        assert_eq!(
+            read_file(root, "big", 100).unwrap(),
+            ReadOutcome::TooLarge(2000)
+        );
+        assert_eq!(read_file(root, "bin", 100).unwrap(), ReadOutcome::NotUtf8);
+        assert_eq!(read_file(root, "nope", 100).unwrap(), ReadOutcome::Absent);
+        assert_eq!(
+            read_file(root, "sub/ok.md", 100).unwrap(),
+            ReadOutcome::Content("fine".into())
+        );
+        // Writes do not go through a symlinked directory either.
+        assert!(write_file(root, "etc/hands-memory-test", b"x", 0o600).is_err());
+        let w = walk(root, 20).unwrap();
+        assert_eq!(
+            w.files.keys().collect::<Vec<_>>(),
+            vec!["big", "bin", "sub/ok.md"]
+        );
+        assert_eq!(w.skipped.len(), 3);
+    }
+
+    #[test]
+    fn read_only_trees_refuse_writes_and_can_be_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        create_dir_all_private(&root).unwrap();
+        write_file(&root, "a/b.md", b"x", 0o600).unwrap();
+        set_tree_writable(&root, false).unwrap();
+        let is_root = rustix::process::geteuid().is_root();
+        if !is_root {
+            assert!(std::fs::write(root.join("a/b.md"), "y").is_err());
+            assert!(std::fs::write(root.join("new.md"), "y").is_err());
+        }
+        set_tree_writable(&root, true).unwrap();
+        write_file(&root, "a/b.md", b"z", 0o600).unwrap();
+        write_file(&root, "c.md", b"z", 0o600).unwrap();
+    }
+}

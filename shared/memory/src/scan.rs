@@ -1,0 +1,144 @@
+//! One look at a store folder: every regular file's content digest, the marker check, and
+//! what was skipped and why. Files are never read when their size is over the service limit,
+//! and a file whose size, times and inode have not changed since an earlier scan is not read
+//! again (the reference's hash cache, with its 2 s trust margin for coarse file-system clocks).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hands_protocol::memory::{
+    MAX_MEMORY_BYTES, MAX_MEMORY_PATH_SEGMENTS, STORE_MARKER_FILE, content_sha256,
+    is_valid_memory_path,
+};
+
+use crate::fsops::{self, ReadOutcome, Stamp};
+
+/// Files younger than this are hashed again next time: a rewrite within one clock tick can
+/// keep the same stamps.
+const TRUST_MARGIN_NS: i128 = 2_000_000_000;
+
+/// What a file was found to be at a given stamp.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hashed {
+    Sha(String),
+    TooLarge(u64),
+    NotUtf8,
+    NotRegular,
+}
+
+/// Digests remembered between scans.
+pub type HashCache = HashMap<String, (Stamp, Hashed)>;
+
+/// The marker's content for a store.
+pub fn marker_content(store_id: &str) -> String {
+    format!("version 1\n{store_id}")
+}
+
+/// One scan.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Syncable files: relative path -> digest.
+    pub files: BTreeMap<String, String>,
+    pub marker_ok: bool,
+    pub marker_present: bool,
+    /// Everything left out, with the reason: `(key for log-once, path, reason)`.
+    pub skipped: Vec<(String, String, String)>,
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// A fingerprint of the folder from metadata alone (no file is read).
+pub fn fingerprint(root: &Path) -> u64 {
+    match fsops::walk(root, MAX_MEMORY_PATH_SEGMENTS + 1) {
+        Ok(w) => fingerprint_of(&w),
+        Err(_) => 0,
+    }
+}
+
+fn fingerprint_of(w: &fsops::Walk) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    w.root_missing.hash(&mut h);
+    w.files.hash(&mut h);
+    w.skipped.hash(&mut h);
+    h.finish()
+}
+
+/// Scans `root`; `cache` is updated in place.
+pub fn scan(root: &Path, store_id: &str, cache: &mut HashCache) -> std::io::Result<Scan> {
+    let walk_start = now_ns();
+    let w = fsops::walk(root, MAX_MEMORY_PATH_SEGMENTS + 1)?;
+    let mut out = Scan::default();
+    for (rel, why) in &w.skipped {
+        out.skipped
+            .push((format!("skip:{rel}:{why}"), rel.clone(), (*why).to_owned()));
+    }
+    let max = MAX_MEMORY_BYTES as u64;
+    cache.retain(|rel, _| w.files.contains_key(rel));
+    for (rel, stamp) in &w.files {
+        if rel == STORE_MARKER_FILE {
+            out.marker_present = true;
+            out.marker_ok = matches!(
+                fsops::read_file(root, rel, 4096)?,
+                ReadOutcome::Content(c) if c == marker_content(store_id)
+            );
+            continue;
+        }
+        if !is_valid_memory_path(&format!("/{rel}")) {
+            out.skipped.push((
+                format!("badpath:{rel}"),
+                rel.clone(),
+                "not a valid memory path (segments, length or characters)".into(),
+            ));
+            continue;
+        }
+        let hashed = match cache.get(rel) {
+            Some((s, h)) if s == stamp => h.clone(),
+            _ => {
+                // The size check comes first: an oversized file is never opened.
+                let h = if stamp.size > max {
+                    Hashed::TooLarge(stamp.size)
+                } else {
+                    match fsops::read_file(root, rel, max)? {
+                        ReadOutcome::Absent => continue,
+                        ReadOutcome::Content(c) => Hashed::Sha(content_sha256(c.as_bytes())),
+                        ReadOutcome::TooLarge(n) => Hashed::TooLarge(n),
+                        ReadOutcome::NotUtf8 => Hashed::NotUtf8,
+                        ReadOutcome::NotRegular => Hashed::NotRegular,
+                    }
+                };
+                if stamp.mtime_ns.max(stamp.ctime_ns) < walk_start - TRUST_MARGIN_NS {
+                    cache.insert(rel.clone(), (*stamp, h.clone()));
+                }
+                h
+            }
+        };
+        match hashed {
+            Hashed::Sha(sha) => {
+                out.files.insert(rel.clone(), sha);
+            }
+            Hashed::TooLarge(n) => out.skipped.push((
+                format!("large:{rel}:{n}:{}", stamp.mtime_ns),
+                rel.clone(),
+                format!("{n} bytes, over the service's limit of {max} bytes (not read)"),
+            )),
+            Hashed::NotUtf8 => out.skipped.push((
+                format!("utf8:{rel}:{}", stamp.mtime_ns),
+                rel.clone(),
+                "not valid UTF-8 (memories are text)".into(),
+            )),
+            Hashed::NotRegular => out.skipped.push((
+                format!("irregular:{rel}"),
+                rel.clone(),
+                "not a regular file".into(),
+            )),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,359 @@
+//! A session's stores: mounted at claim, synced on a timer and after tool calls that touched
+//! them, flushed and removed at teardown.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hands_client::{ControlPlane, Credential};
+use hands_protocol::session::MemoryStoreResource;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::{MAX_STORES, MemoryConfig};
+use crate::fsops;
+use crate::scan;
+use crate::store::{AttachedStore, Ctx};
+
+/// Why a session's stores could not be mounted at all (the item fails).
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("memory store {store}: download failed: {message}")]
+    Download { store: String, message: String },
+}
+
+/// A mount path the reference would also refuse: absolute, no `..`, nothing odd.
+pub fn check_mount_path(path: &str) -> Result<PathBuf, String> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err("is not absolute".into());
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err("contains `..`".into());
+    }
+    if path.chars().any(char::is_control) {
+        return Err("contains control characters".into());
+    }
+    if p.parent().is_none() {
+        return Err("is the file-system root".into());
+    }
+    Ok(p.to_path_buf())
+}
+
+/// Every store of one session.
+pub struct SessionStores {
+    ctx: Ctx,
+    stores: Vec<AttachedStore>,
+    last_sync: tokio::time::Instant,
+    finished: bool,
+}
+
+impl SessionStores {
+    /// Mounts and downloads every store of `resources`. A store whose mount path is unusable
+    /// (not absolute, `..`, already exists) is refused with a log line and the others go on;
+    /// a store whose download fails fails the whole mount (the item fails, as in the
+    /// reference: a session must not run with amnesia about a store it was told about).
+    pub async fn mount(
+        cp: ControlPlane,
+        credential: Credential,
+        config: MemoryConfig,
+        resources: &[MemoryStoreResource],
+    ) -> Result<SessionStores, MountError> {
+        let ctx = Ctx {
+            cp,
+            credential,
+            config,
+            notes: Arc::new(Mutex::new(Vec::new())),
+        };
+        let mut planned: Vec<AttachedStore> = Vec::new();
+        for (i, r) in resources.iter().enumerate() {
+            if i >= MAX_STORES {
+                tracing::error!(memory_store_id = %r.memory_store_id, "more than {MAX_STORES} memory stores attached; this one is not mounted");
+                continue;
+            }
+            let root = match check_mount_path(&r.mount_path) {
+                Ok(p) => p,
+                Err(why) => {
+                    tracing::error!(memory_store_id = %r.memory_store_id, mount_path = %r.mount_path,
+                        "memory store refused: its mount path {why}; the session runs without it");
+                    continue;
+                }
+            };
+            if planned
+                .iter()
+                .any(|s| s.root.starts_with(&root) || root.starts_with(&s.root))
+            {
+                tracing::error!(memory_store_id = %r.memory_store_id, mount_path = %r.mount_path,
+                    "memory store refused: its mount path overlaps another store's; the session runs without it");
+                continue;
+            }
+            // lstat: a symlink at the path counts as existing and is never followed.
+            if std::fs::symlink_metadata(&root).is_ok() {
+                tracing::error!(memory_store_id = %r.memory_store_id, mount_path = %r.mount_path,
+                    "memory store refused: something already exists at its mount path (it must not exist when the session starts); the session runs without it");
+                continue;
+            }
+            if let Err(e) = fsops::create_dir_all_private(&root) {
+                tracing::error!(memory_store_id = %r.memory_store_id, mount_path = %r.mount_path, error = %e,
+                    "memory store refused: cannot create its folder (the host must make this path writable); the session runs without it");
+                continue;
+            }
+            if r.read_only() && rustix::process::geteuid().is_root() {
+                tracing::warn!(memory_store_id = %r.memory_store_id,
+                    "the worker runs as root: at isolation tier 0 file modes cannot stop tool code from writing to this read-only store (the file tools still refuse, and nothing written is uploaded)");
+            }
+            planned.push(AttachedStore::new(
+                r.memory_store_id.clone(),
+                root,
+                r.read_only(),
+            ));
+        }
+        let results = futures::future::join_all(planned.iter_mut().map(|s| {
+            let ctx = ctx.clone();
+            async move {
+                let started = std::time::Instant::now();
+                let r = s.download(&ctx).await;
+                if r.is_ok() {
+                    tracing::info!(memory_store_id = %s.id, root = %s.root.display(), memories = s.memory_count(),
+                        read_only = s.read_only, elapsed_ms = started.elapsed().as_millis() as u64, "memory store downloaded");
+                }
+                r
+            }
+        }))
+        .await;
+        let mut failure = None;
+        for (s, r) in planned.iter().zip(results) {
+            if let Err(message) = r {
+                failure.get_or_insert(MountError::Download {
+                    store: s.id.clone(),
+                    message,
+                });
+            }
+        }
+        let mut stores = SessionStores {
+            ctx,
+            stores: planned,
+            last_sync: tokio::time::Instant::now(),
+            finished: false,
+        };
+        if let Some(e) = failure {
+            stores.dispose().await;
+            return Err(e);
+        }
+        Ok(stores)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stores.is_empty()
+    }
+
+    /// Every mounted store's folder (the file tools' extra roots).
+    pub fn roots(&self) -> Vec<PathBuf> {
+        self.stores.iter().map(|s| s.root.clone()).collect()
+    }
+
+    /// The folders of read-only stores (refused by `write`/`edit`, bound read-only in tier 2).
+    pub fn read_only_roots(&self) -> Vec<PathBuf> {
+        self.stores
+            .iter()
+            .filter(|s| s.read_only)
+            .map(|s| s.root.clone())
+            .collect()
+    }
+
+    /// Takes the notes for the agent gathered since the last call.
+    pub fn take_notes(&self) -> Vec<String> {
+        self.ctx
+            .notes
+            .lock()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or_default()
+    }
+
+    /// One sync of every store, in parallel.
+    pub async fn sync_all(&mut self) {
+        self.sync_pass(false).await;
+    }
+
+    async fn sync_pass(&mut self, final_pass: bool) {
+        let ctx = self.ctx.clone();
+        futures::future::join_all(self.stores.iter_mut().map(|s| s.sync(&ctx, final_pass))).await;
+        self.last_sync = tokio::time::Instant::now();
+    }
+
+    /// Syncs when the interval has passed since the last sync.
+    pub async fn sync_if_due(&mut self) {
+        if self.last_sync.elapsed() >= self.ctx.config.sync_interval {
+            self.sync_all().await;
+        }
+    }
+
+    /// Whether any store folder changed since its last sync (metadata only, nothing read).
+    pub async fn touched(&self) -> bool {
+        let roots: Vec<(PathBuf, u64)> = self
+            .stores
+            .iter()
+            .map(|s| (s.root.clone(), s.fingerprint))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            roots
+                .iter()
+                .any(|(root, fp)| scan::fingerprint(root) != *fp)
+        })
+        .await
+        .unwrap_or(true)
+    }
+
+    /// The session's last full sync (server deletes skip the window, the cap still applies).
+    /// Runs once.
+    pub async fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.sync_pass(true).await;
+    }
+
+    /// Push-only pass: uploads new and changed files; no deletes, no pulls.
+    pub async fn flush_writes(&mut self) {
+        let ctx = self.ctx.clone();
+        futures::future::join_all(self.stores.iter_mut().map(|s| s.flush_writes(&ctx))).await;
+    }
+
+    /// Removes every store folder this session created.
+    pub async fn dispose(&mut self) {
+        for s in &mut self.stores {
+            s.dispose().await;
+        }
+        self.stores.clear();
+    }
+
+    /// Teardown: after a clean end the final sync, then the push-only flush, each bounded by
+    /// the flush timeout; then the folders are removed.
+    pub async fn teardown(mut self, clean_end: bool) {
+        let bound = self.ctx.config.flush_timeout;
+        if clean_end && tokio::time::timeout(bound, self.finish()).await.is_err() {
+            tracing::warn!(
+                bound_s = bound.as_secs(),
+                "final memory sync cut off; the flush that follows still uploads changed files"
+            );
+        }
+        if tokio::time::timeout(bound, self.flush_writes())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                bound_s = bound.as_secs(),
+                "memory flush cut off; changed files it had not uploaded yet are not saved"
+            );
+        }
+        self.dispose().await;
+    }
+}
+
+/// A session's stores while it runs: a timer syncs them every interval while no tool call is
+/// running, and [`LiveMemory::after_call`] syncs right after a call that touched them.
+pub struct LiveMemory {
+    stores: Arc<tokio::sync::Mutex<SessionStores>>,
+    busy: Arc<AtomicBool>,
+    stop: CancellationToken,
+    ticker: JoinHandle<()>,
+    roots: Vec<PathBuf>,
+    read_only_roots: Vec<PathBuf>,
+}
+
+impl LiveMemory {
+    pub fn start(stores: SessionStores) -> LiveMemory {
+        let interval = stores.ctx.config.sync_interval;
+        let roots = stores.roots();
+        let read_only_roots = stores.read_only_roots();
+        let stores = Arc::new(tokio::sync::Mutex::new(stores));
+        let busy = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let ticker = tokio::spawn(
+            tick(
+                Arc::clone(&stores),
+                Arc::clone(&busy),
+                stop.clone(),
+                interval,
+            )
+            .instrument(tracing::Span::current()),
+        );
+        LiveMemory {
+            stores,
+            busy,
+            stop,
+            ticker,
+            roots,
+            read_only_roots,
+        }
+    }
+
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    pub fn read_only_roots(&self) -> &[PathBuf] {
+        &self.read_only_roots
+    }
+
+    /// A tool call is about to run: the timer holds off until it is over.
+    pub fn call_started(&self) {
+        self.busy.store(true, Ordering::SeqCst);
+    }
+
+    /// A tool call ended: sync now if it touched a store (or the interval passed), and return
+    /// the notes the agent should see with this call's result.
+    pub async fn after_call(&self) -> Vec<String> {
+        let mut stores = self.stores.lock().await;
+        if stores.touched().await {
+            stores.sync_all().await;
+        } else {
+            stores.sync_if_due().await;
+        }
+        self.busy.store(false, Ordering::SeqCst);
+        stores.take_notes()
+    }
+
+    /// Stops the timer and tears the stores down (see [`SessionStores::teardown`]).
+    pub async fn teardown(self, clean_end: bool) {
+        self.stop.cancel();
+        let _ = self.ticker.await;
+        let stores = match Arc::try_unwrap(self.stores) {
+            Ok(m) => m.into_inner(),
+            Err(_) => {
+                tracing::error!("memory stores still shared at teardown; not flushed");
+                return;
+            }
+        };
+        let notes = stores.take_notes();
+        if !notes.is_empty() {
+            tracing::info!(
+                count = notes.len(),
+                "memory notes the agent will not see (the session ended)"
+            );
+        }
+        stores.teardown(clean_end).await;
+    }
+}
+
+async fn tick(
+    stores: Arc<tokio::sync::Mutex<SessionStores>>,
+    busy: Arc<AtomicBool>,
+    stop: CancellationToken,
+    interval: Duration,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        if busy.load(Ordering::SeqCst) {
+            continue;
+        }
+        let mut s = stores.lock().await;
+        s.sync_if_due().await;
+    }
+}

@@ -1,0 +1,921 @@
+//! One attached store and its reconciliation with the server: the reference's merge rules
+//! (`SessionMemoryStores` in `_memories.py`), path by path, against a baseline of the digests
+//! both sides last agreed on. See the crate documentation for the rules and where this differs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use hands_client::{ApiError, ControlPlane, Credential};
+use hands_protocol::memory::{
+    MAX_MEMORY_BYTES, Memory, MemoryListItem, MemoryView, STORE_MARKER_FILE, is_valid_memory_path,
+};
+use tokio::time::Instant;
+
+use crate::config::{DeleteMode, MemoryConfig};
+use crate::fsops::{self, ReadOutcome};
+use crate::scan::{self, HashCache, Scan};
+
+/// Single-memory fetches in flight per store during a sync.
+const FETCH_CONCURRENCY: usize = 16;
+/// Uploads in flight per store.
+const UPLOAD_CONCURRENCY: usize = 16;
+/// Tries per upload (transient failures only).
+const PUSH_ATTEMPTS: u32 = 4;
+/// Bounds of the per-pass delete cap.
+const DELETE_CAP_FLOOR: usize = 8;
+const DELETE_CAP_CEILING: usize = 50;
+
+/// What every store of a session shares: the client, the credential, the settings, and the
+/// notes for the agent.
+#[derive(Clone)]
+pub struct Ctx {
+    pub cp: ControlPlane,
+    pub credential: Credential,
+    pub config: MemoryConfig,
+    pub notes: Arc<Mutex<Vec<String>>>,
+}
+
+impl Ctx {
+    fn note(&self, text: String) {
+        if let Ok(mut n) = self.notes.lock() {
+            n.push(text);
+        }
+    }
+}
+
+/// One store mounted on disk.
+pub struct AttachedStore {
+    pub id: String,
+    pub root: PathBuf,
+    pub read_only: bool,
+    /// rel -> digest as of the last download or successful sync.
+    baseline: BTreeMap<String, String>,
+    /// rel -> digest the server refused (400/413): retried only after the file changes.
+    refused: HashMap<String, String>,
+    /// rel -> when the file was first seen missing.
+    pending_deletes: HashMap<String, Instant>,
+    /// rel -> digest sent whose outcome is unknown, settled by the next listing.
+    sent: HashMap<String, String>,
+    cache: HashCache,
+    /// Keys of problems already logged (each is logged once, not every pass).
+    warned: HashSet<String>,
+    /// The folder's fingerprint after the last sync.
+    pub(crate) fingerprint: u64,
+    /// A read-only tree was opened for the worker's own writes in this pass.
+    unlocked: bool,
+}
+
+/// What one upload came to.
+enum Push {
+    Stored(String),
+    /// Nothing to send (the file vanished or is not uploadable now).
+    Skipped,
+    Refused(String),
+    Conflict,
+    Failed(Option<String>),
+}
+
+/// The per-pass delete discipline.
+struct DeletePass {
+    mode: DeleteMode,
+    cap: usize,
+    waive_window: bool,
+    attempted: usize,
+    capped: usize,
+    suppressed: usize,
+}
+
+impl DeletePass {
+    fn take_slot(&mut self) -> bool {
+        if self.attempted >= self.cap {
+            self.capped += 1;
+            return false;
+        }
+        self.attempted += 1;
+        true
+    }
+}
+
+fn status(e: &ApiError) -> Option<u16> {
+    e.status().map(|s| s.as_u16())
+}
+
+/// Blocking work off the runtime; a panic there is reported as an I/O error.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+}
+
+impl AttachedStore {
+    pub fn new(id: String, root: PathBuf, read_only: bool) -> Self {
+        AttachedStore {
+            id,
+            root,
+            read_only,
+            baseline: BTreeMap::new(),
+            refused: HashMap::new(),
+            pending_deletes: HashMap::new(),
+            sent: HashMap::new(),
+            cache: HashCache::new(),
+            warned: HashSet::new(),
+            fingerprint: 0,
+            unlocked: false,
+        }
+    }
+
+    pub fn memory_count(&self) -> usize {
+        self.baseline.len()
+    }
+
+    fn warn_once(&mut self, key: String, f: impl FnOnce()) {
+        if self.warned.insert(key) {
+            f();
+        }
+    }
+
+    /// The server's memories with a usable path, by relative path. A path that could escape the
+    /// folder (`..`, absolute after the leading `/`, control characters) is refused and logged
+    /// once per memory; the marker path is never taken from the server.
+    async fn list_remote(
+        &mut self,
+        ctx: &Ctx,
+        view: MemoryView,
+    ) -> Result<BTreeMap<String, Memory>, ApiError> {
+        let mut out = BTreeMap::new();
+        let mut page: Option<String> = None;
+        loop {
+            let p = ctx
+                .cp
+                .list_memories(&ctx.credential, &self.id, view, page.as_deref())
+                .await?;
+            for item in p.data {
+                let MemoryListItem::Memory(m) = item else {
+                    continue;
+                };
+                let rel = m.path.strip_prefix('/').unwrap_or(&m.path).to_owned();
+                if !is_valid_memory_path(&m.path) || rel == STORE_MARKER_FILE {
+                    let (id, path, store) = (m.id.clone(), m.path.clone(), self.id.clone());
+                    self.warn_once(format!("remote:{}:{}", m.id, m.path), || {
+                        tracing::warn!(memory_store_id = %store, memory_id = %id, path = %path,
+                            "memory path refused: it is not a clean relative path inside the store (or is the marker file); skipped");
+                    });
+                    continue;
+                }
+                out.insert(rel, m);
+            }
+            match p.next_page {
+                Some(n) if !n.is_empty() => page = Some(n),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn scan(&mut self) -> std::io::Result<Scan> {
+        let root = self.root.clone();
+        let id = self.id.clone();
+        let mut cache = std::mem::take(&mut self.cache);
+        let (scan, cache) = blocking(move || {
+            let s = scan::scan(&root, &id, &mut cache);
+            s.map(|s| (s, cache))
+        })
+        .await?;
+        self.cache = cache;
+        for (key, rel, why) in &scan.skipped {
+            let (store, rel, why) = (self.id.clone(), rel.clone(), why.clone());
+            self.warn_once(key.clone(), || {
+                tracing::warn!(memory_store_id = %store, path = %rel, reason = %why,
+                    "memory file skipped: not synced");
+            });
+        }
+        Ok(scan)
+    }
+
+    /// Opens a read-only tree for the worker's own writes (tier 0 file modes).
+    async fn unlock(&mut self) {
+        if self.read_only && !self.unlocked {
+            let root = self.root.clone();
+            if let Err(e) = blocking(move || fsops::set_tree_writable(&root, true)).await {
+                tracing::warn!(memory_store_id = %self.id, error = %e, "cannot open the read-only store for the worker's writes");
+            }
+            self.unlocked = true;
+        }
+    }
+
+    /// Closes a read-only tree again.
+    pub(crate) async fn lock(&mut self) {
+        if self.read_only {
+            let root = self.root.clone();
+            if let Err(e) = blocking(move || fsops::set_tree_writable(&root, false)).await {
+                tracing::warn!(memory_store_id = %self.id, error = %e, "cannot make the read-only store read-only");
+            }
+            self.unlocked = false;
+        }
+    }
+
+    async fn write(&mut self, rel: &str, content: String) -> bool {
+        self.unlock().await;
+        let root = self.root.clone();
+        let r = rel.to_owned();
+        match blocking(move || fsops::write_file(&root, &r, content.as_bytes(), 0o600)).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(memory_store_id = %self.id, path = %rel, error = %e, "failed to write memory");
+                false
+            }
+        }
+    }
+
+    /// Writes the marker, then every memory of the server; pushes nothing. The baseline is
+    /// rebuilt from successful writes only, so a failure part-way leaves nothing a later pass
+    /// could read as a local delete.
+    pub async fn download(&mut self, ctx: &Ctx) -> Result<(), String> {
+        self.baseline.clear();
+        self.sent.clear();
+        self.pending_deletes.clear();
+        if !self
+            .write(STORE_MARKER_FILE, scan::marker_content(&self.id))
+            .await
+        {
+            return Err("cannot write the marker file".into());
+        }
+        let remote = self
+            .list_remote(ctx, MemoryView::Full)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Each listed item carries its content; write them a batch at a time off the runtime.
+        let root = self.root.clone();
+        let items: Vec<(String, String, String)> = remote
+            .into_iter()
+            .filter_map(|(rel, m)| {
+                let sha = m.content_sha256.clone();
+                m.content.map(|c| (rel, c, sha))
+            })
+            .collect();
+        self.unlock().await;
+        let written = blocking(move || {
+            let mut ok = Vec::new();
+            for (rel, content, sha) in items {
+                match fsops::write_file(&root, &rel, content.as_bytes(), 0o600) {
+                    Ok(()) => ok.push((rel, sha, None)),
+                    Err(e) => ok.push((rel, sha, Some(e.to_string()))),
+                }
+            }
+            Ok(ok)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        for (rel, sha, err) in written {
+            match err {
+                None => {
+                    self.baseline.insert(rel, sha);
+                }
+                Some(e) => {
+                    tracing::warn!(memory_store_id = %self.id, path = %rel, error = %e, "failed to write memory")
+                }
+            }
+        }
+        self.lock().await;
+        let root = self.root.clone();
+        self.fingerprint = blocking(move || Ok(scan::fingerprint(&root)))
+            .await
+            .unwrap_or(0);
+        Ok(())
+    }
+
+    async fn recover(&mut self, ctx: &Ctx, reason: &str) {
+        tracing::warn!(memory_store_id = %self.id, root = %self.root.display(), reason,
+            "re-downloading the memory store folder instead of syncing");
+        let root = self.root.clone();
+        if let Err(e) = blocking(move || fsops::create_dir_all_private(&root)).await {
+            tracing::warn!(memory_store_id = %self.id, error = %e, "cannot re-create the memory store folder");
+            return;
+        }
+        if let Err(e) = self.download(ctx).await {
+            tracing::warn!(memory_store_id = %self.id, error = %e, "memory store re-download failed");
+        }
+    }
+
+    /// Uploads found to have landed although their answer was lost enter the baseline.
+    fn settle_sent(&mut self, remote: &BTreeMap<String, Memory>) {
+        for (rel, sha) in self.sent.drain() {
+            if remote.get(&rel).is_some_and(|m| m.content_sha256 == sha) {
+                self.baseline.insert(rel, sha);
+            }
+        }
+    }
+
+    /// One reconciliation pass. `final_pass` waives the delete window (no later pass will
+    /// confirm). Never fails: problems are logged and the next pass tries again.
+    pub async fn sync(&mut self, ctx: &Ctx, final_pass: bool) {
+        if let Err(e) = self.sync_inner(ctx, final_pass).await {
+            tracing::warn!(memory_store_id = %self.id, error = %e, "memory sync failed");
+        }
+        if self.unlocked {
+            self.lock().await;
+        }
+        let root = self.root.clone();
+        self.fingerprint = blocking(move || Ok(scan::fingerprint(&root)))
+            .await
+            .unwrap_or(0);
+    }
+
+    async fn sync_inner(&mut self, ctx: &Ctx, final_pass: bool) -> Result<(), String> {
+        let scan = self.scan().await.map_err(|e| e.to_string())?;
+        let local = scan.files;
+        if !scan.marker_ok {
+            if !local.is_empty() {
+                let why = if scan.marker_present {
+                    "the marker file does not match this store"
+                } else {
+                    "the marker file is gone"
+                };
+                let (store, root) = (self.id.clone(), self.root.display().to_string());
+                self.warn_once(format!("distrust:{why}"), || {
+                    tracing::warn!(memory_store_id = %store, root = %root, why,
+                        "leaving the memory store folder as found and not syncing it");
+                });
+                return Ok(());
+            }
+            self.recover(ctx, "the folder or its marker is gone").await;
+            return Ok(());
+        }
+        let remote = self
+            .list_remote(ctx, MemoryView::Basic)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.settle_sent(&remote);
+        // One file gone is a delete; every file gone at once is a wipe, never propagated.
+        if local.is_empty() && self.baseline.len() > 1 {
+            self.recover(ctx, "every memory file is gone at once").await;
+            return Ok(());
+        }
+        let mut deletes = DeletePass {
+            mode: ctx.config.deletions,
+            cap: (self.baseline.len() / 4).clamp(DELETE_CAP_FLOOR, DELETE_CAP_CEILING),
+            waive_window: final_pass,
+            attempted: 0,
+            capped: 0,
+            suppressed: 0,
+        };
+        let mut pulls: Vec<(String, Memory)> = Vec::new();
+        // (rel, local digest, existing memory, baseline digest if the upload fails)
+        let mut pushes: Vec<(String, String, Option<Memory>, Option<String>)> = Vec::new();
+        let mut baseline: BTreeMap<String, String> = BTreeMap::new();
+        let paths: BTreeSet<String> = remote
+            .keys()
+            .chain(local.keys())
+            .chain(self.baseline.keys())
+            .cloned()
+            .collect();
+        for rel in paths {
+            let remote_item = remote.get(&rel);
+            let local_sha = local.get(&rel).cloned();
+            let base_sha = self.baseline.get(&rel).cloned();
+            let sha = if local_sha.is_none()
+                && base_sha.is_some()
+                && remote_item.is_some_and(|m| Some(&m.content_sha256) == base_sha.as_ref())
+                && !self.read_only
+            {
+                match (remote_item, base_sha) {
+                    (Some(m), Some(b)) => {
+                        self.corroborated_delete(ctx, &rel, m, b, &mut deletes)
+                            .await
+                    }
+                    _ => None,
+                }
+            } else {
+                self.sync_path(ctx, &rel, remote_item, local_sha, &mut pulls, &mut pushes)
+                    .await
+            };
+            if let Some(sha) = sha {
+                baseline.insert(rel, sha);
+            }
+        }
+        self.baseline = baseline;
+        self.run_pushes(ctx, pushes).await;
+        self.pull_all(ctx, pulls).await;
+        if deletes.suppressed > 0 {
+            tracing::debug!(memory_store_id = %self.id, held = deletes.suppressed,
+                "server deletes are disabled; locally deleted memories stay on the server");
+        }
+        if deletes.capped > 0 {
+            tracing::warn!(memory_store_id = %self.id, mode = %deletes.mode, sent = deletes.attempted,
+                held = deletes.capped, "delete cap reached; the rest wait for later syncs");
+        }
+        Ok(())
+    }
+
+    async fn sync_path(
+        &mut self,
+        ctx: &Ctx,
+        rel: &str,
+        remote: Option<&Memory>,
+        mut local_sha: Option<String>,
+        pulls: &mut Vec<(String, Memory)>,
+        pushes: &mut Vec<(String, String, Option<Memory>, Option<String>)>,
+    ) -> Option<String> {
+        let base_sha = self.baseline.get(rel).cloned();
+        if local_sha.is_some() {
+            self.pending_deletes.remove(rel);
+        }
+        let Some(remote) = remote else {
+            let Some(mut sha) = local_sha else {
+                self.pending_deletes.remove(rel);
+                return None;
+            };
+            if let Some(base) = &base_sha {
+                if sha == *base {
+                    // Deleted on the server and untouched here: delete here too.
+                    match self.remove_local(rel, base).await {
+                        None => return None,
+                        Some(fresh) if fresh == *base => return Some(fresh),
+                        Some(fresh) => sha = fresh,
+                    }
+                }
+                // An un-pushed edit exists only in this file, so the remote delete loses.
+                if self.read_only {
+                    tracing::warn!(memory_store_id = %self.id, path = %rel,
+                        "memory deleted remotely but edited locally; keeping the file, which a read-only store cannot push");
+                } else if self.refused.get(rel) != Some(&sha) {
+                    tracing::info!(memory_store_id = %self.id, path = %rel,
+                        "memory deleted remotely but edited locally; re-creating it from the file");
+                }
+            }
+            if self.read_only {
+                self.report_read_only_write(ctx, rel, &sha);
+                return None;
+            }
+            if self.refused.get(rel) == Some(&sha) {
+                return None;
+            }
+            pushes.push((rel.to_owned(), sha, None, None));
+            return None;
+        };
+
+        let remote_sha = remote.content_sha256.clone();
+        let remote_changed = Some(&remote_sha) != base_sha.as_ref();
+        let locally_edited = local_sha
+            .as_ref()
+            .is_some_and(|l| Some(l) != base_sha.as_ref() && *l != remote_sha);
+        let local_changed = !self.read_only && locally_edited;
+
+        if local_sha.is_none() && base_sha.is_some() {
+            // Deleted here after a successful write: a real local deletion.
+            if remote_changed {
+                tracing::warn!(memory_store_id = %self.id, path = %rel,
+                    "memory deleted locally but changed remotely; restoring the remote version");
+                ctx.note(format!(
+                    "{}: you deleted this memory file, but it was changed in the memory store meanwhile; the store's version was restored.",
+                    self.display(rel)
+                ));
+                self.pending_deletes.remove(rel);
+                pulls.push((rel.to_owned(), remote.clone()));
+            }
+            return base_sha;
+        }
+
+        if remote_changed {
+            if local_sha.as_ref() == Some(&remote_sha) {
+                return Some(remote_sha);
+            }
+            if locally_edited {
+                tracing::warn!(memory_store_id = %self.id, path = %rel,
+                    "memory changed both locally and remotely; keeping the remote version");
+                if self.read_only {
+                    self.report_read_only_write(ctx, rel, local_sha.as_deref().unwrap_or(""));
+                } else {
+                    ctx.note(format!(
+                        "{}: this memory was changed in the memory store while you edited it; the store's version replaced your edit. Read it again and re-apply your change if it is still needed.",
+                        self.display(rel)
+                    ));
+                }
+            }
+            pulls.push((rel.to_owned(), remote.clone()));
+            return base_sha;
+        }
+        if local_changed && let Some(l) = local_sha.take() {
+            if self.refused.get(rel) == Some(&l) {
+                return Some(remote_sha);
+            }
+            pushes.push((rel.to_owned(), l, Some(remote.clone()), Some(remote_sha)));
+            // The baseline is decided by the upload's outcome.
+            return None;
+        }
+        if self.read_only && locally_edited {
+            self.report_read_only_write(ctx, rel, local_sha.as_deref().unwrap_or(""));
+        }
+        Some(remote_sha)
+    }
+
+    fn display(&self, rel: &str) -> String {
+        self.root.join(rel).display().to_string()
+    }
+
+    fn report_read_only_write(&mut self, ctx: &Ctx, rel: &str, sha: &str) {
+        let (store, shown) = (self.id.clone(), self.display(rel));
+        if self.warned.insert(format!("ro:{rel}:{sha}")) {
+            tracing::warn!(memory_store_id = %store, path = %rel,
+                "a file of a read-only memory store was written; it is not uploaded");
+            ctx.note(format!(
+                "{shown}: this memory store is read-only; your change is not saved to it."
+            ));
+        }
+    }
+
+    /// Removes the file for a memory deleted on the server if it still has `expect`; returns
+    /// `None` when gone, `expect` when it must stay, or the fresh digest of an edited file.
+    async fn remove_local(&mut self, rel: &str, expect: &str) -> Option<String> {
+        let root = self.root.clone();
+        let r = rel.to_owned();
+        let fresh = blocking(move || fsops::read_file(&root, &r, MAX_MEMORY_BYTES as u64)).await;
+        match fresh {
+            Ok(ReadOutcome::Absent) => return None,
+            Ok(ReadOutcome::Content(c)) => {
+                let sha = hands_protocol::memory::content_sha256(c.as_bytes());
+                if sha != expect {
+                    return Some(sha);
+                }
+            }
+            _ => return Some(expect.to_owned()),
+        }
+        self.unlock().await;
+        let root = self.root.clone();
+        let r = rel.to_owned();
+        match blocking(move || fsops::remove_file(&root, &r)).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(memory_store_id = %self.id, path = %rel, error = %e,
+                    "failed to remove a memory deleted remotely");
+                Some(expect.to_owned())
+            }
+        }
+    }
+
+    async fn corroborated_delete(
+        &mut self,
+        ctx: &Ctx,
+        rel: &str,
+        remote: &Memory,
+        base: String,
+        deletes: &mut DeletePass,
+    ) -> Option<String> {
+        if deletes.mode == DeleteMode::Disabled {
+            deletes.suppressed += 1;
+            return Some(base);
+        }
+        let now = Instant::now();
+        let first_seen = self.pending_deletes.get(rel).copied();
+        if !deletes.waive_window {
+            // Never on the first pass that sees the file missing, and only after the window.
+            match first_seen {
+                None => {
+                    self.pending_deletes.insert(rel.to_owned(), now);
+                    return Some(base);
+                }
+                Some(t) if now.duration_since(t) < ctx.config.delete_corroboration => {
+                    return Some(base);
+                }
+                Some(_) => {}
+            }
+        }
+        // Re-check now: the folder may have been destroyed or the file re-created meanwhile.
+        let root = self.root.clone();
+        let (id, r) = (self.id.clone(), rel.to_owned());
+        let recheck = blocking(move || {
+            let marker = fsops::read_file(&root, STORE_MARKER_FILE, 4096)?;
+            let marker_ok = marker == ReadOutcome::Content(scan::marker_content(&id));
+            let absent = fsops::read_file(&root, &r, 0)? == ReadOutcome::Absent;
+            Ok((marker_ok, absent))
+        })
+        .await;
+        let (marker_ok, absent) = recheck.unwrap_or((false, false));
+        if !marker_ok {
+            return Some(base);
+        }
+        if !absent {
+            self.pending_deletes.remove(rel);
+            return Some(base);
+        }
+        if !deletes.take_slot() {
+            return Some(base);
+        }
+        if deletes.mode == DeleteMode::LogOnly {
+            tracing::info!(memory_store_id = %self.id, path = %rel,
+                "log-only: sync would delete this memory on the server");
+            return Some(base);
+        }
+        match ctx
+            .cp
+            .delete_memory(&ctx.credential, &self.id, &remote.id, &base)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(memory_store_id = %self.id, path = %rel, "propagated local deletion");
+                self.pending_deletes.remove(rel);
+                None
+            }
+            Err(e) if status(&e) == Some(404) => {
+                self.pending_deletes.remove(rel);
+                None
+            }
+            Err(e) if matches!(status(&e), Some(409) | Some(412)) => {
+                tracing::warn!(memory_store_id = %self.id, path = %rel,
+                    "memory deleted locally but changed remotely; keeping the remote version");
+                Some(base)
+            }
+            Err(e) => {
+                tracing::warn!(memory_store_id = %self.id, path = %rel, error = %e, "failed to delete memory");
+                Some(base)
+            }
+        }
+    }
+
+    /// Uploads, a bounded number at a time; each outcome updates the baseline.
+    async fn run_pushes(
+        &mut self,
+        ctx: &Ctx,
+        pushes: Vec<(String, String, Option<Memory>, Option<String>)>,
+    ) {
+        if pushes.is_empty() {
+            return;
+        }
+        let root = self.root.clone();
+        let id = self.id.clone();
+        let results: Vec<_> = futures::stream::iter(pushes.into_iter().map(
+            |(rel, local_sha, existing, fallback)| {
+                let (ctx, root, id) = (ctx.clone(), root.clone(), id.clone());
+                async move {
+                    let outcome = push(&ctx, &id, &root, &rel, existing).await;
+                    (rel, local_sha, fallback, outcome)
+                }
+            },
+        ))
+        .buffer_unordered(UPLOAD_CONCURRENCY)
+        .collect()
+        .await;
+        for (rel, local_sha, fallback, outcome) in results {
+            let sha = match outcome {
+                Push::Stored(sha) => {
+                    self.refused.remove(&rel);
+                    self.sent.remove(&rel);
+                    Some(sha)
+                }
+                Push::Skipped => fallback,
+                Push::Refused(sha) => {
+                    let store = self.id.clone();
+                    tracing::warn!(memory_store_id = %store, path = %rel,
+                        "the server rejected this memory file; it stays un-synced until its content changes");
+                    self.refused.insert(rel.clone(), sha);
+                    fallback
+                }
+                Push::Conflict => {
+                    tracing::warn!(memory_store_id = %self.id, path = %rel,
+                        "memory changed both locally and remotely; the upload was refused and the store's version wins");
+                    ctx.note(format!(
+                        "{}: this memory was changed in the memory store while you edited it; the store's version will replace your edit. Read it again and re-apply your change if it is still needed.",
+                        self.display(&rel)
+                    ));
+                    fallback
+                }
+                Push::Failed(sent) => {
+                    if let Some(s) = sent {
+                        self.sent.insert(rel.clone(), s);
+                    }
+                    fallback
+                }
+            };
+            let _ = local_sha;
+            if let Some(sha) = sha {
+                self.baseline.insert(rel, sha);
+            }
+        }
+    }
+
+    /// Fetches and writes the given memories, a bounded number at a time. A failed fetch or
+    /// write keeps the old baseline entry so the next pass retries; a 404 means the memory was
+    /// deleted after the listing.
+    async fn pull_all(&mut self, ctx: &Ctx, pulls: Vec<(String, Memory)>) {
+        if pulls.is_empty() {
+            return;
+        }
+        self.unlock().await;
+        let root = self.root.clone();
+        let id = self.id.clone();
+        let results: Vec<(String, Option<String>)> =
+            futures::stream::iter(pulls.into_iter().map(|(rel, listed)| {
+                let (ctx, root, id) = (ctx.clone(), root.clone(), id.clone());
+                async move {
+                    let m = match ctx.cp.get_memory(&ctx.credential, &id, &listed.id).await {
+                        Ok(m) => m,
+                        Err(e) => {
+                            if status(&e) != Some(404) {
+                                tracing::warn!(memory_store_id = %id, path = %rel, error = %e, "failed to fetch memory content");
+                            }
+                            return (rel, None);
+                        }
+                    };
+                    let content = m.content.unwrap_or_default();
+                    let r = rel.clone();
+                    let written = blocking(move || {
+                        fsops::write_file(&root, &r, content.as_bytes(), 0o600)
+                    })
+                    .await;
+                    match written {
+                        Ok(()) => (rel, Some(m.content_sha256)),
+                        Err(e) => {
+                            tracing::warn!(memory_store_id = %id, path = %rel, error = %e, "failed to write memory");
+                            (rel, None)
+                        }
+                    }
+                }
+            }))
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
+        for (rel, sha) in results {
+            if let Some(sha) = sha {
+                self.baseline.insert(rel, sha);
+            }
+        }
+    }
+
+    /// The push-only rescue pass of teardown: uploads new and changed files, sends no deletes,
+    /// pulls nothing. Returns how many changed files were left un-uploaded by a conflict.
+    pub async fn flush_writes(&mut self, ctx: &Ctx) {
+        if self.read_only {
+            return;
+        }
+        let scan = match self.scan().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(memory_store_id = %self.id, error = %e, "memory flush failed");
+                return;
+            }
+        };
+        if !scan.marker_ok {
+            if !scan.files.is_empty() {
+                tracing::warn!(memory_store_id = %self.id, root = %self.root.display(),
+                    "the marker file is gone or altered; not uploading anything from the memory store folder");
+            }
+            return;
+        }
+        // A path with an unsettled send counts even at its baseline digest.
+        let dirty: BTreeMap<String, String> = scan
+            .files
+            .into_iter()
+            .filter(|(rel, sha)| {
+                (Some(sha) != self.baseline.get(rel) || self.sent.contains_key(rel))
+                    && self.refused.get(rel) != Some(sha)
+            })
+            .collect();
+        if dirty.is_empty() {
+            return;
+        }
+        let remote = match self.list_remote(ctx, MemoryView::Basic).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(memory_store_id = %self.id, error = %e, unsent = dirty.len(),
+                    "memory flush failed: cannot list the store; changed files are not saved");
+                return;
+            }
+        };
+        self.settle_sent(&remote);
+        let mut pushes = Vec::new();
+        for (rel, local_sha) in dirty {
+            let base = self.baseline.get(&rel).cloned();
+            let existing = remote.get(&rel).cloned();
+            if Some(&local_sha) == base.as_ref() {
+                continue;
+            }
+            if let Some(m) = &existing {
+                if m.content_sha256 == local_sha {
+                    self.baseline.insert(rel, local_sha);
+                    continue;
+                }
+                if Some(&m.content_sha256) != base.as_ref() {
+                    tracing::warn!(memory_store_id = %self.id, path = %rel,
+                        "memory changed both locally and remotely; the flush leaves the remote version (the local edit is lost)");
+                    continue;
+                }
+            }
+            pushes.push((rel, local_sha, existing, base));
+        }
+        self.run_pushes(ctx, pushes).await;
+    }
+
+    /// Removes the folder unless it holds files but fails the marker check (left as found).
+    pub async fn dispose(&mut self) {
+        let root = self.root.clone();
+        let id = self.id.clone();
+        let r = blocking(move || {
+            let mut cache = HashCache::new();
+            let s = scan::scan(&root, &id, &mut cache)?;
+            if !s.marker_ok && !s.files.is_empty() {
+                return Ok(false);
+            }
+            fsops::set_tree_writable(&root, true).ok();
+            match std::fs::remove_dir_all(&root) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+        match r {
+            Ok(true) => {
+                tracing::info!(memory_store_id = %self.id, root = %self.root.display(), "removed memory store dir")
+            }
+            Ok(false) => {
+                tracing::warn!(memory_store_id = %self.id, root = %self.root.display(),
+                    "the marker file is gone or altered; leaving the memory store folder on disk")
+            }
+            Err(e) => {
+                tracing::warn!(memory_store_id = %self.id, root = %self.root.display(), error = %e,
+                    "failed to remove the memory store folder")
+            }
+        }
+    }
+}
+
+/// Uploads one file: a create, or an update with a `content_sha256` precondition.
+async fn push(ctx: &Ctx, store_id: &str, root: &Path, rel: &str, existing: Option<Memory>) -> Push {
+    let (root2, r) = (root.to_path_buf(), rel.to_owned());
+    let content = match blocking(move || fsops::read_file(&root2, &r, MAX_MEMORY_BYTES as u64))
+        .await
+    {
+        Ok(ReadOutcome::Content(c)) => c,
+        Ok(ReadOutcome::Absent) => return Push::Skipped,
+        // Changed into something unsendable since the scan; the next scan reports it.
+        Ok(_) => return Push::Skipped,
+        Err(e) => {
+            tracing::warn!(memory_store_id = %store_id, path = %rel, error = %e, "cannot read memory file");
+            return Push::Skipped;
+        }
+    };
+    let sha = hands_protocol::memory::content_sha256(content.as_bytes());
+    let mut existing = existing;
+    // Transient failures (5xx, 429, transport) are retried a few times: the teardown flush
+    // has no later pass to catch up.
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let result = match &existing {
+            None => {
+                ctx.cp
+                    .create_memory(
+                        &ctx.credential,
+                        store_id,
+                        &format!("/{rel}"),
+                        content.clone(),
+                    )
+                    .await
+            }
+            Some(m) => {
+                ctx.cp
+                    .update_memory(
+                        &ctx.credential,
+                        store_id,
+                        &m.id,
+                        content.clone(),
+                        &m.content_sha256,
+                    )
+                    .await
+            }
+        };
+        return match result {
+            Ok(m) => Push::Stored(m.content_sha256),
+            // Deleted on the server since the listing: this file is now the only copy.
+            Err(e) if existing.is_some() && status(&e) == Some(404) => {
+                existing = None;
+                continue;
+            }
+            Err(e) if existing.is_some() && status(&e) == Some(409) => {
+                // After a retry, the 409 may be our own earlier attempt that landed unheard.
+                if attempt > 1
+                    && let Some(m) = &existing
+                    && let Ok(now) = ctx.cp.get_memory(&ctx.credential, store_id, &m.id).await
+                    && now.content_sha256 == sha
+                {
+                    return Push::Stored(sha);
+                }
+                Push::Conflict
+            }
+            Err(e) if e.is_transient() && status(&e) != Some(409) && attempt < PUSH_ATTEMPTS => {
+                tracing::debug!(memory_store_id = %store_id, path = %rel, error = %e, attempt, "memory upload failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                continue;
+            }
+            Err(e) if matches!(status(&e), Some(400) | Some(413)) => Push::Refused(sha),
+            Err(e) => {
+                tracing::warn!(memory_store_id = %store_id, path = %rel, error = %e, "failed to upload memory");
+                Push::Failed(Some(sha.clone()))
+            }
+        };
+    }
+}

@@ -1,0 +1,590 @@
+//! Memory stores against devplane: download, uploads, deletes with and without corroboration,
+//! conflicts, read-only stores, a failing flush, a sync cut off mid-way, and the hostile cases
+//! of CATALOGUE M1-M7.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hands_client::{ClientConfig, ControlPlane, Credential};
+use hands_devplane::faults::FailMemoryWrites;
+use hands_devplane::{Config, DevPlane, Faults, SessionSpec};
+use hands_memory::{DeleteMode, MemoryConfig, SessionStores};
+use hands_protocol::secret::SessionsToken;
+use hands_protocol::session::MemoryStoreResource;
+use serde_json::json;
+
+struct Env {
+    dp: DevPlane,
+    cp: ControlPlane,
+    token: Credential,
+    _scratch: tempfile::TempDir,
+    mnt: PathBuf,
+    resources: Vec<MemoryStoreResource>,
+}
+
+/// devplane with a session attaching `stores` (`(id, access)`), mounted under a scratch dir.
+async fn env(stores: &[(&str, &str)]) -> Env {
+    let dp = DevPlane::start(Config::default(), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mnt = scratch.path().join("mnt/memory");
+    let resources: Vec<MemoryStoreResource> = stores
+        .iter()
+        .map(|(id, access)| MemoryStoreResource {
+            memory_store_id: (*id).to_owned(),
+            access: (*access).to_owned(),
+            mount_path: mnt.join(id).display().to_string(),
+            name: Some((*id).to_owned()),
+            description: None,
+            instructions: None,
+        })
+        .collect();
+    let spec = SessionSpec {
+        resources: resources
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap();
+                v["type"] = json!("memory_store");
+                v
+            })
+            .collect(),
+        ..SessionSpec::default()
+    };
+    let session = dp.create_session(&spec).unwrap();
+    let work = dp.current_work(&session).unwrap();
+    let token = Credential::sessions_token(&SessionsToken::new(dp.sessions_token(&work).unwrap()));
+    let cp = ControlPlane::new(ClientConfig::with_base_url(dp.base_url())).unwrap();
+    Env {
+        dp,
+        cp,
+        token,
+        _scratch: scratch,
+        mnt,
+        resources,
+    }
+}
+
+fn config() -> MemoryConfig {
+    MemoryConfig {
+        delete_corroboration: Duration::ZERO,
+        ..MemoryConfig::default()
+    }
+}
+
+impl Env {
+    async fn mount(&self, config: MemoryConfig) -> SessionStores {
+        SessionStores::mount(self.cp.clone(), self.token.clone(), config, &self.resources)
+            .await
+            .unwrap()
+    }
+
+    fn root(&self, id: &str) -> PathBuf {
+        self.mnt.join(id)
+    }
+
+    fn writes(&self) -> BTreeMap<String, u32> {
+        self.dp.counters().memory_writes_by_path
+    }
+}
+
+fn files(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    out.remove(".anthropic-memory-store");
+    out
+}
+
+fn server(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(p, c)| ((*p).to_owned(), (*c).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn download_writes_every_memory_and_the_marker_and_teardown_removes_the_folder() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    for i in 0..45 {
+        e.dp.put_memory(
+            "memstore_a",
+            &format!("/notes/n{i:02}.md"),
+            &format!("note {i}"),
+        );
+    }
+    e.dp.put_memory("memstore_a", "/top.md", "top");
+    let stores = e.mount(config()).await;
+    let root = e.root("memstore_a");
+    let marker = std::fs::read_to_string(root.join(".anthropic-memory-store")).unwrap();
+    assert_eq!(marker, "version 1\nmemstore_a");
+    let local = files(&root);
+    assert_eq!(local.len(), 46);
+    assert_eq!(local["notes/n07.md"], "note 7");
+    assert_eq!(
+        local,
+        e.dp.memories("memstore_a")
+            .into_iter()
+            .map(|(p, c)| (p[1..].to_owned(), c))
+            .collect()
+    );
+    // Full pages hold 20: three pages for 46 memories.
+    assert!(e.dp.counters().memory_lists >= 3);
+    stores.teardown(true).await;
+    assert!(!root.exists());
+    // Nothing was uploaded: the download pushes nothing.
+    assert!(e.writes().is_empty());
+}
+
+#[tokio::test]
+async fn creates_and_edits_are_uploaded_once_with_preconditions() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    e.dp.put_memory("memstore_a", "/keep.md", "v1");
+    let mut stores = e.mount(config()).await;
+    let root = e.root("memstore_a");
+    std::fs::write(root.join("keep.md"), "v2").unwrap();
+    std::fs::create_dir_all(root.join("new/deep")).unwrap();
+    std::fs::write(root.join("new/deep/learned.md"), "fact").unwrap();
+    stores.sync_all().await;
+    assert_eq!(
+        e.dp.memories("memstore_a"),
+        server(&[("/keep.md", "v2"), ("/new/deep/learned.md", "fact")])
+    );
+    // An unchanged folder uploads nothing more.
+    stores.sync_all().await;
+    stores.teardown(true).await;
+    let w = e.writes();
+    assert_eq!(w["memstore_a:/keep.md"], 1);
+    assert_eq!(w["memstore_a:/new/deep/learned.md"], 1);
+    assert_eq!(e.dp.counters().memory_conflicts, 0);
+}
+
+#[tokio::test]
+async fn remote_changes_and_remote_deletes_reach_the_folder() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    e.dp.put_memory("memstore_a", "/a.md", "a1");
+    e.dp.put_memory("memstore_a", "/b.md", "b1");
+    let mut stores = e.mount(config()).await;
+    let root = e.root("memstore_a");
+    e.dp.put_memory("memstore_a", "/a.md", "a2");
+    e.dp.put_memory("memstore_a", "/c.md", "c1");
+    assert!(e.dp.remove_memory("memstore_a", "/b.md"));
+    stores.sync_all().await;
+    assert_eq!(files(&root), server(&[("a.md", "a2"), ("c.md", "c1")]));
+    assert!(e.writes().is_empty());
+    stores.teardown(true).await;
+}
+
+#[tokio::test]
+async fn a_local_delete_waits_for_corroboration_and_the_final_pass_waives_the_window() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    for p in ["/a.md", "/b.md", "/c.md"] {
+        e.dp.put_memory("memstore_a", p, "x");
+    }
+    // Window zero: the first pass that sees the file missing only records it.
+    let mut stores = e.mount(config()).await;
+    let root = e.root("memstore_a");
+    std::fs::remove_file(root.join("a.md")).unwrap();
+    stores.sync_all().await;
+    assert!(e.dp.memories("memstore_a").contains_key("/a.md"));
+    stores.sync_all().await;
+    assert!(!e.dp.memories("memstore_a").contains_key("/a.md"));
+
+    // A long window: cadence passes never delete; the final pass does.
+    std::fs::remove_file(root.join("b.md")).unwrap();
+    stores.teardown(true).await;
+    assert_eq!(e.dp.memories("memstore_a"), server(&[("/c.md", "x")]));
+
+    let e = env(&[("memstore_a", "read_write")]).await;
+    for p in ["/a.md", "/b.md"] {
+        e.dp.put_memory("memstore_a", p, "x");
+    }
+    let long = MemoryConfig {
+        delete_corroboration: Duration::from_secs(3600),
+        ..MemoryConfig::default()
+    };
+    let mut stores = e.mount(long).await;
+    std::fs::remove_file(e.root("memstore_a").join("a.md")).unwrap();
+    for _ in 0..3 {
+        stores.sync_all().await;
+    }
+    assert!(e.dp.memories("memstore_a").contains_key("/a.md"));
+    // A file re-created before the window ends is not deleted.
+    std::fs::write(e.root("memstore_a").join("a.md"), "x").unwrap();
+    stores.teardown(true).await;
+    assert_eq!(e.dp.memories("memstore_a").len(), 2);
+}
+
+#[tokio::test]
+async fn log_only_and_disabled_never_delete() {
+    for mode in [DeleteMode::LogOnly, DeleteMode::Disabled] {
+        let e = env(&[("memstore_a", "read_write")]).await;
+        for p in ["/a.md", "/b.md"] {
+            e.dp.put_memory("memstore_a", p, "x");
+        }
+        let mut stores = e
+            .mount(MemoryConfig {
+                deletions: mode,
+                ..config()
+            })
+            .await;
+        std::fs::remove_file(e.root("memstore_a").join("a.md")).unwrap();
+        stores.sync_all().await;
+        stores.sync_all().await;
+        stores.teardown(true).await;
+        assert_eq!(e.dp.memories("memstore_a").len(), 2, "{mode}");
+        assert_eq!(e.dp.counters().memory_deletes, 0, "{mode}");
+    }
+}
+
+#[tokio::test]
+async fn a_wiped_store_is_re_downloaded_and_deletes_are_capped_per_pass() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    for i in 0..40 {
+        e.dp.put_memory("memstore_a", &format!("/m{i:02}.md"), "x");
+    }
+    let mut stores = e.mount(config()).await;
+    let root = e.root("memstore_a");
+    // Every file gone at once (M4): re-downloaded, nothing deleted on the server.
+    for i in 0..40 {
+        std::fs::remove_file(root.join(format!("m{i:02}.md"))).unwrap();
+    }
+    stores.sync_all().await;
+    stores.sync_all().await;
+    assert_eq!(files(&root).len(), 40);
+    assert_eq!(e.dp.memories("memstore_a").len(), 40);
+    assert_eq!(e.dp.counters().memory_deletes, 0);
+    // Half of them deleted: at most max(8, min(50, 40/4)) = 10 deletes per pass.
+    for i in 0..20 {
+        std::fs::remove_file(root.join(format!("m{i:02}.md"))).unwrap();
+    }
+    stores.sync_all().await; // records
+    stores.sync_all().await; // first 10
+    assert_eq!(e.dp.memories("memstore_a").len(), 30);
+    // The cap follows the baseline: 30 / 4 is under the floor of 8.
+    stores.sync_all().await;
+    assert_eq!(e.dp.memories("memstore_a").len(), 22);
+    stores.teardown(true).await;
+    // The final pass sends the last two.
+    assert_eq!(e.dp.memories("memstore_a").len(), 20);
+}
+
+#[tokio::test]
+async fn a_concurrent_server_edit_wins_and_the_agent_is_told() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    e.dp.put_memory("memstore_a", "/plan.md", "base");
+    let mut stores = e.mount(config()).await;
+    let root = e.root("memstore_a");
+    std::fs::write(root.join("plan.md"), "agent edit").unwrap();
+    e.dp.put_memory("memstore_a", "/plan.md", "server edit");
+    stores.sync_all().await;
+    assert_eq!(
+        std::fs::read_to_string(root.join("plan.md")).unwrap(),
+        "server edit"
+    );
+    assert_eq!(e.dp.memories("memstore_a")["/plan.md"], "server edit");
+    let notes = stores.take_notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("plan.md") && notes[0].contains("replaced your edit"));
+    // Deleted here, changed there: restored, and told.
+    std::fs::remove_file(root.join("plan.md")).unwrap();
+    e.dp.put_memory("memstore_a", "/plan.md", "server again");
+    stores.sync_all().await;
+    assert_eq!(
+        std::fs::read_to_string(root.join("plan.md")).unwrap(),
+        "server again"
+    );
+    assert!(stores.take_notes()[0].contains("restored"));
+    stores.teardown(true).await;
+    assert_eq!(e.writes().len(), 0);
+}
+
+#[tokio::test]
+async fn devplane_answers_preconditions_like_the_service() {
+    let e = env(&[("memstore_a", "read_write"), ("memstore_r", "read_only")]).await;
+    let m = e.dp.put_memory("memstore_a", "/x.md", "one");
+    let wrong = hands_protocol::memory::content_sha256(b"other");
+    let err =
+        e.cp.update_memory(&e.token, "memstore_a", &m.id, "two".into(), &wrong)
+            .await
+            .unwrap_err();
+    assert_eq!(err.status().unwrap().as_u16(), 409);
+    assert_eq!(
+        err.body().unwrap().error.kind.as_str(),
+        "memory_precondition_failed_error"
+    );
+    let err =
+        e.cp.delete_memory(&e.token, "memstore_a", &m.id, &wrong)
+            .await
+            .unwrap_err();
+    assert_eq!(err.status().unwrap().as_u16(), 409);
+    let err =
+        e.cp.create_memory(&e.token, "memstore_a", "/x.md", "dup".into())
+            .await
+            .unwrap_err();
+    assert_eq!(
+        err.body().unwrap().error.kind.as_str(),
+        "memory_path_conflict_error"
+    );
+    let big = "a".repeat(102_401);
+    let err =
+        e.cp.create_memory(&e.token, "memstore_a", "/big.md", big)
+            .await
+            .unwrap_err();
+    assert_eq!(err.status().unwrap().as_u16(), 400);
+    let ok =
+        e.cp.update_memory(
+            &e.token,
+            "memstore_a",
+            &m.id,
+            "two".into(),
+            &m.content_sha256,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.content_sha256,
+        hands_protocol::memory::content_sha256(b"two")
+    );
+    // The environment key is rejected; a read-only attachment refuses writes; another
+    // session's store is out of reach.
+    let env_key = Credential::environment_key(e.dp.environment_key());
+    let err =
+        e.cp.list_memories(
+            &env_key,
+            "memstore_a",
+            hands_protocol::memory::MemoryView::Basic,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().unwrap().as_u16(), 403);
+    let err =
+        e.cp.create_memory(&e.token, "memstore_r", "/w.md", "w".into())
+            .await
+            .unwrap_err();
+    assert_eq!(err.status().unwrap().as_u16(), 403);
+    let err =
+        e.cp.list_memories(
+            &e.token,
+            "memstore_other",
+            hands_protocol::memory::MemoryView::Basic,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().unwrap().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn a_read_only_store_is_locked_and_its_writes_are_reported_never_uploaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = env(&[("memstore_r", "read_only")]).await;
+    e.dp.put_memory("memstore_r", "/rules.md", "be nice");
+    let mut stores = e.mount(config()).await;
+    let root = e.root("memstore_r");
+    assert_eq!(stores.read_only_roots(), vec![root.clone()]);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&root), 0o555);
+    assert_eq!(mode(&root.join("rules.md")), 0o444);
+    // Tool code running as root (as here) passes file modes: the write lands on disk, and
+    // sync must still never upload it.
+    if rustix::process::geteuid().is_root() {
+        std::fs::write(root.join("rules.md"), "be mean").unwrap();
+        std::fs::write(root.join("new.md"), "sneaky").unwrap();
+        stores.sync_all().await;
+        let notes = stores.take_notes();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes.iter().all(|n| n.contains("read-only")));
+        // A server change still comes down over the local write.
+        e.dp.put_memory("memstore_r", "/rules.md", "be kind");
+        stores.sync_all().await;
+        assert_eq!(
+            std::fs::read_to_string(root.join("rules.md")).unwrap(),
+            "be kind"
+        );
+        assert_eq!(mode(&root.join("rules.md")), 0o444);
+    } else {
+        assert!(std::fs::write(root.join("rules.md"), "be mean").is_err());
+        assert!(std::fs::write(root.join("new.md"), "sneaky").is_err());
+    }
+    stores.teardown(true).await;
+    assert!(e.writes().is_empty());
+    assert_eq!(e.dp.memories("memstore_r").len(), 1);
+    assert!(!root.exists());
+}
+
+#[tokio::test]
+async fn a_5xx_during_the_flush_is_retried_and_nothing_is_lost() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    let stores = e.mount(config()).await;
+    let root = e.root("memstore_a");
+    for i in 0..5 {
+        std::fs::write(root.join(format!("f{i}.md")), format!("{i}")).unwrap();
+    }
+    e.dp.set_faults(Faults {
+        fail_memory_writes: Some(FailMemoryWrites {
+            count: 3,
+            status: 503,
+        }),
+        ..Faults::default()
+    });
+    // An unclean end: only the push-only flush runs.
+    stores.teardown(false).await;
+    assert_eq!(e.dp.counters().injected_memory_failures, 3);
+    assert_eq!(e.dp.memories("memstore_a").len(), 5);
+    assert!(e.writes().values().all(|n| *n == 1));
+}
+
+#[tokio::test]
+async fn a_sync_killed_mid_way_loses_nothing_flushed_and_uploads_nothing_twice() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    let mut stores = e.mount(config()).await;
+    let root = e.root("memstore_a");
+    for i in 0..60 {
+        std::fs::write(root.join(format!("f{i:02}.md")), format!("{i}")).unwrap();
+    }
+    e.dp.set_faults(Faults {
+        slow_ms: Some(20),
+        ..Faults::default()
+    });
+    // The worker dies part-way through its sync: the task is dropped mid-request.
+    let task = tokio::spawn(async move {
+        stores.sync_all().await;
+        stores
+    });
+    while e.dp.counters().memory_writes < 10 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    e.dp.set_faults(Faults::default());
+    let landed = e.dp.memories("memstore_a");
+    assert!(!landed.is_empty() && landed.len() < 60, "{}", landed.len());
+    // The dead worker's folder stays behind; its successor mounts on a fresh host.
+    std::fs::remove_dir_all(&root).unwrap();
+    let mut successor = e.mount(config()).await;
+    assert_eq!(files(&root).len(), landed.len());
+    successor.sync_all().await;
+    successor.teardown(true).await;
+    assert_eq!(e.dp.memories("memstore_a"), landed);
+    assert!(e.writes().values().all(|n| *n == 1), "{:?}", e.writes());
+}
+
+#[tokio::test]
+async fn hostile_files_and_paths_stay_inside() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    // Server paths that could escape (M2), and the reserved marker path.
+    for p in [
+        "/../escaped.md",
+        "/a/../../escaped.md",
+        "//abs.md",
+        "/.anthropic-memory-store",
+        "/ok.md",
+    ] {
+        e.dp.put_memory("memstore_a", p, "x");
+    }
+    let mut stores = e.mount(config()).await;
+    let root = e.root("memstore_a");
+    assert_eq!(files(&root), server(&[("ok.md", "x")]));
+    assert!(!e.mnt.join("escaped.md").exists());
+    assert_eq!(
+        std::fs::read_to_string(root.join(".anthropic-memory-store")).unwrap(),
+        "version 1\nmemstore_a"
+    );
+    // Tool code plants links, a FIFO, a huge sparse file and binary content (M1, M2).
+    let outside = e.mnt.parent().unwrap().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "top secret").unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), root.join("link.md")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("dir")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        root.join("pipe.md"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let huge = std::fs::File::create(root.join("huge.md")).unwrap();
+    huge.set_len(256 << 20).unwrap();
+    drop(huge);
+    std::fs::write(root.join("over.md"), "a".repeat(102_401)).unwrap();
+    std::fs::write(root.join("bin.md"), [0xffu8, 0xfe, 0x00]).unwrap();
+    std::fs::write(root.join("fine.md"), "fine").unwrap();
+    let rss_before = rss_kib();
+    for _ in 0..3 {
+        stores.sync_all().await;
+    }
+    let grown = rss_kib().saturating_sub(rss_before);
+    // Reading the sparse file whole would cost 256 MiB.
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    stores.teardown(true).await;
+    assert_eq!(
+        e.dp.memories("memstore_a")
+            .keys()
+            .filter(|p| p.as_str() != "/ok.md"
+                && !p.contains("..")
+                && !p.starts_with("//")
+                && p.as_str() != "/.anthropic-memory-store")
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec!["/fine.md".to_owned()]
+    );
+    let w = e.writes();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w["memstore_a:/fine.md"], 1);
+    // The target of the links is untouched and was never uploaded.
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret.txt")).unwrap(),
+        "top secret"
+    );
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn unusable_mount_paths_refuse_that_store_only() {
+    let mut e = env(&[
+        ("memstore_a", "read_write"),
+        ("memstore_b", "read_write"),
+        ("memstore_c", "read_write"),
+        ("memstore_d", "read_write"),
+    ])
+    .await;
+    e.dp.put_memory("memstore_a", "/a.md", "a");
+    e.resources[1].mount_path = "relative/path".into();
+    e.resources[2].mount_path = format!("{}/x/../memstore_c", e.mnt.display());
+    std::fs::create_dir_all(e.root("memstore_d")).unwrap();
+    std::fs::write(e.root("memstore_d").join("leftover.md"), "old").unwrap();
+    let stores = e.mount(config()).await;
+    assert_eq!(stores.roots(), vec![e.root("memstore_a")]);
+    assert_eq!(files(&e.root("memstore_a")), server(&[("a.md", "a")]));
+    stores.teardown(true).await;
+    // The pre-existing folder is left exactly as found and nothing of it was uploaded.
+    assert_eq!(
+        files(&e.root("memstore_d")),
+        server(&[("leftover.md", "old")])
+    );
+    assert!(e.writes().is_empty());
+}
