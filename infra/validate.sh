@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Validates everything under infra/ without a cloud account, a terraform binary or a Docker
 # engine (none of which this project's machines have):
-#   cfn-lint              the SAM template (SAM and CloudFormation resource schemas)
+#   cfn-lint              the SAM template (SAM and CloudFormation resource schemas), and the
+#                         CloudFormation that aws-sam-translator (the library behind the
+#                         AWS::Serverless transform) turns it into
 #   kubernetes-validate   the manifests against the Kubernetes schemas it ships, strict, for the
 #                         oldest and newest versions named below
 #   infra/consistency.py  python-hcl2 parse of every .tf file, the KEDA ScaledObject against our
@@ -16,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CFN_LINT_VERSION=1.58.0
+SAM_TRANSLATOR_VERSION=1.115.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 PYTHON_HCL2_VERSION=8.1.4
 CHECKOV_VERSION=3.3.30
@@ -41,18 +44,28 @@ ensure_venv() {
     echo "$want" >"$dir/.pins"
 }
 
-ensure_venv "$LINT" "cfn-lint==$CFN_LINT_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
-    "python-hcl2==$PYTHON_HCL2_VERSION"
+ensure_venv "$LINT" "cfn-lint==$CFN_LINT_VERSION" "aws-sam-translator==$SAM_TRANSLATOR_VERSION" \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "python-hcl2==$PYTHON_HCL2_VERSION"
 ensure_venv "$CHECKOV" "checkov==$CHECKOV_VERSION"
 
 failed=()
 section() { printf '\n--- %s\n' "$1"; }
 
-section "cfn-lint $CFN_LINT_VERSION: infra/sam/template.yaml"
+section "cfn-lint $CFN_LINT_VERSION: infra/sam/template.yaml, and its SAM transform (aws-sam-translator $SAM_TRANSLATOR_VERSION)"
 if "$LINT/bin/cfn-lint" infra/sam/template.yaml; then
-    echo "cfn-lint: no findings"
+    echo "cfn-lint: no findings in the SAM template"
 else
     failed+=(cfn-lint)
+fi
+mkdir -p target/tmp
+translated=target/tmp/sam-translated.json
+# W2001 (unused parameter) is expected in the output: the transform substitutes the parameters
+# it consumes itself (EventInvokeConfig's retry settings) with their values.
+if "$LINT/bin/python" infra/sam/translate_check.py infra/sam/template.yaml "$translated" \
+    && "$LINT/bin/cfn-lint" --ignore-checks W2001 -- "$translated"; then
+    echo "cfn-lint: no findings in the transformed template"
+else
+    failed+=("SAM transform")
 fi
 
 section "kubernetes-validate $KUBERNETES_VALIDATE_VERSION (strict): infra/k8s"

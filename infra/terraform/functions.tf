@@ -74,6 +74,8 @@ resource "aws_lambda_function" "session" {
   depends_on = [aws_iam_role_policy.session]
 }
 
+# A session invocation that kept failing (or waited too long) goes to the webhook function as a
+# destination record; it force-stops the item.
 resource "aws_lambda_function_event_invoke_config" "session" {
   function_name                = aws_lambda_function.session.function_name
   maximum_retry_attempts       = var.session_max_retries
@@ -81,27 +83,27 @@ resource "aws_lambda_function_event_invoke_config" "session" {
 
   destination_config {
     on_failure {
-      destination = aws_sqs_queue.failure.arn
+      destination = aws_lambda_function.webhook.arn
     }
   }
 }
 
 resource "aws_lambda_function" "webhook" {
-  # checkov:skip=CKV_AWS_116:Invoked synchronously by its function URL (the webhook sender retries) and by the schedule (the next tick retries); there is no asynchronous event to lose.
+  # checkov:skip=CKV_AWS_116:Its asynchronous events (schedule runs, destination records) go to the failure queue through the on-failure destination (aws_lambda_function_event_invoke_config.webhook); function URL calls are synchronous and retried by the sender.
   # checkov:skip=CKV_AWS_117:Same as the session function: egress is the Anthropic API and AWS endpoints over TLS.
   # checkov:skip=CKV_AWS_173:The environment holds no secrets (ARNs, ids, a function name, a queue URL).
   # checkov:skip=CKV_AWS_272:Built from source by the operator.
   # checkov:skip=CKV_AWS_115:A delivery or a schedule tick is a short, bounded drain that hands work to the session function; limiting it would only turn deliveries into retries. Sessions are limited by session_reserved_concurrency.
   # checkov:skip=CKV_AWS_50:X-Ray tracing is optional; see the session function.
   function_name    = local.webhook_name
-  description      = "hands webhook function - verify, drain, hand off; schedule backstop and janitor"
+  description      = "hands webhook function - verify, drain, hand off; backstop drain; force-stop failed items"
   role             = aws_iam_role.webhook.arn
   runtime          = "provided.al2023"
   handler          = "bootstrap"
   architectures    = [var.architecture]
   filename         = data.archive_file.webhook.output_path
   source_code_hash = data.archive_file.webhook.output_base64sha256
-  # A drain is bounded in count and time; the schedule's janitor pass needs a little more.
+  # A drain is bounded in count and time (HANDS_REPLY_BUDGET, 10 s by default).
   timeout     = 60
   memory_size = 256
 
@@ -114,12 +116,25 @@ resource "aws_lambda_function" "webhook" {
     variables = merge(local.common_environment, {
       ANTHROPIC_WEBHOOK_SIGNING_KEY_SECRET_ARN = var.webhook_signing_key_secret_arn
       HANDS_SESSION_FUNCTION                   = aws_lambda_function.session.function_name
-      HANDS_FAILURE_QUEUE_URL                  = aws_sqs_queue.failure.url
     })
   }
 
   tags       = var.tags
   depends_on = [aws_iam_role_policy.webhook]
+}
+
+# Schedule runs and destination records arrive asynchronously: after Lambda's retries, what
+# still failed is kept in the failure queue.
+resource "aws_lambda_function_event_invoke_config" "webhook" {
+  function_name                = aws_lambda_function.webhook.function_name
+  maximum_retry_attempts       = 2
+  maximum_event_age_in_seconds = 3600
+
+  destination_config {
+    on_failure {
+      destination = aws_sqs_queue.failure.arn
+    }
+  }
 }
 
 # The sender authenticates with the Standard Webhooks signature, which the function verifies on

@@ -17,9 +17,12 @@ data "aws_iam_policy_document" "lambda_assume" {
 }
 
 locals {
-  # Built from the name: the session role must allow invoking its own function (the
-  # continuation), and referencing the function's ARN would make the role depend on it.
-  session_function_arn = "arn:${data.aws_partition.current.partition}:lambda:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:function:${local.session_name}"
+  # Built from the names: the session role must allow invoking its own function (the
+  # continuation) and the webhook function (its on-failure destination), and referencing either
+  # function would make the role depend on it: a cycle.
+  function_arn_prefix  = "arn:${data.aws_partition.current.partition}:lambda:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:function"
+  session_function_arn = "${local.function_arn_prefix}:${local.session_name}"
+  webhook_function_arn = "${local.function_arn_prefix}:${local.webhook_name}"
 }
 
 # --- session ---------------------------------------------------------------------------------
@@ -65,17 +68,18 @@ data "aws_iam_policy_document" "session" {
 
   # Lambda delivers to the on-failure destination with the function's own role.
   statement {
-    sid       = "SendToFailureQueue"
-    actions   = ["sqs:SendMessage"]
-    resources = [aws_sqs_queue.failure.arn]
+    sid       = "InvokeFailureDestination"
+    actions   = ["lambda:InvokeFunction"]
+    resources = [local.webhook_function_arn]
   }
 
+  # Snapshots are workspaces/<session id>.tar.gz.
   dynamic "statement" {
     for_each = var.workspace_snapshots ? [aws_s3_bucket.workspace[0].arn] : []
     content {
       sid       = "WorkspaceSnapshots"
-      actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
-      resources = ["${statement.value}/*"]
+      actions   = ["s3:GetObject", "s3:PutObject"]
+      resources = ["${statement.value}/workspaces/*"]
     }
   }
 
@@ -86,6 +90,11 @@ data "aws_iam_policy_document" "session" {
       sid       = "WorkspaceSnapshotsList"
       actions   = ["s3:ListBucket"]
       resources = [statement.value]
+      condition {
+        test     = "StringLike"
+        variable = "s3:prefix"
+        values   = ["workspaces/*"]
+      }
     }
   }
 }
@@ -140,14 +149,10 @@ data "aws_iam_policy_document" "webhook" {
     resources = [aws_lambda_function.session.arn]
   }
 
+  # Lambda delivers to the on-failure destination with the function's own role.
   statement {
-    sid = "Janitor"
-    actions = [
-      "sqs:ReceiveMessage",
-      "sqs:DeleteMessage",
-      "sqs:ChangeMessageVisibility",
-      "sqs:GetQueueAttributes",
-    ]
+    sid       = "SendToFailureQueue"
+    actions   = ["sqs:SendMessage"]
     resources = [aws_sqs_queue.failure.arn]
   }
 }

@@ -17,7 +17,7 @@ output "session_function_arn" {
 }
 
 output "failure_queue_url" {
-  description = "Items whose session invocation failed; the janitor force-stops them."
+  description = "Asynchronous events the webhook function failed to process after retries (a failed session's record it could not force-stop, a schedule run); alarm on its depth."
   value       = aws_sqs_queue.failure.url
 }
 

@@ -1,9 +1,9 @@
 # Webhooks are only wake-ups and the sender drops a delivery after 3 failed attempts: the
-# webhook function drains on a schedule too, and force-stops what the failure queue caught
-# (janitor). The function recognises EventBridge's "Scheduled Event" payload.
+# webhook function drains on a schedule too (and logs items that hold a lease without
+# heartbeating). It recognises EventBridge's "Scheduled Event" payload.
 resource "aws_cloudwatch_event_rule" "backstop" {
   name                = "${var.name}-backstop"
-  description         = "hands backstop drain and janitor"
+  description         = "hands backstop drain"
   schedule_expression = var.drain_schedule
   tags                = var.tags
 }

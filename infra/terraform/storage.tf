@@ -1,7 +1,8 @@
-# On-failure destination of the session function: items whose invocation kept failing (or
-# waited too long) land here, and the janitor, run by the webhook function on its schedule,
-# force-stops them. A message holds the invocation payload, i.e. the work item and its
-# short-lived work secret: encrypted at rest, kept no longer than a day.
+# The session function's failures go to the webhook function, which force-stops their items
+# (destination records). What the webhook function itself fails to process asynchronously (such
+# a record, or a schedule run, after Lambda's retries) lands here, so nothing is dropped
+# silently: alarm on its depth, inspect, redrive. A message holds the invocation payload, i.e.
+# possibly a work item and its short-lived work secret: encrypted at rest, kept a day.
 resource "aws_sqs_queue" "failure" {
   # checkov:skip=CKV_AWS_27:Encrypted at rest with SQS-managed keys (sqs_managed_sse_enabled); the check only recognises a KMS key, which would add key grants for Lambda's destination delivery.
   name                       = "${var.name}-session-failures"

@@ -20,7 +20,7 @@ variable "environment_id" {
 }
 
 variable "environment_key_secret_arn" {
-  description = "ARN of the Secrets Manager secret whose SecretString is the environment key (sk-ant-oat01-...). Read by both functions at start; never put in their environment."
+  description = "ARN of the Secrets Manager secret whose SecretString is the environment key (sk-ant-oat01-...), with its 6-character suffix and no JSON-key suffix (the roles are granted exactly this ARN). Read by both functions at start; never put in their environment."
   type        = string
 
   validation {
@@ -150,7 +150,7 @@ variable "log_retention_days" {
 }
 
 variable "drain_schedule" {
-  description = "How often the webhook function drains the queue and runs the janitor without a webhook."
+  description = "How often the webhook function drains the queue without a webhook (the backstop)."
   type        = string
   default     = "rate(1 minute)"
 }
