@@ -124,16 +124,16 @@ impl AuditRecord {
         tracing::info!(
             target: "hands_egress::audit",
             session = %self.session,
-            tool_call = self.tool_call.as_deref().unwrap_or("-"),
+            tool_call = %self.tool_call.as_deref().unwrap_or("-"),
             host = %self.host,
             port = self.port,
             method = %self.method,
             path = %self.path,
             status,
-            outcome,
+            outcome = %outcome,
             bytes,
             duration_ms = format_args!("{:.2}", self.started.elapsed().as_secs_f64() * 1000.0),
-            secret = self.secret.as_deref().unwrap_or("-"),
+            secret = %self.secret.as_deref().unwrap_or("-"),
             "egress"
         );
     }

@@ -22,6 +22,9 @@ use crate::tls::provider;
 /// its process; a day of slack covers clock skew between the worker and the sandbox.
 const VALIDITY: Duration = Duration::days(397);
 
+/// Leaves kept before the cache starts over.
+const MAX_CACHED_LEAVES: usize = 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     #[error("cannot generate the egress CA: {0}")]
@@ -106,6 +109,11 @@ impl WorkerCa {
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         let cfg = Arc::new(cfg);
         if let Ok(mut m) = self.leaves.lock() {
+            // Refused hosts get leaves too (the refusal is answered over TLS): a session naming
+            // endless hosts must not grow this without bound. Minting again is cheap.
+            if m.len() >= MAX_CACHED_LEAVES {
+                m.clear();
+            }
             m.insert(host.to_string(), cfg.clone());
         }
         Ok(cfg)

@@ -27,7 +27,7 @@ pub mod tls;
 
 pub use audit::EgressMetrics;
 pub use policy::{Policy, PolicyError};
-pub use proxy::{EgressConfig, EgressError, EgressProxy};
+pub use proxy::{EgressConfig, EgressError, EgressProxy, SessionEgress, TIER0_NOTICE};
 pub use resolve::Resolver;
 pub use secrets::{EnvSecrets, SecretSource, StaticSecrets};
 pub use sessions::{SessionGrant, SessionRegistry};

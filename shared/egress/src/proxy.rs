@@ -34,7 +34,7 @@ use crate::policy::{
 use crate::redact::{MIN_SECRET_LEN, Needles, Redactor};
 use crate::resolve::Resolver;
 use crate::secrets::{SecretError, SecretSource};
-use crate::sessions::{SessionEntry, SessionGrant, SessionRegistry};
+use crate::sessions::{BadSessionId, SessionEntry, SessionGrant, SessionRegistry};
 use crate::tls::{UpstreamRoots, UpstreamTlsError, client_config};
 
 /// How long a connection to an upstream may take before the request fails.
@@ -224,6 +224,18 @@ impl EgressProxy {
         env
     }
 
+    /// Registers a session and returns what its tools need; the credential dies with the
+    /// returned guard (when the session ends). The worker's one call per session.
+    pub fn open_session(&self, session_id: &str) -> Result<SessionEgress, BadSessionId> {
+        let grant = self.state.sessions.register(session_id)?;
+        let env = self.tool_env(&grant);
+        Ok(SessionEgress {
+            registry: self.state.sessions.clone(),
+            session_id: session_id.to_string(),
+            env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        })
+    }
+
     /// Stops accepting; connections already open finish on their own.
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
@@ -235,6 +247,39 @@ impl Drop for EgressProxy {
         self.accept_task.abort();
     }
 }
+
+/// One session's use of the proxy: its tool environment, and its credential until dropped.
+pub struct SessionEgress {
+    registry: Arc<SessionRegistry>,
+    session_id: String,
+    /// `HTTP_PROXY` and friends (with this session's credential) and the CA bundle variables:
+    /// add them to the session's tool environment (`EnvPolicy::set`).
+    pub env: Vec<(String, String)>,
+}
+
+impl SessionEgress {
+    /// Names the running tool call in the audit log (`None` between calls).
+    pub fn set_tool_call(&self, tool_call: Option<&str>) {
+        self.registry.set_tool_call(&self.session_id, tool_call);
+    }
+}
+
+impl Drop for SessionEgress {
+    fn drop(&mut self) {
+        self.registry.remove(&self.session_id);
+    }
+}
+
+impl std::fmt::Debug for SessionEgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionEgress")
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the worker logs at tier 0, where nothing stops tool code from ignoring the proxy.
+pub const TIER0_NOTICE: &str = "egress proxy: isolation tier 0 cannot force tool code through the proxy; a tool can connect to the network directly and bypass the policy (the proxy's secrets still never enter the tool environment)";
 
 async fn resolve_injection(
     rule: &Rule,
@@ -794,6 +839,7 @@ async fn forward(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    let mut headers_stripped = false;
     let redactor = match injection {
         Some(inj) if !inj.needles.is_empty() => {
             let mut stripped = false;
@@ -804,9 +850,7 @@ async fn forward(
                         HeaderValue::from_bytes(&clean).unwrap_or(HeaderValue::from_static(""));
                 }
             }
-            if stripped {
-                EgressMetrics::inc(&state.metrics.secrets_stripped);
-            }
+            headers_stripped = stripped;
             // the body length may change
             parts.headers.remove(header::CONTENT_LENGTH);
             Some(Redactor::new(inj.needles.clone()))
@@ -817,6 +861,7 @@ async fn forward(
     let body = AuditBody {
         inner: body,
         redactor,
+        headers_stripped,
         record: Some(record),
         status,
         bytes: 0,
@@ -883,6 +928,8 @@ fn empty() -> ProxyBody {
 struct AuditBody {
     inner: Incoming,
     redactor: Option<Redactor>,
+    /// Whether a secret was already removed from the response headers.
+    headers_stripped: bool,
     record: Option<AuditRecord>,
     status: u16,
     bytes: u64,
@@ -895,11 +942,15 @@ struct AuditBody {
 impl AuditBody {
     fn finish(&mut self, outcome: &str) {
         if let Some(record) = self.record.take() {
-            if let Some(r) = &self.redactor
-                && r.removed > 0
-            {
+            let in_body = self.redactor.as_ref().is_some_and(|r| r.removed > 0);
+            let stripped = self.headers_stripped || in_body;
+            if stripped {
                 EgressMetrics::inc(&self.metrics.secrets_stripped);
             }
+            let outcome = match (stripped, outcome) {
+                (true, "ok") => "ok-secret-stripped",
+                (_, o) => o,
+            };
             record.log(self.status, outcome, self.bytes);
         }
     }

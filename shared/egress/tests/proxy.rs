@@ -60,12 +60,45 @@ struct Harness {
     proxy: EgressProxy,
 }
 
+/// Every log line of this test binary (tests run in parallel; each looks for its own session).
+fn captured_log() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).to_string()
+}
+
+fn log_buffer() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOG: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> =
+        std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter("hands_egress=info")
+            .with_writer(move || LogWriter(writer.clone()))
+            .try_init();
+        buf
+    })
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn loopback() -> Vec<IpAddr> {
     vec!["127.0.0.1".parse().unwrap()]
 }
 
 impl Harness {
     async fn new() -> Harness {
+        log_buffer();
         let dir = tempfile::tempdir().unwrap();
         let canary = format!("canary{:032x}", rand_u128());
         let upstream_ca = TestCa::new(dir.path());
@@ -329,6 +362,25 @@ async fn an_upstream_that_echoes_the_secret_hands_back_none_of_it() {
     );
     assert!(h.proxy.metrics().secrets_stripped.load(Ordering::Relaxed) >= 1);
 
+    // One audit line per request, naming the secret but never holding its value.
+    let log = captured_log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("session=sesn_echo"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    for want in [
+        "host=echo.test",
+        "method=GET",
+        "path=/echo",
+        "status=200",
+        "secret=git_token",
+        "ok-secret-stripped",
+    ] {
+        assert!(lines[0].contains(want), "{want}: {}", lines[0]);
+    }
+    assert!(!log.contains(&h.canary));
+
     // The client's own Authorization is replaced, not forwarded beside ours.
     let (code, _) = h.curl(
         "sesn_echo",
@@ -476,6 +528,61 @@ async fn a_session_cannot_use_another_sessions_credential() {
         h.proxy.metrics().proxy_auth_failed.load(Ordering::Relaxed),
         3
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_guard_carries_the_env_and_its_credential_dies_with_it() {
+    let h = Harness::new().await;
+    let target = format!("http://plain.test:{}/echo", h.plain_upstream.addr.port());
+    let session = h.proxy.open_session("sesn_guard").unwrap();
+    let proxy_url = session
+        .env
+        .iter()
+        .find(|(k, _)| k == "HTTPS_PROXY")
+        .unwrap()
+        .1
+        .clone();
+    let bundle = session
+        .env
+        .iter()
+        .find(|(k, _)| k == "SSL_CERT_FILE")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(PathBuf::from(&bundle), h.proxy.ca_bundle());
+    for k in [
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "https_proxy",
+        "GIT_SSL_CAINFO",
+        "CURL_CA_BUNDLE",
+        "REQUESTS_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+    ] {
+        assert!(session.env.iter().any(|(n, _)| n == k), "{k}");
+    }
+    let code = |url: &str| {
+        let out = Command::new("curl")
+            .env_clear()
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--proxy",
+                url,
+                &target,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    session.set_tool_call(Some("toolu_1"));
+    assert_eq!(code(&proxy_url), "200");
+    drop(session);
+    assert_eq!(code(&proxy_url), "407");
+    assert!(h.proxy.sessions().is_empty());
 }
 
 #[tokio::test]
