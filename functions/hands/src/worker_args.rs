@@ -55,9 +55,25 @@ pub struct WorkerArgs {
     /// above tier 0 can). Also set by `REQUIRE_ISOLATION=1`.
     #[arg(long, env = "HANDS_REQUIRE_ISOLATION", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0..=1, default_missing_value = "true")]
     pub require_isolation: bool,
+    /// Memory stores: `on` mounts each store a session attaches at its mount path and keeps it
+    /// in sync; `off` runs such sessions without them (logged).
+    #[arg(long, env = "HANDS_MEMORY", default_value = "on", value_parser = ["on", "off"])]
+    pub memory: String,
+    /// How often a session's memory stores are synced while it runs (at least 5s); a tool call
+    /// that changed a store also syncs it.
+    #[arg(long, env = "HANDS_MEMORY_SYNC_INTERVAL", default_value = "15s", value_parser = hands_memory::parse_sync_interval)]
+    pub memory_sync_interval: Duration,
+    /// Whether a file deleted from a store folder deletes its memory on the server (after 30s of
+    /// corroboration): `enabled`, `log_only` (log what would be deleted), `disabled`.
+    #[arg(long, env = "HANDS_MEMORY_SYNC_DELETIONS", default_value = "enabled", value_parser = parse_delete_mode)]
+    pub memory_sync_deletions: hands_memory::DeleteMode,
 }
 
 fn parse_isolation(s: &str) -> Result<IsolationMode, String> {
+    s.parse()
+}
+
+fn parse_delete_mode(s: &str) -> Result<hands_memory::DeleteMode, String> {
     s.parse()
 }
 
@@ -104,6 +120,12 @@ impl WorkerArgs {
         config.max_idle = (!self.max_idle.is_zero()).then_some(self.max_idle);
         config.worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
         config.toolset.isolation = self.isolation()?;
+        config.memory = hands_memory::MemoryConfig {
+            enabled: self.memory == "on",
+            sync_interval: self.memory_sync_interval,
+            deletions: self.memory_sync_deletions,
+            ..hands_memory::MemoryConfig::default()
+        };
         if let Some(path) = &self.custom_tools {
             // Loaded once at startup: a bad file stops the worker before it claims anything.
             let tools = CustomTools::load(path)?
@@ -211,6 +233,38 @@ mod tests {
         let mut argv = vec!["hands", "--environment-id", "env_test"];
         argv.extend_from_slice(extra);
         Cli::parse_from(argv).worker
+    }
+
+    #[test]
+    fn memory_flags_parse_with_the_reference_defaults_and_floor() {
+        use clap::Parser;
+        let config = args(&[]).worker_config().unwrap().memory;
+        assert!(config.enabled);
+        assert_eq!(config.sync_interval, Duration::from_secs(15));
+        assert_eq!(config.deletions, hands_memory::DeleteMode::Enabled);
+        let config = args(&[
+            "--memory",
+            "off",
+            "--memory-sync-interval",
+            "5s",
+            "--memory-sync-deletions",
+            "log_only",
+        ])
+        .worker_config()
+        .unwrap()
+        .memory;
+        assert!(!config.enabled);
+        assert_eq!(config.sync_interval, Duration::from_secs(5));
+        assert_eq!(config.deletions, hands_memory::DeleteMode::LogOnly);
+        for bad in [
+            &["--memory-sync-interval", "4s"][..],
+            &["--memory-sync-deletions", "sometimes"],
+            &["--memory", "maybe"],
+        ] {
+            let mut argv = vec!["hands", "--environment-id", "env_test"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

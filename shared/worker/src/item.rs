@@ -13,7 +13,7 @@ use hands_client::{ApiError, Backoff, ControlPlane, Credential, StopOutcome};
 use hands_protocol::secret::decode_sessions_token;
 use hands_protocol::session::{Session, SessionStatus};
 use hands_protocol::work::WorkItem;
-use hands_tools::{Toolset, ToolsetConfig};
+use hands_tools::ToolsetConfig;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -43,6 +43,8 @@ pub struct WorkerConfig {
     /// Operator-declared custom tools (`--custom-tools`); empty: custom calls are left alone.
     pub custom_tools: Arc<CustomTools>,
     pub worker_id: String,
+    /// Memory stores: on/off, sync cadence, server deletes (`--memory*`).
+    pub memory: hands_memory::MemoryConfig,
 }
 
 impl WorkerConfig {
@@ -57,6 +59,7 @@ impl WorkerConfig {
             toolset: ToolsetConfig::new("."),
             custom_tools: Arc::new(CustomTools::empty()),
             worker_id: default_worker_id(),
+            memory: hands_memory::MemoryConfig::default(),
         }
     }
 }
@@ -269,9 +272,18 @@ impl Worker {
         let installed = install_skills(&self.cp, credential, session, workdir.path()).await;
         let mut tool_config = self.config.toolset.clone();
         tool_config.workdir = workdir.path().to_path_buf();
-        let toolset = match Toolset::new(tool_config) {
+        // Memory stores are mounted (and downloaded) here, with the heartbeat already going.
+        let prepared = crate::memory::prepare(
+            &self.cp,
+            credential,
+            &self.config.memory,
+            session,
+            tool_config,
+        )
+        .await;
+        let (toolset, memory) = match prepared {
             Ok(t) => t,
-            Err(e) => return ItemEnd::Failed(format!("toolset: {e}")),
+            Err(e) => return ItemEnd::Failed(e.to_string()),
         };
         let ctx = SessionContext {
             cp: self.cp.clone(),
@@ -284,11 +296,15 @@ impl Worker {
             tool_timeout: self.config.tool_timeout,
             observer: Arc::clone(&self.observer),
             shutdown: self.shutdown.clone(),
+            memory: memory.clone(),
         };
         let mut ledger = Ledger::new();
         ledger.seed_answered(resume.answered);
         let end = run_session(&ctx, lease, &mut ledger).await;
         toolset.shutdown().await;
+        // Tool processes are gone: nothing writes into the stores during the final sync.
+        drop(ctx);
+        crate::memory::teardown(memory, &end).await;
         for dir in installed {
             remove_dir_logged(&dir);
         }

@@ -15,6 +15,7 @@ pub mod feed;
 pub mod item;
 pub mod lease;
 pub mod ledger;
+pub mod memory;
 pub mod observer;
 pub mod poll;
 pub mod results;

@@ -64,6 +64,8 @@ pub struct SessionContext {
     pub observer: Arc<dyn Observer>,
     /// Fires when the worker process is shutting down.
     pub shutdown: CancellationToken,
+    /// The session's memory stores, synced after each call; `None` without stores.
+    pub memory: Option<Arc<hands_memory::LiveMemory>>,
 }
 
 /// Result posting window when the lease has not told us its TTL (§6.4).
@@ -262,7 +264,16 @@ async fn execute(
         None => {
             ctx.observer.call_started(&ctx.session_id, &call);
             let started = Instant::now();
+            if let Some(m) = &ctx.memory {
+                m.call_started();
+            }
             let out = run_tool(&ctx, &call, &cancel).await;
+            // A call that touched a store is synced before its result goes out, so the agent
+            // learns in this very result if an edit of its did not stick.
+            let out = match &ctx.memory {
+                Some(m) => crate::memory::with_notes(out, m.after_call().await),
+                None => out,
+            };
             let elapsed = started.elapsed();
             tracing::info!(
                 is_error = out.is_error,

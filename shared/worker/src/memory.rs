@@ -1,0 +1,116 @@
+//! The worker's side of memory stores (PROTOCOL.md §6.3 steps 5, 6 and 8): whether a session's
+//! stores are mounted at all, the toolset's extra roots, the note appended to a tool result,
+//! and the teardown after the run. The stores themselves are `hands-memory`.
+
+use std::sync::Arc;
+
+use hands_client::{ControlPlane, Credential, CredentialKind};
+use hands_memory::{LiveMemory, MemoryConfig, SessionStores};
+use hands_protocol::session::{MemoryStoreResource, Session};
+use hands_protocol::toolset::{ContentBlock, ToolOutput};
+use hands_tools::{Toolset, ToolsetConfig, ToolsetError};
+
+use crate::runner::RunEnd;
+
+/// Why the session's tools could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("toolset: {0}")]
+    Toolset(#[from] ToolsetError),
+    /// The memory endpoints reject the environment key: the item fails rather than running
+    /// the session without the memory its agent was told about (§6.3 step 5).
+    #[error(
+        "the session has {0} memory store(s) but the work item carried no sessions token; the memory endpoints reject the environment key, so its memory cannot be mounted"
+    )]
+    NoSessionsToken(usize),
+    #[error("memory: {0}")]
+    Memory(#[from] hands_memory::MountError),
+}
+
+/// Mounts the session's stores (unless memory is off) and builds the toolset with them as extra
+/// roots, read-only ones refused to `write`/`edit` and bound read-only in tier 2.
+pub async fn prepare(
+    cp: &ControlPlane,
+    credential: &Credential,
+    config: &MemoryConfig,
+    session: &Session,
+    mut tool_config: ToolsetConfig,
+) -> Result<(Toolset, Option<Arc<LiveMemory>>), PrepareError> {
+    let resources: Vec<MemoryStoreResource> = session.memory_stores().cloned().collect();
+    let mut memory = None;
+    if !resources.is_empty() {
+        if !config.enabled {
+            tracing::warn!(
+                stores = resources.len(),
+                "memory is off (--memory off): the session runs without its memory stores"
+            );
+        } else if credential.kind() != CredentialKind::SessionsToken {
+            return Err(PrepareError::NoSessionsToken(resources.len()));
+        } else {
+            let stores =
+                SessionStores::mount(cp.clone(), credential.clone(), config.clone(), &resources)
+                    .await?;
+            if !stores.is_empty() {
+                memory = Some(stores);
+            }
+        }
+    }
+    if let Some(stores) = &memory {
+        tool_config.allowed_roots.extend(stores.roots());
+        tool_config.read_only_roots.extend(stores.read_only_roots());
+    }
+    match Toolset::new(tool_config) {
+        Ok(t) => Ok((t, memory.map(|m| Arc::new(LiveMemory::start(m))))),
+        Err(e) => {
+            if let Some(stores) = memory {
+                stores.teardown(false).await;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Appends the memory notes of a tool call to its result (conflicts the store won, writes to a
+/// read-only store), so the agent learns that an edit of its did not stick.
+pub fn with_notes(mut out: ToolOutput, notes: Vec<String>) -> ToolOutput {
+    if notes.is_empty() {
+        return out;
+    }
+    let mut text = String::from("[memory]");
+    for n in notes {
+        text.push_str("\n- ");
+        text.push_str(&n);
+    }
+    out.content.push(ContentBlock::Text { text });
+    out
+}
+
+/// After the run (tool processes already gone): the final sync after a normal end (idle,
+/// terminated, deleted, or a hand-off to a successor, which re-downloads), the push-only flush
+/// in every case, then the folders are removed.
+pub async fn teardown(memory: Option<Arc<LiveMemory>>, end: &RunEnd) {
+    let Some(memory) = memory else { return };
+    let clean = !matches!(
+        end,
+        RunEnd::LeaseLost(_) | RunEnd::Stopped(_) | RunEnd::Shutdown | RunEnd::FeedFailed(_)
+    );
+    match Arc::try_unwrap(memory) {
+        Ok(m) => m.teardown(clean).await,
+        Err(_) => tracing::error!("memory stores still in use at teardown; not flushed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_are_appended_as_one_text_block() {
+        let out = with_notes(ToolOutput::ok("done"), vec!["a".into(), "b".into()]);
+        assert_eq!(out.content.len(), 2);
+        assert!(
+            matches!(&out.content[1], ContentBlock::Text { text } if text == "[memory]\n- a\n- b")
+        );
+        assert_eq!(with_notes(ToolOutput::ok("x"), vec![]).content.len(), 1);
+    }
+}

@@ -1,0 +1,187 @@
+//! Memory stores through the whole worker: mounted at claim, used by the file tools and bash,
+//! a read-only store refused to `write`, synced after the calls, flushed at the end; a session
+//! with stores but no sessions token fails; `--memory off` runs without them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{Harness, failures, script};
+use hands_devplane::{Config, SessionSpec};
+use hands_worker::{ItemEnd, Resume};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+fn stores(mnt: &Path) -> Value {
+    json!([
+        {"type":"memory_store","memory_store_id":"memstore_notes","access":"read_write",
+         "mount_path": mnt.join("notes").display().to_string(),"name":"notes"},
+        {"type":"memory_store","memory_store_id":"memstore_rules","access":"read_only",
+         "mount_path": mnt.join("rules").display().to_string(),"name":"rules"}
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_uses_two_stores_and_the_server_ends_with_its_edits() {
+    let h = Harness::start(Config::default()).await;
+    h.dp.put_memory("memstore_notes", "/old.md", "stale");
+    h.dp.put_memory("memstore_notes", "/keep.md", "kept");
+    h.dp.put_memory("memstore_rules", "/policy.md", "be nice");
+    let mnt = h.root.join("mnt/memory");
+    let (notes, rules) = (mnt.join("notes"), mnt.join("rules"));
+    let s = script(json!({
+        "name": "memory",
+        "session": {"resources": stores(&mnt)},
+        "steps": [
+            {"step":"tool_use","name":"read","input":{"file_path": rules.join("policy.md")},
+             "expect":{"is_error":false,"text_contains":["be nice"]}},
+            {"step":"tool_use","name":"write","input":{"file_path": notes.join("learned.md"),"content":"fact one\n"},
+             "expect":{"is_error":false}},
+            {"step":"tool_use","name":"write","input":{"file_path": rules.join("policy.md"),"content":"be mean"},
+             "expect":{"is_error":true,"text_contains":["read-only"]}},
+            {"step":"tool_use","name":"bash","input":{"command": format!(
+                "echo more >> {n}/learned.md && rm {n}/old.md && cat {n}/keep.md", n = notes.display())},
+             "expect":{"is_error":false,"text_contains":["kept"]}},
+            {"step":"idle","stop_reason":"end_turn"},
+            {"step":"expect_stopped","within_ms":20000}
+        ]
+    }));
+    let report = h.play(&s, 1).await;
+    assert!(report.passed, "{}", failures(&report));
+    let server = h.dp.memories("memstore_notes");
+    assert_eq!(
+        server.get("/learned.md").map(String::as_str),
+        Some("fact one\nmore\n")
+    );
+    assert_eq!(server.get("/keep.md").map(String::as_str), Some("kept"));
+    assert!(!server.contains_key("/old.md"), "{server:?}");
+    assert_eq!(h.dp.memories("memstore_rules").len(), 1);
+    assert_eq!(h.dp.memories("memstore_rules")["/policy.md"], "be nice");
+    // Each change went up once (learned.md changed twice: write, then bash); the folders are
+    // gone.
+    let writes = h.dp.counters().memory_writes_by_path;
+    assert_eq!(
+        writes.into_iter().collect::<Vec<_>>(),
+        vec![("memstore_notes:/learned.md".to_owned(), 2)]
+    );
+    assert!(!notes.exists() && !rules.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_without_a_sessions_token_fail_the_item_and_memory_off_runs_without_them() {
+    let h = Harness::start(Config::default()).await;
+    let mnt = h.root.join("mnt/memory");
+    let spec = SessionSpec {
+        resources: serde_json::from_value(stores(&mnt)).unwrap(),
+        ..SessionSpec::default()
+    };
+    h.dp.create_session(&spec).unwrap();
+    let w = h.worker("nokey", CancellationToken::new());
+    let hands_worker::Claim::Item(mut item) = w
+        .claim(&hands_client::PollOptions::default())
+        .await
+        .unwrap()
+    else {
+        panic!("the item was not claimed")
+    };
+    // The item as a worker without the secret sees it: only the environment key.
+    item.secret = None;
+    let outcome = w.serve(&item, Resume::default()).await;
+    let ItemEnd::Failed(why) = &outcome.end else {
+        panic!("expected a failure, got {:?}", outcome.end)
+    };
+    assert!(why.contains("no sessions token"), "{why}");
+    assert!(outcome.stopped);
+    assert!(!mnt.exists());
+
+    // --memory off: the same kind of session runs, without its stores.
+    let h = Harness::start(Config::default()).await;
+    let mut config = h.config(h.per_session("off"));
+    config.memory.enabled = false;
+    let w = h.worker_with(config, CancellationToken::new());
+    let shutdown = w.shutdown_token().clone();
+    let poller = tokio::spawn(async move { w.poll_forever(1).await });
+    let s = script(json!({
+        "name": "memory-off",
+        "session": {"resources": stores(&mnt)},
+        "steps": [
+            {"step":"tool_use","name":"bash","input":{"command": format!("test -e {} && echo mounted || echo absent", mnt.display())},
+             "expect":{"is_error":false,"text_contains":["absent"]}},
+            {"step":"idle","stop_reason":"end_turn"},
+            {"step":"expect_stopped","within_ms":20000}
+        ]
+    }));
+    let report = h.dp.run_script(&s).await;
+    shutdown.cancel();
+    poller.await.unwrap().unwrap();
+    assert!(report.passed, "{}", failures(&report));
+    assert_eq!(h.dp.counters().memory_lists, 0);
+}
+
+/// Bash writing into a read-only store: refused by the file system in tier 2 (read-only bind)
+/// and, at tier 0, by file modes unless the worker is root; never uploaded in any tier, and the
+/// agent is told when the write landed on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bash_cannot_change_a_read_only_store() {
+    use hands_sandbox::{HostProbe, Isolation, IsolationMode, Tier, Tier2Options};
+    let required = std::env::var("REQUIRE_ISOLATION").is_ok_and(|v| v == "1");
+    let probe = HostProbe::run();
+    let tier2 = match probe.select(IsolationMode::Tier(Tier::Bwrap), true) {
+        Ok(_) => probe.bwrap_sandbox(Tier2Options::default()),
+        Err(e) if required => panic!("REQUIRE_ISOLATION=1 but tier 2 cannot engage: {e}"),
+        Err(e) => {
+            eprintln!("tier 2 not available, checking tier 0 only: {e}");
+            None
+        }
+    };
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let mut tiers = vec![("tier0", Isolation::Tier0)];
+    if let Some(b) = tier2 {
+        tiers.push(("tier2", Isolation::Bwrap(b)));
+    }
+    for (name, isolation) in tiers {
+        let h = Harness::start(Config::default()).await;
+        h.dp.put_memory("memstore_rules", "/policy.md", "be nice");
+        let mnt = h.root.join("mnt/memory");
+        let rules = mnt.join("rules");
+        let mut config = h.config(h.per_session(name));
+        let bound = matches!(isolation, Isolation::Bwrap(_));
+        config.toolset.isolation = isolation;
+        let expect = if bound {
+            json!({"is_error":true,"text_contains":["Read-only file system"]})
+        } else if root {
+            // Root passes file modes at tier 0: the write lands, and the agent is told it
+            // does not count.
+            json!({"is_error":false,"text_contains":["[memory]","read-only"]})
+        } else {
+            json!({"is_error":true,"text_contains":["Permission denied"]})
+        };
+        let s = script(json!({
+            "name": "memory-read-only",
+            "session": {"resources": stores(&mnt)},
+            "steps": [
+                {"step":"tool_use","name":"bash","input":{"command": format!("echo be mean > {}/policy.md", rules.display())},
+                 "expect": expect},
+                {"step":"idle","stop_reason":"end_turn"},
+                {"step":"expect_stopped","within_ms":20000}
+            ]
+        }));
+        let w = h.worker_with(config, CancellationToken::new());
+        let shutdown = w.shutdown_token().clone();
+        let poller = tokio::spawn(async move { w.poll_forever(1).await });
+        let report = h.dp.run_script(&s).await;
+        shutdown.cancel();
+        poller.await.unwrap().unwrap();
+        assert!(report.passed, "{name}: {}", failures(&report));
+        assert_eq!(
+            h.dp.memories("memstore_rules")["/policy.md"],
+            "be nice",
+            "{name}"
+        );
+        assert!(h.dp.counters().memory_writes_by_path.is_empty(), "{name}");
+    }
+}
