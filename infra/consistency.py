@@ -5,9 +5,12 @@ code they deploy. Run by infra/validate.sh in the venv that has PyYAML, python-h
 
 What is checked, and why:
 - every Terraform file parses with python-hcl2 (no terraform binary can be installed here), every
-  variable has a type and a description, the module outputs the webhook URL to register;
+  variable has a type and a description, the module outputs the webhook URL to register, and
+  every var./local./resource/data reference names something the module declares (the part of
+  `terraform validate` that needs no provider schemas);
 - the SAM template and the Terraform module give each function the same environment variable
   names and point at the same cargo-lambda build outputs, so the two deployments cannot drift;
+  every HANDS_* variable they set is read by the functions' code (functions/, shared/);
 - the KEDA ScaledObject matches infra/k8s/schemas/keda-scaledobject.schema.json, queries only
   metrics that shared/ingress/src/metrics.rs really exports, targets the Deployment, and its
   per-pod threshold equals the Deployment's --max-sessions;
@@ -114,6 +117,58 @@ def check_terraform_module(tf: dict[str, list[dict[str, Any]]]) -> str:
     functions = tf_resources(tf, "aws_lambda_function")
     assert set(functions) == set(FUNCTIONS), f"aws_lambda_function resources: {sorted(functions)}"
     return f"{len(variables)} variables, outputs {sorted(outputs)}"
+
+
+TF_REF = re.compile(r"\b(var|local)\.([a-z0-9_]+)|\bdata\.([a-z0-9_]+)\.([a-z0-9_]+)|\b(aws_[a-z0-9_]+)\.([a-z0-9_]+)\b")
+
+
+def check_terraform_references(tf: dict[str, list[dict[str, Any]]]) -> str:
+    variables = {unquote(k) for block in tf.get("variable", []) for k in block}
+    locals_ = {k for block in tf.get("locals", []) for k in block}
+    resources = {(unquote(t), unquote(n)) for block in tf.get("resource", []) for t, named in block.items() for n in named}
+    data = {(unquote(t), unquote(n)) for block in tf.get("data", []) for t, named in block.items() for n in named}
+    used_vars: set[str] = set()
+    missing: list[str] = []
+    count = 0
+    for path in sorted((INFRA / "terraform").glob("*.tf")):
+        # Comments may mention names freely; only code counts.
+        code = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+        for m in TF_REF.finditer(code):
+            count += 1
+            kind, name, dtype, dname, rtype, rname = m.groups()
+            if kind == "var":
+                used_vars.add(name)
+                if name not in variables:
+                    missing.append(f"{path.name}: var.{name}")
+            elif kind == "local" and name not in locals_:
+                missing.append(f"{path.name}: local.{name}")
+            elif dtype and (dtype, dname) not in data:
+                missing.append(f"{path.name}: data.{dtype}.{dname}")
+            elif rtype and (rtype, rname) not in resources:
+                missing.append(f"{path.name}: {rtype}.{rname}")
+    assert not missing, f"undeclared references: {missing}"
+    unused = variables - used_vars
+    assert not unused, f"variables never used: {sorted(unused)}"
+    return f"{count} references resolve, every variable is used"
+
+
+def code_reads(name: str) -> bool:
+    for top in ("functions", "shared"):
+        for path in (ROOT / top).rglob("*.rs"):
+            if f'"{name}"' in path.read_text(errors="replace"):
+                return True
+    return False
+
+
+def check_names_read_by_code(sam: dict[str, Any]) -> str:
+    if not (ROOT / "functions/webhook").is_dir() or not (ROOT / "functions/session").is_dir():
+        return "skipped: functions/webhook and functions/session are not in this tree"
+    names = set()
+    for function in FUNCTIONS:
+        names |= {n for n in sam_function(sam, function)["Environment"]["Variables"] if n.startswith("HANDS_")}
+    unread = sorted(n for n in names if not code_reads(n))
+    assert not unread, f"set by the templates but read nowhere in functions/ or shared/: {unread}"
+    return f"{sorted(names)} all read by the code"
 
 
 def tf_environment(tf: dict[str, list[dict[str, Any]]], function: str) -> set[str]:
@@ -295,8 +350,10 @@ def main() -> int:
 
     run("terraform parses", parse)
     run("terraform module", lambda: check_terraform_module(tf))
+    run("terraform references", lambda: check_terraform_references(tf))
     run("SAM and Terraform environments", lambda: check_sam_terraform_environment(sam, tf))
     run("issue 6 configuration names", lambda: check_issue_contract(sam))
+    run("names read by the functions", lambda: check_names_read_by_code(sam))
     run("Lambda build outputs", lambda: check_build_outputs(sam, tf))
     run("KEDA ScaledObject", lambda: check_keda(k8s))
     run("Deployment", lambda: check_deployment(k8s))

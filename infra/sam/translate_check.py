@@ -4,6 +4,10 @@ AWS::Serverless transform is built on) and writes the plain CloudFormation it yi
 can check what would actually be deployed: the generated roles, permissions, URL, schedule and
 destination policies, not only the SAM shorthand.
 
+The checkov skips of a serverless function (its Metadata) are copied onto the resources the
+transform generates for it (its URL, role, permissions), whose logical ids start with the
+function's, so the justifications stay in the template and checkov can scan the output too.
+
 Usage: translate_check.py TEMPLATE OUT.json. `sam deploy` uploads the code and rewrites CodeUri to
 an S3 URI before the transform; placeholders stand in for those here. Parameters get sample
 values; conditions stay unevaluated in the output, so both branches are linted.
@@ -39,7 +43,16 @@ def main() -> int:
     for name, resource in template["Resources"].items():
         if resource["Type"] == "AWS::Serverless::Function":
             resource["Properties"]["CodeUri"] = f"s3://placeholder-bucket/{name}.zip"
+    skips = {
+        name: resource["Metadata"]["checkov"]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function" and "checkov" in resource.get("Metadata", {})
+    }
     translated = transform(template, SAMPLE_PARAMETERS, ManagedPolicies())
+    for name, resource in translated["Resources"].items():
+        for function, checkov in skips.items():
+            if name.startswith(function) and name != function:
+                resource.setdefault("Metadata", {})["checkov"] = checkov
     with open(out, "w") as f:
         json.dump(translated, f, indent=1)
     types = sorted({r["Type"] for r in translated["Resources"].values()})
