@@ -32,6 +32,18 @@ private = true
 action = "allow"
 
 [[rule]]
+host = "readonly.test"
+methods = ["GET"]
+private = true
+action = "allow"
+
+[[rule]]
+host = "wrongca.test"
+private = true
+action = "inject"
+headers = { Authorization = "Bearer {secret:git_token}" }
+
+[[rule]]
 host = "plain.test"
 private = true
 action = "allow"
@@ -57,6 +69,8 @@ struct Harness {
     upstream_ca: TestCa,
     tls_upstream: Upstream,
     plain_upstream: Upstream,
+    /// Serves a certificate from a CA the proxy does not trust.
+    untrusted_upstream: Upstream,
     proxy: EgressProxy,
 }
 
@@ -104,14 +118,26 @@ impl Harness {
         let upstream_ca = TestCa::new(dir.path());
         let repos = dir.path().join("srv");
         std::fs::create_dir_all(&repos).unwrap();
-        let tls = upstream_ca.server_config(&["git.test", "echo.test", "tunnel.test"]);
+        let tls =
+            upstream_ca.server_config(&["git.test", "echo.test", "tunnel.test", "readonly.test"]);
         let tls_upstream = start_upstream(Some(tls), Some(repos), canary.clone()).await;
         let plain_upstream = start_upstream(None, None, canary.clone()).await;
+        let other_dir = dir.path().join("other-ca");
+        std::fs::create_dir_all(&other_dir).unwrap();
+        let other_ca = TestCa::new(&other_dir);
+        let untrusted_upstream = start_upstream(
+            Some(other_ca.server_config(&["wrongca.test"])),
+            None,
+            canary.clone(),
+        )
+        .await;
         let resolver = Resolver::system()
             .pin("git.test", loopback())
             .pin("echo.test", loopback())
             .pin("tunnel.test", loopback())
             .pin("plain.test", loopback())
+            .pin("readonly.test", loopback())
+            .pin("wrongca.test", loopback())
             .pin("rebind.example.com", loopback())
             .pin("metadata.test", vec!["169.254.169.254".parse().unwrap()])
             .pin("metadata6.test", vec!["fd00:ec2::254".parse().unwrap()]);
@@ -132,6 +158,7 @@ impl Harness {
             upstream_ca,
             tls_upstream,
             plain_upstream,
+            untrusted_upstream,
             proxy,
         }
     }
@@ -583,6 +610,43 @@ async fn a_session_guard_carries_the_env_and_its_credential_dies_with_it() {
     drop(session);
     assert_eq!(code(&proxy_url), "407");
     assert!(h.proxy.sessions().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_rule_is_enforced_inside_https() {
+    let h = Harness::new().await;
+    let url = format!("https://readonly.test:{}/echo", h.tls_port());
+    let (code, text) = h.curl("sesn_ro", &url, &[]);
+    assert_eq!(code, "200", "{text}");
+    let (code, text) = h.curl("sesn_ro", &url, &["-X", "POST", "-d", "x=1"]);
+    assert_eq!(code, "403", "{text}");
+    assert!(
+        text.contains("egress to readonly.test is not allowed by this environment's policy"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_with_an_untrusted_certificate_never_gets_the_secret() {
+    let h = Harness::new().await;
+    let url = format!(
+        "https://wrongca.test:{}/echo",
+        h.untrusted_upstream.addr.port()
+    );
+    let (code, text) = h.curl("sesn_mitm", &url, &[]);
+    assert_eq!(code, "502", "{text}");
+    assert!(
+        text.contains("egress to wrongca.test failed: TLS with wrongca.test failed"),
+        "{text}"
+    );
+    assert!(
+        h.untrusted_upstream
+            .seen
+            .authorizations
+            .lock()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
