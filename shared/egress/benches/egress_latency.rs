@@ -223,7 +223,7 @@ async fn main() {
     };
     let secrets = StaticSecrets::new().with("bench_token", "bench-token-0123456789abcdef");
     let proxy = EgressProxy::start(config, &secrets).await.unwrap();
-    let grant = proxy.sessions().register("sesn_bench").unwrap();
+    let grant = proxy.sessions().register("sesn_bench");
     let proxy_ca = dir.path().join("proxy-ca.pem");
     std::fs::write(&proxy_ca, proxy.ca_cert_pem()).unwrap();
     let b = Bench {

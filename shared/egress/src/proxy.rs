@@ -34,7 +34,7 @@ use crate::policy::{
 use crate::redact::{MIN_SECRET_LEN, Needles, Redactor};
 use crate::resolve::Resolver;
 use crate::secrets::{SecretError, SecretSource};
-use crate::sessions::{BadSessionId, SessionEntry, SessionGrant, SessionRegistry};
+use crate::sessions::{SessionEntry, SessionGrant, SessionRegistry};
 use crate::tls::{UpstreamRoots, UpstreamTlsError, client_config};
 
 /// How long a connection to an upstream may take before the request fails.
@@ -226,14 +226,14 @@ impl EgressProxy {
 
     /// Registers a session and returns what its tools need; the credential dies with the
     /// returned guard (when the session ends). The worker's one call per session.
-    pub fn open_session(&self, session_id: &str) -> Result<SessionEgress, BadSessionId> {
-        let grant = self.state.sessions.register(session_id)?;
+    pub fn open_session(&self, session_id: &str) -> SessionEgress {
+        let grant = self.state.sessions.register(session_id);
         let env = self.tool_env(&grant);
-        Ok(SessionEgress {
+        SessionEgress {
             registry: self.state.sessions.clone(),
             session_id: session_id.to_string(),
             env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        })
+        }
     }
 
     /// Stops accepting; connections already open finish on their own.

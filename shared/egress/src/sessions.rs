@@ -1,8 +1,9 @@
 //! Per-session proxy credentials: who is asking, so one session can never use another's grants.
 //!
-//! Each session gets `http://SESSION:TOKEN@127.0.0.1:PORT` in its tool environment; the proxy
+//! Each session gets `http://USER:TOKEN@127.0.0.1:PORT` in its tool environment; the proxy
 //! accepts a request only with a `Proxy-Authorization: Basic` pair that matches a live session.
-//! The token is 256 random bits, compared in constant time, and forgotten when the session ends.
+//! The user name is random (a session id may hold characters a URL cannot), the token is 256
+//! random bits compared in constant time, and both are forgotten when the session ends.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +17,15 @@ use subtle::ConstantTimeEq;
 /// The live sessions the proxy serves.
 #[derive(Default)]
 pub struct SessionRegistry {
-    sessions: RwLock<HashMap<String, Arc<SessionEntry>>>,
+    inner: RwLock<Maps>,
+}
+
+#[derive(Default)]
+struct Maps {
+    /// By proxy user name.
+    by_user: HashMap<String, Arc<SessionEntry>>,
+    /// Session id to proxy user name.
+    users: HashMap<String, String>,
 }
 
 /// One registered session, as the proxy sees it.
@@ -30,51 +39,54 @@ pub struct SessionEntry {
 /// What the worker hands to one session's tool environment.
 pub struct SessionGrant {
     pub session_id: String,
+    user: String,
     token: SecretString,
 }
 
-/// A session id that cannot be a proxy user name.
-#[derive(Debug, thiserror::Error)]
-#[error("session id {0:?} cannot be a proxy user name (letters, digits, '_' and '-' only)")]
-pub struct BadSessionId(pub String);
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::Rng::fill(&mut rand::rng(), buf.as_mut_slice());
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 impl SessionRegistry {
     pub fn new() -> SessionRegistry {
         SessionRegistry::default()
     }
 
-    /// Registers a session with a fresh token (replacing any earlier token of that session).
-    pub fn register(&self, session_id: &str) -> Result<SessionGrant, BadSessionId> {
-        if session_id.is_empty()
-            || !session_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(BadSessionId(session_id.to_string()));
-        }
-        let mut bytes = [0u8; 32];
-        rand::Rng::fill(&mut rand::rng(), &mut bytes);
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    /// Registers a session with a fresh credential, replacing any earlier one of that session.
+    pub fn register(&self, session_id: &str) -> SessionGrant {
+        let user = format!("s{}", random_hex(8));
+        let token = random_hex(32);
         let entry = Arc::new(SessionEntry {
             session_id: session_id.to_string(),
             token: SecretString::from(token.clone()),
             tool_call: Mutex::new(None),
         });
-        self.write().insert(session_id.to_string(), entry);
-        Ok(SessionGrant {
+        let mut maps = self.write();
+        if let Some(old) = maps.users.insert(session_id.to_string(), user.clone()) {
+            maps.by_user.remove(&old);
+        }
+        maps.by_user.insert(user.clone(), entry);
+        SessionGrant {
             session_id: session_id.to_string(),
+            user,
             token: SecretString::from(token),
-        })
+        }
     }
 
     /// Forgets a session: its credential stops working at once.
     pub fn remove(&self, session_id: &str) {
-        self.write().remove(session_id);
+        let mut maps = self.write();
+        if let Some(user) = maps.users.remove(session_id) {
+            maps.by_user.remove(&user);
+        }
     }
 
     /// Names the tool call a session is running, for the audit log (`None` between calls).
     pub fn set_tool_call(&self, session_id: &str, tool_call: Option<&str>) {
-        if let Some(entry) = self.read().get(session_id)
+        let maps = self.read();
+        if let Some(entry) = maps.users.get(session_id).and_then(|u| maps.by_user.get(u))
             && let Ok(mut slot) = entry.tool_call.lock()
         {
             *slot = tool_call.map(str::to_string);
@@ -82,7 +94,7 @@ impl SessionRegistry {
     }
 
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().by_user.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -99,19 +111,19 @@ impl SessionRegistry {
         let decoded = STANDARD.decode(encoded.trim()).ok()?;
         let decoded = String::from_utf8(decoded).ok()?;
         let (user, token) = decoded.split_once(':')?;
-        let entry = self.read().get(user).cloned()?;
+        let entry = self.read().by_user.get(user).cloned()?;
         let expected = entry.token.expose_secret().as_bytes();
         bool::from(expected.ct_eq(token.as_bytes())).then_some(entry)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<SessionEntry>>> {
-        self.sessions
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
+        self.inner
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<SessionEntry>>> {
-        self.sessions
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Maps> {
+        self.inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -124,18 +136,23 @@ impl SessionEntry {
 }
 
 impl SessionGrant {
+    /// The proxy user name of this session (random, not the session id).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     /// The proxy URL with this session's credential, for `HTTP_PROXY` and friends.
     pub fn proxy_url(&self, proxy: SocketAddr) -> SecretString {
         SecretString::from(format!(
             "http://{}:{}@{proxy}",
-            self.session_id,
+            self.user,
             self.token.expose_secret()
         ))
     }
 
     /// The `Proxy-Authorization` value for clients that take the header itself.
     pub fn proxy_authorization(&self) -> SecretString {
-        let pair = format!("{}:{}", self.session_id, self.token.expose_secret());
+        let pair = format!("{}:{}", self.user, self.token.expose_secret());
         SecretString::from(format!("Basic {}", STANDARD.encode(pair)))
     }
 }
@@ -144,6 +161,7 @@ impl std::fmt::Debug for SessionGrant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionGrant")
             .field("session_id", &self.session_id)
+            .field("user", &self.user)
             .finish_non_exhaustive()
     }
 }
@@ -160,8 +178,8 @@ mod tests {
     #[test]
     fn own_credential_only() {
         let reg = SessionRegistry::new();
-        let a = reg.register("sesn_a").unwrap();
-        let b = reg.register("sesn_b").unwrap();
+        let a = reg.register("sesn_a");
+        let b = reg.register("sesn_b");
         assert_eq!(
             reg.authenticate(Some(&header(&a.proxy_authorization())))
                 .unwrap()
@@ -170,7 +188,7 @@ mod tests {
         );
         // a's name with b's token
         let b_token = b.token.expose_secret().to_string();
-        let forged = format!("Basic {}", STANDARD.encode(format!("sesn_a:{b_token}")));
+        let forged = format!("Basic {}", STANDARD.encode(format!("{}:{b_token}", a.user)));
         assert!(
             reg.authenticate(Some(&http::HeaderValue::from_str(&forged).unwrap()))
                 .is_none()
@@ -182,7 +200,24 @@ mod tests {
                 .is_none(),
             "removed"
         );
-        assert!(reg.register("a:b").is_err());
+        // a session id that is no URL user name still gets a working credential
+        let odd = reg.register("a:b/c");
+        assert_eq!(
+            reg.authenticate(Some(&header(&odd.proxy_authorization())))
+                .unwrap()
+                .session_id,
+            "a:b/c"
+        );
+        // registering again replaces the old credential
+        let a2 = reg.register("sesn_a");
+        assert!(
+            reg.authenticate(Some(&header(&a.proxy_authorization())))
+                .is_none()
+        );
+        assert!(
+            reg.authenticate(Some(&header(&a2.proxy_authorization())))
+                .is_some()
+        );
         assert!(!format!("{a:?}").contains(a.token.expose_secret()));
     }
 }
