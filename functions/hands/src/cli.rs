@@ -89,7 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::serve::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify(args) => Ok(verdict(crate::verify_cmd::run(args)?)),
+        Command::Verify(args) => Ok(verdict(crate::verify_cmd::run(args).await?)),
         Command::Egress(args) => Ok(verdict(crate::egress_cmd::run(args).await?)),
         Command::Run(args) => Ok(verdict(crate::work_cmds::run(args).await?)),
         Command::Stats(args) => {

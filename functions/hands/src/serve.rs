@@ -5,34 +5,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use hands_ingress::server::{self, ServerConfig};
 use hands_ingress::{Ingress, IngressConfig, parse_secret_list};
+use hands_protocol::webhook::Verifier;
+use hands_secrets::{Refresher, Resolver, SecretSource, SecretValue, SecretVars};
 use tokio_util::sync::CancellationToken;
 
 use crate::signals::cancel_on_signal;
-use crate::worker_args::{WorkerArgs, parse_duration};
+use crate::worker_args::{NO_ENVIRONMENT_KEY, WorkerArgs, parse_duration, secret_value};
 
-/// How often a signing-key file is read again, so a key added or rotated in a mounted secret
-/// takes effect without a restart.
-const KEY_FILE_RELOAD: Duration = Duration::from_secs(10);
-
-/// A secret given on the command line or in the environment; `Debug` never shows it.
-#[derive(Clone)]
-pub struct SecretText(pub String);
-
-impl std::fmt::Debug for SecretText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::str::FromStr for SecretText {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(SecretText(s.to_owned()))
-    }
-}
+/// The signing key's variable; `_FILE`, `_SECRET_ARN` and `_SSM_PARAMETER` are its other sources.
+pub const SIGNING_KEY: &str = "ANTHROPIC_WEBHOOK_SIGNING_KEY";
 
 #[derive(Debug, Clone, clap::Args)]
 // The runner's flags apply unchanged, except that sessions get their own directory by default.
@@ -45,11 +29,26 @@ pub struct ServeArgs {
     pub listen: String,
     /// Webhook signing secret(s), `whsec_...`, separated by spaces or commas during a rotation
     /// (prefer the env var or the file: flags show up in `ps`).
-    #[arg(long, env = "ANTHROPIC_WEBHOOK_SIGNING_KEY", hide_env_values = true)]
-    pub webhook_signing_key: Option<SecretText>,
+    #[arg(long, env = "ANTHROPIC_WEBHOOK_SIGNING_KEY", hide_env_values = true, value_parser = secret_value)]
+    pub webhook_signing_key: Option<SecretValue>,
     /// A file holding the signing secret(s); read again every 10 s.
     #[arg(long, env = "ANTHROPIC_WEBHOOK_SIGNING_KEY_FILE")]
     pub webhook_signing_key_file: Option<PathBuf>,
+    /// A Secrets Manager secret (or SSM parameter ARN) holding the signing secret(s); read
+    /// again every 5 min.
+    #[arg(
+        long,
+        env = "ANTHROPIC_WEBHOOK_SIGNING_KEY_SECRET_ARN",
+        value_name = "ARN"
+    )]
+    pub webhook_signing_key_secret_arn: Option<String>,
+    /// An SSM parameter (name or ARN) holding the signing secret(s); read again every 5 min.
+    #[arg(
+        long,
+        env = "ANTHROPIC_WEBHOOK_SIGNING_KEY_SSM_PARAMETER",
+        value_name = "NAME"
+    )]
+    pub webhook_signing_key_ssm_parameter: Option<String>,
     /// Drain the queue this often even without deliveries (`0` = never).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_interval: Duration,
@@ -70,57 +69,87 @@ pub struct ServeArgs {
     pub shutdown_grace: Duration,
 }
 
-/// The signing secrets from the file (which wins) or the flag/env; `None` = not configured yet.
-fn read_secrets(args: &ServeArgs) -> anyhow::Result<Option<hands_protocol::webhook::Verifier>> {
-    let text = match &args.webhook_signing_key_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the signing key from {}", path.display()))?,
-        None => args
-            .webhook_signing_key
-            .as_ref()
-            .map(|s| s.0.clone())
-            .unwrap_or_default(),
-    };
-    Ok(parse_secret_list(&text)?)
+impl ServeArgs {
+    fn signing_key_vars(&self) -> SecretVars {
+        SecretVars {
+            value: self.webhook_signing_key.clone(),
+            file: self.webhook_signing_key_file.clone(),
+            secret_arn: self.webhook_signing_key_secret_arn.clone(),
+            ssm_parameter: self.webhook_signing_key_ssm_parameter.clone(),
+        }
+    }
 }
 
-/// Re-reads the key file; a file that fails to parse keeps the previous secrets.
-async fn reload_key_file(ingress: Ingress, path: PathBuf, stop: CancellationToken) {
-    let mut last = std::fs::read(&path).ok();
+/// The flags (or their variables) that may hold the signing secrets, as one source.
+pub fn signing_key_source(vars: SecretVars) -> anyhow::Result<Option<SecretSource>> {
+    let vars = SecretVars {
+        value: vars.value.filter(|v| !v.expose_secret().is_empty()),
+        file: vars.file.filter(|p| !p.as_os_str().is_empty()),
+        secret_arn: vars.secret_arn.filter(|v| !v.is_empty()),
+        ssm_parameter: vars.ssm_parameter.filter(|v| !v.is_empty()),
+    };
+    Ok(SecretSource::select(SIGNING_KEY, vars)?)
+}
+
+/// Reads the signing secrets. `None` = not configured yet: no source, or one that is empty
+/// (an operator may start the server, register its URL, then fill in the key).
+async fn read_verifier(
+    source: Option<&SecretSource>,
+    secrets: &Resolver,
+) -> anyhow::Result<(Option<Verifier>, Option<SecretValue>)> {
+    let Some(source) = source else {
+        return Ok((None, None));
+    };
+    match secrets.resolve(source).await {
+        Ok(value) => Ok((parse_secret_list(value.expose_secret())?, Some(value))),
+        Err(e) if e.is_empty_value() => Ok((None, None)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Re-reads the signing secrets from a file or AWS so a rotation takes effect without a
+/// restart. A value that fails to parse, or a source that cannot be read, keeps the previous
+/// secrets; an empty one means "not configured" again (503 until it is filled in).
+async fn refresh_signing_key(ingress: Ingress, mut refresher: Refresher, stop: CancellationToken) {
     loop {
-        tokio::select! {
+        let change = tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(KEY_FILE_RELOAD) => {}
-        }
-        let now = std::fs::read(&path).ok();
-        if now == last {
-            continue;
-        }
-        last = now.clone();
-        let text = String::from_utf8_lossy(now.as_deref().unwrap_or_default()).into_owned();
-        match parse_secret_list(&text) {
-            Ok(verifier) => {
-                tracing::info!(
-                    configured = verifier.is_some(),
-                    "webhook signing key file changed; secrets reloaded"
-                );
-                ingress.set_verifier(verifier);
+            change = refresher.changed() => change,
+        };
+        let source = refresher.source();
+        match change {
+            Ok(value) => match parse_secret_list(value.expose_secret()) {
+                Ok(verifier) => {
+                    tracing::info!(%source, configured = verifier.is_some(),
+                        "webhook signing key changed; secrets reloaded");
+                    ingress.set_verifier(verifier);
+                }
+                Err(e) => tracing::error!(%source, error = %e,
+                    "webhook signing key changed but does not parse; keeping the previous secrets"),
+            },
+            Err(e) if e.is_empty_value() => {
+                tracing::warn!(%source, "webhook signing key is now empty; deliveries are answered 503 until it is set");
+                ingress.set_verifier(None);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "webhook signing key file changed but does not parse; keeping the previous secrets")
-            }
+            Err(e) => tracing::error!(error = %e,
+                "webhook signing key could not be read again; keeping the previous secrets"),
         }
     }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let worker = args.worker.worker_config()?;
+    // One resolver: the AWS configuration is loaded once for both secrets.
+    let secrets = Resolver::new();
+    let mut worker = args.worker.worker_config()?;
+    worker.environment_key = args.worker.connect.environment_key(&secrets).await?;
     if worker.environment_key.is_none() {
-        bail!(
-            "no environment key: set ANTHROPIC_ENVIRONMENT_KEY or ANTHROPIC_ENVIRONMENT_KEY_FILE"
-        );
+        bail!(NO_ENVIRONMENT_KEY);
     }
-    let verifier = read_secrets(&args)?;
+    let key_source = signing_key_source(args.signing_key_vars())?;
+    if let Some(source) = &key_source {
+        tracing::info!(%source, "webhook signing key source");
+    }
+    let (verifier, key_value) = read_verifier(key_source.as_ref(), &secrets).await?;
     let config = IngressConfig {
         max_sessions: args.worker.max_sessions.max(1),
         body_timeout: args.body_timeout,
@@ -142,7 +171,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let ingress = Ingress::new(args.worker.connect.control_plane()?, worker, config);
     if verifier.is_none() {
         tracing::warn!(
-            "no webhook signing key yet: deliveries are answered 503 until ANTHROPIC_WEBHOOK_SIGNING_KEY or its _FILE is set"
+            "no webhook signing key yet: deliveries are answered 503 until ANTHROPIC_WEBHOOK_SIGNING_KEY (or its _FILE, _SECRET_ARN or _SSM_PARAMETER) holds one"
         );
     }
     ingress.set_verifier(verifier);
@@ -150,8 +179,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = server::bind(&args.listen).await?;
     let stop = CancellationToken::new();
     cancel_on_signal(stop.clone());
-    if let Some(path) = args.webhook_signing_key_file.clone() {
-        tokio::spawn(reload_key_file(ingress.clone(), path, stop.clone()));
+    if let Some(source) = key_source.filter(|s| s.refresh_interval().is_some()) {
+        let refresher = Refresher::new(source, secrets, key_value);
+        tokio::spawn(refresh_signing_key(
+            ingress.clone(),
+            refresher,
+            stop.clone(),
+        ));
     }
     let outcome = server::serve(listener, ingress, server_config, stop).await;
     if !outcome.sessions_finished {
@@ -189,6 +223,70 @@ mod tests {
             Command::Poll(p) => assert_eq!(p.worker.workdir, "."),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn the_signing_key_has_one_source_and_an_empty_one_means_not_configured_yet() {
+        if std::env::vars().any(|(k, _)| k.starts_with(super::SIGNING_KEY)) {
+            eprintln!("skipping: the environment sets {}*", super::SIGNING_KEY);
+            return;
+        }
+        const A: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing-key");
+        let file = path.to_str().unwrap();
+        let secrets = hands_secrets::Resolver::new();
+        let read = |a: super::ServeArgs| {
+            let secrets = secrets.clone();
+            async move {
+                let source = super::signing_key_source(a.signing_key_vars())?;
+                super::read_verifier(source.as_ref(), &secrets).await
+            }
+        };
+
+        std::fs::write(&path, "\n").unwrap();
+        let (verifier, value) = read(serve(&["--webhook-signing-key-file", file]))
+            .await
+            .unwrap();
+        assert!(verifier.is_none() && value.is_none());
+        std::fs::write(&path, format!("{A}\n")).unwrap();
+        let (verifier, value) = read(serve(&["--webhook-signing-key-file", file]))
+            .await
+            .unwrap();
+        assert!(verifier.is_some() && value.is_some());
+        let (verifier, _) = read(serve(&[])).await.unwrap();
+        assert!(verifier.is_none());
+
+        let err = read(serve(&[
+            "--webhook-signing-key",
+            A,
+            "--webhook-signing-key-file",
+            file,
+        ]))
+        .await
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "both ANTHROPIC_WEBHOOK_SIGNING_KEY and ANTHROPIC_WEBHOOK_SIGNING_KEY_FILE are set; set exactly one of them"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let err = read(serve(&["--webhook-signing-key-file", file]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("ANTHROPIC_WEBHOOK_SIGNING_KEY_FILE: cannot read"),
+            "{err}"
+        );
+        let err = read(serve(&["--webhook-signing-key-secret-arn", "whsec_oops"]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("looks like a secret value") && !err.contains("oops"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,17 +12,33 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use hands_protocol::webhook::{SigningSecret, Verifier, WebhookHeaders};
 use hands_protocol::webhook_event::WebhookEvent;
+use hands_secrets::{Resolver, SecretValue, SecretVars};
 
-use crate::serve::SecretText;
+use crate::serve::signing_key_source;
+use crate::worker_args::secret_value;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
     /// Signing secret(s), separated by spaces or commas (prefer the env var: flags show in `ps`).
-    #[arg(long, env = "ANTHROPIC_WEBHOOK_SIGNING_KEY", hide_env_values = true)]
-    pub secret: Option<SecretText>,
+    #[arg(long, env = "ANTHROPIC_WEBHOOK_SIGNING_KEY", hide_env_values = true, value_parser = secret_value)]
+    pub secret: Option<SecretValue>,
     /// A file holding the signing secret(s).
     #[arg(long, env = "ANTHROPIC_WEBHOOK_SIGNING_KEY_FILE")]
     pub secret_file: Option<PathBuf>,
+    /// A Secrets Manager secret (or SSM parameter ARN) holding the signing secret(s).
+    #[arg(
+        long,
+        env = "ANTHROPIC_WEBHOOK_SIGNING_KEY_SECRET_ARN",
+        value_name = "ARN"
+    )]
+    pub secret_arn: Option<String>,
+    /// An SSM parameter (name or ARN) holding the signing secret(s).
+    #[arg(
+        long,
+        env = "ANTHROPIC_WEBHOOK_SIGNING_KEY_SSM_PARAMETER",
+        value_name = "NAME"
+    )]
+    pub secret_ssm_parameter: Option<String>,
     /// Check the timestamp window as if it were this unix time (default: the delivery file's
     /// `now`, else the clock).
     #[arg(long)]
@@ -92,18 +108,23 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn verifier(args: &VerifyArgs) -> anyhow::Result<Verifier> {
-    let text = match (&args.secret_file, &args.secret) {
-        (Some(path), _) => {
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
-        }
-        (None, Some(s)) => s.0.clone(),
-        (None, None) => {
-            bail!("no secret: pass --secret, --secret-file or ANTHROPIC_WEBHOOK_SIGNING_KEY")
-        }
+async fn verifier(args: &VerifyArgs) -> anyhow::Result<Verifier> {
+    let source = signing_key_source(SecretVars {
+        value: args.secret.clone(),
+        file: args.secret_file.clone(),
+        secret_arn: args.secret_arn.clone(),
+        ssm_parameter: args.secret_ssm_parameter.clone(),
+    })?;
+    let Some(source) = source else {
+        bail!(
+            "no secret: pass --secret, --secret-file, --secret-arn or --secret-ssm-parameter \
+             (or set ANTHROPIC_WEBHOOK_SIGNING_KEY or its _FILE, _SECRET_ARN or _SSM_PARAMETER)"
+        )
     };
+    let value = Resolver::new().resolve(&source).await?;
+    let text = value.expose_secret();
     if !args.allow_short {
-        return hands_ingress::parse_secret_list(&text)?.context("the secret list is empty");
+        return hands_ingress::parse_secret_list(text)?.context("the secret list is empty");
     }
     let secrets = text
         .split(|c: char| c == ',' || c.is_whitespace())
@@ -115,8 +136,8 @@ fn verifier(args: &VerifyArgs) -> anyhow::Result<Verifier> {
 }
 
 /// Verifies stdin; prints the verdict; true when the delivery is authentic.
-pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
-    let verifier = verifier(&args)?;
+pub async fn run(args: VerifyArgs) -> anyhow::Result<bool> {
+    let verifier = verifier(&args).await?;
     let mut input = Vec::new();
     std::io::stdin()
         .read_to_end(&mut input)

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use hands_protocol::work::{WorkData, WorkItem, WorkKind, WorkState};
+use hands_secrets::Resolver;
 use hands_worker::{ItemEnd, NoObserver, Resume, RunEnd, Worker};
 use tokio_util::sync::CancellationToken;
 
 use crate::signals::cancel_on_signal;
-use crate::worker_args::{ConnectArgs, WorkerArgs};
+use crate::worker_args::{ConnectArgs, NO_ENVIRONMENT_KEY, WorkerArgs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PollArgs {
@@ -42,23 +43,23 @@ pub struct StatsArgs {
     pub json: bool,
 }
 
-fn worker(args: &WorkerArgs) -> anyhow::Result<Worker> {
+async fn worker(args: &WorkerArgs) -> anyhow::Result<Worker> {
+    let mut config = args.worker_config()?;
+    config.environment_key = args.connect.environment_key(&Resolver::new()).await?;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     Ok(Worker::new(
         args.connect.control_plane()?,
-        args.worker_config()?,
+        config,
         Arc::new(NoObserver),
         shutdown,
     ))
 }
 
 pub async fn poll(args: PollArgs) -> anyhow::Result<()> {
-    let worker = worker(&args.worker)?;
+    let worker = worker(&args.worker).await?;
     if worker.config().environment_key.is_none() {
-        bail!(
-            "no environment key: set ANTHROPIC_ENVIRONMENT_KEY or ANTHROPIC_ENVIRONMENT_KEY_FILE"
-        );
+        bail!(NO_ENVIRONMENT_KEY);
     }
     tracing::info!(environment_id = %worker.config().environment_id,
         worker_id = %worker.config().worker_id, workdir = %worker.config().workdir.as_str(),
@@ -81,7 +82,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         ),
         None => std::env::var("ANTHROPIC_WORK_SECRET").ok(),
     };
-    let worker = worker(&args.worker)?;
+    let worker = worker(&args.worker).await?;
     if secret.is_none() && worker.config().environment_key.is_none() {
         bail!("neither a work secret nor an environment key: nothing to authenticate with");
     }
@@ -112,10 +113,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
 pub async fn stats(args: StatsArgs) -> anyhow::Result<()> {
     let cp = args.connect.control_plane()?;
     let env = args.connect.environment_id()?;
-    let Some(key) = args.connect.environment_key()? else {
-        bail!(
-            "no environment key: set ANTHROPIC_ENVIRONMENT_KEY or ANTHROPIC_ENVIRONMENT_KEY_FILE"
-        );
+    let Some(key) = args.connect.environment_key(&Resolver::new()).await? else {
+        bail!(NO_ENVIRONMENT_KEY);
     };
     let s = cp.stats(&key, &env).await?;
     if args.json {

@@ -1,6 +1,7 @@
 //! Flags shared by every command that serves work (`poll`, `run`, `serve`), named like the
-//! `ant beta:worker` ones (PROTOCOL.md §9.1-§9.2). Secrets may come from a flag, an env var, or
-//! a `*_FILE`; clap never echoes their values in `--help`.
+//! `ant beta:worker` ones (PROTOCOL.md §9.1-§9.2). The environment key may come from a flag or
+//! exactly one of `ANTHROPIC_ENVIRONMENT_KEY`, `_FILE`, `_SECRET_ARN`, `_SSM_PARAMETER`
+//! (`hands-secrets`); clap never echoes its value in `--help` and `Debug` never prints it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use hands_client::{ClientConfig, ControlPlane, Credential};
 use hands_sandbox::{DEFAULT_HIDDEN, HostProbe, Isolation, IsolationMode, Tier, Tier2Options};
+use hands_secrets::{Resolver, SecretSource, SecretValue, SecretVars};
 use hands_worker::{CustomTools, WorkdirTemplate, WorkerConfig, default_worker_id};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -16,11 +18,22 @@ pub struct ConnectArgs {
     #[arg(long, env = "ANTHROPIC_ENVIRONMENT_ID")]
     pub environment_id: Option<String>,
     /// The environment key (prefer the env var or a file: flags show up in `ps`).
-    #[arg(long, env = "ANTHROPIC_ENVIRONMENT_KEY", hide_env_values = true)]
-    pub environment_key: Option<String>,
+    #[arg(long, env = "ANTHROPIC_ENVIRONMENT_KEY", hide_env_values = true, value_parser = secret_value)]
+    pub environment_key: Option<SecretValue>,
     /// A file holding the environment key.
     #[arg(long, env = "ANTHROPIC_ENVIRONMENT_KEY_FILE")]
     pub environment_key_file: Option<PathBuf>,
+    /// A Secrets Manager secret holding the key (`arn:...:secret:NAME[:JSON_KEY[:STAGE[:ID]]]`),
+    /// or an SSM parameter ARN.
+    #[arg(long, env = "ANTHROPIC_ENVIRONMENT_KEY_SECRET_ARN", value_name = "ARN")]
+    pub environment_key_secret_arn: Option<String>,
+    /// An SSM parameter (name or ARN) holding the key, read with decryption.
+    #[arg(
+        long,
+        env = "ANTHROPIC_ENVIRONMENT_KEY_SSM_PARAMETER",
+        value_name = "NAME"
+    )]
+    pub environment_key_ssm_parameter: Option<String>,
     /// The control plane.
     #[arg(long, env = "ANTHROPIC_BASE_URL", default_value = hands_client::DEFAULT_BASE_URL)]
     pub base_url: String,
@@ -77,6 +90,21 @@ fn parse_delete_mode(s: &str) -> Result<hands_memory::DeleteMode, String> {
     s.parse()
 }
 
+/// Wraps a secret flag's value as soon as clap has it, so `Debug` of the arguments never shows it.
+pub fn secret_value(s: &str) -> Result<SecretValue, std::convert::Infallible> {
+    Ok(SecretValue::new(s))
+}
+
+/// Keeps an empty flag or variable from counting as a source (compose files leave them so).
+fn non_empty<T: AsRef<str>>(v: &Option<T>) -> Option<String> {
+    v.as_ref()
+        .map(|v| v.as_ref().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The error when a command that needs the environment key has none.
+pub const NO_ENVIRONMENT_KEY: &str = "no environment key: set ANTHROPIC_ENVIRONMENT_KEY, or its _FILE, _SECRET_ARN or _SSM_PARAMETER";
+
 impl ConnectArgs {
     pub fn environment_id(&self) -> anyhow::Result<String> {
         match &self.environment_id {
@@ -85,22 +113,32 @@ impl ConnectArgs {
         }
     }
 
-    /// The environment key from the flag/env or the file (the file wins if both are set).
-    pub fn environment_key(&self) -> anyhow::Result<Option<Credential>> {
-        if let Some(path) = &self.environment_key_file {
-            let key = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the environment key from {}", path.display()))?;
-            let key = key.trim();
-            if key.is_empty() {
-                bail!("{} is empty", path.display());
-            }
-            return Ok(Some(Credential::environment_key(key)));
-        }
-        Ok(self
-            .environment_key
-            .as_deref()
-            .filter(|k| !k.is_empty())
-            .map(Credential::environment_key))
+    /// Where the environment key comes from: at most one of the four flags/variables may be
+    /// set (two is an error naming both).
+    pub fn environment_key_source(&self) -> anyhow::Result<Option<SecretSource>> {
+        let vars = SecretVars {
+            value: self
+                .environment_key
+                .clone()
+                .filter(|k| !k.expose_secret().is_empty()),
+            file: self
+                .environment_key_file
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
+            secret_arn: non_empty(&self.environment_key_secret_arn),
+            ssm_parameter: non_empty(&self.environment_key_ssm_parameter),
+        };
+        Ok(SecretSource::select("ANTHROPIC_ENVIRONMENT_KEY", vars)?)
+    }
+
+    /// The environment key, read from its source (a file or AWS call happens here, once).
+    pub async fn environment_key(&self, secrets: &Resolver) -> anyhow::Result<Option<Credential>> {
+        let Some(source) = self.environment_key_source()? else {
+            return Ok(None);
+        };
+        let key = secrets.resolve(&source).await?;
+        tracing::debug!(source = %source, "environment key read");
+        Ok(Some(Credential::environment_key(key.expose_secret())))
     }
 
     pub fn control_plane(&self) -> anyhow::Result<ControlPlane> {
@@ -111,12 +149,14 @@ impl ConnectArgs {
 }
 
 impl WorkerArgs {
+    /// The worker's configuration, all but the environment key: that is read with
+    /// [`ConnectArgs::environment_key`], which may need an AWS call. A caller that forgets it
+    /// fails loudly at start ("no environment key"), never later.
     pub fn worker_config(&self) -> anyhow::Result<WorkerConfig> {
         let mut config = WorkerConfig::new(
             self.connect.environment_id()?,
             WorkdirTemplate::new(self.workdir.clone()),
         );
-        config.environment_key = self.connect.environment_key()?;
         config.max_idle = (!self.max_idle.is_zero()).then_some(self.max_idle);
         config.worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
         config.toolset.isolation = self.isolation()?;
@@ -233,6 +273,72 @@ mod tests {
         let mut argv = vec!["hands", "--environment-id", "env_test"];
         argv.extend_from_slice(extra);
         Cli::parse_from(argv).worker
+    }
+
+    #[tokio::test]
+    async fn the_environment_key_comes_from_exactly_one_source_and_never_prints() {
+        if std::env::vars().any(|(k, _)| k.starts_with("ANTHROPIC_ENVIRONMENT_KEY")) {
+            eprintln!("skipping: the environment sets ANTHROPIC_ENVIRONMENT_KEY*");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "sk-ant-oat01-canary\n").unwrap();
+        let file = path.to_str().unwrap();
+        let secrets = Resolver::new();
+
+        assert!(
+            args(&[])
+                .connect
+                .environment_key(&secrets)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let a = args(&["--environment-key-file", file]);
+        let key = a.connect.environment_key(&secrets).await.unwrap().unwrap();
+        assert!(!format!("{key:?}").contains("canary"));
+        let a = args(&["--environment-key", "sk-ant-oat01-canary"]);
+        assert!(!format!("{a:?}").contains("canary"));
+        assert!(a.connect.environment_key(&secrets).await.unwrap().is_some());
+
+        let err = args(&[
+            "--environment-key",
+            "sk-canary",
+            "--environment-key-file",
+            file,
+        ])
+        .connect
+        .environment_key(&secrets)
+        .await
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "both ANTHROPIC_ENVIRONMENT_KEY and ANTHROPIC_ENVIRONMENT_KEY_FILE are set; set exactly one of them"
+        );
+        std::fs::write(&path, " \n").unwrap();
+        let err = args(&["--environment-key-file", file])
+            .connect
+            .environment_key(&secrets)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("ANTHROPIC_ENVIRONMENT_KEY_FILE: the secret")
+                && err.ends_with("is empty"),
+            "{err}"
+        );
+        let err = args(&["--environment-key-ssm-parameter", "a b"])
+            .connect
+            .environment_key(&secrets)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("ANTHROPIC_ENVIRONMENT_KEY_SSM_PARAMETER: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -84,6 +84,8 @@ fn value_from_text(var: &str, from: &str, mut text: String) -> Result<SecretValu
 /// The string at `key` of a JSON object secret (ECS's `json-key`). The error says what was
 /// wrong with the shape, never what the text was: serde_json's syntax errors carry only a line
 /// and column, and are reduced to those anyway.
+// Only Secrets Manager references select a JSON key.
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
 fn json_key(var: &str, reference: &str, text: &str, key: &str) -> Result<String, SecretError> {
     let problem = |problem: String| SecretError::JsonKey {
         var: var.to_owned(),

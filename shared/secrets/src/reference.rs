@@ -72,11 +72,32 @@ impl fmt::Display for SsmParameterRef {
 const ARN_FORMS: &str = "expected arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME[:JSON_KEY[:VERSION_STAGE[:VERSION_ID]]] \
      or arn:PARTITION:ssm:REGION:ACCOUNT:parameter/NAME";
 
-/// Parses a `*_SECRET_ARN` value: a Secrets Manager secret or an SSM parameter ARN.
+/// Prefixes of the secrets `hands` takes. A reference variable holding one was given the value
+/// by mistake; saying so without echoing it keeps the mistake out of the logs.
+const VALUE_PREFIXES: &[&str] = &["sk-ant-", "whsec_"];
+
+fn refuse_a_value(text: &str) -> Result<(), String> {
+    if VALUE_PREFIXES.iter().any(|p| text.starts_with(p)) {
+        return Err(
+            "holds what looks like a secret value, not a reference to one (not shown)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Parses a `*_SECRET_ARN` value: a Secrets Manager secret or an SSM parameter ARN. Only text
+/// that starts with `arn:` is quoted back in an error: anything else may be a value pasted
+/// into the wrong variable.
 pub fn parse_secret_arn(text: &str) -> Result<AwsReference, String> {
     let text = text.trim();
+    refuse_a_value(text)?;
     let parts: Vec<&str> = text.split(':').collect();
-    if parts.len() < 6 || parts[0] != "arn" {
+    if parts[0] != "arn" {
+        return Err(format!(
+            "not an ARN (it does not start with arn:); {ARN_FORMS}"
+        ));
+    }
+    if parts.len() < 6 {
         return Err(format!("{text:?} is not an ARN; {ARN_FORMS}"));
     }
     let (partition, service, region, account) = (parts[1], parts[2], parts[3], parts[4]);
@@ -119,6 +140,7 @@ pub fn parse_secret_arn(text: &str) -> Result<AwsReference, String> {
 /// Parses a `*_SSM_PARAMETER` value: a parameter name or an SSM parameter ARN.
 pub fn parse_ssm_parameter(text: &str) -> Result<SsmParameterRef, String> {
     let text = text.trim();
+    refuse_a_value(text)?;
     if text.starts_with("arn:") {
         return match parse_secret_arn(text)? {
             AwsReference::SsmParameter(p) => Ok(p),
@@ -127,8 +149,9 @@ pub fn parse_ssm_parameter(text: &str) -> Result<SsmParameterRef, String> {
             )),
         };
     }
+    // Not quoted back: it is not a name, so it may be a value.
     if text.is_empty() || text.chars().any(char::is_whitespace) {
-        return Err(format!("{text:?} is not an SSM parameter name"));
+        return Err("not an SSM parameter name (empty, or it contains whitespace)".into());
     }
     Ok(SsmParameterRef {
         name: text.to_owned(),
@@ -214,6 +237,23 @@ mod tests {
         let err = parse_ssm_parameter(SECRET).unwrap_err();
         assert!(err.contains("_SECRET_ARN"), "{err}");
         assert!(parse_secret_arn("arn:aws:ssm:us-east-1:1:document/x").is_err());
+    }
+
+    #[test]
+    fn a_value_in_a_reference_variable_is_refused_without_being_quoted() {
+        for text in [
+            "sk-ant-oat01-canary",
+            "whsec_canary",
+            "canary value",
+            "canary",
+        ] {
+            let err = parse_secret_arn(text).unwrap_err();
+            assert!(!err.contains("canary"), "{err}");
+        }
+        for text in ["sk-ant-oat01-canary", "whsec_canary", "canary value"] {
+            let err = parse_ssm_parameter(text).unwrap_err();
+            assert!(!err.contains("canary"), "{err}");
+        }
     }
 
     #[test]
