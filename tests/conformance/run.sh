@@ -15,10 +15,14 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 
-scripts=("$root/events/sessions/demo.json" "$root/events/sessions/tools.json" "$root/events/sessions/faults.json")
-# The same scripts, served first by the reference worker, then by ours.
-"$venv/bin/python" "$here/play_scripts.py" --worker sdk --hands "$hands" "${scripts[@]}"
-"$venv/bin/python" "$here/play_scripts.py" --worker hands --hands "$hands" "${scripts[@]}"
+scripts=("$root/events/sessions/demo.json" "$root/events/sessions/tools.json" "$root/events/sessions/faults.json" "$root/events/sessions/memory.json")
+# The same scripts, served first by the reference worker, then by ours; memory stores must end in
+# the same server state.
+state=$(mktemp -d)
+trap 'rm -rf "$state"' EXIT
+"$venv/bin/python" "$here/play_scripts.py" --worker sdk --hands "$hands" --memory-state "$state" "${scripts[@]}"
+"$venv/bin/python" "$here/play_scripts.py" --worker hands --hands "$hands" --memory-state "$state" "${scripts[@]}"
+"$venv/bin/python" "$here/play_scripts.py" --hands "$hands" --compare-memory "$state"
 # Webhook signatures: ours against the official standardwebhooks library, both directions, with
 # the deliberate differences asserted (README "Webhook signatures").
 "$venv/bin/python" "$here/webhook_crosscheck.py" --hands "$hands"

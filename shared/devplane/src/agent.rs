@@ -37,11 +37,15 @@ struct Run<'a> {
 
 /// Runs `script` on a new session and reports.
 pub async fn run(st: &AppState, script: &Script) -> ScriptReport {
+    crate::memory::seed(st, &script.memories);
     let base = st.config.faults.clone();
     if let Some(f) = &script.faults {
         st.lock().faults.replace(base.merged(f));
     }
-    let report = play(st, script).await;
+    let mut report = play(st, script).await;
+    // The stores the session attached, as they ended (the worker's final flush comes before
+    // its force-stop, which the scripts wait for).
+    report.memory_stores = crate::memory::snapshot(st, &script.session.resources);
     if script.faults.is_some() {
         st.lock().faults.replace(base);
     }
@@ -57,6 +61,7 @@ async fn play(st: &AppState, script: &Script) -> ScriptReport {
         steps: Vec::new(),
         rejected_posts: 0,
         result_attempts: Default::default(),
+        memory_stores: Default::default(),
     };
     let session = match sessions::create_session(st, &script.session) {
         Ok(s) => s,

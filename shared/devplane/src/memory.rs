@@ -101,6 +101,35 @@ impl MemoryStore {
     }
 }
 
+/// Puts a script's seed memories into their stores.
+pub fn seed(st: &AppState, memories: &BTreeMap<String, BTreeMap<String, String>>) {
+    let mut store = st.lock();
+    for (store_id, files) in memories {
+        let mems = store.memory_stores.entry(store_id.clone()).or_default();
+        for (path, content) in files {
+            mems.put(path, content);
+        }
+    }
+}
+
+/// The stores named by `memory_store` resources, as `{store: {path: content}}`.
+pub fn snapshot(st: &AppState, resources: &[Value]) -> BTreeMap<String, BTreeMap<String, String>> {
+    let store = st.lock();
+    resources
+        .iter()
+        .filter(|r| r.get("type").and_then(Value::as_str) == Some("memory_store"))
+        .filter_map(|r| r.get("memory_store_id").and_then(Value::as_str))
+        .map(|id| {
+            let contents = store
+                .memory_stores
+                .get(id)
+                .map(MemoryStore::contents)
+                .unwrap_or_default();
+            (id.to_owned(), contents)
+        })
+        .collect()
+}
+
 fn memory_json(store_id: &str, m: &MemoryRecord, full: bool) -> Value {
     json!({
         "type": "memory",

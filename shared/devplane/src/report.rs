@@ -31,6 +31,10 @@ pub struct ScriptReport {
     /// Results posts that were rejected, and results accepted per tool-use id, for this session.
     pub rejected_posts: u64,
     pub result_attempts: std::collections::BTreeMap<String, u32>,
+    /// The memory stores the session attached, at the end: store id -> path -> content.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub memory_stores:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

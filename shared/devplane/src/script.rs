@@ -22,6 +22,9 @@ pub struct Script {
     pub description: Option<String>,
     #[serde(default)]
     pub session: SessionSpec,
+    /// Memories put into stores before the session is created: store id -> path -> content.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub memories: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
     /// Fault switches active while this script runs (on top of the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faults: Option<Faults>,
