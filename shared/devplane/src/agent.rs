@@ -152,6 +152,7 @@ fn step_report(
         passed,
         detail,
         latency_ms,
+        latency_us: None,
     }
 }
 
@@ -221,6 +222,15 @@ impl Run<'_> {
         let deadline = Instant::now() + Duration::from_millis(self.script.start_timeout_ms);
         let start = Instant::now();
         loop {
+            let wake = self
+                .st
+                .lock()
+                .sessions
+                .get(&self.session)
+                .map(|s| s.attached.clone());
+            // Created before the check: `notify_waiters` reaches a `Notified` from its creation
+            // on, so an attach between the check and the wait is not missed.
+            let notified = wake.as_ref().map(|n| n.notified());
             let attached = self
                 .st
                 .lock()
@@ -252,7 +262,12 @@ impl Run<'_> {
                     None,
                 );
             }
-            tokio::time::sleep(RECHECK).await;
+            match notified {
+                Some(n) => {
+                    let _ = tokio::time::timeout(RECHECK, n).await;
+                }
+                None => tokio::time::sleep(RECHECK).await,
+            }
         }
     }
 
@@ -264,15 +279,11 @@ impl Run<'_> {
         Some(self.st.lock().sessions.get(&self.session)?.tx.subscribe())
     }
 
-    fn stored_result(&self, call_id: &str) -> Option<Value> {
-        self.st
-            .lock()
-            .sessions
-            .get(&self.session)?
-            .calls
-            .get(call_id)?
-            .result
-            .clone()
+    /// The accepted result of `call_id` and when devplane stored it.
+    fn stored_result(&self, call_id: &str) -> Option<(Value, Option<Instant>)> {
+        let store = self.st.lock();
+        let call = store.sessions.get(&self.session)?.calls.get(call_id)?;
+        Some((call.result.clone()?, call.answered_at))
     }
 
     /// Waits up to `timeout` for the result of `call_id`.
@@ -281,7 +292,7 @@ impl Run<'_> {
         rx: &mut broadcast::Receiver<Arc<Value>>,
         call_id: &str,
         timeout: Duration,
-    ) -> Option<Value> {
+    ) -> Option<(Value, Option<Instant>)> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(r) = self.stored_result(call_id) {
@@ -299,7 +310,8 @@ impl Run<'_> {
         }
     }
 
-    /// Evaluates `expect` for `call_id`, waiting as needed; returns (passed, detail, latency).
+    /// Evaluates `expect` for `call_id`, waiting as needed; returns (passed, detail, latency in
+    /// ms as the agent saw it, latency in µs from devplane's store instant).
     async fn evaluate(
         &self,
         rx: &mut broadcast::Receiver<Arc<Value>>,
@@ -307,17 +319,25 @@ impl Run<'_> {
         expect: &Expect,
         timeout_ms: Option<u64>,
         since: Instant,
-    ) -> (bool, String, Option<u64>) {
+    ) -> (bool, String, Option<u64>, Option<u64>) {
+        let micros =
+            |at: Option<Instant>| at.map(|t| t.saturating_duration_since(since).as_micros() as u64);
         if let Some(ms) = expect.no_result_within_ms {
             return match self
                 .await_result(rx, call_id, Duration::from_millis(ms))
                 .await
             {
-                None => (true, format!("no result within {ms} ms, as expected"), None),
-                Some(r) => (
+                None => (
+                    true,
+                    format!("no result within {ms} ms, as expected"),
+                    None,
+                    None,
+                ),
+                Some((r, at)) => (
                     false,
                     format!("expected no result, got {r}"),
                     Some(since.elapsed().as_millis() as u64),
+                    micros(at),
                 ),
             };
         }
@@ -327,15 +347,16 @@ impl Run<'_> {
                 false,
                 format!("no result within {} ms", timeout.as_millis()),
                 None,
+                None,
             ),
-            Some(r) => {
+            Some((r, at)) => {
                 let latency = Some(since.elapsed().as_millis() as u64);
                 match check(expect, &r) {
                     Ok(()) => {
                         let text: String = result_text(&r).chars().take(120).collect();
-                        (true, format!("result ok: {text:?}"), latency)
+                        (true, format!("result ok: {text:?}"), latency, micros(at))
                     }
-                    Err(why) => (false, why, latency),
+                    Err(why) => (false, why, latency, micros(at)),
                 }
             }
         }
@@ -436,7 +457,7 @@ impl Run<'_> {
                     .as_ref()
                     .ok()
                     .and_then(|e| e.get("id").and_then(Value::as_str).map(str::to_owned));
-                let (passed, detail, latency) = self
+                let (passed, detail, latency, latency_us) = self
                     .evaluate(&mut rx, &d.event_id, &d.expect, d.timeout_ms, since)
                     .await;
                 // The ask call's own line carries the verdict too, so the report reads top-down.
@@ -444,16 +465,20 @@ impl Run<'_> {
                     r.passed = passed;
                     r.detail = format!("after confirmation {result}: {detail}");
                     r.latency_ms = latency;
+                    r.latency_us = latency_us;
                 }
-                step_report(
-                    index,
-                    kind,
-                    Some(tool_use.clone()),
-                    conf_id,
-                    passed && emitted.is_ok(),
-                    format!("{result}: {detail}"),
-                    latency,
-                )
+                StepReport {
+                    latency_us,
+                    ..step_report(
+                        index,
+                        kind,
+                        Some(tool_use.clone()),
+                        conf_id,
+                        passed && emitted.is_ok(),
+                        format!("{result}: {detail}"),
+                        latency,
+                    )
+                }
             }
             Step::Idle {
                 stop_reason,
@@ -586,9 +611,12 @@ impl Run<'_> {
                 None,
             );
         }
-        let (passed, detail, latency) =
+        let (passed, detail, latency, latency_us) =
             self.evaluate(&mut rx, &id, expect, timeout_ms, since).await;
-        step_report(index, kind, label, Some(id), passed, detail, latency)
+        StepReport {
+            latency_us,
+            ..step_report(index, kind, label, Some(id), passed, detail, latency)
+        }
     }
 
     async fn expect_stopped(

@@ -132,6 +132,7 @@ pub async fn poll(
         let block_ms = q.int_in("block_ms", 1..=999)?;
         let reclaim_ms = q.int_in("reclaim_older_than_ms", 0..=86_400_000)?;
         store.counters.polls += 1;
+        store.first_poll_at.get_or_insert_with(Instant::now);
         if let Some(w) = &worker {
             store.pollers.insert(w.clone(), Instant::now());
             if !store.counters.worker_ids.contains(w) {

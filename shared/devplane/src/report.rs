@@ -17,6 +17,10 @@ pub struct StepReport {
     /// Emit (or confirmation, for `ask` calls) to result, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// The same in microseconds, from devplane's own instants: just before the call's event is
+    /// emitted, and when the accepted result is stored (no wake-up of the agent included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -245,6 +245,20 @@ impl DevPlane {
         self.state.lock().faults.replace(faults);
     }
 
+    /// When the first poll arrived, if one did.
+    pub fn first_poll_at(&self) -> Option<std::time::Instant> {
+        self.state.lock().first_poll_at
+    }
+
+    /// Wall-clock time of the first attempt of a session's run-started webhook.
+    pub fn webhook_sent_at(&self, session_id: &str) -> Option<std::time::SystemTime> {
+        self.state
+            .lock()
+            .webhook_first_sent
+            .get(session_id)
+            .copied()
+    }
+
     pub fn counters(&self) -> Counters {
         self.state.lock().counters.clone()
     }

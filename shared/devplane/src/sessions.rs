@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -98,6 +99,7 @@ pub fn create_session(st: &AppState, spec: &SessionSpec) -> Result<String, Devpl
             terminated_threads: HashSet::new(),
             tx,
             drop_gen,
+            attached: Default::default(),
             current_work: None,
         },
     );
@@ -140,6 +142,7 @@ fn apply(session: &mut SessionRecord, ev: &Value) {
                     thread: str_field("session_thread_id"),
                     denied: str_field("evaluated_permission").as_deref() == Some("deny"),
                     result: None,
+                    answered_at: None,
                 },
             );
         }
@@ -158,6 +161,7 @@ fn apply(session: &mut SessionRecord, ev: &Value) {
             };
             if let Some(call) = str_field(key).and_then(|t| session.calls.get_mut(&t)) {
                 call.result = Some(ev.clone());
+                call.answered_at = Some(Instant::now());
             }
         }
         _ => {}

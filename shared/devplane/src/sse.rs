@@ -93,6 +93,7 @@ pub async fn stream(
         auth::check_session_scope(&principal, &id, &session.environment_id)?;
         let rx = session.tx.subscribe();
         let drop_rx = session.drop_gen.subscribe();
+        session.attached.notify_waiters();
         store.counters.sse_connections += 1;
         let drop_after = store.faults.sse_drop_for_new_connection();
         (rx, drop_rx, drop_after)

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use hands_protocol::session::SkillRef;
 use hands_protocol::work::{WorkData, WorkItem, WorkState};
@@ -45,6 +45,9 @@ pub struct ToolCall {
     pub denied: bool,
     /// The accepted result event, once posted.
     pub result: Option<Value>,
+    /// When the accepted result was stored: with the emit instant, the round trip as devplane
+    /// itself sees it (what the end-to-end benchmark reports).
+    pub answered_at: Option<Instant>,
 }
 
 /// A session: status, agent snapshot bits, and its append-only event log.
@@ -66,6 +69,9 @@ pub struct SessionRecord {
     pub tx: broadcast::Sender<Arc<Value>>,
     /// Bumped to cut every open SSE connection of this session.
     pub drop_gen: watch::Sender<u64>,
+    /// Woken when a worker opens the session's event stream, so the scripted agent starts at
+    /// once instead of on its next re-check.
+    pub attached: Arc<Notify>,
     pub current_work: Option<String>,
 }
 
@@ -155,6 +161,11 @@ pub struct Store {
     pub pollers: HashMap<String, Instant>,
     pub faults: FaultState,
     pub counters: Counters,
+    /// When the first poll arrived (a worker's cold start ends there).
+    pub first_poll_at: Option<Instant>,
+    /// Session id -> wall-clock time of the first attempt of its run-started webhook (wall
+    /// clock, so it compares with timestamps taken by tool processes).
+    pub webhook_first_sent: HashMap<String, SystemTime>,
 }
 
 impl Store {

@@ -86,7 +86,14 @@ pub async fn deliver(st: &AppState, cfg: &WebhookConfig, event: &WebhookEvent) -
     for attempt in 1..=attempts {
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let signature = sign(&secret, &event.id, timestamp, &body);
-        st.lock().counters.webhook_attempts += 1;
+        {
+            let mut store = st.lock();
+            store.counters.webhook_attempts += 1;
+            store
+                .webhook_first_sent
+                .entry(event.data.id.clone())
+                .or_insert_with(std::time::SystemTime::now);
+        }
         let resp = client
             .post(&cfg.url)
             .header("content-type", "application/json")

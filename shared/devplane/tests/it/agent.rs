@@ -128,6 +128,16 @@ async fn report_passes_and_fails_per_step() {
     );
     assert!(!report.passed);
     assert!(report.steps[1].latency_ms.is_some());
+    // devplane's own emit-to-stored round trip, in µs: never longer than what the agent saw
+    // (it woke up after the result was stored), and absent where nothing was answered.
+    let us = report.steps[1]
+        .latency_us
+        .expect("latency_us of an answered call");
+    assert!(
+        us <= (report.steps[1].latency_ms.unwrap() + 1) * 1000,
+        "{us}"
+    );
+    assert_eq!(report.steps[4].latency_us, None);
     assert!(report.steps[2].detail.contains("nope"));
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["steps"][1]["label"], "ok");

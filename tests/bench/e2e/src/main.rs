@@ -1,0 +1,177 @@
+//! End-to-end benchmark of `hands` beside the official Python SDK worker (issue 8): the same
+//! devplane, the same machine, the same run. Prints figures and one Markdown table; asserts
+//! nothing about speed. Run it with `tests/bench/e2e/run.sh`.
+
+mod phases;
+mod procs;
+mod repo;
+mod stats;
+mod table;
+mod trace;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::phases::Worker;
+use crate::procs::Launch;
+
+#[derive(Debug, Parser)]
+#[command(about = "hands vs the official SDK worker, end to end, against devplane")]
+pub struct Args {
+    /// The `hands` binary (a release build).
+    #[arg(long)]
+    hands: PathBuf,
+    /// A Python with `anthropic` installed (the SDK worker).
+    #[arg(long)]
+    python: PathBuf,
+    /// `sdk_worker.py`.
+    #[arg(long)]
+    sdk_worker: PathBuf,
+    /// Where the 2,000-file repository is generated (kept between runs).
+    #[arg(long, default_value = "/tmp/hands-e2e/repo")]
+    repo: PathBuf,
+    /// Scratch space: logs, serve workdirs.
+    #[arg(long, default_value = "/tmp/hands-e2e/work")]
+    work: PathBuf,
+    /// Repetitions of every measurement (medians are reported, with min–max).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Concurrent sessions for hands.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+    scale: Vec<usize>,
+    /// Concurrent sessions for the SDK worker (it is slow at 100: add it explicitly).
+    #[arg(long, value_delimiter = ',', default_value = "1,10")]
+    sdk_scale: Vec<usize>,
+    /// Phases to run: trace (items 1 and 4), webhook, cold, abuse.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "trace,webhook,cold,abuse"
+    )]
+    only: Vec<String>,
+    /// Workers to measure: hands, sdk.
+    #[arg(long, value_delimiter = ',', default_value = "hands,sdk")]
+    workers: Vec<String>,
+    /// CPU list the workers (and their shells) are pinned to with taskset, e.g. `0`.
+    #[arg(long)]
+    worker_cpu: Option<String>,
+    /// Webhook deliveries per run after the first (item 2).
+    #[arg(long, default_value_t = 10)]
+    webhook_reps: usize,
+    /// Cold starts per run (item 3).
+    #[arg(long, default_value_t = 5)]
+    cold_reps: usize,
+    /// Also write every raw figure as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.repo)?;
+    std::fs::create_dir_all(&args.work)?;
+    let repo = std::fs::canonicalize(&args.repo)?;
+    let work = std::fs::canonicalize(&args.work)?;
+    if repo::ensure(&repo).context("generating the repository")? {
+        eprintln!("generated the 2,000-file repository in {}", repo.display());
+    }
+    let launch = Launch {
+        hands: std::fs::canonicalize(&args.hands).context("--hands")?,
+        python: args.python.clone(),
+        sdk_worker: std::fs::canonicalize(&args.sdk_worker).context("--sdk-worker")?,
+        cpu: args.worker_cpu.clone(),
+        logs: work.clone(),
+    };
+    let want = |p: &str| args.only.iter().any(|o| o == p);
+    let workers: Vec<Worker> = args
+        .workers
+        .iter()
+        .map(|w| match w.as_str() {
+            "hands" => Ok(Worker::Hands),
+            "sdk" => Ok(Worker::Sdk),
+            other => Err(anyhow::anyhow!("unknown worker {other:?} (hands, sdk)")),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut results = table::Results::default();
+
+    for run in 0..args.runs {
+        eprintln!("run {}/{}", run + 1, args.runs);
+        if want("trace") {
+            results.bare.push(phases::bare_run(&repo).await?);
+            for &w in &workers {
+                let levels = if w == Worker::Hands {
+                    &args.scale
+                } else {
+                    &args.sdk_scale
+                };
+                for &n in levels {
+                    eprintln!("  trace: {} x{n}", w.name());
+                    let r = phases::trace_run(&launch, w, &repo, n)
+                        .await
+                        .with_context(|| format!("{} with {n} sessions", w.name()))?;
+                    eprintln!(
+                        "    {} calls in {:.2} s, p50 {} p99 {}",
+                        r.all.len(),
+                        r.wall.as_secs_f64(),
+                        stats::fmt_us(stats::percentile(&r.all, 50.0).unwrap_or(0) as f64),
+                        stats::fmt_us(stats::percentile(&r.all, 99.0).unwrap_or(0) as f64)
+                    );
+                    results.traces.entry((w, n)).or_default().push(r);
+                }
+            }
+        }
+        if want("webhook") {
+            eprintln!("  webhook: hands serve");
+            let dir = phases::scratch(&work, "serve")?;
+            let (first, warm) = phases::webhook_run(&launch, &dir, args.webhook_reps).await?;
+            results.webhook_first.push(first);
+            results.webhook_warm.push(warm);
+        }
+        if want("cold") {
+            let dir = phases::scratch(&work, "cold")?;
+            for _ in 0..args.cold_reps {
+                for &w in &workers {
+                    let us = phases::cold_poll(&launch, w, &dir).await?;
+                    results.cold.entry(w).or_default().push(us);
+                }
+                if workers.contains(&Worker::Hands) {
+                    results
+                        .cold_serve
+                        .push(phases::cold_serve(&launch, &dir).await?);
+                }
+            }
+        }
+        if want("abuse") {
+            for &w in &workers {
+                eprintln!("  abuse: {}", w.name());
+                let dir = phases::scratch(&work, "abuse")?;
+                let r = phases::abuse_run(&launch, w, &dir).await?;
+                results.abuse.entry(w).or_default().push(r);
+            }
+        }
+    }
+    phases::clean_outputs(&repo)?;
+
+    let machine = table::machine();
+    println!(
+        "{}",
+        table::render(&results, &machine, args.runs, &args.worker_cpu)
+    );
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&results.to_json(&machine))?,
+        )?;
+    }
+    Ok(())
+}
