@@ -42,6 +42,9 @@ pub struct WorkerConfig {
     pub toolset: ToolsetConfig,
     /// Operator-declared custom tools (`--custom-tools`); empty: custom calls are left alone.
     pub custom_tools: Arc<CustomTools>,
+    /// The egress proxy (`--egress-policy`): each session's tools get their own proxy
+    /// credential and the CA bundle in their environment. `None`: no proxy variables are set.
+    pub egress: Option<Arc<hands_egress::EgressProxy>>,
     pub worker_id: String,
     /// Memory stores: on/off, sync cadence, server deletes (`--memory*`).
     pub memory: hands_memory::MemoryConfig,
@@ -58,6 +61,7 @@ impl WorkerConfig {
             lease: LeaseConfig::default(),
             toolset: ToolsetConfig::new("."),
             custom_tools: Arc::new(CustomTools::empty()),
+            egress: None,
             worker_id: default_worker_id(),
             memory: hands_memory::MemoryConfig::default(),
         }
@@ -272,6 +276,16 @@ impl Worker {
         let installed = install_skills(&self.cp, credential, session, workdir.path()).await;
         let mut tool_config = self.config.toolset.clone();
         tool_config.workdir = workdir.path().to_path_buf();
+        // This session's own proxy credential and the CA bundle; the credential dies with
+        // `_egress` when this function returns, after the session's tools are gone.
+        let _egress = self.config.egress.as_ref().map(|proxy| {
+            let session_egress = proxy.open_session(&session.id);
+            tool_config
+                .env
+                .set
+                .extend(session_egress.env.iter().cloned());
+            session_egress
+        });
         // Memory stores are mounted (and downloaded) here, with the heartbeat already going.
         let prepared = crate::memory::prepare(
             &self.cp,

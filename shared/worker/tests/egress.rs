@@ -1,0 +1,77 @@
+//! The egress proxy seen from a session's bash: the proxy variables and CA bundle are in the
+//! tool environment, a refusal reads as a sentence, and the credential dies with the session.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Harness, failures, script};
+use hands_devplane::Config;
+use hands_egress::{EgressConfig, EgressProxy, Policy, Resolver, StaticSecrets, UpstreamRoots};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_bash_goes_through_the_proxy_with_its_own_credential() {
+    let h = Harness::start(Config::default()).await;
+    let policy = Policy::parse(
+        "[[rule]]\nhost = \"*.allowed.test\"\naction = \"allow\"\n",
+        "test",
+    )
+    .unwrap();
+    let proxy = EgressProxy::start(
+        EgressConfig {
+            policy,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            upstream_roots: UpstreamRoots::Webpki,
+            resolver: Resolver::system(),
+            bundle_dir: h.root.join("egress-ca"),
+        },
+        &StaticSecrets::new(),
+    )
+    .await
+    .unwrap();
+    let proxy = Arc::new(proxy);
+    let mut config = h.config(h.per_session("egress"));
+    config.egress = Some(proxy.clone());
+    let shutdown = CancellationToken::new();
+    let worker = h.worker_with(config, shutdown.clone());
+    let poller = tokio::spawn(async move { worker.poll_forever(2).await });
+
+    let bundle = proxy.ca_bundle().display().to_string();
+    let report = h
+        .dp
+        .run_script(&script(serde_json::json!({
+            "name": "egress",
+            "steps": [
+                {"step": "tool_use", "label": "env", "name": "bash",
+                 "input": {"command": "env | grep -E '^(HTTPS_PROXY|SSL_CERT_FILE|GIT_SSL_CAINFO)=' | sed -E 's#//[^@]*@#//CRED@#' | sort"},
+                 "expect": {"is_error": false, "text_contains": [
+                     format!("GIT_SSL_CAINFO={bundle}"),
+                     format!("HTTPS_PROXY=http://CRED@{}", proxy.addr()),
+                     format!("SSL_CERT_FILE={bundle}")]}},
+                {"step": "tool_use", "label": "denied", "name": "bash",
+                 "input": {"command": "curl -sS https://denied.test/ 2>&1; curl -sS http://denied.test/ 2>&1"},
+                 "expect": {"text_contains": [
+                     "egress to denied.test is not allowed by this environment's policy\negress to denied.test is not allowed by this environment's policy"]}},
+                {"step": "idle", "stop_reason": "end_turn", "event_ids": []},
+                {"step": "terminated"},
+                {"step": "expect_stopped", "within_ms": 30000}
+            ]
+        })))
+        .await;
+    shutdown.cancel();
+    poller.await.unwrap().unwrap();
+    assert!(report.passed, "{}", failures(&report));
+    assert_eq!(
+        proxy
+            .metrics()
+            .denied_by_policy
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert!(
+        proxy.sessions().is_empty(),
+        "the session's credential is gone with the session"
+    );
+}
