@@ -8,6 +8,10 @@
 #                         oldest and newest versions named below
 #   infra/consistency.py  python-hcl2 parse of every .tf file, the KEDA ScaledObject against our
 #                         schema, and the cross-file checks (see its docstring)
+#   infra/smoke_serve.py  `hands serve` started with the Deployment's args, env and secret files
+#                         against devplane: health, readiness, the metrics KEDA queries, SIGTERM
+#                         (needs a hands binary: HANDS_BIN, default target/debug/hands; under CI
+#                         a missing binary fails, alone it is skipped with a message)
 #   checkov               SAM template (as written and transformed), Terraform module,
 #                         manifests and Dockerfile; any failed check fails this script
 #                         (findings are fixed or skipped inline with a reason)
@@ -83,6 +87,19 @@ done
 section "python-hcl2 $PYTHON_HCL2_VERSION parse and cross-file consistency"
 if ! "$LINT/bin/python" infra/consistency.py; then
     failed+=(consistency)
+fi
+
+section "smoke: hands serve as the Deployment runs it"
+hands_bin=${HANDS_BIN:-target/debug/hands}
+if [[ -x "$hands_bin" ]]; then
+    if ! "$LINT/bin/python" infra/smoke_serve.py "$hands_bin"; then
+        failed+=(smoke)
+    fi
+elif [[ "${CI:-}" == "true" ]]; then
+    echo "no hands binary at $hands_bin (CI builds it before this step)"
+    failed+=(smoke)
+else
+    echo "skipped: no hands binary at $hands_bin (cargo build -p hands, or set HANDS_BIN)"
 fi
 
 section "checkov $CHECKOV_VERSION: infra/ (cloudformation, terraform, kubernetes, dockerfile)"
