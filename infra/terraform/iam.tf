@@ -1,17 +1,13 @@
 # One role per function, each with only what that function does.
 
+# The same trust policy SAM generates. No confused-deputy condition: an execution role can only be
+# given to a function by someone allowed iam:PassRole on it, which never crosses accounts.
 data "aws_iam_policy_document" "lambda_assume" {
   statement {
     actions = ["sts:AssumeRole"]
     principals {
       type        = "Service"
       identifiers = ["lambda.amazonaws.com"]
-    }
-    # Only this account's functions may assume the roles (confused-deputy guard).
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [data.aws_caller_identity.current.account_id]
     }
   }
 }
