@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
+
 use hands_egress::explain::{explain, summary};
 use hands_egress::{Policy, Resolver};
 
@@ -84,4 +86,43 @@ pub async fn run(args: EgressArgs) -> anyhow::Result<bool> {
             Ok(e.goes_out)
         }
     }
+}
+
+/// `--egress-policy`: starts the egress proxy for this worker process and hands it to the
+/// worker, which gives every session its own credential. Secrets come from the worker's
+/// environment (`NAME` or `NAME_FILE`); a missing one stops the start.
+pub async fn attach(
+    args: &crate::worker_args::WorkerArgs,
+    config: &mut hands_worker::WorkerConfig,
+) -> anyhow::Result<()> {
+    let Some(path) = &args.egress_policy else {
+        return Ok(());
+    };
+    let policy = Policy::load(path)?;
+    let upstream_roots = match &args.egress_upstream_ca {
+        Some(ca) => hands_egress::UpstreamRoots::WebpkiAnd(ca.clone()),
+        None => hands_egress::UpstreamRoots::Webpki,
+    };
+    let proxy = hands_egress::EgressProxy::start(
+        hands_egress::EgressConfig {
+            policy,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstream_roots,
+            resolver: Resolver::system(),
+            // Outside every workspace; tools read the CA certificate (never a key) from here.
+            bundle_dir: std::env::temp_dir().join(format!("hands-egress-{}", std::process::id())),
+        },
+        &hands_egress::EnvSecrets,
+    )
+    .await
+    .with_context(|| format!("egress proxy ({})", path.display()))?;
+    match config.toolset.isolation.tier() {
+        hands_sandbox::Tier::None => tracing::warn!("{}", hands_egress::TIER0_NOTICE),
+        hands_sandbox::Tier::Bwrap => tracing::warn!(
+            "egress proxy: isolation tier 2 has no network and the unix-socket relay into it is not built yet: tools cannot reach the proxy, so their network calls fail"
+        ),
+        hands_sandbox::Tier::Landlock => {}
+    }
+    config.egress = Some(std::sync::Arc::new(proxy));
+    Ok(())
 }

@@ -141,6 +141,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // One resolver: the AWS configuration is loaded once for both secrets.
     let secrets = Resolver::new();
     let mut worker = args.worker.worker_config()?;
+    crate::egress_cmd::attach(&args.worker, &mut worker).await?;
     worker.environment_key = args.worker.connect.environment_key(&secrets).await?;
     if worker.environment_key.is_none() {
         bail!(NO_ENVIRONMENT_KEY);

@@ -45,6 +45,7 @@ pub struct StatsArgs {
 
 async fn worker(args: &WorkerArgs) -> anyhow::Result<Worker> {
     let mut config = args.worker_config()?;
+    crate::egress_cmd::attach(args, &mut config).await?;
     config.environment_key = args.connect.environment_key(&Resolver::new()).await?;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());

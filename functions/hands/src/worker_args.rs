@@ -59,6 +59,13 @@ pub struct WorkerArgs {
     /// other custom tools are left to their owner.
     #[arg(long, env = "HANDS_CUSTOM_TOOLS", value_name = "FILE")]
     pub custom_tools: Option<PathBuf>,
+    /// An egress policy (TOML): start the egress proxy and send each session's tools through it
+    /// with their own credential (`hands egress check FILE` validates the file).
+    #[arg(long, env = "HANDS_EGRESS_POLICY", value_name = "FILE")]
+    pub egress_policy: Option<PathBuf>,
+    /// PEM roots the egress proxy trusts upstream besides Mozilla's (internal CAs).
+    #[arg(long, env = "HANDS_EGRESS_UPSTREAM_CA", value_name = "FILE")]
+    pub egress_upstream_ca: Option<PathBuf>,
     /// Isolation of tool processes: `auto` (the strongest tier this host allows), `none`
     /// (tier 0), `landlock` (tier 1), `bwrap` (tier 2). The host probe is logged at start.
     /// The default stays tier 0 until every deployment shape is tested under tier 2.

@@ -84,3 +84,31 @@ fn test_says_what_happens_to_a_request() {
     ]);
     assert_eq!(code, 1, "{out}");
 }
+
+#[test]
+fn a_worker_with_a_bad_egress_policy_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("policy.toml");
+    std::fs::write(&bad, "[[rule]]\nhost = \"a.com\"\naction = \"permit\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hands"))
+        .args([
+            "poll",
+            "--environment-id",
+            "env_x",
+            "--environment-key",
+            "k",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ])
+        .arg("--egress-policy")
+        .arg(&bad)
+        .env_remove("HANDS_EGRESS_POLICY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("policy.toml:3:10: unknown action \"permit\""),
+        "{err}"
+    );
+}
