@@ -10,7 +10,8 @@
 #                         schema, and the cross-file checks (see its docstring)
 #   infra/smoke_serve.py  `hands serve` started with the Deployment's args, env and secret files
 #                         against devplane: health, readiness, the metrics KEDA queries, SIGTERM
-#                         (needs a hands binary: HANDS_BIN, default target/debug/hands; under CI
+#                         (needs a hands binary: HANDS_BIN, default $CARGO_TARGET_DIR/debug/hands
+#                         or target/debug/hands; under CI
 #                         a missing binary fails, alone it is skipped with a message)
 #   checkov               SAM template (as written and transformed), Terraform module,
 #                         manifests and Dockerfile; any failed check fails this script
@@ -90,7 +91,7 @@ if ! "$LINT/bin/python" infra/consistency.py; then
 fi
 
 section "smoke: hands serve as the Deployment runs it"
-hands_bin=${HANDS_BIN:-target/debug/hands}
+hands_bin=${HANDS_BIN:-${CARGO_TARGET_DIR:-target}/debug/hands}
 if [[ -x "$hands_bin" ]]; then
     if ! "$LINT/bin/python" infra/smoke_serve.py "$hands_bin"; then
         failed+=(smoke)
