@@ -277,14 +277,14 @@ impl Worker {
         let mut tool_config = self.config.toolset.clone();
         tool_config.workdir = workdir.path().to_path_buf();
         // This session's own proxy credential and the CA bundle; the credential dies with
-        // `_egress` when this function returns, after the session's tools are gone.
-        let _egress = self.config.egress.as_ref().map(|proxy| {
+        // `egress` when this function returns, after the session's tools are gone.
+        let egress = self.config.egress.as_ref().map(|proxy| {
             let session_egress = proxy.open_session(&session.id);
             tool_config
                 .env
                 .set
                 .extend(session_egress.env.iter().cloned());
-            session_egress
+            Arc::new(session_egress)
         });
         // Memory stores are mounted (and downloaded) here, with the heartbeat already going.
         let prepared = crate::memory::prepare(
@@ -309,6 +309,7 @@ impl Worker {
             max_idle: self.config.max_idle,
             tool_timeout: self.config.tool_timeout,
             observer: Arc::clone(&self.observer),
+            egress: egress.clone(),
             shutdown: self.shutdown.clone(),
             memory: memory.clone(),
         };

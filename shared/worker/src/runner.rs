@@ -62,6 +62,8 @@ pub struct SessionContext {
     /// Outer bound of one tool call (must exceed bash's own 120 s default).
     pub tool_timeout: Duration,
     pub observer: Arc<dyn Observer>,
+    /// This session's use of the egress proxy; names the running call in its audit log.
+    pub egress: Option<Arc<hands_egress::SessionEgress>>,
     /// Fires when the worker process is shutting down.
     pub shutdown: CancellationToken,
     /// The session's memory stores, synced after each call; `None` without stores.
@@ -267,7 +269,13 @@ async fn execute(
             if let Some(m) = &ctx.memory {
                 m.call_started();
             }
+            if let Some(egress) = &ctx.egress {
+                egress.set_tool_call(Some(&call.id));
+            }
             let out = run_tool(&ctx, &call, &cancel).await;
+            if let Some(egress) = &ctx.egress {
+                egress.set_tool_call(None);
+            }
             // A call that touched a store is synced before its result goes out, so the agent
             // learns in this very result if an edit of its did not stick.
             let out = match &ctx.memory {

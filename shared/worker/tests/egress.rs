@@ -4,15 +4,40 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use common::{Harness, failures, script};
 use hands_devplane::Config;
 use hands_egress::{EgressConfig, EgressProxy, Policy, Resolver, StaticSecrets, UpstreamRoots};
 use tokio_util::sync::CancellationToken;
 
+/// Log lines of this test binary (it has one test).
+fn capture_log() -> Arc<Mutex<Vec<u8>>> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let writer = buf.clone();
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_env_filter("hands_egress=info")
+        .with_writer(move || LogWriter(writer.clone()))
+        .init();
+    buf
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_bash_goes_through_the_proxy_with_its_own_credential() {
+    let log = capture_log();
     let h = Harness::start(Config::default()).await;
     let policy = Policy::parse(
         "[[rule]]\nhost = \"*.allowed.test\"\naction = \"allow\"\n",
@@ -70,6 +95,25 @@ async fn a_sessions_bash_goes_through_the_proxy_with_its_own_credential() {
             .load(std::sync::atomic::Ordering::Relaxed),
         2
     );
+    // The audit lines name the session and the tool call that made the requests.
+    let call = report
+        .steps
+        .iter()
+        .find(|s| s.label.as_deref() == Some("denied"))
+        .unwrap();
+    let call_id = call.event_id.clone().unwrap();
+    let session_id = report.session_id.clone().unwrap();
+    let log = String::from_utf8_lossy(&log.lock().unwrap()).to_string();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("host=denied.test"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    for l in lines {
+        assert!(l.contains(&format!("session={session_id}")), "{l}");
+        assert!(l.contains(&format!("tool_call={call_id}")), "{l}");
+        assert!(l.contains("status=403"), "{l}");
+    }
     assert!(
         proxy.sessions().is_empty(),
         "the session's credential is gone with the session"
