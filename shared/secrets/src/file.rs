@@ -75,6 +75,55 @@ mod tests {
         assert_eq!(v.expose_secret(), "sk-ant-oat01 abc");
     }
 
+    /// Captures what the crate logs while `f` runs.
+    fn logged(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_world_readable_file_is_read_with_a_warning_naming_the_path_not_the_value() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        std::fs::write(&p, "sk-canary").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let log = logged(|| {
+            read_secret_file("K_FILE", &p).unwrap();
+        });
+        assert!(
+            log.contains("readable by every user") && log.contains("mode=\"644\""),
+            "{log}"
+        );
+        assert!(
+            log.contains(&p.display().to_string()) && !log.contains("canary"),
+            "{log}"
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let log = logged(|| {
+            read_secret_file("K_FILE", &p).unwrap();
+        });
+        assert!(log.is_empty(), "{log}");
+    }
+
     #[test]
     fn empty_missing_directory_binary_and_oversized_files_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();

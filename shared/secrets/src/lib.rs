@@ -17,7 +17,10 @@
 //! [`SecretError::Empty`]. The Secrets Manager reference may select a JSON key and a version
 //! the way Amazon ECS's `valueFrom` does; see [`reference`].
 //!
-//! AWS needs the `aws` cargo feature (on by default). Without it, `NAME_SECRET_ARN` and
+//! AWS needs the `aws` cargo feature. It is a default feature of this crate, but the
+//! workspace's `hands-secrets` dependency turns default features off (so `hands` can be built
+//! without AWS): a crate that wants AWS sources asks for
+//! `hands-secrets = { workspace = true, features = ["aws"] }`. Without it, `NAME_SECRET_ARN` and
 //! `NAME_SSM_PARAMETER` are refused with [`SecretError::NoAwsSupport`]. With it, credentials,
 //! region and endpoints come from aws-config's default chain, so the SDK's `AWS_ENDPOINT_URL`
 //! and `AWS_ENDPOINT_URL_SECRETS_MANAGER` / `AWS_ENDPOINT_URL_SSM` point it at a local fake.

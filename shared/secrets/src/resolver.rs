@@ -72,6 +72,16 @@ impl Resolver {
             None => Ok(None),
         }
     }
+
+    /// As [`Resolver::resolve_env`] for a secret that must be there: none of its variables set
+    /// is [`SecretError::NotSet`], which names all four.
+    pub async fn require_env(&self, name: &str) -> Result<SecretValue, SecretError> {
+        self.resolve_env(name)
+            .await?
+            .ok_or_else(|| SecretError::NotSet {
+                name: name.to_owned(),
+            })
+    }
 }
 
 #[cfg(test)]
@@ -101,6 +111,20 @@ mod tests {
         // Read on every call: a rotated file gives the new value.
         std::fs::write(&path, "sk-rotated").unwrap();
         assert_eq!(r.resolve(&s).await.unwrap().expose_secret(), "sk-rotated");
+    }
+
+    #[tokio::test]
+    async fn a_required_secret_that_is_not_set_names_its_four_variables() {
+        // A name no environment sets.
+        let name = "HANDS_SECRETS_TEST_NEVER_SET_4F2A";
+        let err = Resolver::new().require_env(name).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{name} is not set (nor {name}_FILE, {name}_SECRET_ARN or {name}_SSM_PARAMETER)"
+            )
+        );
+        assert!(Resolver::new().resolve_env(name).await.unwrap().is_none());
     }
 
     #[tokio::test]
