@@ -458,7 +458,7 @@ async fn a_sync_killed_mid_way_loses_nothing_flushed_and_uploads_nothing_twice()
         std::fs::write(root.join(format!("f{i:02}.md")), format!("{i}")).unwrap();
     }
     e.dp.set_faults(Faults {
-        slow_ms: Some(20),
+        slow_ms: Some(200),
         ..Faults::default()
     });
     // The worker dies part-way through its sync: the task is dropped mid-request.
