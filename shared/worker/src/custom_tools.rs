@@ -301,6 +301,19 @@ impl CustomTools {
         workdir: &Path,
         cancel: &CancellationToken,
     ) -> ToolOutput {
+        self.call_with_env(name, input, workdir, &[], cancel).await
+    }
+
+    /// [`CustomTools::call`] with per-session variables added to the environment (the egress
+    /// proxy's); the deny-list still applies to them.
+    pub async fn call_with_env(
+        &self,
+        name: &str,
+        input: serde_json::Value,
+        workdir: &Path,
+        session_env: &[(String, String)],
+        cancel: &CancellationToken,
+    ) -> ToolOutput {
         let Some(tool) = self.tools.get(name) else {
             return ToolOutput::error(format!("unknown custom tool: {name}"));
         };
@@ -314,7 +327,13 @@ impl CustomTools {
             program: tool.program.clone(),
             args: tool.args.clone(),
             cwd: workdir.to_path_buf(),
-            env: self.env.build(std::env::vars_os()),
+            env: if session_env.is_empty() {
+                self.env.build(std::env::vars_os())
+            } else {
+                let mut env = self.env.clone();
+                env.set.extend(session_env.iter().cloned());
+                env.build(std::env::vars_os())
+            },
             rlimits: self.rlimits.clone(),
             isolation: self.isolation.clone(),
             binds: Binds::default(),

@@ -327,8 +327,9 @@ async fn run_tool(ctx: &SessionContext, call: &Call, cancel: &CancellationToken)
             }
             CallKind::Custom => {
                 let workdir = ctx.toolset.workdir();
+                let session_env = ctx.egress.as_ref().map_or(&[][..], |e| &e.env[..]);
                 (ctx.custom_tools)
-                    .call(&call.name, call.input.clone(), workdir, cancel)
+                    .call_with_env(&call.name, call.input.clone(), workdir, session_env, cancel)
                     .await
             }
         }

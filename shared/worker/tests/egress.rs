@@ -59,6 +59,14 @@ async fn a_sessions_bash_goes_through_the_proxy_with_its_own_credential() {
     let proxy = Arc::new(proxy);
     let mut config = h.config(h.per_session("egress"));
     config.egress = Some(proxy.clone());
+    // A custom tool that prints its environment: it must get the session's proxy variables too.
+    let tools_file = h.root.join("tools.toml");
+    std::fs::write(
+        &tools_file,
+        "[[tool]]\nname = \"show_env\"\ncommand = [\"/usr/bin/env\"]\n",
+    )
+    .unwrap();
+    config.custom_tools = Arc::new(hands_worker::CustomTools::load(&tools_file).unwrap());
     let shutdown = CancellationToken::new();
     let worker = h.worker_with(config, shutdown.clone());
     let poller = tokio::spawn(async move { worker.poll_forever(2).await });
@@ -79,6 +87,10 @@ async fn a_sessions_bash_goes_through_the_proxy_with_its_own_credential() {
                  "input": {"command": "curl -sS https://denied.test/ 2>&1; curl -sS http://denied.test/ 2>&1"},
                  "expect": {"text_contains": [
                      "egress to denied.test is not allowed by this environment's policy\negress to denied.test is not allowed by this environment's policy"]}},
+                {"step": "custom_tool_use", "label": "custom", "name": "show_env", "input": {},
+                 "expect": {"is_error": false, "text_contains": [
+                     format!("@{}", proxy.addr()),
+                     format!("CURL_CA_BUNDLE={bundle}")]}},
                 {"step": "idle", "stop_reason": "end_turn", "event_ids": []},
                 {"step": "terminated"},
                 {"step": "expect_stopped", "within_ms": 30000}
