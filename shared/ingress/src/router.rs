@@ -39,7 +39,12 @@ async fn readyz(State(ingress): State<Ingress>) -> Response {
 
 async fn metrics(State(ingress): State<Ingress>) -> Response {
     let queue = ingress.queue_gauges().await;
-    let mut resp = ingress.metrics().render(queue).into_response();
+    let mut text = ingress.metrics().render(queue);
+    // The egress proxy's counters, when the worker runs one.
+    if let Some(egress) = &ingress.worker().config().egress {
+        egress.metrics().render_prometheus(&mut text);
+    }
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
