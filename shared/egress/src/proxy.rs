@@ -360,7 +360,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stopped: watc
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle(state.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
+            let conn = client_connection_builder()
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
             if let Err(e) = conn.await {
@@ -368,6 +368,17 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stopped: watc
             }
         });
     }
+}
+
+/// How long a client may take to send a request head: a tool that opens connections and
+/// sends nothing must not hold the worker's sockets forever.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn client_connection_builder() -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    b
 }
 
 async fn handle(
@@ -651,7 +662,7 @@ async fn intercept(
             Ok(forward(&state, &session, &target, &mut slot, req).await)
         }
     });
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
+    if let Err(e) = client_connection_builder()
         .serve_connection(TokioIo::new(tls), svc)
         .await
     {
