@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
+use crate::handoff::HandOff;
 use crate::metrics::Metrics;
 
 /// Claims that ended in "not ours" (ack 409/404) allowed on top of `max_claims_per_drain`, so a
@@ -98,6 +99,9 @@ pub enum DrainError {
     /// The drain task panicked.
     #[error("the drain task failed")]
     TaskFailed,
+    /// A claimed item could not be handed to its server (the Lambda Invoke failed).
+    #[error("hand-off failed: {0}")]
+    HandOff(String),
 }
 
 impl DrainError {
@@ -119,6 +123,7 @@ impl DrainError {
             DrainError::Refused(_) => "refused",
             DrainError::OverBudget => "over_budget",
             DrainError::TaskFailed => "task_failed",
+            DrainError::HandOff(_) => "hand_off",
         }
     }
 }
@@ -148,6 +153,8 @@ pub(crate) struct Drainer {
     /// Set when a drain stopped for lack of a slot: the next freed slot wakes the timer.
     saturated: AtomicBool,
     pub(crate) slot_freed: Notify,
+    /// Items go here instead of to in-process sessions (no slot bound: the receiver scales).
+    remote: Option<Arc<dyn HandOff>>,
 }
 
 impl Drainer {
@@ -166,7 +173,14 @@ impl Drainer {
             max_claims: max_claims.max(1),
             saturated: AtomicBool::new(false),
             slot_freed: Notify::new(),
+            remote: None,
         }
+    }
+
+    /// Hands claimed items to `remote` instead of serving them in process.
+    pub(crate) fn with_hand_off(mut self, remote: Arc<dyn HandOff>) -> Self {
+        self.remote = Some(remote);
+        self
     }
 
     pub(crate) fn worker(&self) -> &Worker {
@@ -244,17 +258,34 @@ impl Drainer {
             if Instant::now() >= claim_until {
                 break DrainStop::Budget;
             }
-            let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
-                self.saturated.store(true, Ordering::SeqCst);
-                self.metrics.saturated();
-                break DrainStop::Saturated;
+            let permit = if self.remote.is_some() {
+                None
+            } else {
+                let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+                    self.saturated.store(true, Ordering::SeqCst);
+                    self.metrics.saturated();
+                    break DrainStop::Saturated;
+                };
+                Some(permit)
             };
             report.polls += 1;
             match self.worker.claim(&opts).await {
                 Ok(Claim::Item(item)) => {
                     report.claimed += 1;
                     self.metrics.claimed();
-                    self.spawn_session(*item, permit);
+                    match (&self.remote, permit) {
+                        (Some(remote), _) => {
+                            if let Err(e) = remote.hand_off(&item).await {
+                                tracing::error!(work_id = %item.id, session_id = %item.data.id, error = %e,
+                                    "hand-off failed; the item is served by nobody until its lease lapses and it is queued again");
+                                return Err(DrainError::HandOff(e.to_string()));
+                            }
+                            tracing::info!(work_id = %item.id, session_id = %item.data.id, "handed off");
+                        }
+                        (None, Some(permit)) => self.spawn_session(*item, permit),
+                        // A permit is taken above whenever there is no remote.
+                        (None, None) => return Err(DrainError::TaskFailed),
+                    }
                 }
                 Ok(Claim::Skipped) => {}
                 Ok(Claim::Empty) => break DrainStop::Empty,

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::IngressConfig;
 use crate::dedupe::RecentDeliveries;
 use crate::drain::{DrainError, DrainReport, Drainer, Trigger};
+use crate::handoff::HandOff;
 use crate::metrics::{Metrics, QueueGauges};
 use crate::verify::SecretSlot;
 
@@ -37,17 +38,42 @@ impl Ingress {
     /// An ingress whose sessions are served by a worker built from `cp` and `worker`, with no
     /// signing secret yet (deliveries get 503 until [`Ingress::set_verifier`]).
     pub fn new(cp: ControlPlane, worker: WorkerConfig, config: IngressConfig) -> Self {
+        Self::build(cp, worker, config, None)
+    }
+
+    /// An ingress that hands every claimed item to `hand_off` (the Lambda `webhook` function
+    /// invokes the `session` function) instead of serving it in process; `max_sessions` does
+    /// not apply.
+    pub fn with_hand_off(
+        cp: ControlPlane,
+        worker: WorkerConfig,
+        config: IngressConfig,
+        hand_off: Arc<dyn HandOff>,
+    ) -> Self {
+        Self::build(cp, worker, config, Some(hand_off))
+    }
+
+    fn build(
+        cp: ControlPlane,
+        worker: WorkerConfig,
+        config: IngressConfig,
+        hand_off: Option<Arc<dyn HandOff>>,
+    ) -> Self {
         let metrics = Arc::new(Metrics::new(config.max_sessions));
         metrics.set_ready(true);
         let shutdown = CancellationToken::new();
         let observer: Arc<dyn Observer> = metrics.clone();
         let worker = Worker::new(cp, worker, observer, shutdown.clone());
-        let drainer = Arc::new(Drainer::new(
+        let mut drainer = Drainer::new(
             worker,
             Arc::clone(&metrics),
             config.max_sessions,
             config.max_claims_per_drain,
-        ));
+        );
+        if let Some(h) = hand_off {
+            drainer = drainer.with_hand_off(h);
+        }
+        let drainer = Arc::new(drainer);
         Ingress {
             inner: Arc::new(Inner {
                 recent: RecentDeliveries::new(config.dedupe_capacity, config.dedupe_ttl),

@@ -19,13 +19,15 @@
 //! - claim an item it has no session slot for (the item stays queued for the next drain);
 //! - let the sender time out while work goes ahead (W23): the reply waits at most `reply_budget`.
 //!
-//! The same Router serves the Lambda function of a later issue unchanged; the periodic drain and
-//! the listener (header and body timeouts, connection cap, graceful shutdown) are container-only.
+//! The same Router serves the Lambda `webhook` function unchanged, with a [`HandOff`] that invokes
+//! the `session` function instead of in-process sessions; the periodic drain and the listener
+//! (header and body timeouts, connection cap, graceful shutdown) are container-only.
 
 mod body;
 mod config;
 mod dedupe;
 mod drain;
+mod handoff;
 mod ingress;
 mod metrics;
 mod router;
@@ -37,6 +39,7 @@ mod webhook;
 pub use config::{Clock, IngressConfig, system_clock};
 pub use dedupe::{RecentDeliveries, Seen};
 pub use drain::{DrainError, DrainReport, DrainStop, Trigger};
+pub use handoff::{HandOff, HandOffError};
 pub use ingress::Ingress;
 pub use metrics::Metrics;
 pub use server::{ServerConfig, ServerError};

@@ -109,6 +109,7 @@ fn end_label(end: &ItemEnd) -> &'static str {
             RunEnd::Stopped(_) => "stopped",
             RunEnd::Shutdown => "shutdown",
             RunEnd::FeedFailed(_) => "feed_failed",
+            RunEnd::Deadline => "deadline",
         },
     }
 }

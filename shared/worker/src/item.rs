@@ -25,6 +25,7 @@ use crate::observer::Observer;
 use crate::runner::{RunEnd, SessionContext, run_session};
 use crate::skills::install_skills;
 use crate::workdir::{Workdir, WorkdirTemplate};
+use crate::workspace_store::WorkspaceStore;
 
 /// How the worker serves items. One per process; shared by every session.
 #[derive(Clone)]
@@ -48,6 +49,9 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Memory stores: on/off, sync cadence, server deletes (`--memory*`).
     pub memory: hands_memory::MemoryConfig,
+    /// Where per-session workspaces are kept between invocations (S3 on Lambda); `None` keeps
+    /// nothing.
+    pub workspace_store: Option<Arc<dyn WorkspaceStore>>,
 }
 
 impl WorkerConfig {
@@ -64,6 +68,7 @@ impl WorkerConfig {
             egress: None,
             worker_id: default_worker_id(),
             memory: hands_memory::MemoryConfig::default(),
+            workspace_store: None,
         }
     }
 }
@@ -104,14 +109,18 @@ pub struct ItemOutcome {
     pub end: ItemEnd,
     /// Whether the worker force-stopped the item at the end.
     pub stopped: bool,
+    /// Set when the run ended at its hand-off point ([`RunEnd::Deadline`]) with the lease
+    /// still held: what a successor needs to carry on.
+    pub continuation: Option<Resume>,
 }
 
 /// Extra inputs a caller can hand to [`Worker::serve`] (a Lambda continuation uses them).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resume {
     /// The last heartbeat value a predecessor stored (the lease's CAS token).
     pub last_heartbeat: Option<String>,
     /// Tool-use ids a predecessor already answered.
+    #[serde(default)]
     pub answered: Vec<String>,
 }
 
@@ -153,11 +162,24 @@ impl Worker {
 
     /// Serves one claimed (and acknowledged) item to the end.
     pub async fn serve(&self, item: &WorkItem, resume: Resume) -> ItemOutcome {
+        self.serve_until(item, resume, None).await
+    }
+
+    /// Serves one item until it ends or until `hand_off_at`, whichever comes first. At the
+    /// hand-off point the in-flight call is cancelled and answered, the workspace saved, the
+    /// heartbeat stopped between beats, and the item left held (not stopped): the outcome's
+    /// `continuation` is what a successor passes back as its [`Resume`].
+    pub async fn serve_until(
+        &self,
+        item: &WorkItem,
+        resume: Resume,
+        hand_off_at: Option<Instant>,
+    ) -> ItemOutcome {
         // Every log line of this item (heartbeats, stream, tool calls) carries these ids.
         let span = tracing::info_span!("item", environment_id = %item.environment_id,
             work_id = %item.id, session_id = %item.data.id);
         let outcome = self
-            .serve_inner(item, resume)
+            .serve_inner(item, resume, hand_off_at)
             .instrument(span.clone())
             .await;
         let _entered = span.enter();
@@ -167,7 +189,12 @@ impl Worker {
         outcome
     }
 
-    async fn serve_inner(&self, item: &WorkItem, resume: Resume) -> ItemOutcome {
+    async fn serve_inner(
+        &self,
+        item: &WorkItem,
+        resume: Resume,
+        hand_off_at: Option<Instant>,
+    ) -> ItemOutcome {
         let work_id = item.id.clone();
         let session_id = item.data.id.clone();
         let outcome = |end, stopped| ItemOutcome {
@@ -175,6 +202,7 @@ impl Worker {
             session_id: session_id.clone(),
             end,
             stopped,
+            continuation: None,
         };
         let credential = match self.item_credential(item) {
             Some(c) => c,
@@ -249,12 +277,71 @@ impl Worker {
                 return outcome(ItemEnd::Failed(format!("workspace: {e}")), stopped);
             }
         };
-        let end = self
-            .run_prepared(&credential, &session, &workdir, &lease, &work_id, resume)
+        if let Some(store) = &self.config.workspace_store
+            && workdir.is_owned()
+        {
+            match store.restore(&session_id, workdir.path()).await {
+                Ok(true) => tracing::info!("workspace restored"),
+                Ok(false) => tracing::debug!("no saved workspace"),
+                // Serving with an empty workspace beats not serving; the agent can see it.
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot restore the workspace; starting empty")
+                }
+            }
+        }
+        let (end, answered) = self
+            .run_prepared(
+                &credential,
+                &session,
+                &workdir,
+                &lease,
+                &work_id,
+                resume,
+                hand_off_at,
+            )
             .await;
 
-        // Teardown: the shell and every descendant are gone before the item is released.
+        // Teardown: the shell and every descendant are gone (run_prepared shut the toolset
+        // down) before the workspace is saved and the item released.
+        let keep = matches!(
+            end,
+            ItemEnd::Ran(RunEnd::Idle | RunEnd::Deadline | RunEnd::Shutdown | RunEnd::Stopped(_))
+        );
+        if keep
+            && let Some(store) = &self.config.workspace_store
+            && workdir.is_owned()
+        {
+            if let Err(e) = store.save(&session_id, workdir.path()).await {
+                tracing::error!(error = %e, "cannot save the workspace; the next invocation starts without it");
+            }
+        } else if keep && end == ItemEnd::Ran(RunEnd::Deadline) {
+            tracing::warn!(
+                "handing off without a workspace store: files written so far are not carried over (stateless tools only)"
+            );
+        }
         workdir.cleanup();
+        if end == ItemEnd::Ran(RunEnd::Deadline) {
+            return match lease.hand_over().await {
+                Ok(last_heartbeat) => ItemOutcome {
+                    continuation: Some(Resume {
+                        last_heartbeat: Some(last_heartbeat),
+                        answered,
+                    }),
+                    ..outcome(end, false)
+                },
+                Err(status) => {
+                    tracing::warn!(?status, "the lease ended while handing off");
+                    let stopped = match status {
+                        LeaseStatus::Stop(_) => {
+                            self.force_stop(&credential, &item.environment_id, &work_id)
+                                .await
+                        }
+                        _ => false,
+                    };
+                    outcome(end, stopped)
+                }
+            };
+        }
         let stopped = if matches!(end, ItemEnd::Ran(RunEnd::LeaseLost(_))) {
             let _ = lease.release().await;
             false
@@ -264,6 +351,7 @@ impl Worker {
         outcome(end, stopped)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_prepared(
         &self,
         credential: &Credential,
@@ -272,7 +360,8 @@ impl Worker {
         lease: &Lease,
         work_id: &str,
         resume: Resume,
-    ) -> ItemEnd {
+        hand_off_at: Option<Instant>,
+    ) -> (ItemEnd, Vec<String>) {
         let installed = install_skills(&self.cp, credential, session, workdir.path()).await;
         let mut tool_config = self.config.toolset.clone();
         tool_config.workdir = workdir.path().to_path_buf();
@@ -297,7 +386,7 @@ impl Worker {
         .await;
         let (toolset, memory) = match prepared {
             Ok(t) => t,
-            Err(e) => return ItemEnd::Failed(e.to_string()),
+            Err(e) => return (ItemEnd::Failed(e.to_string()), resume.answered),
         };
         let ctx = SessionContext {
             cp: self.cp.clone(),
@@ -312,6 +401,7 @@ impl Worker {
             egress: egress.clone(),
             shutdown: self.shutdown.clone(),
             memory: memory.clone(),
+            hand_off_at,
         };
         let mut ledger = Ledger::new();
         ledger.seed_answered(resume.answered);
@@ -323,7 +413,9 @@ impl Worker {
         for dir in installed {
             remove_dir_logged(&dir);
         }
-        ItemEnd::Ran(end)
+        let mut answered: Vec<String> = ledger.answered_ids().map(str::to_owned).collect();
+        answered.sort();
+        (ItemEnd::Ran(end), answered)
     }
 
     fn item_credential(&self, item: &WorkItem) -> Option<Credential> {

@@ -81,6 +81,8 @@ pub struct Lease {
     status: watch::Receiver<LeaseStatus>,
     shared: Arc<Mutex<Shared>>,
     release: CancellationToken,
+    /// Ends the loop between beats, never during one (see [`Lease::hand_over`]).
+    hand_over: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -106,6 +108,7 @@ impl Lease {
             ttl: config.assumed_ttl,
         }));
         let release = CancellationToken::new();
+        let hand_over = CancellationToken::new();
         let task = tokio::spawn(
             heartbeat_loop(
                 cp,
@@ -113,7 +116,10 @@ impl Lease {
                 config,
                 Arc::clone(&shared),
                 tx,
-                release.clone(),
+                Stops {
+                    release: release.clone(),
+                    hand_over: hand_over.clone(),
+                },
                 observer,
             )
             .instrument(tracing::Span::current()),
@@ -122,6 +128,7 @@ impl Lease {
             status: rx,
             shared,
             release,
+            hand_over,
             task,
         }
     }
@@ -182,6 +189,22 @@ impl Lease {
     }
 }
 
+impl Lease {
+    /// Stops heartbeating *without* abandoning a beat in flight, and returns the CAS token a
+    /// successor must present (a Lambda continuation), or the status if the lease is no longer
+    /// ours. A beat cut off mid-request may have been stored by the server with a value we never
+    /// saw; the successor's first beat would then get 412 and lose a lease nobody else holds.
+    pub async fn hand_over(mut self) -> Result<String, LeaseStatus> {
+        self.hand_over.cancel();
+        let _ = (&mut self.task).await;
+        let status = self.status.borrow().clone();
+        match status {
+            LeaseStatus::Claiming | LeaseStatus::Held => Ok(self.last_heartbeat()),
+            other => Err(other),
+        }
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         self.release.cancel();
@@ -192,17 +215,27 @@ fn interval_for(ttl: Duration, config: &LeaseConfig) -> Duration {
     (ttl / 2).clamp(config.min_interval, config.max_interval)
 }
 
+/// How the heartbeat loop is ended: `release` at once, `hand_over` only between beats.
+struct Stops {
+    release: CancellationToken,
+    hand_over: CancellationToken,
+}
+
 async fn heartbeat_loop(
     cp: ControlPlane,
     target: LeaseTarget,
     config: LeaseConfig,
     shared: Arc<Mutex<Shared>>,
     tx: watch::Sender<LeaseStatus>,
-    release: CancellationToken,
+    stops: Stops,
     observer: Arc<dyn Observer>,
 ) {
+    let Stops { release, hand_over } = stops;
     let mut last_success = Instant::now();
     loop {
+        if hand_over.is_cancelled() {
+            return;
+        }
         let (expected, ttl) = match shared.lock() {
             Ok(s) => (s.last_heartbeat.clone(), s.ttl),
             Err(_) => return,
@@ -295,6 +328,7 @@ async fn heartbeat_loop(
         tokio::select! {
             biased;
             () = release.cancelled() => return,
+            () = hand_over.cancelled() => return,
             () = tokio::time::sleep(next_wait) => {}
         }
     }

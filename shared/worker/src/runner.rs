@@ -45,6 +45,10 @@ pub enum RunEnd {
     Shutdown,
     /// The event feed failed for good (session gone, credential revoked).
     FeedFailed(String),
+    /// The invocation's hand-off point (`deadline - margin`) came with the session still
+    /// active: the in-flight call was cancelled and its error result posted; the item is still
+    /// held and a successor carries on (DESIGN.md "Lambda deadline and continuation").
+    Deadline,
 }
 
 /// What a runner needs for one session.
@@ -68,6 +72,9 @@ pub struct SessionContext {
     pub shutdown: CancellationToken,
     /// The session's memory stores, synced after each call; `None` without stores.
     pub memory: Option<Arc<hands_memory::LiveMemory>>,
+    /// When to stop and hand the session to a successor (a Lambda invocation's deadline minus
+    /// a margin); `None` serves until the session ends.
+    pub hand_off_at: Option<Instant>,
 }
 
 /// Result posting window when the lease has not told us its TTL (§6.4).
@@ -201,6 +208,16 @@ async fn drive(
                 }
             },
             () = sleep_until(idle_deadline) => return RunEnd::Idle,
+            () = sleep_until(ctx.hand_off_at) => {
+                // Cancelled, not left running: the successor must not find a call of ours
+                // still executing, and the agent gets an answer it can act on.
+                finish_in_flight(&mut in_flight, ledger, &mut unposted).await;
+                if !unposted.is_empty() {
+                    tracing::warn!(count = unposted.len(),
+                        "handing off with results that could not be posted; the successor will run those calls again");
+                }
+                return RunEnd::Deadline;
+            }
         }
     }
 }

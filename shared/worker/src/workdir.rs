@@ -94,6 +94,11 @@ impl Workdir {
         &self.path
     }
 
+    /// Whether this directory belongs to one session (created for it, removed after it).
+    pub fn is_owned(&self) -> bool {
+        self.owned
+    }
+
     /// Removes a per-session workspace; a shared literal one is left as the operator set it up.
     pub fn cleanup(&self) {
         if self.owned {

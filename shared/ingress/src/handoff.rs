@@ -1,0 +1,28 @@
+//! Where claimed items go (DESIGN.md "Hand-off"). By default the drain hands each item to a
+//! session task in this process (the container shape). A [`HandOff`] replaces that: the Lambda
+//! `webhook` function passes each item to the `session` function by an asynchronous Invoke.
+//!
+//! The drain waits for every hand-off before the delivery is answered, so a 2xx means each
+//! claimed item was accepted by whoever serves it. A failed hand-off fails the drain (503, the
+//! sender retries); the item it concerned was acknowledged but is served by nobody, so its
+//! lease lapses and the control plane queues it again (PROTOCOL.md §6.4), for the next drain.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use hands_protocol::work::WorkItem;
+
+/// Why an item could not be handed off.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HandOffError(pub String);
+
+/// Passes claimed items to whatever serves them outside this process.
+pub trait HandOff: Send + Sync + 'static {
+    /// Resolves `Ok` once the receiver has accepted the item (for Lambda: the Invoke answered
+    /// 202). Called once per claimed item, in claim order.
+    fn hand_off<'a>(
+        &'a self,
+        item: &'a WorkItem,
+    ) -> Pin<Box<dyn Future<Output = Result<(), HandOffError>> + Send + 'a>>;
+}

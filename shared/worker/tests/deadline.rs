@@ -1,0 +1,121 @@
+//! Serving up to a hand-off point and carrying on in a successor (the Lambda deadline path,
+//! DESIGN.md "Lambda deadline and continuation"), in process against devplane: the in-flight
+//! call is cancelled and answered, the lease is handed over between beats, and the successor,
+//! presenting the last heartbeat value, finishes the session without a 412, a lapse or a rerun.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use hands_client::PollOptions;
+use hands_devplane::Config;
+use hands_protocol::work::WorkState;
+use hands_worker::{Claim, ItemEnd, Resume, RunEnd};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::{Harness, failures, marker, process_running, script, ttl};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hand_off_mid_call_answers_it_and_the_successor_carries_the_lease_on() {
+    // A 4 s TTL: beats every 2 s, so the hand-off lands between beats or during one.
+    let h = Harness::start(ttl(4)).await;
+    let sleep = marker(60, 21);
+    let sc = script(serde_json::json!({
+        "name": "hand-off",
+        "steps": [
+            {"step": "tool_use", "label": "first", "name": "bash", "input": {"command": "echo one > one.txt; cat one.txt"},
+             "expect": {"is_error": false, "text_equals": "one"}},
+            {"step": "tool_use", "label": "long", "name": "bash", "input": {"command": sleep},
+             "expect": {"is_error": true}},
+            {"step": "tool_use", "label": "after", "name": "bash", "input": {"command": "echo after"},
+             "expect": {"is_error": false, "text_equals": "after"}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 20000}
+        ]
+    }));
+    let drive = async {
+        let first = h.worker("first", CancellationToken::new());
+        let opts = PollOptions {
+            block_ms: Some(500),
+            ..PollOptions::default()
+        };
+        let item = loop {
+            if let Claim::Item(i) = first.claim(&opts).await.unwrap() {
+                break *i;
+            }
+        };
+        let out1 = first
+            .serve_until(
+                &item,
+                Resume::default(),
+                Some(Instant::now() + Duration::from_secs(3)),
+            )
+            .await;
+        let second = h.worker("second", CancellationToken::new());
+        let resume = out1.continuation.clone().expect("a continuation");
+        let out2 = second.serve(&item, resume).await;
+        (out1, out2)
+    };
+    let (report, (out1, out2)) = tokio::join!(h.dp.run_script(&sc), drive);
+    assert!(report.passed, "{}", failures(&report));
+    assert_eq!(out1.end, ItemEnd::Ran(RunEnd::Deadline));
+    assert!(!out1.stopped, "a hand-off leaves the item to the successor");
+    let cont = out1.continuation.unwrap();
+    assert_eq!(cont.answered.len(), 2, "{cont:?}");
+    assert!(cont.last_heartbeat.is_some());
+    assert_eq!(out2.end, ItemEnd::Ran(RunEnd::Idle));
+    assert!(out2.stopped);
+    let c = h.dp.counters();
+    assert_eq!(c.heartbeat_412s, 0);
+    assert_eq!(c.lease_expiries, 0);
+    assert_eq!(report.rejected_posts, 0);
+    assert!(report.result_attempts.values().all(|&n| n == 1));
+    assert!(!process_running(&sleep));
+    let work_id = report.work_id.unwrap();
+    assert_eq!(h.dp.work_item(&work_id).unwrap().state, WorkState::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_continuation_is_refused_by_the_lease_and_runs_nothing() {
+    let h = Harness::start(Config::default()).await;
+    let sc = script(serde_json::json!({
+        "name": "stale",
+        "steps": [
+            {"step": "tool_use", "label": "a", "name": "bash", "input": {"command": "echo a"},
+             "expect": {"is_error": false, "text_equals": "a"}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 20000}
+        ]
+    }));
+    let drive = async {
+        let w = h.worker("w", CancellationToken::new());
+        let item = loop {
+            if let Claim::Item(i) = w
+                .claim(&PollOptions {
+                    block_ms: Some(500),
+                    ..PollOptions::default()
+                })
+                .await
+                .unwrap()
+            {
+                break *i;
+            }
+        };
+        // A duplicate continuation (Lambda retried an old event) holding a token that is not
+        // the lease's current one: the first beat answers 412 and nothing runs.
+        let stale = Resume {
+            last_heartbeat: Some("2020-01-01T00:00:00Z".into()),
+            answered: vec![],
+        };
+        let dup = w.serve(&item, stale).await;
+        let real = w.serve(&item, Resume::default()).await;
+        (dup, real)
+    };
+    let (report, (dup, real)) = tokio::join!(h.dp.run_script(&sc), drive);
+    assert!(matches!(dup.end, ItemEnd::NotClaimed(_)), "{:?}", dup.end);
+    assert!(!dup.stopped);
+    assert!(report.passed, "{}", failures(&report));
+    assert!(real.stopped);
+}
