@@ -1,5 +1,6 @@
 //! Secrets Manager and SSM Parameter Store reads (`aws` feature).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, timeout::TimeoutConfig};
@@ -8,11 +9,56 @@ use crate::error::SecretError;
 use crate::reference::{AwsReference, SecretsManagerRef, SsmParameterRef};
 use crate::value::SecretValue;
 
-/// aws-config's default chain. The timeouts bound a start-up that waits on a secret: without
-/// an operation timeout a black-holed endpoint would hang the process; the SDK's standard
-/// retries (3 attempts) still apply within it.
-pub(crate) async fn load_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+/// The AWS configurations a [`crate::Resolver`] has loaded, by the region a reference names.
+pub(crate) struct AwsConfigs {
+    preset: Option<SdkConfig>,
+    loaded: tokio::sync::Mutex<HashMap<Option<String>, SdkConfig>>,
+}
+
+impl Default for AwsConfigs {
+    fn default() -> Self {
+        AwsConfigs {
+            preset: None,
+            loaded: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl AwsConfigs {
+    pub(crate) fn preset(config: SdkConfig) -> Self {
+        AwsConfigs {
+            preset: Some(config),
+            ..AwsConfigs::default()
+        }
+    }
+
+    /// The configuration for a reference in `region` (`None`: the default chain's region).
+    pub(crate) async fn for_region(&self, region: Option<&str>) -> SdkConfig {
+        if let Some(config) = &self.preset {
+            return config.clone();
+        }
+        let mut loaded = self.loaded.lock().await;
+        let key = region.map(str::to_owned);
+        if let Some(config) = loaded.get(&key) {
+            return config.clone();
+        }
+        let config = load_config(region).await;
+        loaded.insert(key, config.clone());
+        config
+    }
+}
+
+/// aws-config's default chain. A region named by the ARN is given to the loader, which then
+/// does not look for one (on a host without `AWS_REGION` that lookup asks the EC2 instance
+/// metadata service, a network call). The timeouts bound a start-up that waits on a secret:
+/// without an operation timeout a black-holed endpoint would hang the process; the SDK's
+/// standard retries (3 attempts) still apply within it.
+async fn load_config(region: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region.to_owned()));
+    }
+    loader
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))

@@ -47,6 +47,16 @@ pub enum AwsReference {
     SsmParameter(SsmParameterRef),
 }
 
+impl AwsReference {
+    /// The region the reference names, if it is an ARN.
+    pub fn region(&self) -> Option<&str> {
+        match self {
+            AwsReference::SecretsManager(r) => Some(&r.region),
+            AwsReference::SsmParameter(r) => r.region.as_deref(),
+        }
+    }
+}
+
 impl fmt::Display for SecretsManagerRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.secret_id)?;

@@ -9,11 +9,12 @@ use crate::source::SecretSource;
 use crate::value::SecretValue;
 
 /// Resolves sources into values. Cheap to clone; clones share the AWS configuration, which is
-/// loaded on the first AWS source (never when every secret comes from env or files).
+/// loaded on the first AWS source (never when every secret comes from env or files), once per
+/// region an ARN names (the region of a plain SSM name comes from the default chain).
 #[derive(Clone, Default)]
 pub struct Resolver {
     #[cfg(feature = "aws")]
-    aws: Arc<tokio::sync::OnceCell<aws_config::SdkConfig>>,
+    aws: Arc<crate::aws::AwsConfigs>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -34,7 +35,7 @@ impl Resolver {
     #[cfg(feature = "aws")]
     pub fn with_aws_config(config: aws_config::SdkConfig) -> Self {
         Resolver {
-            aws: Arc::new(tokio::sync::OnceCell::new_with(Some(config))),
+            aws: Arc::new(crate::aws::AwsConfigs::preset(config)),
         }
     }
 
@@ -48,8 +49,8 @@ impl Resolver {
             SecretSource::File { var, path } => crate::file::read_secret_file(var, path),
             #[cfg(feature = "aws")]
             SecretSource::Aws { var, reference } => {
-                let config = self.aws.get_or_init(crate::aws::load_config).await;
-                crate::aws::fetch(config, var, reference).await
+                let config = self.aws.for_region(reference.region()).await;
+                crate::aws::fetch(&config, var, reference).await
             }
             // `SecretSource::select` refuses AWS sources without the feature; one built by hand
             // gets the same error.
