@@ -1,0 +1,153 @@
+//! One invocation of the `session` function:
+//! 1. sweep what an earlier invocation in this execution environment left behind (processes
+//!    resumed from the freeze, stale workspaces);
+//! 2. serve the item (restoring its workspace from S3 when a bucket is configured) until it
+//!    ends or until `deadline - HANDS_DEADLINE_MARGIN`;
+//! 3. at the hand-off point, with the session still active: the in-flight call is cancelled
+//!    and answered, the workspace saved, and a continuation invoked (this function, with the
+//!    item, the lease's last heartbeat value and the answered ids), so the lease never lapses
+//!    and nothing runs twice;
+//! 4. at session end: workspace saved for the next turn, item force-stopped, workspace wiped.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hands_lambda::env_config::{ConfigError, duration_var, var};
+use hands_lambda::function_config::{tenant_isolation, worker_setup};
+use hands_lambda::{S3WorkspaceStore, SessionInvoke, SessionInvoker};
+use hands_worker::{ItemEnd, NoObserver, WorkdirTemplate, Worker, startup};
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Time kept back before the invocation deadline for the hand-off: cancelling the call and
+/// posting its result, saving the workspace, invoking the continuation.
+const DEFAULT_MARGIN: Duration = Duration::from_secs(20);
+
+pub struct SessionFunction {
+    worker: Worker,
+    workdir: WorkdirTemplate,
+    margin: Duration,
+    /// Invokes this function again with a continuation.
+    continuation: SessionInvoker,
+}
+
+/// What one invocation returns (visible in Lambda's logs and to a synchronous caller).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    work_id: String,
+    session_id: String,
+    end: String,
+    stopped: bool,
+    /// A continuation was invoked and accepted.
+    continued: bool,
+}
+
+impl SessionFunction {
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let sdk = hands_lambda::aws::sdk_config().await;
+        let secrets = hands_lambda::Resolver::with_aws_config(sdk.clone());
+        let setup = worker_setup(&secrets, false).await?;
+        let mut config = setup.worker;
+        if let Some(bucket) = var("HANDS_WORKSPACE_BUCKET") {
+            tracing::info!(%bucket, "workspaces are saved to S3 between invocations");
+            config.workspace_store =
+                Some(Arc::new(S3WorkspaceStore::from_sdk_config(&sdk, bucket)));
+        } else {
+            tracing::info!(
+                "no HANDS_WORKSPACE_BUCKET: continuations carry no files (stateless tools only)"
+            );
+        }
+        let margin = duration_var("HANDS_DEADLINE_MARGIN", DEFAULT_MARGIN)?;
+        // Lambda sets AWS_LAMBDA_FUNCTION_NAME; HANDS_SESSION_FUNCTION may name an alias.
+        let me = var("HANDS_SESSION_FUNCTION")
+            .or_else(|| var("AWS_LAMBDA_FUNCTION_NAME"))
+            .ok_or(ConfigError::Missing("AWS_LAMBDA_FUNCTION_NAME"))?;
+        let continuation = SessionInvoker::from_sdk_config(&sdk, me, tenant_isolation()).await;
+        if let Err(e) = startup::adopt_orphans() {
+            tracing::warn!(error = %e, "cannot become the subreaper of tool processes; leftovers re-parented to init escape the startup sweep");
+        }
+        let workdir = config.workdir.clone();
+        let worker = Worker::new(
+            setup.control_plane,
+            config,
+            Arc::new(NoObserver),
+            CancellationToken::new(),
+        );
+        Ok(SessionFunction {
+            worker,
+            workdir,
+            margin,
+            continuation,
+        })
+    }
+
+    pub async fn handle(
+        &self,
+        input: SessionInvoke,
+        deadline: SystemTime,
+    ) -> Result<Report, lambda_runtime::Error> {
+        // A warm environment resumes whatever the previous invocation left running.
+        startup::kill_leftover_processes();
+        startup::wipe_stale_workspaces(&self.workdir);
+
+        let remaining = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let hand_off_at = Instant::now() + remaining.saturating_sub(self.margin);
+        if remaining <= self.margin {
+            tracing::warn!(
+                remaining_ms = remaining.as_millis() as u64,
+                margin_ms = self.margin.as_millis() as u64,
+                "the invocation has less time than HANDS_DEADLINE_MARGIN: handing off at once (raise the function timeout)"
+            );
+        }
+        let work = input.work;
+        let resume = input.continuation.unwrap_or_default();
+        tracing::info!(work_id = %work.id, session_id = %work.data.id,
+            continuation = resume.last_heartbeat.is_some(), remaining_ms = remaining.as_millis() as u64,
+            "serving work item");
+        let outcome = self
+            .worker
+            .serve_until(&work, resume, Some(hand_off_at))
+            .await;
+        let mut continued = false;
+        if let Some(next) = outcome.continuation.clone() {
+            let answered = next.answered.len();
+            let payload = SessionInvoke {
+                work: work.clone(),
+                continuation: Some(next),
+            };
+            match self.continuation.invoke(&payload).await {
+                Ok(()) => {
+                    continued = true;
+                    tracing::info!(work_id = %work.id, answered, "deadline near: continuation invoked");
+                }
+                Err(e) => {
+                    // The lease lapses and the control plane queues the item again; the next
+                    // drain hands it out. The cancelled call was answered, so nothing reruns.
+                    tracing::error!(work_id = %work.id, error = %e, "cannot invoke the continuation");
+                }
+            }
+        }
+        // Nothing of this session may run while the environment is frozen.
+        startup::kill_leftover_processes();
+        Ok(Report {
+            work_id: outcome.work_id,
+            session_id: outcome.session_id,
+            end: describe(&outcome.end),
+            stopped: outcome.stopped,
+            continued,
+        })
+    }
+}
+
+fn describe(end: &ItemEnd) -> String {
+    match end {
+        ItemEnd::Healthcheck => "healthcheck".into(),
+        ItemEnd::SessionOver => "session_over".into(),
+        ItemEnd::Ran(r) => format!("ran:{r:?}"),
+        ItemEnd::NotClaimed(w) => format!("not_claimed:{w}"),
+        ItemEnd::Failed(w) => format!("failed:{w}"),
+    }
+}

@@ -1,0 +1,339 @@
+//! The real `session` binary under a loopback fake of the Lambda Runtime API, serving items of
+//! devplane's scripted sessions, with a fake of the Lambda Invoke API recording continuations
+//! and, for workspace snapshots, moto's S3 on loopback.
+//!
+//! The deadline hand-off is driven with a short fake deadline: the first invocation gets a few
+//! seconds, its call is cancelled and answered at `deadline - margin`, the continuation it
+//! invokes is fed back to the runtime as the next invocation, and the session finishes there.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hands_client::{ClientConfig, ControlPlane, Credential, PollOptions};
+use hands_devplane::{Config, DevPlane, Script, ScriptReport};
+use hands_lambda::SessionInvoke;
+use hands_lambda::fakes::{FakeInvoke, FakeRuntime, FunctionProcess, InvocationResult, lambda_env};
+use hands_protocol::work::{WorkItem, WorkState};
+use hands_worker::WorkspaceStore as _;
+use hands_worker::{Claim, NoObserver, WorkdirTemplate, Worker, WorkerConfig};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+mod moto;
+
+const SESSION: &str = env!("CARGO_BIN_EXE_session");
+const GUARD: Duration = Duration::from_secs(90);
+/// Stands for the execution role's secret key and session token in the function's environment.
+const CANARY: &str = "hands-canary-role-credential";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(name: &str) -> Value {
+    let path = repo().join("events/lambda").join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Whether a process whose command line contains `needle` is alive.
+fn process_running(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+            .unwrap_or(false)
+    })
+}
+
+struct Stack {
+    dp: DevPlane,
+    runtime: FakeRuntime,
+    invoke: FakeInvoke,
+    function: FunctionProcess,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start(config: Config, extra: &[(String, String)]) -> Stack {
+        let dp = DevPlane::start(config, "127.0.0.1:0").await.unwrap();
+        let runtime = FakeRuntime::start().await.unwrap();
+        let invoke = FakeInvoke::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = lambda_env(&runtime, &invoke, "hands-session", CANARY);
+        for (k, v) in [
+            ("ANTHROPIC_ENVIRONMENT_ID", dp.environment_id().to_owned()),
+            ("ANTHROPIC_BASE_URL", dp.base_url()),
+            (
+                "HANDS_WORKDIR",
+                format!("{}/work/{{session_id}}", dir.path().display()),
+            ),
+            ("HANDS_DEADLINE_MARGIN", "2s".to_owned()),
+            ("HANDS_MAX_IDLE", "1s".to_owned()),
+        ] {
+            env.push((k.to_owned(), v));
+        }
+        env.extend(extra.iter().cloned());
+        let function =
+            FunctionProcess::spawn(SESSION, &env, dir.path().join("session.log")).unwrap();
+        Stack {
+            dp,
+            runtime,
+            invoke,
+            function,
+            dir,
+        }
+    }
+
+    /// Claims the script's item the way the webhook function does (poll + ack).
+    async fn claim(&self) -> WorkItem {
+        let cp = ControlPlane::new(ClientConfig::with_base_url(self.dp.base_url())).unwrap();
+        let mut config = WorkerConfig::new(
+            self.dp.environment_id(),
+            WorkdirTemplate::new(self.dir.path().join("unused").display().to_string()),
+        );
+        config.environment_key = Some(Credential::environment_key(self.dp.environment_key()));
+        let w = Worker::new(
+            cp,
+            config,
+            std::sync::Arc::new(NoObserver),
+            CancellationToken::new(),
+        );
+        let deadline = tokio::time::Instant::now() + GUARD;
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "nothing to claim");
+            let opts = PollOptions {
+                block_ms: Some(500),
+                ..PollOptions::default()
+            };
+            if let Claim::Item(item) = w.claim(&opts).await.unwrap() {
+                return *item;
+            }
+        }
+    }
+
+    async fn invoke(&self, payload: Value, timeout: Duration) -> Value {
+        let rx = self.runtime.invoke(payload, timeout);
+        match tokio::time::timeout(GUARD, rx).await {
+            Ok(Ok(InvocationResult::Response(v))) => v,
+            Ok(Ok(InvocationResult::Error(e))) => {
+                panic!("invocation failed: {e}\nlog:\n{}", self.function.log())
+            }
+            _ => panic!("no answer; log:\n{}", self.function.log()),
+        }
+    }
+}
+
+fn script(v: Value) -> Script {
+    Script::from_json(&v.to_string(), "test").unwrap()
+}
+
+fn failures(report: &ScriptReport) -> String {
+    report
+        .steps
+        .iter()
+        .filter(|s| !s.passed)
+        .map(|s| format!("step {} {} {:?}: {}", s.index, s.step, s.label, s.detail))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Serves the item across two invocations: the first one's deadline is `first_timeout` away.
+/// Returns (first response, the continuation call, second response).
+async fn two_invocations(
+    s: &Stack,
+    first_timeout: Duration,
+) -> (Value, hands_lambda::fakes::InvokeCall, Value) {
+    let item = s.claim().await;
+    // events/lambda/session-invoke.json with devplane's item in it; the shape is the one the
+    // webhook function sends.
+    let mut payload = fixture("session-invoke.json");
+    payload["work"] = serde_json::to_value(&item).unwrap();
+    assert_eq!(
+        serde_json::from_value::<SessionInvoke>(payload.clone()).unwrap(),
+        SessionInvoke::first(item.clone())
+    );
+    let r1 = s.invoke(payload, first_timeout).await;
+    let calls = s.invoke.calls();
+    assert_eq!(
+        calls.len(),
+        1,
+        "one continuation: {calls:?}\n{}",
+        s.function.log()
+    );
+    let call = calls[0].clone();
+    // A continuation has the shape of events/lambda/continuation.json.
+    let template = fixture("continuation.json");
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&call.payload), keys(&template));
+    assert_eq!(
+        keys(&call.payload["continuation"]),
+        keys(&template["continuation"])
+    );
+    // Lambda hands the accepted event to the function (maybe another environment) later.
+    let r2 = s
+        .invoke(call.payload.clone(), Duration::from_secs(60))
+        .await;
+    (r1, call, r2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_the_deadline_the_call_is_answered_and_a_continuation_carries_the_lease_on() {
+    let s = Stack::start(Config::default(), &[]).await;
+    let marker = format!("sleep 40.{}7", std::process::id());
+    // Every /proc/*/environ this uid can read, and the tool's own environment: the role's
+    // credentials must be in none of them (the function process is not dumpable).
+    let probe = format!(
+        "(env; for f in /proc/[0-9]*/environ; do cat \"$f\" 2>/dev/null; echo; done) | tr '\\0' '\\n' | grep -c {CANARY} || true"
+    );
+    let sc = script(json!({
+        "name": "deadline",
+        "steps": [
+            {"step": "tool_use", "label": "long", "name": "bash", "input": {"command": marker},
+             "expect": {"is_error": true}},
+            {"step": "tool_use", "label": "after", "name": "bash", "input": {"command": "echo after"},
+             "expect": {"is_error": false, "text_equals": "after"}},
+            {"step": "tool_use", "label": "creds", "name": "bash", "input": {"command": probe},
+             "expect": {"is_error": false, "text_equals": "0"}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 30000}
+        ]
+    }));
+    let (report, (r1, call, r2)) = tokio::join!(
+        s.dp.run_script(&sc),
+        two_invocations(&s, Duration::from_secs(6))
+    );
+    assert!(
+        report.passed,
+        "{}\nlog:\n{}",
+        failures(&report),
+        s.function.log()
+    );
+
+    // First invocation: stopped at the hand-off point, item not stopped, continuation sent.
+    assert_eq!(r1["end"], "ran:Deadline", "{r1}");
+    assert_eq!(r1["stopped"], false);
+    assert_eq!(r1["continued"], true);
+    assert_eq!(call.function, "hands-session");
+    assert_eq!(call.invocation_type.as_deref(), Some("Event"));
+    assert_eq!(
+        call.tenant_id, None,
+        "tenant isolation is off unless configured"
+    );
+    let cont = &call.payload["continuation"];
+    assert!(
+        cont["last_heartbeat"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        "{cont}"
+    );
+    let answered: Vec<&str> = cont["answered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(answered.len(), 1, "the cancelled call was answered: {cont}");
+    assert_eq!(
+        call.payload["work"]["id"],
+        json!(report.work_id.clone().unwrap())
+    );
+
+    // Second invocation: carried on with the same lease and finished the session.
+    assert_eq!(r2["end"], "ran:Idle", "{r2}");
+    assert_eq!(r2["stopped"], true);
+    assert_eq!(r2["continued"], false);
+
+    // The lease never lapsed and nobody lost it; every call was answered once.
+    let c = s.dp.counters();
+    assert_eq!(c.heartbeat_412s, 0);
+    assert_eq!(c.lease_expiries, 0);
+    assert_eq!(report.rejected_posts, 0);
+    assert_eq!(report.result_attempts.len(), 3);
+    assert!(
+        report.result_attempts.values().all(|&n| n == 1),
+        "{:?}",
+        report.result_attempts
+    );
+    assert_eq!(
+        s.dp.work_item(report.work_id.as_deref().unwrap())
+            .unwrap()
+            .state,
+        WorkState::Stopped
+    );
+    // The cancelled command is gone, and so is every workspace.
+    assert!(!process_running(&marker));
+    let left: Vec<_> = std::fs::read_dir(s.dir.path().join("work"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_workspace_follows_the_continuation_through_s3() {
+    let Some(moto) = moto::Moto::start() else {
+        return;
+    };
+    let bucket = "hands-workspaces-test";
+    moto.create_bucket(bucket);
+    let extra = vec![
+        ("HANDS_WORKSPACE_BUCKET".to_owned(), bucket.to_owned()),
+        ("AWS_ENDPOINT_URL_S3".to_owned(), moto.endpoint()),
+    ];
+    let s = Stack::start(Config::default(), &extra).await;
+    let marker = format!("sleep 40.{}8", std::process::id());
+    let sc = script(json!({
+        "name": "snapshot",
+        "steps": [
+            {"step": "tool_use", "label": "write", "name": "write",
+             "input": {"file_path": "notes/plan.txt", "content": "step one\n"},
+             "expect": {"is_error": false}},
+            {"step": "tool_use", "label": "exec", "name": "bash",
+             "input": {"command": "printf '#!/bin/sh\\necho ran\\n' > run.sh && chmod 755 run.sh"},
+             "expect": {"is_error": false}},
+            {"step": "tool_use", "label": "long", "name": "bash", "input": {"command": marker},
+             "expect": {"is_error": true}},
+            {"step": "tool_use", "label": "read", "name": "bash",
+             "input": {"command": "cat notes/plan.txt && ./run.sh"},
+             "expect": {"is_error": false, "text_equals": "step one\nran"}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 30000}
+        ]
+    }));
+    let (report, (r1, _call, r2)) = tokio::join!(
+        s.dp.run_script(&sc),
+        two_invocations(&s, Duration::from_secs(7))
+    );
+    assert!(
+        report.passed,
+        "{}\nlog:\n{}",
+        failures(&report),
+        s.function.log()
+    );
+    assert_eq!(r1["continued"], true, "{r1}");
+    assert_eq!(r2["stopped"], true, "{r2}");
+    // The local copy was wiped after each invocation: the file came back from S3.
+    assert!(
+        s.function.log().contains("workspace restored"),
+        "{}",
+        s.function.log()
+    );
+    // The snapshot saved at session end, for the next turn, holds the workspace.
+    let session = report.session_id.unwrap();
+    let restored = tempfile::tempdir().unwrap();
+    let found = moto
+        .store(bucket)
+        .restore(&session, restored.path())
+        .await
+        .unwrap();
+    assert!(found, "no snapshot for {session}");
+    assert_eq!(
+        std::fs::read_to_string(restored.path().join("notes/plan.txt")).unwrap(),
+        "step one\n"
+    );
+    assert!(restored.path().join("run.sh").exists());
+}
