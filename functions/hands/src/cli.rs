@@ -39,6 +39,9 @@ pub enum Command {
     Run(crate::work_cmds::RunArgs),
     /// Print the queue's depth, pending items, oldest item and pollers.
     Stats(crate::work_cmds::StatsArgs),
+    /// Force-stop the items of failed Lambda invocations (destination records) and list items
+    /// holding a lease without heartbeating.
+    Janitor(crate::janitor_cmd::JanitorArgs),
     /// Run devplane, the local control-plane emulator with its scripted agent.
     Devplane(hands_devplane::cli::DevplaneArgs),
     /// Check an egress policy, or ask what it does with a request.
@@ -96,6 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::work_cmds::stats(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Janitor(args) => Ok(verdict(crate::janitor_cmd::run(args).await?)),
         Command::Devplane(args) => {
             let passed = hands_devplane::cli::run(args).await?;
             Ok(if passed {

@@ -3,6 +3,7 @@
 mod cli;
 mod dev;
 mod egress_cmd;
+mod janitor_cmd;
 mod serve;
 mod signals;
 mod verify_cmd;
