@@ -195,8 +195,24 @@ impl WorkerArgs {
     /// Probes the host once, logs what it allows, and chooses the tier tools run in. Fails
     /// when isolation is required and the asked tier cannot be fully enforced.
     pub fn isolation(&self) -> anyhow::Result<Isolation> {
-        let probe = HostProbe::run();
         let required = self.isolation_required();
+        if self.isolation == IsolationMode::Tier(Tier::None) && !required {
+            // Tier 0, not required: nothing but the log line depends on the probe, and its bwrap
+            // trial run costs 10-40 ms of start-up (the end-to-end benchmark's cold start).
+            // Probe on a thread; the line is logged when it is done.
+            let spawned = std::thread::Builder::new()
+                .name("isolation-probe".into())
+                .spawn(|| {
+                    let probe = HostProbe::run();
+                    tracing::info!(probe = %probe, asked = %IsolationMode::Tier(Tier::None),
+                        required = false, tier = %Tier::None, "isolation");
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "isolation: could not start the host probe");
+            }
+            return Ok(Isolation::Tier0);
+        }
+        let probe = HostProbe::run();
         let selection = probe.select(self.isolation, required)?;
         tracing::info!(
             probe = %probe,
