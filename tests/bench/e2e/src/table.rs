@@ -126,8 +126,11 @@ pub fn render(r: &Results, machine: &str, runs: usize, pinned: &Option<String>) 
             });
             let overhead = match (h(50.0), bare) {
                 (Some(h), Some(b)) => {
+                    // Signed: the bare run shares its CPU with devplane, the worker has its
+                    // own, so the difference can come out negative.
                     let d = h.median - b.median;
-                    format!("{} {}", fmt_us(d.max(0.0)), verdict(d <= 1000.0))
+                    let sign = if d < 0.0 { "−" } else { "" };
+                    format!("{sign}{} {}", fmt_us(d.abs()), verdict(d <= 1000.0))
                 }
                 _ => "–".into(),
             };
