@@ -831,6 +831,15 @@ async fn forward(
         for (name, value) in &inj.headers {
             parts.headers.insert(name.clone(), value.clone());
         }
+        // The redactor matches raw bytes: a compressed or partial body could carry the secret
+        // past it (split across ranges, or encoded), so an injected request asks for the whole
+        // body, uncompressed.
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        parts.headers.remove(header::RANGE);
+        parts.headers.remove(header::IF_RANGE);
     }
     let sent = u
         .sender
@@ -850,6 +859,23 @@ async fn forward(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if injection.is_some() {
+        if let Some(encoding) = encoded_with(&parts.headers) {
+            // The upstream ignored `Accept-Encoding: identity`; its body cannot be searched
+            // for the secret, so none of it goes back.
+            EgressMetrics::inc(&state.metrics.upstream_errors);
+            record.log(502, "refused-encoding", 0);
+            return text(
+                StatusCode::BAD_GATEWAY,
+                &format!(
+                    "egress to {} failed: the response to a request carrying a credential came back with Content-Encoding {encoding:?}, which this proxy cannot check for the credential, so it was dropped",
+                    target.host
+                ),
+            );
+        }
+        // hyper keeps a custom reason phrase here (it would reach the client unredacted).
+        parts.extensions = http::Extensions::new();
+    }
     let mut headers_stripped = false;
     let redactor = match injection {
         Some(inj) if !inj.needles.is_empty() => {
@@ -872,6 +898,8 @@ async fn forward(
     let body = AuditBody {
         inner: body,
         redactor,
+        // Trailers of an injected response are not searched for the secret: dropped.
+        keep_trailers: injection.is_none(),
         headers_stripped,
         record: Some(record),
         status,
@@ -890,6 +918,22 @@ fn upstream_failed(state: &State, record: &AuditRecord, why: &str) -> Response<P
         StatusCode::BAD_GATEWAY,
         &format!("egress to {} failed: {why}", record.host),
     )
+}
+
+/// The content coding of a response, unless it is absent or `identity`.
+fn encoded_with(headers: &http::HeaderMap) -> Option<String> {
+    let codings: Vec<String> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string())
+        .flat_map(|v| {
+            v.split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|c| !c.is_empty() && c != "identity")
+        .collect();
+    (!codings.is_empty()).then(|| codings.join(", "))
 }
 
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
@@ -939,6 +983,7 @@ fn empty() -> ProxyBody {
 struct AuditBody {
     inner: Incoming,
     redactor: Option<Redactor>,
+    keep_trailers: bool,
     /// Whether a secret was already removed from the response headers.
     headers_stripped: bool,
     record: Option<AuditRecord>,
@@ -1000,7 +1045,9 @@ impl Body for AuditBody {
                     Err(trailers) => {
                         // Flush what the redactor holds before the trailers.
                         this.ended = true;
-                        this.stashed = Some(trailers);
+                        if this.keep_trailers {
+                            this.stashed = Some(trailers);
+                        }
                         if let Some(r) = &mut this.redactor {
                             let tail = r.finish();
                             if !tail.is_empty() {

@@ -420,6 +420,43 @@ async fn an_upstream_that_echoes_the_secret_hands_back_none_of_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_or_partial_answers_never_carry_the_secret_back() {
+    let h = Harness::new().await;
+    // The client asks for gzip (the echo endpoint would compress): the proxy asks upstream for
+    // identity instead, so the redactor sees plain bytes. Range is dropped too.
+    let (code, text) = h.curl(
+        "sesn_gzip",
+        &format!("https://echo.test:{}/echo", h.tls_port()),
+        &["--compressed", "-H", "Range: bytes=0-40"],
+    );
+    assert_eq!(code, "200", "{text}");
+    assert!(!text.contains(&h.canary), "{text}");
+    assert!(text.contains("accept-encoding: identity"), "{text}");
+    assert!(!text.contains("content-encoding"), "{text}");
+    assert!(!text.to_ascii_lowercase().contains("\nrange:"), "{text}");
+    assert!(
+        text.contains("\nauthorization: [secret removed by hands egress proxy]"),
+        "{text}"
+    );
+
+    // An upstream that compresses regardless: refused with a sentence, nothing of it passed on.
+    let (code, text) = h.curl(
+        "sesn_gzip",
+        &format!("https://echo.test:{}/echo-gzip", h.tls_port()),
+        &["--compressed"],
+    );
+    assert_eq!(code, "502", "{text}");
+    assert!(!text.contains(&h.canary), "{text}");
+    assert!(text.contains("Content-Encoding \"gzip\""), "{text}");
+    let log = captured_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("session=sesn_gzip") && l.contains("refused-encoding")),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_host_gets_403_with_a_sentence() {
     let h = Harness::new().await;
     // https: answered inside the tunnel so curl shows the sentence

@@ -151,12 +151,29 @@ async fn route(
         seen.authorizations.lock().unwrap().push(a.clone());
     }
     let path = req.uri().path().to_string();
-    if path == "/echo" {
+    // `/echo` gzips its answer when the client accepts gzip; `/echo-gzip` always does (an
+    // upstream that ignores `Accept-Encoding`).
+    if path == "/echo" || path == "/echo-gzip" {
         let mut text = String::new();
         for (k, v) in req.headers() {
             text.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
         }
-        let mut r = full(StatusCode::OK, text);
+        let accepts_gzip = req
+            .headers()
+            .get("accept-encoding")
+            .is_some_and(|v| String::from_utf8_lossy(v.as_bytes()).contains("gzip"));
+        let gzip = path == "/echo-gzip" || accepts_gzip;
+        let mut r = if gzip {
+            use std::io::Write as _;
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(text.as_bytes()).unwrap();
+            let mut r = full(StatusCode::OK, enc.finish().unwrap());
+            r.headers_mut()
+                .insert("content-encoding", "gzip".parse().unwrap());
+            r
+        } else {
+            full(StatusCode::OK, text)
+        };
         if let Some(a) = auth {
             r.headers_mut()
                 .insert("x-echo-authorization", a.parse().unwrap());
