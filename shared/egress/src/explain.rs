@@ -119,6 +119,17 @@ pub async fn explain(
                     }
                 ));
             }
+            if !tls && !r.insecure_http {
+                lines.push(format!(
+                    "  cleartext: a credential is never sent over plain http:// (the rule at line {} has no `insecure_http = true`)",
+                    r.line
+                ));
+                refused(&mut lines, crate::policy::cleartext_refusal(&host));
+                return Ok(Explanation {
+                    lines,
+                    goes_out: false,
+                });
+            }
             r
         }
     };
@@ -264,6 +275,14 @@ mod tests {
         assert!(
             e.to_string()
                 .contains("none matches, so the default applies: deny"),
+            "{e}"
+        );
+        let e = explain(&p, &Method::GET, "http://github.com/o/r.git", None)
+            .await
+            .unwrap();
+        assert!(!e.goes_out, "{e}");
+        assert!(
+            e.to_string().contains("carry a credential in cleartext"),
             "{e}"
         );
         assert!(explain(&p, &Method::GET, "ftp://x/", None).await.is_err());

@@ -14,7 +14,11 @@
 //! private = true                          # may reach private addresses (exact hosts only)
 //! action = "inject"
 //! headers = { Authorization = "Bearer {secret:internal_api}" }
+//! insecure_http = true                    # optional: inject into plain http:// too (cleartext!)
 //! ```
+//!
+//! A secret is attached only to requests whose upstream leg is TLS (`https://`); a plain
+//! `http://` request matching an inject rule is refused unless the rule says `insecure_http`.
 //!
 //! Parsing never resolves a secret: `{secret:NAME}` stays a name until the proxy starts, so
 //! `hands egress check` works on a machine that holds none of them. Every error names the line.
@@ -45,6 +49,9 @@ pub struct Rule {
     /// Whether this rule may reach private, loopback or link-local addresses. Implied by an
     /// IP-literal host; refused on wildcard hosts, which must never open the internal network.
     pub private: bool,
+    /// Whether an inject rule may attach its secret to plain `http://` requests, where it
+    /// crosses the network in cleartext. Off unless the operator opts in.
+    pub insecure_http: bool,
     pub action: Action,
 }
 
@@ -158,6 +165,7 @@ struct RawRule {
     path_prefix: Option<Spanned<String>>,
     ports: Option<Vec<Spanned<i64>>>,
     private: Option<Spanned<bool>>,
+    insecure_http: Option<Spanned<bool>>,
     headers: Option<Spanned<toml::Table>>,
     basic_auth: Option<Spanned<RawBasicAuth>>,
 }
@@ -397,6 +405,13 @@ impl Template {
 }
 
 /// Lower-cases a host and drops IPv6 brackets and a trailing dot, so rules compare one spelling.
+/// The sentence for a plain `http://` request an inject rule matches without `insecure_http`.
+pub(crate) fn cleartext_refusal(host: &str) -> String {
+    format!(
+        "egress to {host} over plain http:// is not allowed by this environment's policy because the request would carry a credential in cleartext: use https:// instead"
+    )
+}
+
 pub fn normalize_host(host: &str) -> String {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     let h = h.strip_suffix('.').unwrap_or(h);
@@ -529,6 +544,16 @@ fn check_rule(
     };
 
     let has_injection = raw.headers.is_some() || raw.basic_auth.is_some();
+    let insecure_http = match raw.insecure_http {
+        Some(flag) if *flag.get_ref() && action.get_ref() != "inject" => {
+            return Err(at(
+                Some(flag.span()),
+                "`insecure_http` only applies to action = \"inject\"".to_string(),
+            ));
+        }
+        Some(flag) => *flag.get_ref(),
+        None => false,
+    };
     let action = match action.get_ref().as_str() {
         "allow" | "deny" if has_injection => {
             return Err(at(
@@ -562,6 +587,7 @@ fn check_rule(
         methods,
         path_prefix,
         private,
+        insecure_http,
         action,
     })
 }
@@ -867,6 +893,13 @@ action = "allow"
 
         let e = err("[[rule]]\nhost = \"*.corp.example\"\nprivate = true\naction = \"allow\"\n");
         assert_eq!(e.line, 3, "{e}");
+
+        let e = err("[[rule]]\nhost = \"a.com\"\naction = \"allow\"\ninsecure_http = true\n");
+        assert_eq!(e.line, 4, "{e}");
+        assert!(
+            e.message.contains("only applies to action = \"inject\""),
+            "{e}"
+        );
 
         let e = err(
             "[[rule]]\nhost = \"a.com\"\naction = \"inject\"\nheaders = { Authorization = \"Bearer {secret:bad-name}\" }\n",

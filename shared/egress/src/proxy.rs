@@ -778,6 +778,15 @@ async fn forward(
         &req,
         injection.map(|i| i.secret_names.clone()),
     );
+    if injection.is_some() && !target.tls && !rule.insecure_http {
+        // The credential would cross the network in cleartext.
+        EgressMetrics::inc(&state.metrics.denied_by_policy);
+        record.log(403, "denied-cleartext", 0);
+        return text(
+            StatusCode::FORBIDDEN,
+            &crate::policy::cleartext_refusal(&target.host),
+        );
+    }
 
     // Reuse the connection only if it is alive and this rule may reach its address.
     if let Some(u) = upstream.as_ref()

@@ -49,6 +49,19 @@ private = true
 action = "allow"
 
 [[rule]]
+host = "plaininject.test"
+private = true
+action = "inject"
+headers = { Authorization = "Bearer {secret:git_token}" }
+
+[[rule]]
+host = "cleartext-ok.test"
+private = true
+action = "inject"
+headers = { Authorization = "Bearer {secret:git_token}" }
+insecure_http = true
+
+[[rule]]
 host = "metadata.test"
 private = true
 action = "allow"
@@ -136,6 +149,8 @@ impl Harness {
             .pin("echo.test", loopback())
             .pin("tunnel.test", loopback())
             .pin("plain.test", loopback())
+            .pin("plaininject.test", loopback())
+            .pin("cleartext-ok.test", loopback())
             .pin("readonly.test", loopback())
             .pin("wrongca.test", loopback())
             .pin("rebind.example.com", loopback())
@@ -454,6 +469,41 @@ async fn compressed_or_partial_answers_never_carry_the_secret_back() {
             .any(|l| l.contains("session=sesn_gzip") && l.contains("refused-encoding")),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_goes_over_plain_http_only_where_the_rule_opts_in() {
+    let h = Harness::new().await;
+    let port = h.plain_upstream.addr.port();
+    let (code, text) = h.curl(
+        "sesn_cleartext",
+        &format!("http://plaininject.test:{port}/echo"),
+        &[],
+    );
+    assert_eq!(code, "403", "{text}");
+    assert!(
+        text.contains("egress to plaininject.test over plain http:// is not allowed by this environment's policy because the request would carry a credential in cleartext: use https:// instead"),
+        "{text}"
+    );
+    assert!(
+        h.plain_upstream
+            .seen
+            .authorizations
+            .lock()
+            .unwrap()
+            .is_empty(),
+        "nothing reached the upstream"
+    );
+
+    let (code, text) = h.curl(
+        "sesn_cleartext",
+        &format!("http://cleartext-ok.test:{port}/echo"),
+        &[],
+    );
+    assert_eq!(code, "200", "{text}");
+    assert!(!text.contains(&h.canary), "{text}");
+    let seen = h.plain_upstream.seen.authorizations.lock().unwrap().clone();
+    assert_eq!(seen, vec![format!("Bearer {}", h.canary)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
