@@ -257,6 +257,13 @@ pub fn create_dir_all_private(path: &Path) -> io::Result<()> {
         .create(path)
 }
 
+/// Creates `path` itself (mode 0700), failing with `AlreadyExists` if anything is there
+/// (a symlink included: it is not followed).
+pub fn create_dir_private(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).create(path)
+}
+
 /// Makes every directory and file of the tree read-only (0555 / 0444) or owner-writable again
 /// (0700 / 0600). Symlinks are not touched (chmod would follow them).
 pub fn set_tree_writable(root: &Path, writable: bool) -> io::Result<()> {

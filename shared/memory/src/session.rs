@@ -22,6 +22,14 @@ use crate::store::{AttachedStore, Ctx};
 pub enum MountError {
     #[error("memory store {store}: download failed: {message}")]
     Download { store: String, message: String },
+    /// Something is already at the mount path: most likely another session of the same agent
+    /// on this host mounted the same store path. Running anyway would let this session's tools
+    /// write into the other session's folder (uploaded into the other store) and either teardown
+    /// remove the folder under the other, so the item fails, as in the reference.
+    #[error(
+        "memory store {store}: something already exists at its mount path {mount_path} (another session on this host may be using it; concurrent sessions of one agent need distinct mount paths or isolation tier 2)"
+    )]
+    MountPathExists { store: String, mount_path: String },
 }
 
 /// A mount path the reference would also refuse: absolute, no `..`, nothing odd.
@@ -52,9 +60,10 @@ pub struct SessionStores {
 
 impl SessionStores {
     /// Mounts and downloads every store of `resources`. A store whose mount path is unusable
-    /// (not absolute, `..`, already exists) is refused with a log line and the others go on;
-    /// a store whose download fails fails the whole mount (the item fails, as in the
-    /// reference: a session must not run with amnesia about a store it was told about).
+    /// (not absolute, `..`, uncreatable) is refused with a log line and the others go on; a
+    /// mount path that already exists, or a store whose download fails, fails the whole mount
+    /// (the item fails, as in the reference: a session must not share another's folder, nor
+    /// run with amnesia about a store it was told about).
     pub async fn mount(
         cp: ControlPlane,
         credential: Credential,
@@ -89,16 +98,35 @@ impl SessionStores {
                     "memory store refused: its mount path overlaps another store's; the session runs without it");
                 continue;
             }
-            // lstat: a symlink at the path counts as existing and is never followed.
-            if std::fs::symlink_metadata(&root).is_ok() {
-                tracing::error!(memory_store_id = %r.memory_store_id, mount_path = %r.mount_path,
-                    "memory store refused: something already exists at its mount path (it must not exist when the session starts); the session runs without it");
-                continue;
-            }
-            if let Err(e) = fsops::create_dir_all_private(&root) {
-                tracing::error!(memory_store_id = %r.memory_store_id, mount_path = %r.mount_path, error = %e,
-                    "memory store refused: cannot create its folder (the host must make this path writable); the session runs without it");
-                continue;
+            // The folder itself is created with a non-recursive mkdir: the check for "already
+            // exists" and the claim of the path are one atomic step, so two sessions racing for
+            // the same path cannot both win. A symlink at the path counts as existing.
+            let created = root
+                .parent()
+                .map_or(Ok(()), fsops::create_dir_all_private)
+                .and_then(|()| fsops::create_dir_private(&root));
+            match created {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    tracing::error!(memory_store_id = %r.memory_store_id, mount_path = %r.mount_path,
+                        "memory store refused: something already exists at its mount path; the item fails");
+                    let mut partial = SessionStores {
+                        ctx,
+                        stores: planned,
+                        last_sync: tokio::time::Instant::now(),
+                        finished: true,
+                    };
+                    partial.dispose().await;
+                    return Err(MountError::MountPathExists {
+                        store: r.memory_store_id.clone(),
+                        mount_path: r.mount_path.clone(),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(memory_store_id = %r.memory_store_id, mount_path = %r.mount_path, error = %e,
+                        "memory store refused: cannot create its folder (the host must make this path writable); the session runs without it");
+                    continue;
+                }
             }
             if r.read_only() && rustix::process::geteuid().is_root() {
                 tracing::warn!(memory_store_id = %r.memory_store_id,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hands_client::{ClientConfig, ControlPlane, Credential};
 use hands_devplane::faults::FailMemoryWrites;
 use hands_devplane::{Config, DevPlane, Faults, SessionSpec};
-use hands_memory::{DeleteMode, MemoryConfig, SessionStores};
+use hands_memory::{DeleteMode, MemoryConfig, MountError, SessionStores};
 use hands_protocol::secret::SessionsToken;
 use hands_protocol::session::MemoryStoreResource;
 use serde_json::json;
@@ -569,22 +569,72 @@ async fn unusable_mount_paths_refuse_that_store_only() {
         ("memstore_a", "read_write"),
         ("memstore_b", "read_write"),
         ("memstore_c", "read_write"),
-        ("memstore_d", "read_write"),
     ])
     .await;
     e.dp.put_memory("memstore_a", "/a.md", "a");
     e.resources[1].mount_path = "relative/path".into();
     e.resources[2].mount_path = format!("{}/x/../memstore_c", e.mnt.display());
-    std::fs::create_dir_all(e.root("memstore_d")).unwrap();
-    std::fs::write(e.root("memstore_d").join("leftover.md"), "old").unwrap();
     let stores = e.mount(config()).await;
     assert_eq!(stores.roots(), vec![e.root("memstore_a")]);
     assert_eq!(files(&e.root("memstore_a")), server(&[("a.md", "a")]));
     stores.teardown(true).await;
-    // The pre-existing folder is left exactly as found and nothing of it was uploaded.
+    assert!(e.writes().is_empty());
+}
+
+#[tokio::test]
+async fn an_existing_mount_path_fails_the_mount_and_is_left_as_found() {
+    let e = env(&[("memstore_a", "read_write"), ("memstore_d", "read_write")]).await;
+    e.dp.put_memory("memstore_a", "/a.md", "a");
+    std::fs::create_dir_all(e.root("memstore_d")).unwrap();
+    std::fs::write(e.root("memstore_d").join("leftover.md"), "old").unwrap();
+    let err = SessionStores::mount(e.cp.clone(), e.token.clone(), config(), &e.resources)
+        .await
+        .err()
+        .expect("an existing mount path must fail the mount");
+    assert!(
+        matches!(&err, MountError::MountPathExists { store, .. } if store == "memstore_d"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("already exists"), "{err}");
+    // The store mounted before the refused one is removed again; the pre-existing folder is
+    // left exactly as found and nothing of it was uploaded.
+    assert!(!e.root("memstore_a").exists());
     assert_eq!(
         files(&e.root("memstore_d")),
         server(&[("leftover.md", "old")])
     );
+    assert!(e.writes().is_empty());
+}
+
+#[tokio::test]
+async fn two_sessions_mounting_one_path_at_once_cannot_share_it() {
+    let e = env(&[("memstore_a", "read_write"), ("memstore_b", "read_write")]).await;
+    e.dp.put_memory("memstore_a", "/a.md", "from a");
+    e.dp.put_memory("memstore_b", "/b.md", "from b");
+    // Two sessions of one agent name the same folder for their (different) stores.
+    let shared_path = e.resources[0].mount_path.clone();
+    let first = vec![e.resources[0].clone()];
+    let mut second = vec![e.resources[1].clone()];
+    second[0].mount_path = shared_path.clone();
+    let (r1, r2) = tokio::join!(
+        SessionStores::mount(e.cp.clone(), e.token.clone(), config(), &first),
+        SessionStores::mount(e.cp.clone(), e.token.clone(), config(), &second),
+    );
+    let (winner, loser, winner_file) = match (r1, r2) {
+        (Ok(w), Err(l)) => (w, l, ("a.md", "from a")),
+        (Err(l), Ok(w)) => (w, l, ("b.md", "from b")),
+        (Ok(_), Ok(_)) => panic!("both sessions mounted the same folder"),
+        (Err(a), Err(b)) => panic!("neither session mounted: {a}; {b}"),
+    };
+    assert!(
+        matches!(&loser, MountError::MountPathExists { mount_path, .. } if *mount_path == shared_path),
+        "{loser}"
+    );
+    // The loser's failure left the winner's folder alone: only the winner's store is in it.
+    let root = PathBuf::from(&shared_path);
+    assert_eq!(files(&root), server(&[winner_file]));
+    assert_eq!(winner.roots(), vec![root.clone()]);
+    winner.teardown(true).await;
+    assert!(!root.exists());
     assert!(e.writes().is_empty());
 }
