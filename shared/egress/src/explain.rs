@@ -90,6 +90,17 @@ pub async fn explain(
                 goes_out: false,
             });
         }
+        Verdict::AmbiguousPath { rule } => {
+            lines.push(format!(
+                "  rule: line {} judges paths by prefix, and this path can be read more than one way",
+                rules[rule].line
+            ));
+            refused(&mut lines, crate::policy::ambiguous_path_refusal(&host));
+            return Ok(Explanation {
+                lines,
+                goes_out: false,
+            });
+        }
         Verdict::Allow { rule } => {
             lines.push(format!(
                 "  rule: line {} allows it (nothing injected)",

@@ -121,6 +121,11 @@ pub enum Verdict {
     Deny {
         rule: Option<usize>,
     },
+    /// The path prefix rule `rule` had to judge a path that may mean something else upstream
+    /// (see [`normalize_path`]): refused, whether that rule allows or denies.
+    AmbiguousPath {
+        rule: usize,
+    },
 }
 
 /// What happens to a CONNECT, where only host and port are visible.
@@ -237,8 +242,20 @@ impl Policy {
 
     /// The first rule that matches the request decides; nothing matching means deny.
     pub fn decide(&self, req: &RequestFacts<'_>) -> Verdict {
+        // Prefixes are compared with the path as the upstream will read it; a path that cannot
+        // be read one way only is refused by the first prefix rule it reaches, so neither a
+        // deny can be stepped around nor an allow stretched.
+        let path = normalize_path(req.path);
         for (i, rule) in self.rules.iter().enumerate() {
-            if rule.matches_destination(req.host, req.port) && rule.matches_request(req) {
+            if !rule.matches_destination(req.host, req.port) || !rule.matches_method(req.method) {
+                continue;
+            }
+            let path_matches = match (&rule.path_prefix, &path) {
+                (None, _) => true,
+                (Some(_), None) => return Verdict::AmbiguousPath { rule: i },
+                (Some(prefix), Some(path)) => path.starts_with(prefix.as_str()),
+            };
+            if path_matches {
                 return match rule.action {
                     Action::Allow => Verdict::Allow { rule: i },
                     Action::Deny => Verdict::Deny { rule: Some(i) },
@@ -306,18 +323,8 @@ impl Rule {
         self.host.matches(host)
     }
 
-    fn matches_request(&self, req: &RequestFacts<'_>) -> bool {
-        if let Some(methods) = &self.methods
-            && !methods.contains(req.method)
-        {
-            return false;
-        }
-        match &self.path_prefix {
-            None => true,
-            // A path that could mean something else once decoded or normalised upstream
-            // never matches a prefix rule (it falls through to later rules, then to deny).
-            Some(prefix) => !path_is_ambiguous(req.path) && req.path.starts_with(prefix.as_str()),
-        }
+    fn matches_method(&self, method: &Method) -> bool {
+        self.methods.as_ref().is_none_or(|m| m.contains(method))
     }
 
     /// Whether the rule names `host` itself (not through a wildcard).
@@ -404,7 +411,6 @@ impl Template {
     }
 }
 
-/// Lower-cases a host and drops IPv6 brackets and a trailing dot, so rules compare one spelling.
 /// The sentence for a plain `http://` request an inject rule matches without `insecure_http`.
 pub(crate) fn cleartext_refusal(host: &str) -> String {
     format!(
@@ -412,23 +418,80 @@ pub(crate) fn cleartext_refusal(host: &str) -> String {
     )
 }
 
+/// The sentence for a path a prefix rule cannot judge.
+pub(crate) fn ambiguous_path_refusal(host: &str) -> String {
+    format!(
+        "egress to {host} is not allowed by this environment's policy for this path: it has dot segments, encoded slashes, `;` parameters, `//` or double encoding, which servers read differently; send the plain path"
+    )
+}
+
+/// Lower-cases a host and drops IPv6 brackets and a trailing dot, so rules compare one spelling.
 pub fn normalize_host(host: &str) -> String {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     let h = h.strip_suffix('.').unwrap_or(h);
     h.to_ascii_lowercase()
 }
 
-/// Dot segments and encoded dots or slashes: a prefix check on such a path proves nothing.
-fn path_is_ambiguous(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2e")
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || path.contains('\\')
-    {
-        return true;
+/// The path as an upstream will read it, for prefix rules: percent-encoded unreserved
+/// characters decoded (`/%61dmin` is `/admin`) and dot segments resolved (`/x/../admin` is
+/// `/admin`). `None` when servers disagree on what the path names, so no prefix check proves
+/// anything: an encoded `/`, `\` or `;`, a literal `\` or `;` (path parameters, `/admin;x` is
+/// `/admin` to some servers), an encoded `%` (decoded twice by some), an empty segment (`//`),
+/// or a malformed escape.
+pub fn normalize_path(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let hex = path.get(i + 1..i + 3)?;
+                let v = u8::from_str_radix(hex, 16).ok()?;
+                if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                    decoded.push(char::from(v));
+                } else if matches!(v, b'/' | b'\\' | b';' | b'%') {
+                    return None;
+                } else {
+                    // Reserved or non-ASCII: stays encoded, upper-case hex (one spelling).
+                    decoded.push('%');
+                    decoded.push_str(&hex.to_ascii_uppercase());
+                }
+                i += 3;
+            }
+            b'\\' | b';' => return None,
+            _ => {
+                // A multi-byte character is copied whole.
+                let len = path[i..].chars().next().map_or(1, char::len_utf8);
+                decoded.push_str(&path[i..i + len]);
+                i += len;
+                continue;
+            }
+        }
     }
-    path.split('/').any(|seg| seg == "." || seg == "..")
+    if !decoded.starts_with('/') {
+        return None;
+    }
+    // RFC 3986 5.2.4, on whole segments; an empty segment anywhere but the end is ambiguous.
+    let segments: Vec<&str> = decoded[1..].split('/').collect();
+    let last = segments.len() - 1;
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (n, seg) in segments.iter().enumerate() {
+        match *seg {
+            "" if n != last => return None,
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut normal = format!("/{}", out.join("/"));
+    // `/a/b/..` and `/a/.` name directories: keep the trailing slash.
+    if matches!(segments[last], "." | "..") && !normal.ends_with('/') {
+        normal.push('/');
+    }
+    Some(normal)
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
@@ -773,6 +836,62 @@ action = "allow"
             Verdict::Deny { rule: None }
         );
         assert_eq!(p.secret_names(), vec!["github", "api"]);
+    }
+
+    #[test]
+    fn paths_are_judged_as_the_upstream_reads_them() {
+        let p = Policy::parse(
+            "[[rule]]\nhost = \"api.test\"\npath_prefix = \"/admin\"\naction = \"deny\"\n\n[[rule]]\nhost = \"api.test\"\naction = \"inject\"\nheaders = { Authorization = \"Bearer {secret:t}\" }\n",
+            "p.toml",
+        )
+        .unwrap();
+        for path in [
+            "/admin",
+            "/x/../admin",
+            "/%61dmin",
+            "/./admin/x",
+            "/%2e%2e/admin",
+            "/%2E/admin",
+        ] {
+            assert_eq!(
+                p.decide(&get("api.test", path)),
+                Verdict::Deny { rule: Some(0) },
+                "{path}"
+            );
+        }
+        for path in [
+            "/admin;x",
+            "/x/..;/admin",
+            "/%2fadmin",
+            "//admin",
+            "/a%5cb",
+            "/%252e%252e/admin",
+            "/%zz",
+        ] {
+            assert_eq!(
+                p.decide(&get("api.test", path)),
+                Verdict::AmbiguousPath { rule: 0 },
+                "{path}"
+            );
+        }
+        for path in ["/", "/users/admin", "/x/..", "/%7Euser/a%20b"] {
+            assert_eq!(
+                p.decide(&get("api.test", path)),
+                Verdict::Inject { rule: 1 },
+                "{path}"
+            );
+        }
+        assert_eq!(normalize_path("/x/.."), Some("/".to_string()));
+        assert_eq!(normalize_path("/a/b/../c/"), Some("/a/c/".to_string()));
+        assert_eq!(normalize_path("/a/./b/."), Some("/a/b/".to_string()));
+        assert_eq!(
+            normalize_path("/%7euser/a%2bb"),
+            Some("/~user/a%2Bb".to_string())
+        );
+        assert_eq!(
+            normalize_path("/caf\u{e9}/%C3%A9"),
+            Some("/caf\u{e9}/%C3%A9".to_string())
+        );
     }
 
     #[test]

@@ -768,6 +768,15 @@ async fn forward(
             record.log(403, "denied", 0);
             return Refusal::Policy.response(&target.host);
         }
+        Verdict::AmbiguousPath { .. } => {
+            let record = audit_record(session, target, &req, None);
+            EgressMetrics::inc(&state.metrics.denied_by_policy);
+            record.log(403, "denied-ambiguous-path", 0);
+            return text(
+                StatusCode::FORBIDDEN,
+                &crate::policy::ambiguous_path_refusal(&target.host),
+            );
+        }
         Verdict::Allow { rule } => (rule, None),
         Verdict::Inject { rule } => (rule, state.injections[rule].as_ref()),
     };

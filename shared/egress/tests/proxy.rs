@@ -49,6 +49,17 @@ private = true
 action = "allow"
 
 [[rule]]
+host = "guarded.test"
+path_prefix = "/admin"
+action = "deny"
+
+[[rule]]
+host = "guarded.test"
+private = true
+action = "inject"
+headers = { Authorization = "Bearer {secret:git_token}" }
+
+[[rule]]
 host = "plaininject.test"
 private = true
 action = "inject"
@@ -131,8 +142,13 @@ impl Harness {
         let upstream_ca = TestCa::new(dir.path());
         let repos = dir.path().join("srv");
         std::fs::create_dir_all(&repos).unwrap();
-        let tls =
-            upstream_ca.server_config(&["git.test", "echo.test", "tunnel.test", "readonly.test"]);
+        let tls = upstream_ca.server_config(&[
+            "git.test",
+            "echo.test",
+            "tunnel.test",
+            "readonly.test",
+            "guarded.test",
+        ]);
         let tls_upstream = start_upstream(Some(tls), Some(repos), canary.clone()).await;
         let plain_upstream = start_upstream(None, None, canary.clone()).await;
         let other_dir = dir.path().join("other-ca");
@@ -150,6 +166,7 @@ impl Harness {
             .pin("tunnel.test", loopback())
             .pin("plain.test", loopback())
             .pin("plaininject.test", loopback())
+            .pin("guarded.test", loopback())
             .pin("cleartext-ok.test", loopback())
             .pin("readonly.test", loopback())
             .pin("wrongca.test", loopback())
@@ -504,6 +521,43 @@ async fn a_secret_goes_over_plain_http_only_where_the_rule_opts_in() {
     assert!(!text.contains(&h.canary), "{text}");
     let seen = h.plain_upstream.seen.authorizations.lock().unwrap().clone();
     assert_eq!(seen, vec![format!("Bearer {}", h.canary)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_path_prefix_cannot_be_stepped_around() {
+    let h = Harness::new().await;
+    let base = format!("https://guarded.test:{}", h.tls_port());
+    let (code, text) = h.curl("sesn_paths", &format!("{base}/echo"), &[]);
+    assert_eq!(code, "200", "the inject rule after the deny works: {text}");
+    let before = h.tls_upstream.seen.authorizations.lock().unwrap().len();
+    for (path, sentence) in [
+        ("/admin", "is not allowed by this environment's policy\n"),
+        (
+            "/x/../admin",
+            "is not allowed by this environment's policy\n",
+        ),
+        ("/%61dmin", "is not allowed by this environment's policy\n"),
+        (
+            "/%2e%2e/admin",
+            "is not allowed by this environment's policy\n",
+        ),
+        ("/admin;x", "send the plain path"),
+        ("/x/..;/admin", "send the plain path"),
+        ("/%2Fadmin", "send the plain path"),
+    ] {
+        let (code, text) = h.curl("sesn_paths", &format!("{base}{path}"), &["--path-as-is"]);
+        assert_eq!(code, "403", "{path}: {text}");
+        assert!(
+            text.contains("egress to guarded.test is not allowed"),
+            "{path}: {text}"
+        );
+        assert!(text.contains(sentence), "{path}: {text}");
+    }
+    assert_eq!(
+        h.tls_upstream.seen.authorizations.lock().unwrap().len(),
+        before,
+        "none of them reached the upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
