@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use hands_client::{ControlPlane, Credential, CredentialKind};
 use hands_memory::{LiveMemory, MemoryConfig, SessionStores};
-use hands_protocol::session::{MemoryStoreResource, Session};
+use hands_protocol::session::{MemoryStoreResource, Session, SessionResource};
 use hands_protocol::toolset::{ContentBlock, ToolOutput};
 use hands_tools::{Toolset, ToolsetConfig, ToolsetError};
+use serde::Deserialize;
 
 use crate::runner::RunEnd;
 
@@ -25,6 +26,41 @@ pub enum PrepareError {
     NoSessionsToken(usize),
     #[error("memory: {0}")]
     Memory(#[from] hands_memory::MountError),
+    /// A `memory_store` resource this worker cannot read (e.g. no `mount_path`): the agent was
+    /// told about a store it would not get, so the item fails rather than run with amnesia.
+    #[error(
+        "memory store {store}: the session's memory_store resource is malformed ({reason}); it cannot be mounted"
+    )]
+    MalformedStore { store: String, reason: String },
+}
+
+/// The first `memory_store` resource that did not parse (kept raw as `Other` by the protocol),
+/// with the store id it names (if any) and why it did not parse.
+fn malformed_store(session: &Session) -> Option<(String, String)> {
+    session.resources.iter().find_map(|r| match r {
+        SessionResource::Other(v)
+            if v.get("type").and_then(serde_json::Value::as_str) == Some("memory_store") =>
+        {
+            let store = v
+                .get("memory_store_id")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("(no memory_store_id)")
+                .to_owned();
+            // Name the field: serde's message ("invalid type: null") does not.
+            let reason = ["memory_store_id", "access", "mount_path"]
+                .iter()
+                .find(|f| !v.get(**f).is_some_and(serde_json::Value::is_string))
+                .map(|f| format!("`{f}` is missing or not a string"))
+                .or_else(|| {
+                    MemoryStoreResource::deserialize(v)
+                        .err()
+                        .map(|e| e.to_string())
+                })
+                .unwrap_or_else(|| "unreadable".to_owned());
+            Some((store, reason))
+        }
+        _ => None,
+    })
 }
 
 /// Mounts the session's stores (unless memory is off) and builds the toolset with them as extra
@@ -37,6 +73,14 @@ pub async fn prepare(
     mut tool_config: ToolsetConfig,
 ) -> Result<(Toolset, Option<Arc<LiveMemory>>), PrepareError> {
     let resources: Vec<MemoryStoreResource> = session.memory_stores().cloned().collect();
+    let malformed = malformed_store(session);
+    if let Some((store, reason)) = malformed {
+        if config.enabled {
+            return Err(PrepareError::MalformedStore { store, reason });
+        }
+        tracing::warn!(memory_store_id = %store, %reason,
+            "malformed memory_store resource ignored: memory is off (--memory off)");
+    }
     let mut memory = None;
     if !resources.is_empty() {
         if !config.enabled {

@@ -119,6 +119,41 @@ async fn stores_without_a_sessions_token_fail_the_item_and_memory_off_runs_witho
     assert_eq!(h.dp.counters().memory_lists, 0);
 }
 
+/// A memory_store resource without a mount_path cannot be parsed; the agent was told about the
+/// store, so the item fails naming it instead of the store being dropped silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_malformed_memory_store_resource_fails_the_item_naming_the_store() {
+    let h = Harness::start(Config::default()).await;
+    let mnt = h.root.join("mnt/memory");
+    let mut resources = stores(&mnt);
+    resources[1]["mount_path"] = Value::Null;
+    let spec = SessionSpec {
+        resources: serde_json::from_value(resources).unwrap(),
+        ..SessionSpec::default()
+    };
+    h.dp.create_session(&spec).unwrap();
+    let w = h.worker("malformed", CancellationToken::new());
+    let hands_worker::Claim::Item(item) = w
+        .claim(&hands_client::PollOptions::default())
+        .await
+        .unwrap()
+    else {
+        panic!("the item was not claimed")
+    };
+    let outcome = w.serve(&item, Resume::default()).await;
+    let ItemEnd::Failed(why) = &outcome.end else {
+        panic!("expected a failure, got {:?}", outcome.end)
+    };
+    assert!(
+        why.contains("memstore_rules") && why.contains("mount_path"),
+        "{why}"
+    );
+    assert!(outcome.stopped);
+    // Nothing was mounted, not even the well-formed store.
+    assert!(!mnt.exists());
+    assert_eq!(h.dp.counters().memory_lists, 0);
+}
+
 /// Bash writing into a read-only store: refused by the file system in tier 2 (read-only bind)
 /// and, at tier 0, by file modes unless the worker is root; never uploaded in any tier, and the
 /// agent is told when the write landed on disk.
