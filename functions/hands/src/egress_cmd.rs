@@ -89,8 +89,9 @@ pub async fn run(args: EgressArgs) -> anyhow::Result<bool> {
 }
 
 /// `--egress-policy`: starts the egress proxy for this worker process and hands it to the
-/// worker, which gives every session its own credential. Secrets come from the worker's
-/// environment (`NAME` or `NAME_FILE`); a missing one stops the start.
+/// worker, which gives every session its own credential. `{secret:NAME}` comes from exactly one
+/// of `NAME`, `NAME_FILE`, `NAME_SECRET_ARN` or `NAME_SSM_PARAMETER` (upper case) in the
+/// worker's environment; a missing or doubly set one stops the start.
 pub async fn attach(
     args: &crate::worker_args::WorkerArgs,
     config: &mut hands_worker::WorkerConfig,
@@ -112,7 +113,7 @@ pub async fn attach(
             // Outside every workspace; tools read the CA certificate (never a key) from here.
             bundle_dir: std::env::temp_dir().join(format!("hands-egress-{}", std::process::id())),
         },
-        &hands_egress::EnvSecrets,
+        &crate::egress_secrets::WorkerSecrets::from_env(hands_secrets::Resolver::new()),
     )
     .await
     .with_context(|| format!("egress proxy ({})", path.display()))?;

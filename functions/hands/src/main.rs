@@ -3,6 +3,7 @@
 mod cli;
 mod dev;
 mod egress_cmd;
+mod egress_secrets;
 mod janitor_cmd;
 mod serve;
 mod signals;

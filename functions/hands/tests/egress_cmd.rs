@@ -112,3 +112,69 @@ fn a_worker_with_a_bad_egress_policy_does_not_start() {
         "{err}"
     );
 }
+
+/// `{secret:NAME}` is read like every other `hands` secret: a name set twice stops the start
+/// with a sentence naming both variables, and never the value.
+#[test]
+fn a_doubly_configured_egress_secret_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nhost = \"api.example.com\"\naction = \"inject\"\nheaders = { Authorization = \"Bearer {secret:hands_t_conflict}\" }\n",
+    )
+    .unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "from-the-file-0123456789\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hands"))
+        .args([
+            "poll",
+            "--environment-id",
+            "env_x",
+            "--environment-key",
+            "k",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ])
+        .arg("--egress-policy")
+        .arg(&policy)
+        .env("HANDS_T_CONFLICT", "direct-value-0123456789")
+        .env("HANDS_T_CONFLICT_FILE", &file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "both HANDS_T_CONFLICT and HANDS_T_CONFLICT_FILE are set; set exactly one of them"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("direct-value") && !err.contains("from-the-file"),
+        "{err}"
+    );
+
+    // The four variables are named when none is set.
+    let out = Command::new(env!("CARGO_BIN_EXE_hands"))
+        .args([
+            "poll",
+            "--environment-id",
+            "env_x",
+            "--environment-key",
+            "k",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ])
+        .arg("--egress-policy")
+        .arg(&policy)
+        .env_remove("HANDS_T_CONFLICT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("HANDS_T_CONFLICT is not set (nor HANDS_T_CONFLICT_FILE, HANDS_T_CONFLICT_SECRET_ARN or HANDS_T_CONFLICT_SSM_PARAMETER)"),
+        "{err}"
+    );
+}

@@ -29,6 +29,6 @@ pub use audit::EgressMetrics;
 pub use policy::{Policy, PolicyError};
 pub use proxy::{EgressConfig, EgressError, EgressProxy, SessionEgress, TIER0_NOTICE};
 pub use resolve::Resolver;
-pub use secrets::{EnvSecrets, SecretSource, StaticSecrets};
+pub use secrets::{SecretError, SecretSource, StaticSecrets};
 pub use sessions::{SessionGrant, SessionRegistry};
 pub use tls::UpstreamRoots;

@@ -1,10 +1,10 @@
 //! Where `{secret:NAME}` comes from: the seam between the policy and the worker's secrets.
 //!
-//! The proxy only asks a [`SecretSource`] for a value by name, in the worker process. Env and
-//! `*_FILE` are implemented here; Secrets Manager / SSM belong to the `shared/secrets` crate,
-//! which plugs in by implementing this trait. Nothing here reads anything tool code can touch:
-//! the worker's own environment is cleared before tools start, and `*_FILE` paths are the
-//! operator's (tier 2 masks them inside the sandbox).
+//! The proxy only asks a [`SecretSource`] for a value by name, in the worker process. The
+//! `hands` binary implements it over `shared/secrets` (`NAME`, `NAME_FILE`, `NAME_SECRET_ARN`
+//! or `NAME_SSM_PARAMETER`); [`StaticSecrets`] holds fixed values for tests and embedders. The
+//! worker's own environment is cleared before tools start, so tool code never sees the
+//! variables.
 
 use std::collections::HashMap;
 
@@ -13,8 +13,8 @@ use secrecy::SecretString;
 /// A secret could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("secret {name:?} is not set: set {env} or {env}_FILE in the worker's environment")]
-    Missing { name: String, env: String },
+    #[error("secret {name:?} is not set")]
+    Missing { name: String },
     #[error("secret {name:?}: cannot read {path}: {error}")]
     Unreadable {
         name: String,
@@ -37,55 +37,6 @@ pub type SecretFuture<'a> = std::pin::Pin<
 /// once, at start, and refuses to start when one is missing.
 pub trait SecretSource: Send + Sync {
     fn resolve<'a>(&'a self, name: &'a str) -> SecretFuture<'a>;
-}
-
-/// `{secret:github}` reads `GITHUB`, or the file named by `GITHUB_FILE` (trailing whitespace
-/// trimmed), from the worker's environment: the same names `shared/secrets` uses.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct EnvSecrets;
-
-impl EnvSecrets {
-    /// The variable that holds secret `name`.
-    pub fn variable(name: &str) -> String {
-        name.to_ascii_uppercase()
-    }
-}
-
-impl SecretSource for EnvSecrets {
-    fn resolve<'a>(&'a self, name: &'a str) -> SecretFuture<'a> {
-        Box::pin(std::future::ready(self.resolve_now(name)))
-    }
-}
-
-impl EnvSecrets {
-    fn resolve_now(&self, name: &str) -> Result<SecretString, SecretError> {
-        let env = EnvSecrets::variable(name);
-        let value = if let Some(v) = std::env::var_os(&env) {
-            v.into_string().map_err(|_| SecretError::Other {
-                name: name.to_string(),
-                message: format!("{env} is not UTF-8"),
-            })?
-        } else if let Some(path) = std::env::var_os(format!("{env}_FILE")) {
-            let text = std::fs::read_to_string(&path).map_err(|error| SecretError::Unreadable {
-                name: name.to_string(),
-                path: path.to_string_lossy().into_owned(),
-                error,
-            })?;
-            // files usually end in a newline; trailing whitespace is never part of a token
-            text.trim_end().to_string()
-        } else {
-            return Err(SecretError::Missing {
-                name: name.to_string(),
-                env,
-            });
-        };
-        if value.is_empty() {
-            return Err(SecretError::Empty {
-                name: name.to_string(),
-            });
-        }
-        Ok(SecretString::from(value))
-    }
 }
 
 /// Fixed values: tests, and callers that resolved secrets elsewhere.
@@ -112,47 +63,7 @@ impl SecretSource for StaticSecrets {
             .cloned()
             .ok_or_else(|| SecretError::Missing {
                 name: name.to_string(),
-                env: EnvSecrets::variable(name),
             });
         Box::pin(std::future::ready(found))
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-    use secrecy::ExposeSecret;
-
-    // Env-var tests use names no other test touches; set_var is unsafe in edition 2024 because
-    // other threads may read the environment, and these names are read by this test only.
-    #[test]
-    fn env_then_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("tok");
-        std::fs::write(&file, "from-file\n").unwrap();
-        // SAFETY: the variables are unique to this test; nothing else reads them.
-        unsafe {
-            std::env::set_var("HANDS_EGRESS_T_FILEONLY_FILE", &file);
-            std::env::set_var("HANDS_EGRESS_T_DIRECT", "direct");
-        }
-        let s = EnvSecrets;
-        assert_eq!(
-            s.resolve_now("hands_egress_t_fileonly")
-                .unwrap()
-                .expose_secret(),
-            "from-file"
-        );
-        assert_eq!(
-            s.resolve_now("hands_egress_t_direct")
-                .unwrap()
-                .expose_secret(),
-            "direct"
-        );
-        let e = s.resolve_now("hands_egress_t_absent").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "secret \"hands_egress_t_absent\" is not set: set HANDS_EGRESS_T_ABSENT or HANDS_EGRESS_T_ABSENT_FILE in the worker's environment"
-        );
     }
 }
