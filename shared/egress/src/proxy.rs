@@ -232,6 +232,7 @@ impl EgressProxy {
         SessionEgress {
             registry: self.state.sessions.clone(),
             session_id: session_id.to_string(),
+            user: grant.user().to_string(),
             env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         }
     }
@@ -252,6 +253,9 @@ impl Drop for EgressProxy {
 pub struct SessionEgress {
     registry: Arc<SessionRegistry>,
     session_id: String,
+    /// This guard's own credential: dropping it revokes that one, never a newer grant of the
+    /// same session.
+    user: String,
     /// `HTTP_PROXY` and friends (with this session's credential) and the CA bundle variables:
     /// add them to the session's tool environment (`EnvPolicy::set`).
     pub env: Vec<(String, String)>,
@@ -260,13 +264,13 @@ pub struct SessionEgress {
 impl SessionEgress {
     /// Names the running tool call in the audit log (`None` between calls).
     pub fn set_tool_call(&self, tool_call: Option<&str>) {
-        self.registry.set_tool_call(&self.session_id, tool_call);
+        self.registry.set_grant_tool_call(&self.user, tool_call);
     }
 }
 
 impl Drop for SessionEgress {
     fn drop(&mut self) {
-        self.registry.remove(&self.session_id);
+        self.registry.remove_grant(&self.user);
     }
 }
 

@@ -83,6 +83,27 @@ impl SessionRegistry {
         }
     }
 
+    /// Forgets one credential (the grant with proxy user name `user`). A newer grant of the same
+    /// session stays: a guard dropped late must not revoke its successor's credential.
+    pub fn remove_grant(&self, user: &str) {
+        let mut maps = self.write();
+        if let Some(entry) = maps.by_user.remove(user)
+            && maps.users.get(&entry.session_id).map(String::as_str) == Some(user)
+        {
+            maps.users.remove(&entry.session_id);
+        }
+    }
+
+    /// As [`SessionRegistry::set_tool_call`], for one credential only.
+    pub fn set_grant_tool_call(&self, user: &str, tool_call: Option<&str>) {
+        let maps = self.read();
+        if let Some(entry) = maps.by_user.get(user)
+            && let Ok(mut slot) = entry.tool_call.lock()
+        {
+            *slot = tool_call.map(str::to_string);
+        }
+    }
+
     /// Names the tool call a session is running, for the audit log (`None` between calls).
     pub fn set_tool_call(&self, session_id: &str, tool_call: Option<&str>) {
         let maps = self.read();
@@ -219,5 +240,26 @@ mod tests {
                 .is_some()
         );
         assert!(!format!("{a:?}").contains(a.token.expose_secret()));
+    }
+
+    #[test]
+    fn a_stale_grant_removed_late_spares_the_newer_one() {
+        let reg = SessionRegistry::new();
+        let old = reg.register("sesn_a");
+        let new = reg.register("sesn_a");
+        reg.remove_grant(old.user());
+        let entry = reg
+            .authenticate(Some(&header(&new.proxy_authorization())))
+            .expect("the newer credential still works");
+        reg.set_grant_tool_call(old.user(), Some("toolu_stale"));
+        assert_eq!(entry.tool_call(), None, "the stale grant names nothing");
+        reg.set_grant_tool_call(new.user(), Some("toolu_new"));
+        assert_eq!(entry.tool_call().as_deref(), Some("toolu_new"));
+        reg.remove_grant(new.user());
+        assert!(reg.is_empty());
+        assert!(
+            reg.authenticate(Some(&header(&new.proxy_authorization())))
+                .is_none()
+        );
     }
 }

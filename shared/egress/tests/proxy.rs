@@ -751,6 +751,23 @@ async fn a_session_guard_carries_the_env_and_its_credential_dies_with_it() {
     drop(session);
     assert_eq!(code(&proxy_url), "407");
     assert!(h.proxy.sessions().is_empty());
+
+    // The session opened again (a new item for it) before the old guard went away: dropping
+    // the old guard late leaves the new credential working.
+    let proxy_of = |s: &hands_egress::SessionEgress| {
+        s.env
+            .iter()
+            .find(|(k, _)| k == "HTTPS_PROXY")
+            .unwrap()
+            .1
+            .clone()
+    };
+    let old = h.proxy.open_session("sesn_guard");
+    let new = h.proxy.open_session("sesn_guard");
+    drop(old);
+    assert_eq!(code(&proxy_of(&new)), "200");
+    drop(new);
+    assert!(h.proxy.sessions().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
