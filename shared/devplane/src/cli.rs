@@ -144,6 +144,7 @@ impl DevplaneArgs {
             }),
             // Scripts set it in their `faults` block.
             fail_memory_writes: None,
+            fail_memory_reads: None,
         }
     }
 

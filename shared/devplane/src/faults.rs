@@ -105,6 +105,19 @@ pub struct FailMemoryWrites {
     pub status: u16,
 }
 
+/// Answer the first `count` memory reads (list pages and single gets) with `status`: a download
+/// or sync that meets a briefly failing or rate-limiting control plane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailMemoryReads {
+    pub count: u32,
+    #[serde(default = "default_fail_status")]
+    pub status: u16,
+    /// Sent as `retry-after` (seconds) when set; meaningful with 429/503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+}
+
 /// What the current heartbeat must suffer, if anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeartbeatFault {
@@ -147,6 +160,8 @@ pub struct Faults {
     pub ack_race: Option<AckRace>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_memory_writes: Option<FailMemoryWrites>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_memory_reads: Option<FailMemoryReads>,
 }
 
 impl Faults {
@@ -172,6 +187,10 @@ impl Faults {
                 .fail_memory_writes
                 .clone()
                 .or_else(|| self.fail_memory_writes.clone()),
+            fail_memory_reads: over
+                .fail_memory_reads
+                .clone()
+                .or_else(|| self.fail_memory_reads.clone()),
         }
     }
 }
@@ -186,6 +205,7 @@ pub struct FaultState {
     pub resets_done: u32,
     pub acks_raced: u32,
     pub memory_writes_failed: u32,
+    pub memory_reads_failed: u32,
 }
 
 impl FaultState {
@@ -273,6 +293,16 @@ impl FaultState {
         }
         self.memory_writes_failed += 1;
         Some(f.status)
+    }
+
+    /// For a memory read: the failure to answer it with, if one is due.
+    pub fn fail_memory_read(&mut self) -> Option<FailMemoryReads> {
+        let f = self.faults.fail_memory_reads.clone()?;
+        if self.memory_reads_failed >= f.count {
+            return None;
+        }
+        self.memory_reads_failed += 1;
+        Some(f)
     }
 
     /// For a committed result post: how to lose the answer, if at all.

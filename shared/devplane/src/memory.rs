@@ -212,6 +212,24 @@ fn injected(store: &mut Store) -> Option<ApiError> {
     )
 }
 
+/// The injected failure for a read (list page or get), if one is due.
+fn injected_read(store: &mut Store) -> Option<ApiError> {
+    let f = store.faults.fail_memory_read()?;
+    store.counters.injected_memory_failures += 1;
+    let code = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = match f.status {
+        429 => ErrorType::RateLimit,
+        503 | 529 => ErrorType::Overloaded,
+        _ => ErrorType::Api,
+    };
+    let mut err =
+        ApiError::new(code, kind, "injected memory read failure").code(codes::INJECTED_FAULT);
+    if let Some(s) = f.retry_after_s {
+        err = err.header("retry-after", s.to_string());
+    }
+    Some(err)
+}
+
 fn check_content(content: &str) -> Result<(), ApiError> {
     if content.len() > MAX_MEMORY_BYTES {
         return Err(ApiError::bad_request(format!(
@@ -277,6 +295,9 @@ pub async fn list(
                 .to_owned(),
         ),
     };
+    if let Some(e) = injected_read(&mut store) {
+        return Err(e);
+    }
     let prefix = q.get("path_prefix").unwrap_or("/");
     store.counters.memory_lists += 1;
     let mems = store.memory_stores.entry(store_id.clone()).or_default();
@@ -330,6 +351,9 @@ pub async fn retrieve(
     let mut store = st.lock();
     admit(&store, &st, &headers, &store_id, false)?;
     let full = view_full(&q, true)?;
+    if let Some(e) = injected_read(&mut store) {
+        return Err(e);
+    }
     store.counters.memory_gets += 1;
     let mems = store.memory_stores.entry(store_id.clone()).or_default();
     let m = mems.memories.get(&id).ok_or_else(|| not_found(&id))?;

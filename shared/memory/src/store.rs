@@ -22,8 +22,42 @@ use crate::scan::{self, HashCache, Scan};
 const FETCH_CONCURRENCY: usize = 16;
 /// Uploads in flight per store.
 const UPLOAD_CONCURRENCY: usize = 16;
-/// Tries per upload (transient failures only).
+/// Tries per upload, list page or fetch (transient failures only: 5xx, 429, transport).
 const PUSH_ATTEMPTS: u32 = 4;
+/// The longest `retry-after` honoured between tries: a longer ask is cut to this, so a
+/// download or flush stays bounded (the heartbeat keeps the lease meanwhile).
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+
+/// How long to wait before try `attempt + 1`: the server's `retry-after` if it sent one
+/// (capped), else 400 ms, 800 ms, 1.6 s.
+fn retry_wait(e: &ApiError, attempt: u32) -> Duration {
+    e.retry_after().map_or_else(
+        || Duration::from_millis(200 << attempt),
+        |d| d.min(MAX_RETRY_WAIT),
+    )
+}
+
+/// Runs a read (a listing page, a fetch) with the uploads' bounded retry: one transient 429
+/// or 5xx must not fail a download (and with it the item) or skip a sync.
+async fn read_with_retry<T, F, Fut>(store_id: &str, what: &str, mut call: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match call().await {
+            Err(e) if e.is_transient() && attempt < PUSH_ATTEMPTS => {
+                let wait = retry_wait(&e, attempt);
+                tracing::debug!(memory_store_id = %store_id, what, error = %e, attempt,
+                    wait_ms = wait.as_millis() as u64, "memory read failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            r => return r,
+        }
+    }
+}
 /// Bounds of the per-pass delete cap.
 const DELETE_CAP_FLOOR: usize = 8;
 const DELETE_CAP_CEILING: usize = 50;
@@ -150,10 +184,11 @@ impl AttachedStore {
         let mut out = BTreeMap::new();
         let mut page: Option<String> = None;
         loop {
-            let p = ctx
-                .cp
-                .list_memories(&ctx.credential, &self.id, view, page.as_deref())
-                .await?;
+            let p = read_with_retry(&self.id, "list", || {
+                ctx.cp
+                    .list_memories(&ctx.credential, &self.id, view, page.as_deref())
+            })
+            .await?;
             for item in p.data {
                 let MemoryListItem::Memory(m) = item else {
                     continue;
@@ -711,7 +746,11 @@ impl AttachedStore {
             futures::stream::iter(pulls.into_iter().map(|(rel, listed)| {
                 let (ctx, root, id) = (ctx.clone(), root.clone(), id.clone());
                 async move {
-                    let m = match ctx.cp.get_memory(&ctx.credential, &id, &listed.id).await {
+                    let fetched = read_with_retry(&id, "get", || {
+                        ctx.cp.get_memory(&ctx.credential, &id, &listed.id)
+                    })
+                    .await;
+                    let m = match fetched {
                         Ok(m) => m,
                         Err(e) => {
                             if status(&e) != Some(404) {
@@ -908,7 +947,7 @@ async fn push(ctx: &Ctx, store_id: &str, root: &Path, rel: &str, existing: Optio
             }
             Err(e) if e.is_transient() && status(&e) != Some(409) && attempt < PUSH_ATTEMPTS => {
                 tracing::debug!(memory_store_id = %store_id, path = %rel, error = %e, attempt, "memory upload failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                tokio::time::sleep(retry_wait(&e, attempt)).await;
                 continue;
             }
             Err(e) if matches!(status(&e), Some(400) | Some(413)) => Push::Refused(sha),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hands_client::{ClientConfig, ControlPlane, Credential};
-use hands_devplane::faults::FailMemoryWrites;
+use hands_devplane::faults::{FailMemoryReads, FailMemoryWrites};
 use hands_devplane::{Config, DevPlane, Faults, SessionSpec};
 use hands_memory::{DeleteMode, MemoryConfig, MountError, SessionStores};
 use hands_protocol::secret::SessionsToken;
@@ -447,6 +447,65 @@ async fn a_5xx_during_the_flush_is_retried_and_nothing_is_lost() {
     assert_eq!(e.dp.counters().injected_memory_failures, 3);
     assert_eq!(e.dp.memories("memstore_a").len(), 5);
     assert!(e.writes().values().all(|n| *n == 1));
+}
+
+#[tokio::test]
+async fn transient_read_failures_are_retried_and_a_lasting_one_fails_the_download() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    for i in 0..45 {
+        e.dp.put_memory("memstore_a", &format!("/n{i:02}.md"), &format!("{i}"));
+    }
+    // A 429 with retry-after on the first listing page: the download waits and goes on.
+    e.dp.set_faults(Faults {
+        fail_memory_reads: Some(FailMemoryReads {
+            count: 1,
+            status: 429,
+            retry_after_s: Some(1),
+        }),
+        ..Faults::default()
+    });
+    let mut stores = e.mount(config()).await;
+    assert_eq!(e.dp.counters().injected_memory_failures, 1);
+    assert_eq!(files(&e.root("memstore_a")).len(), 45);
+
+    // A sync whose listing and first fetch each fail once still pulls the server's change.
+    e.dp.put_memory("memstore_a", "/n07.md", "changed on the server");
+    e.dp.set_faults(Faults {
+        fail_memory_reads: Some(FailMemoryReads {
+            count: 2,
+            status: 503,
+            retry_after_s: None,
+        }),
+        ..Faults::default()
+    });
+    stores.sync_all().await;
+    assert_eq!(e.dp.counters().injected_memory_failures, 3);
+    assert_eq!(
+        std::fs::read_to_string(e.root("memstore_a").join("n07.md")).unwrap(),
+        "changed on the server"
+    );
+    stores.teardown(true).await;
+    assert!(e.writes().is_empty());
+
+    // A control plane that keeps failing still fails the download, after a bounded few tries.
+    let e = env(&[("memstore_b", "read_write")]).await;
+    e.dp.put_memory("memstore_b", "/x.md", "x");
+    e.dp.set_faults(Faults {
+        fail_memory_reads: Some(FailMemoryReads {
+            count: 100,
+            status: 500,
+            retry_after_s: None,
+        }),
+        ..Faults::default()
+    });
+    let err = SessionStores::mount(e.cp.clone(), e.token.clone(), config(), &e.resources)
+        .await
+        .err()
+        .expect("a lasting 500 must fail the download");
+    assert!(matches!(err, MountError::Download { .. }), "{err}");
+    let tries = e.dp.counters().injected_memory_failures;
+    assert!((2..=10).contains(&tries), "{tries} tries");
+    assert!(!e.root("memstore_b").exists());
 }
 
 #[tokio::test]
