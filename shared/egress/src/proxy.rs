@@ -209,6 +209,11 @@ impl EgressProxy {
         .into_iter()
         .map(|k| (k, url.clone()))
         .collect();
+        // A dev server the agent starts in its workspace stays reachable: loopback is never
+        // proxied (the proxy would refuse it anyway, as a private address).
+        for k in ["NO_PROXY", "no_proxy"] {
+            env.push((k, LOOPBACK_NO_PROXY.to_string()));
+        }
         for k in [
             "SSL_CERT_FILE",
             "GIT_SSL_CAINFO",
@@ -281,6 +286,9 @@ impl std::fmt::Debug for SessionEgress {
             .finish_non_exhaustive()
     }
 }
+
+/// `NO_PROXY` in the tool environment: loopback goes direct.
+pub const LOOPBACK_NO_PROXY: &str = "localhost,127.0.0.1,::1";
 
 /// What the worker logs at tier 0, where nothing stops tool code from ignoring the proxy.
 pub const TIER0_NOTICE: &str = "egress proxy: isolation tier 0 cannot force tool code through the proxy; a tool can connect to the network directly and bypass the policy (the proxy's secrets still never enter the tool environment)";

@@ -561,6 +561,24 @@ async fn a_deny_path_prefix_cannot_be_stepped_around() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_is_not_proxied() {
+    let h = Harness::new().await;
+    // No rule names 127.0.0.1: through the proxy this would be refused as a loopback address.
+    // A dev server in the workspace must stay reachable, so NO_PROXY sends it direct.
+    let (code, text) = h.curl(
+        "sesn_loopback",
+        &format!("http://127.0.0.1:{}/echo", h.plain_upstream.addr.port()),
+        &[],
+    );
+    assert_eq!(code, "200", "{text}");
+    assert!(!text.contains("proxy-authorization"), "{text}");
+    assert!(
+        !captured_log().contains("session=sesn_loopback"),
+        "the proxy never saw it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_host_gets_403_with_a_sentence() {
     let h = Harness::new().await;
     // https: answered inside the tunnel so curl shows the sentence
@@ -728,6 +746,15 @@ async fn a_session_guard_carries_the_env_and_its_credential_dies_with_it() {
         "NODE_EXTRA_CA_CERTS",
     ] {
         assert!(session.env.iter().any(|(n, _)| n == k), "{k}");
+    }
+    for k in ["NO_PROXY", "no_proxy"] {
+        assert!(
+            session
+                .env
+                .iter()
+                .any(|(n, v)| n == k && v == "localhost,127.0.0.1,::1"),
+            "{k}"
+        );
     }
     let code = |url: &str| {
         let out = Command::new("curl")

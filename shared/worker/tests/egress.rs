@@ -78,10 +78,11 @@ async fn a_sessions_bash_goes_through_the_proxy_with_its_own_credential() {
             "name": "egress",
             "steps": [
                 {"step": "tool_use", "label": "env", "name": "bash",
-                 "input": {"command": "env | grep -E '^(HTTPS_PROXY|SSL_CERT_FILE|GIT_SSL_CAINFO)=' | sed -E 's#//[^@]*@#//CRED@#' | sort"},
+                 "input": {"command": "env | grep -E '^(HTTPS_PROXY|SSL_CERT_FILE|GIT_SSL_CAINFO|NO_PROXY)=' | sed -E 's#//[^@]*@#//CRED@#' | sort"},
                  "expect": {"is_error": false, "text_contains": [
                      format!("GIT_SSL_CAINFO={bundle}"),
                      format!("HTTPS_PROXY=http://CRED@{}", proxy.addr()),
+                     "NO_PROXY=localhost,127.0.0.1,::1".to_string(),
                      format!("SSL_CERT_FILE={bundle}")]}},
                 {"step": "tool_use", "label": "denied", "name": "bash",
                  "input": {"command": "curl -sS https://denied.test/ 2>&1; curl -sS http://denied.test/ 2>&1"},
