@@ -51,4 +51,4 @@ pub use config::{
     DEFAULT_SYNC_INTERVAL, DELETE_CORROBORATION, DeleteMode, FLUSH_TIMEOUT, MAX_STORES,
     MIN_SYNC_INTERVAL, MemoryConfig, parse_sync_interval,
 };
-pub use session::{LiveMemory, MountError, SessionStores, check_mount_path};
+pub use session::{AFTER_CALL_SYNC_BOUND, LiveMemory, MountError, SessionStores, check_mount_path};

@@ -281,6 +281,13 @@ impl SessionStores {
     }
 }
 
+/// How long a tool result may wait for the sync after its call. The sync sits on the tool-result
+/// critical path, and a slow or rate-limited control plane (retries honour `retry-after`) could
+/// otherwise hold the agent's result for minutes. Past this bound the sync carries on in the
+/// background (never cancelled half-way), its notes go out with the next result, and what it
+/// did not reach is left to the periodic sync.
+pub const AFTER_CALL_SYNC_BOUND: Duration = Duration::from_secs(3);
+
 /// A session's stores while it runs: a timer syncs them every interval while no tool call is
 /// running, and [`LiveMemory::after_call`] syncs right after a call that touched them.
 pub struct LiveMemory {
@@ -290,11 +297,18 @@ pub struct LiveMemory {
     ticker: JoinHandle<()>,
     roots: Vec<PathBuf>,
     read_only_roots: Vec<PathBuf>,
+    /// The stores' notes for the agent, readable while a sync holds the stores.
+    notes: Arc<Mutex<Vec<String>>>,
+    /// An after-call sync that outlived [`AFTER_CALL_SYNC_BOUND`] and is still running.
+    pending: Mutex<Option<JoinHandle<()>>>,
+    flush_timeout: Duration,
 }
 
 impl LiveMemory {
     pub fn start(stores: SessionStores) -> LiveMemory {
         let interval = stores.ctx.config.sync_interval;
+        let flush_timeout = stores.ctx.config.flush_timeout;
+        let notes = Arc::clone(&stores.ctx.notes);
         let roots = stores.roots();
         let read_only_roots = stores.read_only_roots();
         let stores = Arc::new(tokio::sync::Mutex::new(stores));
@@ -316,6 +330,9 @@ impl LiveMemory {
             ticker,
             roots,
             read_only_roots,
+            notes,
+            pending: Mutex::new(None),
+            flush_timeout,
         }
     }
 
@@ -332,23 +349,67 @@ impl LiveMemory {
         self.busy.store(true, Ordering::SeqCst);
     }
 
-    /// A tool call ended: sync now if it touched a store (or the interval passed), and return
-    /// the notes the agent should see with this call's result.
+    /// A tool call ended: sync now if it touched a store (or the interval passed), waiting at
+    /// most [`AFTER_CALL_SYNC_BOUND`], and return the notes the agent should see with this
+    /// call's result (a sync that outlives the bound delivers its notes with a later result).
+    /// While an earlier after-call sync is still running, no second one is started: this call
+    /// waits for that one (bounded too) and the timer picks up the rest.
     pub async fn after_call(&self) -> Vec<String> {
-        let mut stores = self.stores.lock().await;
-        if stores.touched().await {
-            stores.sync_all().await;
-        } else {
-            stores.sync_if_due().await;
+        let running = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.take())
+            .filter(|h| !h.is_finished());
+        let mut sync = running.unwrap_or_else(|| {
+            let stores = Arc::clone(&self.stores);
+            tokio::spawn(
+                async move {
+                    let mut stores = stores.lock().await;
+                    if stores.touched().await {
+                        stores.sync_all().await;
+                    } else {
+                        stores.sync_if_due().await;
+                    }
+                }
+                .instrument(tracing::Span::current()),
+            )
+        });
+        if tokio::time::timeout(AFTER_CALL_SYNC_BOUND, &mut sync)
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                bound_ms = AFTER_CALL_SYNC_BOUND.as_millis() as u64,
+                "memory sync after the tool call is still running; the result goes out without waiting for it"
+            );
+            if let Ok(mut p) = self.pending.lock() {
+                *p = Some(sync);
+            }
         }
         self.busy.store(false, Ordering::SeqCst);
-        stores.take_notes()
+        self.notes
+            .lock()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or_default()
     }
 
     /// Stops the timer and tears the stores down (see [`SessionStores::teardown`]).
     pub async fn teardown(self, clean_end: bool) {
         self.stop.cancel();
         let _ = self.ticker.await;
+        // A sync still running from the last tool call finishes first (within the flush
+        // bound; past it, it is cancelled: the flush below re-reads the folder anyway).
+        let pending = self.pending.lock().ok().and_then(|mut p| p.take());
+        if let Some(mut sync) = pending
+            && tokio::time::timeout(self.flush_timeout, &mut sync)
+                .await
+                .is_err()
+        {
+            tracing::warn!("memory sync of the last tool call cut off at teardown");
+            sync.abort();
+            let _ = sync.await;
+        }
         let stores = match Arc::try_unwrap(self.stores) {
             Ok(m) => m.into_inner(),
             Err(_) => {

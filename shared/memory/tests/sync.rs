@@ -10,7 +10,9 @@ use std::time::Duration;
 use hands_client::{ClientConfig, ControlPlane, Credential};
 use hands_devplane::faults::{FailMemoryReads, FailMemoryWrites};
 use hands_devplane::{Config, DevPlane, Faults, SessionSpec};
-use hands_memory::{DeleteMode, MemoryConfig, MountError, SessionStores};
+use hands_memory::{
+    AFTER_CALL_SYNC_BOUND, DeleteMode, LiveMemory, MemoryConfig, MountError, SessionStores,
+};
 use hands_protocol::secret::SessionsToken;
 use hands_protocol::session::MemoryStoreResource;
 use serde_json::json;
@@ -506,6 +508,35 @@ async fn transient_read_failures_are_retried_and_a_lasting_one_fails_the_downloa
     let tries = e.dp.counters().injected_memory_failures;
     assert!((2..=10).contains(&tries), "{tries} tries");
     assert!(!e.root("memstore_b").exists());
+}
+
+#[tokio::test]
+async fn a_slow_after_call_sync_does_not_hold_the_result_and_finishes_in_the_background() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    let live = LiveMemory::start(e.mount(config()).await);
+    // Every request now takes twice the bound, so the sync cannot be done when it runs out.
+    e.dp.set_faults(Faults {
+        slow_ms: Some(2 * AFTER_CALL_SYNC_BOUND.as_millis() as u64),
+        ..Faults::default()
+    });
+    live.call_started();
+    std::fs::write(e.root("memstore_a").join("new.md"), "fact").unwrap();
+    let notes = live.after_call().await;
+    assert!(notes.is_empty(), "{notes:?}");
+    assert!(
+        e.writes().is_empty(),
+        "the result waited for the upload: {:?}",
+        e.writes()
+    );
+    e.dp.set_faults(Faults::default());
+    // The sync left running is neither cancelled nor repeated: teardown waits for it, and the
+    // file goes up exactly once.
+    live.teardown(true).await;
+    assert_eq!(
+        e.writes().into_iter().collect::<Vec<_>>(),
+        vec![("memstore_a:/new.md".to_owned(), 1)]
+    );
+    assert_eq!(e.dp.memories("memstore_a")["/new.md"], "fact");
 }
 
 #[tokio::test]
