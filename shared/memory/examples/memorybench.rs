@@ -127,6 +127,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut hands: Vec<Sample> = Vec::new();
         let mut sdk: Vec<Sample> = Vec::new();
         let mut sdk_rss = Vec::new();
+        let mut sdk_growth = Vec::new();
         for run in 0..runs {
             let (hs, ss) = (
                 format!("memstore_h_{scenario}_{run}"),
@@ -193,6 +194,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 sync: secs("sync_s"),
             });
             sdk_rss.push(line["max_rss_kib"].as_u64().unwrap_or(0));
+            sdk_growth.push(line["sync_rss_growth_kib"].as_u64().unwrap_or(0));
             // Both sides must have synced the same edit.
             let (h, s) = (dp.memories(&hs), dp.memories(&ss));
             if h != s {
@@ -213,6 +215,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             fmt(&sdk.iter().map(|s| s.download).collect::<Vec<_>>()),
             fmt(&sdk.iter().map(|s| s.sync).collect::<Vec<_>>()),
             sdk_rss.iter().max().copied().unwrap_or(0) / 1024
+        );
+        // Like for like with hands' line below: peak-RSS growth during the sync.
+        println!(
+            "sdk peak-RSS growth during a {scenario} sync: {} KiB (max of {} runs)",
+            sdk_growth.iter().max().copied().unwrap_or(0),
+            sdk_growth.len()
         );
     }
     for (scenario, kib) in hwm_sync_growth {

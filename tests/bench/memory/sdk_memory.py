@@ -66,6 +66,8 @@ async def main() -> int:
     await stores.download(session)
     download_s = time.perf_counter() - t0
     apply_edit(Path(a.mount), a.scenario)
+    # Peak RSS before the sync, so the growth during it compares with hands' figure.
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t1 = time.perf_counter()
     await stores._sync_all(final=False)  # what sync_if_due runs once the interval has passed
     sync_s = time.perf_counter() - t1
@@ -77,6 +79,7 @@ async def main() -> int:
                 "download_s": download_s,
                 "sync_s": sync_s,
                 "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "sync_rss_growth_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before,
             }
         )
     )
