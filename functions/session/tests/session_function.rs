@@ -157,6 +157,8 @@ async fn two_invocations(
         serde_json::from_value::<SessionInvoke>(payload.clone()).unwrap(),
         SessionInvoke::first(item.clone())
     );
+    // The fake runtime answers a response that comes after the deadline as Sandbox.Timedout
+    // (Lambda kills the invocation), and `invoke` panics on it: r1 arrived in time.
     let r1 = s.invoke(payload, first_timeout).await;
     let calls = s.invoke.calls();
     assert_eq!(

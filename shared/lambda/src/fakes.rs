@@ -41,7 +41,8 @@ struct Pending {
 #[derive(Default)]
 struct RuntimeState {
     queue: Option<mpsc::UnboundedReceiver<Pending>>,
-    waiting: HashMap<String, oneshot::Sender<InvocationResult>>,
+    /// Invocations handed out, with their deadlines.
+    waiting: HashMap<String, (SystemTime, oneshot::Sender<InvocationResult>)>,
     init_errors: Vec<Value>,
     next_calls: u64,
 }
@@ -133,7 +134,7 @@ async fn next(State(state): State<Arc<tokio::sync::Mutex<RuntimeState>>>) -> Res
     let Some(p) = pending else {
         return (StatusCode::GONE, "runtime closed").into_response();
     };
-    s.waiting.insert(p.request_id.clone(), p.done);
+    s.waiting.insert(p.request_id.clone(), (p.deadline, p.done));
     let deadline_ms = p
         .deadline
         .duration_since(UNIX_EPOCH)
@@ -166,7 +167,20 @@ async fn finish(
     result: InvocationResult,
 ) -> Response {
     match state.lock().await.waiting.remove(id) {
-        Some(done) => {
+        // Lambda kills an invocation at its deadline: an answer after it never arrives, so the
+        // caller sees a timeout, not the late answer.
+        Some((deadline, done)) if SystemTime::now() > deadline => {
+            let late_ms = SystemTime::now()
+                .duration_since(deadline)
+                .map(|d| d.as_millis())
+                .unwrap_or(0);
+            let _ = done.send(InvocationResult::Error(serde_json::json!({
+                "errorType": "Sandbox.Timedout",
+                "errorMessage": format!("Task timed out: answered {late_ms} ms after the deadline"),
+            })));
+            (StatusCode::GONE, "the invocation timed out").into_response()
+        }
+        Some((_, done)) => {
             let _ = done.send(result);
             (StatusCode::ACCEPTED, "{\"status\":\"OK\"}").into_response()
         }
