@@ -1,13 +1,16 @@
 //! One invocation of the `session` function:
 //! 1. sweep what an earlier invocation in this execution environment left behind (processes
 //!    resumed from the freeze, stale workspaces);
-//! 2. serve the item (restoring its workspace from S3 when a bucket is configured) until it
+//! 2. on a first invocation, ack the item (the webhook only polled it): 409/404 means another
+//!    invocation has it, so nothing is served or stopped; a transient failure fails the
+//!    invocation and Lambda retries it;
+//! 3. serve the item (restoring its workspace from S3 when a bucket is configured) until it
 //!    ends or until `deadline - HANDS_DEADLINE_MARGIN`;
-//! 3. at the hand-off point, with the session still active: the in-flight call is cancelled
+//! 4. at the hand-off point, with the session still active: the in-flight call is cancelled
 //!    and answered, the workspace saved, and a continuation invoked (this function, with the
 //!    item, the lease's last heartbeat value and the answered ids), so the lease never lapses
 //!    and nothing runs twice;
-//! 4. at session end: workspace saved for the next turn, item force-stopped, workspace wiped.
+//! 5. at session end: workspace saved for the next turn, item force-stopped, workspace wiped.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use hands_lambda::env_config::{ConfigError, duration_var, var};
 use hands_lambda::function_config::{tenant_isolation, worker_setup};
 use hands_lambda::{S3WorkspaceStore, SessionInvoke, SessionInvoker};
-use hands_worker::{ItemEnd, NoObserver, WorkdirTemplate, Worker, startup};
+use hands_worker::{Ack, ItemEnd, NoObserver, WorkdirTemplate, Worker, startup};
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +50,8 @@ impl SessionFunction {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let sdk = hands_lambda::aws::sdk_config().await;
         let secrets = hands_lambda::Resolver::with_aws_config(sdk.clone());
-        let setup = worker_setup(&secrets, false).await?;
+        // The key acks the item on a first invocation (the webhook only polled it).
+        let setup = worker_setup(&secrets, true).await?;
         let mut config = setup.worker;
         if let Some(bucket) = var("HANDS_WORKSPACE_BUCKET") {
             tracing::info!(%bucket, "workspaces are saved to S3 between invocations");
@@ -103,6 +107,13 @@ impl SessionFunction {
             );
         }
         let work = input.work;
+        if input.continuation.is_none() {
+            // A first invocation: the webhook polled the item without acking it, so the ack is
+            // ours. A continuation's item is already ours (the predecessor acked it).
+            if let Some(skipped) = self.ack_first(&work).await? {
+                return Ok(skipped);
+            }
+        }
         let resume = input.continuation.unwrap_or_default();
         tracing::info!(work_id = %work.id, session_id = %work.data.id,
             continuation = resume.last_heartbeat.is_some(), remaining_ms = remaining.as_millis() as u64,
@@ -139,6 +150,42 @@ impl SessionFunction {
             stopped: outcome.stopped,
             continued,
         })
+    }
+}
+
+impl SessionFunction {
+    /// Acks a first invocation's item. `Ok(None)`: acked, serve it. `Ok(Some(report))`: not
+    /// ours (a duplicate invocation, or another worker's), answered without serving and without
+    /// stopping anything, since a stop could end an item another invocation serves. `Err`: a
+    /// transient failure, so Lambda retries the event (the item is still unacknowledged).
+    async fn ack_first(
+        &self,
+        work: &hands_protocol::work::WorkItem,
+    ) -> Result<Option<Report>, lambda_runtime::Error> {
+        let skipped = |why: String| Report {
+            work_id: work.id.clone(),
+            session_id: work.data.id.clone(),
+            end: format!("not_acked:{why}"),
+            stopped: false,
+            continued: false,
+        };
+        match self.worker.ack(work).await {
+            Ok(Ack::Acked) => Ok(None),
+            Ok(Ack::NotOurs(e)) => {
+                tracing::info!(work_id = %work.id, status = ?e.status(),
+                    "the item is already acknowledged or gone (a duplicate invocation?); not serving it");
+                Ok(Some(skipped(e.to_string())))
+            }
+            Ok(Ack::Refused(e)) => {
+                tracing::error!(work_id = %work.id, error = %e,
+                    "ack refused; not serving the item (and not force-stopping it)");
+                Ok(Some(skipped(e.to_string())))
+            }
+            Err(e) => {
+                tracing::warn!(work_id = %work.id, error = %e, "ack failed; failing the invocation so Lambda retries it");
+                Err(format!("ack of {} failed: {e}", work.id).into())
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hands_client::{ClientConfig, ControlPlane, Credential, PollOptions};
-use hands_devplane::{Config, DevPlane, Script, ScriptReport};
+use hands_devplane::{Config, DevPlane, Script, ScriptReport, SessionSpec};
 use hands_lambda::SessionInvoke;
 use hands_lambda::fakes::{FakeInvoke, FakeRuntime, FunctionProcess, InvocationResult, lambda_env};
 use hands_protocol::work::{WorkItem, WorkState};
@@ -68,6 +68,7 @@ impl Stack {
         for (k, v) in [
             ("ANTHROPIC_ENVIRONMENT_ID", dp.environment_id().to_owned()),
             ("ANTHROPIC_BASE_URL", dp.base_url()),
+            ("ANTHROPIC_ENVIRONMENT_KEY", dp.environment_key().to_owned()),
             (
                 "HANDS_WORKDIR",
                 format!("{}/work/{{session_id}}", dir.path().display()),
@@ -89,8 +90,9 @@ impl Stack {
         }
     }
 
-    /// Claims the script's item the way the webhook function does (poll + ack).
-    async fn claim(&self) -> WorkItem {
+    /// Polls the script's item the way the webhook function does (no ack: the session function
+    /// acks); with `ack`, acks it too, as another invocation that got it first would.
+    async fn claim(&self, ack: bool) -> WorkItem {
         let cp = ControlPlane::new(ClientConfig::with_base_url(self.dp.base_url())).unwrap();
         let mut config = WorkerConfig::new(
             self.dp.environment_id(),
@@ -110,8 +112,12 @@ impl Stack {
                 block_ms: Some(500),
                 ..PollOptions::default()
             };
-            if let Claim::Item(item) = w.claim(&opts).await.unwrap() {
-                return *item;
+            if ack {
+                if let Claim::Item(item) = w.claim(&opts).await.unwrap() {
+                    return *item;
+                }
+            } else if let Some(item) = w.poll_item(&opts).await.unwrap() {
+                return item;
             }
         }
     }
@@ -148,7 +154,7 @@ async fn two_invocations(
     s: &Stack,
     first_timeout: Duration,
 ) -> (Value, hands_lambda::fakes::InvokeCall, Value) {
-    let item = s.claim().await;
+    let item = s.claim(false).await;
     // events/lambda/session-invoke.json with devplane's item in it; the shape is the one the
     // webhook function sends.
     let mut payload = fixture("session-invoke.json");
@@ -338,4 +344,29 @@ async fn the_workspace_follows_the_continuation_through_s3() {
         "step one\n"
     );
     assert!(restored.path().join("run.sh").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_invocation_of_an_acknowledged_item_serves_nothing_and_stops_nothing() {
+    let s = Stack::start(Config::default(), &[]).await;
+    let session_id = s.dp.create_session(&SessionSpec::default()).unwrap();
+    // Another invocation got the item first: it is acknowledged (leased) already.
+    let item = s.claim(true).await;
+    assert_eq!(item.data.id, session_id);
+    let mut payload = fixture("session-invoke.json");
+    payload["work"] = serde_json::to_value(&item).unwrap();
+    let r = s.invoke(payload, Duration::from_secs(30)).await;
+    assert!(
+        r["end"].as_str().unwrap().starts_with("not_acked:"),
+        "{r}\n{}",
+        s.function.log()
+    );
+    assert_eq!(r["stopped"], false);
+    assert_eq!(r["continued"], false);
+    // Not stopped, not heartbeated, no continuation: left to whoever acked it.
+    assert_eq!(s.dp.work_item(&item.id).unwrap().state, WorkState::Starting);
+    let c = s.dp.counters();
+    assert_eq!(c.heartbeats, 0);
+    assert_eq!(c.acks, 1);
+    assert!(s.invoke.calls().is_empty());
 }

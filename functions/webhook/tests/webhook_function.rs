@@ -193,10 +193,12 @@ async fn a_delivery_hands_every_claimed_item_to_the_session_function_by_async_in
     let mut want = vec![(s1, w1.clone()), (s2, w2.clone())];
     want.sort();
     assert_eq!(seen, want);
-    // Claimed (acknowledged) and left for the session function: nothing ran here.
+    // Polled but not acknowledged (the session function acks as its first step), and nothing
+    // ran here.
     for w in [&w1, &w2] {
-        assert_eq!(s.dp.work_item(w).unwrap().state, WorkState::Starting);
+        assert_eq!(s.dp.work_item(w).unwrap().state, WorkState::Queued);
     }
+    assert_eq!(s.dp.counters().acks, 0);
     assert_eq!(s.dp.counters().heartbeats, 0);
 
     // The same delivery again (the sender retried): a duplicate, 204, nothing polled.
@@ -209,8 +211,10 @@ async fn a_delivery_hands_every_claimed_item_to_the_session_function_by_async_in
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_invoke_answers_503_and_the_item_comes_back_for_the_schedule() {
+    // A lease far longer than the test: the item can only come back because it was never
+    // acknowledged, not because a lease lapsed.
     let config = Config {
-        default_ttl: Duration::from_secs(2),
+        default_ttl: Duration::from_secs(600),
         ..Config::default()
     };
     let s = Stack::start(config, &[]).await;
@@ -220,9 +224,11 @@ async fn a_refused_invoke_answers_503_and_the_item_comes_back_for_the_schedule()
     assert_eq!(r["statusCode"], 503, "{r}");
     assert!(r["headers"]["retry-after"].is_string(), "{r}");
     assert!(!s.invoke.calls().is_empty());
+    // The refused item was polled, not acknowledged: still queued, leased to nobody.
+    assert_eq!(s.dp.work_item(&w1).unwrap().state, WorkState::Queued);
+    assert_eq!(s.dp.counters().acks, 0);
 
-    // The acknowledged item is served by nobody: its lease lapses and it is queued again; the
-    // schedule's drain hands it off once Invoke works.
+    // Once Invoke works, a schedule drain polls it again after DRAIN_RECLAIM_MS.
     s.invoke.fail_with(None);
     let before = s.invoke.calls().len();
     let deadline = tokio::time::Instant::now() + GUARD;
@@ -240,7 +246,8 @@ async fn a_refused_invoke_answers_503_and_the_item_comes_back_for_the_schedule()
     let calls = s.invoke.calls();
     assert_eq!(calls.len(), before + 1);
     assert_eq!(calls[before].payload["work"]["id"], json!(w1));
-    assert!(s.dp.counters().lease_expiries >= 1);
+    assert_eq!(s.dp.counters().lease_expiries, 0);
+    assert_eq!(s.dp.counters().acks, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

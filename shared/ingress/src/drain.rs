@@ -1,6 +1,7 @@
 //! Draining the queue when woken (PROTOCOL.md §10.1, DESIGN.md "Hand-off", container route):
 //! non-blocking claims with `reclaim_older_than_ms=2000`, each claimed item handed to an
-//! in-process session task.
+//! in-process session task. With a remote hand-off (Lambda) the drain only polls: the receiver
+//! acks, so an item whose hand-off failed stays queued and is polled again.
 //!
 //! Bounds, so one delivery can neither hold its sender nor overrun the process:
 //! - a free session slot is taken *before* each claim; with none free the drain stops and the
@@ -269,22 +270,35 @@ impl Drainer {
                 Some(permit)
             };
             report.polls += 1;
+            if let Some(remote) = &self.remote {
+                // Polled, not acked: the receiver acks as its first step. If the hand-off
+                // fails, the item is still queued and a poll after DRAIN_RECLAIM_MS gets it
+                // again; acking here would leave it leased to nobody.
+                match self.worker.poll_item(&opts).await {
+                    Ok(Some(item)) => {
+                        report.claimed += 1;
+                        self.metrics.claimed();
+                        if let Err(e) = remote.hand_off(&item).await {
+                            tracing::error!(work_id = %item.id, session_id = %item.data.id, error = %e,
+                                reclaim_after_ms = DRAIN_RECLAIM_MS,
+                                "hand-off failed; the item stays unacknowledged and a later drain polls it again");
+                            return Err(DrainError::HandOff(e.to_string()));
+                        }
+                        tracing::info!(work_id = %item.id, session_id = %item.data.id, "handed off");
+                    }
+                    Ok(None) => break DrainStop::Empty,
+                    Err(e) => return Err(DrainError::from_api(e)),
+                }
+                continue;
+            }
             match self.worker.claim(&opts).await {
                 Ok(Claim::Item(item)) => {
                     report.claimed += 1;
                     self.metrics.claimed();
-                    match (&self.remote, permit) {
-                        (Some(remote), _) => {
-                            if let Err(e) = remote.hand_off(&item).await {
-                                tracing::error!(work_id = %item.id, session_id = %item.data.id, error = %e,
-                                    "hand-off failed; the item is served by nobody until its lease lapses and it is queued again");
-                                return Err(DrainError::HandOff(e.to_string()));
-                            }
-                            tracing::info!(work_id = %item.id, session_id = %item.data.id, "handed off");
-                        }
-                        (None, Some(permit)) => self.spawn_session(*item, permit),
+                    match permit {
+                        Some(permit) => self.spawn_session(*item, permit),
                         // A permit is taken above whenever there is no remote.
-                        (None, None) => return Err(DrainError::TaskFailed),
+                        None => return Err(DrainError::TaskFailed),
                     }
                 }
                 Ok(Claim::Skipped) => {}

@@ -4,8 +4,10 @@
 //!
 //! The drain waits for every hand-off before the delivery is answered, so a 2xx means each
 //! claimed item was accepted by whoever serves it. A failed hand-off fails the drain (503, the
-//! sender retries); the item it concerned was acknowledged but is served by nobody, so its
-//! lease lapses and the control plane queues it again (PROTOCOL.md §6.4), for the next drain.
+//! sender retries). Items passed to a `HandOff` are polled but NOT acknowledged: the receiver
+//! acks as its first step ([`hands_worker::Worker::ack`]). So the item of a failed hand-off is
+//! still queued, and a poll after `DRAIN_RECLAIM_MS` (the next delivery or schedule drain)
+//! claims it again; no acknowledged item is ever left without a server.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +22,8 @@ pub struct HandOffError(pub String);
 /// Passes claimed items to whatever serves them outside this process.
 pub trait HandOff: Send + Sync + 'static {
     /// Resolves `Ok` once the receiver has accepted the item (for Lambda: the Invoke answered
-    /// 202). Called once per claimed item, in claim order.
+    /// 202). Called once per polled (unacknowledged) item, in poll order; the receiver must ack
+    /// it before serving.
     fn hand_off<'a>(
         &'a self,
         item: &'a WorkItem,

@@ -21,8 +21,9 @@ pub struct WorkerSetup {
 /// Reads `ANTHROPIC_ENVIRONMENT_ID`, `ANTHROPIC_ENVIRONMENT_KEY` (any form of
 /// [`secret_from_env`]),
 /// `ANTHROPIC_BASE_URL`, `ANTHROPIC_WORKER_ID`, `HANDS_WORKDIR` and `HANDS_MAX_IDLE`.
-/// `key_required`: the `webhook` function polls and cannot work without the key; the `session`
-/// function serves with the item's sessions token and uses the key only as a fallback.
+/// `key_required`: both functions require it (the `webhook` function polls, the `session`
+/// function acks the items it is handed); without it only serving with the item's sessions
+/// token would work.
 pub async fn worker_setup(
     resolver: &Resolver,
     key_required: bool,

@@ -31,7 +31,7 @@ pub use item::{ItemEnd, ItemOutcome, Resume, Worker, WorkerConfig, default_worke
 pub use janitor::{Cleanup, FailedInvocation, StaleItem};
 pub use lease::{Lease, LeaseConfig, LeaseStatus};
 pub use observer::{NoObserver, Observer};
-pub use poll::{Claim, PollError};
+pub use poll::{Ack, Claim, PollError};
 pub use runner::RunEnd;
 pub use workdir::WorkdirTemplate;
 pub use workspace_store::{StoreError, WorkspaceStore};

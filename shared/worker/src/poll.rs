@@ -1,4 +1,4 @@
-//! Claiming work: one claim (poll plus ack), and the always-on poll loop (`hands poll`,
+//! Claiming work: one claim (poll plus ack, or the two steps apart for a hand-off), and the always-on poll loop (`hands poll`,
 //! PROTOCOL.md §6.2). The webhook drain (§10.1) lives in `hands-ingress`, built on
 //! [`Worker::claim`].
 //!
@@ -32,6 +32,17 @@ pub enum PollError {
     Refused(ApiError),
 }
 
+/// What an ack answered (transient failures are errors instead).
+#[derive(Debug)]
+pub enum Ack {
+    /// The item is ours: its lease started.
+    Acked,
+    /// 409 or 404: another worker (or invocation) has it, or it is gone.
+    NotOurs(ApiError),
+    /// Another non-transient refusal.
+    Refused(ApiError),
+}
+
 /// What one claim attempt produced.
 pub enum Claim {
     /// Claimed and acknowledged: serve it.
@@ -50,32 +61,59 @@ impl Worker {
             .ok_or(PollError::NoEnvironmentKey)
     }
 
-    /// One poll plus ack.
-    pub async fn claim(&self, opts: &PollOptions) -> Result<Claim, ApiError> {
-        let key = self
-            .config()
+    /// One poll without an ack: the item stays queued (claimed, not acknowledged), and a later
+    /// poll with `reclaim_older_than_ms` gets it again if nobody acks it. A hand-off to another
+    /// process polls this way and lets the receiver [`ack`](Worker::ack), so an item whose
+    /// hand-off failed is never left acknowledged with nobody serving it.
+    pub async fn poll_item(&self, opts: &PollOptions) -> Result<Option<WorkItem>, ApiError> {
+        let key = self.poll_key()?;
+        let env = &self.config().environment_id;
+        self.control_plane().poll(&key, env, opts).await
+    }
+
+    /// Acknowledges a polled item. Transient failures are errors (the unacknowledged item is
+    /// reclaimed by a later poll, or the caller retries); 409/404 and other refusals are
+    /// answers, and this never force-stops anything: the caller decides.
+    pub async fn ack(&self, item: &WorkItem) -> Result<Ack, ApiError> {
+        let key = self.poll_key()?;
+        let env = &self.config().environment_id;
+        match self.control_plane().ack(&key, env, &item.id).await {
+            Ok(()) => Ok(Ack::Acked),
+            Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(409 | 404)) => {
+                Ok(Ack::NotOurs(e))
+            }
+            Err(e) if !e.is_transient() => Ok(Ack::Refused(e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn poll_key(&self) -> Result<Credential, ApiError> {
+        self.config()
             .environment_key
             .clone()
-            .ok_or_else(|| ApiError::Transport("no environment key".into()))?;
-        let env = &self.config().environment_id;
-        let Some(item) = self.control_plane().poll(&key, env, opts).await? else {
+            .ok_or_else(|| ApiError::Transport("no environment key".into()))
+    }
+
+    /// One poll plus ack, for serving in this process.
+    pub async fn claim(&self, opts: &PollOptions) -> Result<Claim, ApiError> {
+        let Some(item) = self.poll_item(opts).await? else {
             return Ok(Claim::Empty);
         };
-        match self.control_plane().ack(&key, env, &item.id).await {
-            Ok(()) => Ok(Claim::Item(Box::new(item))),
-            Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(409 | 404)) => {
+        match self.ack(&item).await? {
+            Ack::Acked => Ok(Claim::Item(Box::new(item))),
+            Ack::NotOurs(e) => {
                 // C1/C2: taken by another worker, or gone. Not ours; never executed.
                 tracing::info!(work_id = %item.id, status = ?e.status(), "claim lost at ack; skipping the item");
                 Ok(Claim::Skipped)
             }
-            Err(e) if !e.is_transient() => {
+            Ack::Refused(e) => {
                 // §6.2 step 5: a fatal ack gets a best-effort force-stop so it does not linger.
                 tracing::warn!(work_id = %item.id, error = %e, "ack refused; force-stopping the item");
+                let key = self.poll_key()?;
+                let env = &self.config().environment_id;
                 let _ = self.control_plane().stop(&key, env, &item.id, true).await;
                 Ok(Claim::Skipped)
             }
-            // Transient: the unacknowledged item is reclaimed by a later poll.
-            Err(e) => Err(e),
         }
     }
 
