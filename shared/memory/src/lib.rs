@@ -10,7 +10,7 @@
 //!   `POST .../memories/{mem} {content, precondition:{type:"content_sha256", content_sha256}}`,
 //!   `DELETE .../memories/{mem}?expected_content_sha256=`. A failed precondition is 409.
 //! - Mount: each store at its `mount_path` verbatim (absolute, no `..`); a path that already
-//!   exists is refused; the folder gets a marker `.anthropic-memory-store` holding
+//!   exists fails the item; the folder gets a marker `.anthropic-memory-store` holding
 //!   `version 1\n<store id>`, never synced. A folder whose marker is gone or altered while files
 //!   remain is never synced (nor removed); gone with no files, or every file of two or more gone
 //!   at once, means re-download (a wipe never propagates).
@@ -35,10 +35,16 @@
 //! - symlinks, FIFOs, devices, non-UTF-8 files and server paths that could escape are skipped
 //!   with one log line each; every path is walked with `O_NOFOLLOW`, so nothing outside the
 //!   store is read or written even if tool code swaps a directory for a symlink;
-//! - an unusable mount path refuses that store only (logged), not the whole session;
-//! - a read-only store is read-only for bash too (tier 0: file modes; tier 2: read-only bind);
+//! - a mount path that is not absolute, has `..` or overlaps another store's refuses that
+//!   store only (logged), not the whole session (one that already exists fails the item, as
+//!   in the reference);
+//! - transient failures of listing pages and fetches are retried like uploads, honouring
+//!   `retry-after`;
+//! - a read-only store is read-only for bash too (tier 0: file modes, which stop accidents but
+//!   not a deliberate `chmod`; tier 2: read-only bind);
 //!   writes to it are reported (log and agent note), never uploaded;
-//! - besides the timer, a sync runs right after a tool call that changed a store folder;
+//! - besides the timer, a sync runs right after a tool call that changed a store folder,
+//!   holding the call's result for at most [`AFTER_CALL_SYNC_BOUND`];
 //! - a delete never goes out on the first pass that sees the file missing, whatever the window.
 
 mod config;
