@@ -63,6 +63,9 @@ impl SessionFunction {
             );
         }
         let margin = duration_var("HANDS_DEADLINE_MARGIN", DEFAULT_MARGIN)?;
+        // The cancelled call's result post gets at most half the margin; the rest is for the
+        // workspace save and the continuation invoke.
+        config.hand_off_post_budget = margin / 2;
         // Lambda sets AWS_LAMBDA_FUNCTION_NAME; HANDS_SESSION_FUNCTION may name an alias.
         let me = var("HANDS_SESSION_FUNCTION")
             .or_else(|| var("AWS_LAMBDA_FUNCTION_NAME"))

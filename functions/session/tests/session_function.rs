@@ -370,3 +370,52 @@ async fn a_duplicate_invocation_of_an_acknowledged_item_serves_nothing_and_stops
     assert_eq!(c.acks, 1);
     assert!(s.invoke.calls().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_result_post_that_keeps_failing_does_not_hold_the_hand_off_past_the_deadline() {
+    // Result posts answer 503 (retry after 2 s) three times, and the lease TTL is a minute: a
+    // post window of the TTL would retry past the 6 s deadline, and the fake runtime would
+    // report the first invocation as timed out. With the window capped at the hand-off point
+    // plus half the margin, the post gives up, the continuation is sent in time, and the
+    // successor runs the unanswered call again.
+    let mut config = Config {
+        default_ttl: Duration::from_secs(60),
+        ..Config::default()
+    };
+    config.faults.fail_posts = Some(hands_devplane::faults::FailPosts {
+        kind: hands_devplane::faults::PostKind::ToolResult,
+        count: 3,
+        status: 503,
+        retry_after_s: Some(2),
+    });
+    let s = Stack::start(config, &[]).await;
+    let sc = script(json!({
+        "name": "stuck-post",
+        "steps": [
+            {"step": "tool_use", "label": "one", "name": "bash", "input": {"command": "echo one"},
+             "expect": {"is_error": false, "text_equals": "one"}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 30000}
+        ]
+    }));
+    let (report, (r1, _call, r2)) = tokio::join!(
+        s.dp.run_script(&sc),
+        two_invocations(&s, Duration::from_secs(6))
+    );
+    assert!(
+        report.passed,
+        "{}\nlog:\n{}",
+        failures(&report),
+        s.function.log()
+    );
+    assert_eq!(r1["end"], "ran:Deadline", "{r1}");
+    assert_eq!(r1["continued"], true, "{r1}");
+    assert_eq!(r2["stopped"], true, "{r2}");
+    assert!(
+        s.function
+            .log()
+            .contains("the successor will run those calls again"),
+        "{}",
+        s.function.log()
+    );
+}

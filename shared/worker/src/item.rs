@@ -52,6 +52,11 @@ pub struct WorkerConfig {
     /// Where per-session workspaces are kept between invocations (S3 on Lambda); `None` keeps
     /// nothing.
     pub workspace_store: Option<Arc<dyn WorkspaceStore>>,
+    /// With a hand-off point (`serve_until`), result posts (retries included) end at most this
+    /// long after it, whatever the lease TTL: the workspace save and the continuation invoke
+    /// must still fit before the invocation's deadline. The session function sets half its
+    /// deadline margin.
+    pub hand_off_post_budget: Duration,
 }
 
 impl WorkerConfig {
@@ -69,6 +74,7 @@ impl WorkerConfig {
             worker_id: default_worker_id(),
             memory: hands_memory::MemoryConfig::default(),
             workspace_store: None,
+            hand_off_post_budget: Duration::from_secs(10),
         }
     }
 }
@@ -402,6 +408,7 @@ impl Worker {
             shutdown: self.shutdown.clone(),
             memory: memory.clone(),
             hand_off_at,
+            hand_off_post_budget: self.config.hand_off_post_budget,
         };
         let mut ledger = Ledger::new();
         ledger.seed_answered(resume.answered);

@@ -80,6 +80,13 @@ pub async fn post_result(
             biased;
             () = abandon.cancelled() => return Posted::Failed { attempts, reason: "lease lost".to_owned() },
             r = cp.send_events(credential, session_id, vec![event]) => r,
+            // An attempt in flight does not outlive the window either (a hand-off must not wait
+            // for a slow control plane past its budget); if it had committed, the next pass
+            // meets "already answered" (C8).
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::error!(tool_use_id = %call.id, attempts, "result post still unanswered when its window closed; it stays unanswered for a later pass");
+                return Posted::Failed { attempts, reason: "post window closed".to_owned() };
+            }
         };
         let err = match result {
             Ok(_) => return Posted::Accepted { attempts },

@@ -75,6 +75,9 @@ pub struct SessionContext {
     /// When to stop and hand the session to a successor (a Lambda invocation's deadline minus
     /// a margin); `None` serves until the session ends.
     pub hand_off_at: Option<Instant>,
+    /// Result posts end at most this long after `hand_off_at` (see
+    /// [`crate::WorkerConfig::hand_off_post_budget`]).
+    pub hand_off_post_budget: Duration,
 }
 
 /// Result posting window when the lease has not told us its TTL (§6.4).
@@ -141,7 +144,7 @@ async fn drive(
             if let Some(call) = ledger.next_call(|k, n| owns(ctx, k, n)) {
                 let token = ctx.shutdown.child_token();
                 let ready = unposted.remove(&call.id);
-                let window = post_window(lease);
+                let window = post_window(ctx, lease);
                 in_flight = Some((
                     Box::pin(execute(
                         ctx.clone(),
@@ -229,12 +232,22 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn post_window(lease: &Lease) -> Duration {
+/// How long a result post may keep retrying: the lease TTL, but never past the hand-off point
+/// plus its post budget, so a post stuck on a failing control plane cannot hold the hand-off
+/// beyond the invocation's deadline (the result is then left unposted and the successor runs
+/// the call again).
+fn post_window(ctx: &SessionContext, lease: &Lease) -> Duration {
     let ttl = lease.ttl();
-    if ttl.is_zero() {
+    let window = if ttl.is_zero() {
         DEFAULT_POST_WINDOW
     } else {
         ttl
+    };
+    match ctx.hand_off_at {
+        Some(at) => {
+            window.min((at + ctx.hand_off_post_budget).saturating_duration_since(Instant::now()))
+        }
+        None => window,
     }
 }
 
