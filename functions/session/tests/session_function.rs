@@ -419,3 +419,38 @@ async fn a_result_post_that_keeps_failing_does_not_hold_the_hand_off_past_the_de
         s.function.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_save_deletes_the_previous_snapshot_so_it_is_never_restored_as_current() {
+    let Some(moto) = moto::Moto::start() else {
+        return;
+    };
+    let bucket = "hands-workspaces-failed-save";
+    moto.create_bucket(bucket);
+    let store = moto.store(bucket);
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("old.txt"), "turn one").unwrap();
+    // A socket left by tool code does not fail the save.
+    let _listener = std::os::unix::net::UnixListener::bind(work.path().join("agent.sock")).unwrap();
+    store.save("sesn_failed_save", work.path()).await.unwrap();
+    let check = tempfile::tempdir().unwrap();
+    assert!(
+        store
+            .restore("sesn_failed_save", check.path())
+            .await
+            .unwrap()
+    );
+    assert!(check.path().join("old.txt").exists());
+
+    // The next save fails (the workspace cannot be read): the older snapshot is gone with it.
+    let missing = work.path().join("no-such-dir");
+    assert!(store.save("sesn_failed_save", &missing).await.is_err());
+    let again = tempfile::tempdir().unwrap();
+    assert!(
+        !store
+            .restore("sesn_failed_save", again.path())
+            .await
+            .unwrap()
+    );
+    assert!(!again.path().join("old.txt").exists());
+}

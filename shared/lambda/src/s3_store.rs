@@ -4,10 +4,12 @@
 //!
 //! The archive is built from the workspace only after every tool process is gone, without
 //! following symlinks (a link planted by tool code is stored as a link, never as what it
-//! points to), and unpacked with the `tar` crate's confinement (no entry lands outside the
+//! points to); sockets, FIFOs, devices and unreadable entries are skipped with a warning. A
+//! save that fails anyway deletes the session's previous snapshot, so an older workspace is
+//! never restored as if it were current. Archives are unpacked with the `tar` crate's confinement (no entry lands outside the
 //! workspace). Bucket lifecycle rules expire old snapshots (infra/).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::primitives::ByteStream;
 use hands_worker::{StoreError, WorkspaceStore};
@@ -75,6 +77,31 @@ impl S3WorkspaceStore {
 
     async fn save_inner(&self, session_id: &str, dir: &Path) -> Result<(), StoreError> {
         let key = Self::key(session_id);
+        match self.put_snapshot(&key, dir).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // The previous snapshot is older than this workspace: restoring it later as if
+                // it were current would silently lose work. Better no snapshot at all.
+                match self
+                    .client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                {
+                    Ok(_) => tracing::error!(bucket = %self.bucket, %key, error = %e,
+                        "workspace save failed; the previous snapshot was deleted so it is never restored as current"),
+                    Err(d) => tracing::error!(bucket = %self.bucket, %key, error = %e,
+                        delete_error = %aws_sdk_s3::error::DisplayErrorContext(&d),
+                        "workspace save failed AND the previous snapshot could not be deleted: the next invocation may restore an OLDER workspace"),
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn put_snapshot(&self, key: &str, dir: &Path) -> Result<(), StoreError> {
         let dir = dir.to_path_buf();
         let archive = tokio::task::spawn_blocking(move || pack(&dir))
             .await
@@ -83,7 +110,7 @@ impl S3WorkspaceStore {
         self.client
             .put_object()
             .bucket(&self.bucket)
-            .key(&key)
+            .key(key)
             .body(ByteStream::from(archive))
             .send()
             .await
@@ -99,14 +126,77 @@ impl S3WorkspaceStore {
     }
 }
 
+/// Archives `dir` by walking it (not `tar`'s `append_dir_all`, which fails on the first socket
+/// or unreadable file): regular files, directories, and symlinks stored as links, never
+/// followed. Sockets, FIFOs, devices and entries that cannot be read are skipped with a
+/// warning; tool code leaving a `*.sock` behind must not cost the whole snapshot.
 fn pack(dir: &Path) -> Result<Vec<u8>, StoreError> {
     let io = |e: std::io::Error| StoreError(format!("archive {}: {e}", dir.display()));
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     tar.follow_symlinks(false);
-    tar.append_dir_all(".", dir).map_err(io)?;
+    // The root must be listable: a workspace that cannot be read is an error, not empty.
+    std::fs::read_dir(dir).map_err(io)?;
+    tar.append_dir(".", dir).map_err(io)?;
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let abs = dir.join(&rel);
+        let entries = match std::fs::read_dir(&abs) {
+            Ok(rd) => rd,
+            Err(e) => {
+                tracing::warn!(path = %abs.display(), error = %e,
+                    "cannot list a workspace directory; its contents are left out of the snapshot");
+                continue;
+            }
+        };
+        let mut names: Vec<_> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            let rel = rel.join(&name);
+            let abs = dir.join(&rel);
+            if let Err(e) = append_entry(&mut tar, &abs, &rel, &mut pending) {
+                tracing::warn!(path = %abs.display(), error = %e,
+                    "cannot read a workspace entry; left out of the snapshot");
+            }
+        }
+    }
     let gz = tar.into_inner().map_err(io)?;
     gz.finish().map_err(io)
+}
+
+/// Appends one entry; a directory is queued on `pending` for its contents. An `Err` comes from
+/// reading the entry before any of it was written, so skipping it keeps the archive valid.
+fn append_entry<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    abs: &Path,
+    rel: &Path,
+    pending: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(abs)?;
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        let target = std::fs::read_link(abs)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata(&meta);
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        tar.append_link(&mut header, rel, target)
+    } else if kind.is_dir() {
+        // Listed when popped; one that cannot be listed is still created, empty.
+        tar.append_dir(rel, abs)?;
+        pending.push(rel.to_path_buf());
+        Ok(())
+    } else if kind.is_file() {
+        let mut file = std::fs::File::open(abs)?;
+        tar.append_file(rel, &mut file)
+    } else {
+        tracing::warn!(path = %abs.display(), kind = ?kind,
+            "not a file, directory or symlink (socket, FIFO or device); left out of the snapshot");
+        Ok(())
+    }
 }
 
 fn unpack(bytes: &[u8], dir: &Path) -> Result<(), StoreError> {
@@ -139,6 +229,8 @@ impl WorkspaceStore for S3WorkspaceStore {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileTypeExt as _;
+
     use super::*;
 
     #[test]
@@ -171,5 +263,45 @@ mod tests {
                 .unwrap()
                 .is_symlink()
         );
+        assert_eq!(
+            std::fs::read_link(dst.path().join("link")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+    }
+
+    #[test]
+    fn sockets_and_fifos_are_skipped_and_the_rest_is_kept() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("run")).unwrap();
+        std::fs::write(src.path().join("run/keep.txt"), "kept").unwrap();
+        let _listener =
+            std::os::unix::net::UnixListener::bind(src.path().join("run/agent.sock")).unwrap();
+        let fifo = src.path().join("pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        let bytes = pack(src.path()).unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        unpack(&bytes, dst.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dst.path().join("run/keep.txt")).unwrap(),
+            "kept"
+        );
+        assert!(std::fs::symlink_metadata(dst.path().join("run/agent.sock")).is_err());
+        assert!(std::fs::symlink_metadata(dst.path().join("pipe")).is_err());
+    }
+
+    #[test]
+    fn a_missing_workspace_is_an_error_not_an_empty_snapshot() {
+        let parent = tempfile::tempdir().unwrap();
+        assert!(pack(&parent.path().join("gone")).is_err());
     }
 }
