@@ -69,12 +69,13 @@ data "aws_iam_policy_document" "session" {
     resources = [local.webhook_function_arn]
   }
 
-  # Snapshots are workspaces/<session id>.tar.gz.
+  # Snapshots are workspaces/<session id>.tar.gz; a failed save deletes the previous one so
+  # an older workspace is never restored as current.
   dynamic "statement" {
     for_each = var.workspace_snapshots ? [aws_s3_bucket.workspace[0].arn] : []
     content {
       sid       = "WorkspaceSnapshots"
-      actions   = ["s3:GetObject", "s3:PutObject"]
+      actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
       resources = ["${statement.value}/workspaces/*"]
     }
   }
