@@ -8,8 +8,9 @@
 //!    ends or until `deadline - HANDS_DEADLINE_MARGIN`;
 //! 4. at the hand-off point, with the session still active: the in-flight call is cancelled
 //!    and answered, the workspace saved, and a continuation invoked (this function, with the
-//!    item, the lease's last heartbeat value and the answered ids), so the lease never lapses
-//!    and nothing runs twice;
+//!    item, the lease's last heartbeat value and the answered ids), so the lease carries on and
+//!    answered calls are not run again (a result that could not be posted within the post
+//!    budget is not carried over: the successor runs that call again, and the runner logs it);
 //! 5. at session end: workspace saved for the next turn, item force-stopped, workspace wiped.
 
 use std::sync::Arc;
@@ -139,7 +140,8 @@ impl SessionFunction {
                 }
                 Err(e) => {
                     // The lease lapses and the control plane queues the item again; the next
-                    // drain hands it out. The cancelled call was answered, so nothing reruns.
+                    // drain hands it out. Calls answered so far are in the session's history,
+                    // so the next server does not run them again.
                     tracing::error!(work_id = %work.id, error = %e, "cannot invoke the continuation");
                 }
             }
