@@ -15,28 +15,7 @@ use std::sync::Arc;
 use lambda_runtime::{LambdaEvent, service_fn};
 
 fn main() -> ExitCode {
-    if let Err(e) = hands_sandbox::harden_worker_process() {
-        eprintln!("webhook: cannot harden the worker process: {e}");
-        return ExitCode::FAILURE;
-    }
-    hands_lambda::logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("webhook: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "webhook function stopped");
-            ExitCode::FAILURE
-        }
-    }
+    hands_lambda::start::main_with("webhook", run)
 }
 
 async fn run() -> Result<(), lambda_runtime::Error> {
