@@ -145,6 +145,9 @@ impl DevplaneArgs {
             // Scripts set it in their `faults` block.
             fail_memory_writes: None,
             fail_memory_reads: None,
+            lose_memory_write_answers: None,
+            race_memory_updates: None,
+            slow_memory_ms: None,
         }
     }
 

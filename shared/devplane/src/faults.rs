@@ -118,6 +118,26 @@ pub struct FailMemoryReads {
     pub retry_after_s: Option<u64>,
 }
 
+/// Commit the first `count` memory writes (create, update), then lose the answer (`mode`): the
+/// worker cannot tell the write landed, and its retry meets its own content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoseMemoryWriteAnswers {
+    pub count: u32,
+    #[serde(default)]
+    pub mode: ResetMode,
+}
+
+/// The first `count` memory updates find the memory changed by another client just before
+/// they arrive (its content replaced by `content`), so a `content_sha256` precondition taken
+/// from an earlier listing fails with 409: the race between a worker's listing and its update.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaceMemoryUpdates {
+    pub count: u32,
+    pub content: String,
+}
+
 /// What the current heartbeat must suffer, if anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeartbeatFault {
@@ -162,6 +182,14 @@ pub struct Faults {
     pub fail_memory_writes: Option<FailMemoryWrites>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_memory_reads: Option<FailMemoryReads>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lose_memory_write_answers: Option<LoseMemoryWriteAnswers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub race_memory_updates: Option<RaceMemoryUpdates>,
+    /// Delay every memory-store answer by this many milliseconds (the rest of the API keeps
+    /// its pace): a slow memory service under a flush.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_memory_ms: Option<u64>,
 }
 
 impl Faults {
@@ -191,6 +219,15 @@ impl Faults {
                 .fail_memory_reads
                 .clone()
                 .or_else(|| self.fail_memory_reads.clone()),
+            lose_memory_write_answers: over
+                .lose_memory_write_answers
+                .clone()
+                .or_else(|| self.lose_memory_write_answers.clone()),
+            race_memory_updates: over
+                .race_memory_updates
+                .clone()
+                .or_else(|| self.race_memory_updates.clone()),
+            slow_memory_ms: over.slow_memory_ms.or(self.slow_memory_ms),
         }
     }
 }
@@ -206,6 +243,8 @@ pub struct FaultState {
     pub acks_raced: u32,
     pub memory_writes_failed: u32,
     pub memory_reads_failed: u32,
+    pub memory_answers_lost: u32,
+    pub memory_updates_raced: u32,
 }
 
 impl FaultState {
@@ -303,6 +342,26 @@ impl FaultState {
         }
         self.memory_reads_failed += 1;
         Some(f)
+    }
+
+    /// For a committed memory write: how to lose its answer, if at all.
+    pub fn lose_memory_write_answer(&mut self) -> Option<ResetMode> {
+        let f = self.faults.lose_memory_write_answers.clone()?;
+        if self.memory_answers_lost >= f.count {
+            return None;
+        }
+        self.memory_answers_lost += 1;
+        Some(f.mode)
+    }
+
+    /// For a memory update: the content another client writes just before it, if due.
+    pub fn race_memory_update(&mut self) -> Option<String> {
+        let f = self.faults.race_memory_updates.clone()?;
+        if self.memory_updates_raced >= f.count {
+            return None;
+        }
+        self.memory_updates_raced += 1;
+        Some(f.content)
     }
 
     /// For a committed result post: how to lose the answer, if at all.

@@ -11,11 +11,16 @@
 //! attached `read_write` (devplane's choice: the real service's answer to a write through a
 //! `read_only` attachment is unpublished, and the reference workers never send one). Stores
 //! spring into existence on first use; tests seed and inspect them through [`crate::DevPlane`].
+//!
+//! Faults for these endpoints: `fail_memory_writes`, `fail_memory_reads`,
+//! `lose_memory_write_answers` (the write is stored, its answer lost), `race_memory_updates`
+//! (another client's write lands just before an update, so its precondition fails) and
+//! `slow_memory_ms`.
 
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +35,7 @@ use serde_json::{Value, json};
 use crate::auth::{self, Accepts, Principal};
 use crate::body::parse_json;
 use crate::error::ApiError;
+use crate::faults::ResetMode;
 use crate::ids;
 use crate::query::QueryParams;
 use crate::state::{AppState, Store};
@@ -230,6 +236,44 @@ fn injected_read(store: &mut Store) -> Option<ApiError> {
     Some(err)
 }
 
+/// The `slow_memory_ms` fault: waits (without the state lock) before handling the request.
+async fn slow_memory(st: &AppState) {
+    let delay = st.lock().faults.faults.slow_memory_ms;
+    if let Some(ms) = delay {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
+/// The answer to a committed write, or, when the `lose_memory_write_answers` fault is due, its
+/// loss: a 500 or a connection broken after the headers, the write stored all the same.
+fn committed(store: &mut Store, out: Value) -> Result<Response, ApiError> {
+    let Some(mode) = store.faults.lose_memory_write_answer() else {
+        return Ok(Json(out).into_response());
+    };
+    store.counters.injected_memory_failures += 1;
+    match mode {
+        ResetMode::Error500 => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::Api,
+            "internal error (injected after the memory write was stored)",
+        )
+        .code(codes::INJECTED_FAULT)),
+        ResetMode::Drop => {
+            let broken = futures::stream::once(async {
+                Err::<Bytes, std::io::Error>(std::io::Error::other(
+                    "injected reset after the memory write",
+                ))
+            });
+            Ok((
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                Body::from_stream(broken),
+            )
+                .into_response())
+        }
+    }
+}
+
 fn check_content(content: &str) -> Result<(), ApiError> {
     if content.len() > MAX_MEMORY_BYTES {
         return Err(ApiError::bad_request(format!(
@@ -281,6 +325,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let q = QueryParams::parse(raw.as_deref())?;
+    slow_memory(&st).await;
     let mut store = st.lock();
     admit(&store, &st, &headers, &store_id, false)?;
     let full = view_full(&q, false)?;
@@ -348,6 +393,7 @@ pub async fn retrieve(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let q = QueryParams::parse(raw.as_deref())?;
+    slow_memory(&st).await;
     let mut store = st.lock();
     admit(&store, &st, &headers, &store_id, false)?;
     let full = view_full(&q, true)?;
@@ -369,6 +415,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let q = QueryParams::parse(raw.as_deref())?;
+    slow_memory(&st).await;
     let req: CreateMemoryRequest = parse_json(&body)?;
     let mut store = st.lock();
     admit(&store, &st, &headers, &store_id, true)?;
@@ -390,7 +437,7 @@ pub async fn create(
     let rec = mems.put(&req.path, &req.content);
     let out = memory_json(&store_id, &rec, full);
     count_write(&mut store, &store_id, &req.path);
-    Ok(Json(out).into_response())
+    committed(&mut store, out)
 }
 
 fn count_write(store: &mut Store, store_id: &str, path: &str) {
@@ -411,6 +458,7 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let q = QueryParams::parse(raw.as_deref())?;
+    slow_memory(&st).await;
     let req: UpdateMemoryRequest = parse_json(&body)?;
     let mut store = st.lock();
     admit(&store, &st, &headers, &store_id, true)?;
@@ -423,6 +471,14 @@ pub async fn update(
     }
     if let Some(p) = &req.path {
         check_path(p)?;
+    }
+    // Another client's write lands between the worker's listing and this update.
+    if let Some(content) = store.faults.race_memory_update() {
+        let mems = store.memory_stores.entry(store_id.clone()).or_default();
+        if let Some(path) = mems.memories.get(&id).map(|m| m.path.clone()) {
+            mems.put(&path, &content);
+        }
+        store.counters.injected_memory_failures += 1;
     }
     let mems = store.memory_stores.entry(store_id.clone()).or_default();
     let current = mems
@@ -463,7 +519,7 @@ pub async fn update(
     let out = memory_json(&store_id, m, full);
     let path = m.path.clone();
     count_write(&mut store, &store_id, &path);
-    Ok(Json(out).into_response())
+    committed(&mut store, out)
 }
 
 /// `DELETE /v1/memory_stores/{store}/memories/{id}?expected_content_sha256=`.
@@ -474,6 +530,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let q = QueryParams::parse(raw.as_deref())?;
+    slow_memory(&st).await;
     let mut store = st.lock();
     admit(&store, &st, &headers, &store_id, true)?;
     if let Some(e) = injected(&mut store) {
