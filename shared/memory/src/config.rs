@@ -60,6 +60,9 @@ pub struct MemoryConfig {
     /// Tests shorten it; operators have no flag for it (the reference has none either).
     pub delete_corroboration: Duration,
     pub flush_timeout: Duration,
+    /// Entries looked at per walk of a store folder ([`crate::MAX_WALK_ENTRIES`]); tests
+    /// shorten it, operators have no flag for it.
+    pub walk_cap: usize,
 }
 
 impl Default for MemoryConfig {
@@ -70,6 +73,7 @@ impl Default for MemoryConfig {
             deletions: DeleteMode::Enabled,
             delete_corroboration: DELETE_CORROBORATION,
             flush_timeout: FLUSH_TIMEOUT,
+            walk_cap: crate::scan::MAX_WALK_ENTRIES,
         }
     }
 }

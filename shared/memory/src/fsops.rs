@@ -178,12 +178,18 @@ pub struct Walk {
     pub skipped: BTreeMap<String, &'static str>,
     /// The root itself is missing.
     pub root_missing: bool,
+    /// The walk stopped at its entry cap: entries it did not reach are unknown, not absent.
+    pub truncated: bool,
 }
 
 /// Lists the store without following symlinks and without reading any file. Directories
-/// deeper than `max_depth` are not entered (memory paths have at most 20 segments).
-pub fn walk(root: &Path, max_depth: usize) -> io::Result<Walk> {
+/// deeper than `max_depth` are not entered (memory paths have at most 20 segments). At most
+/// `max_entries` entries (files, directories and skipped entries alike) are looked at; past
+/// that the walk stops with `truncated` set, so a tool that fills the folder with a million
+/// files costs one bounded pass, not an unbounded one.
+pub fn walk(root: &Path, max_depth: usize, max_entries: usize) -> io::Result<Walk> {
     let mut out = Walk::default();
+    let mut seen = 0usize;
     match std::fs::symlink_metadata(root) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -205,6 +211,11 @@ pub fn walk(root: &Path, max_depth: usize) -> io::Result<Walk> {
             Err(e) => return Err(e),
         };
         for entry in entries {
+            if seen >= max_entries {
+                out.truncated = true;
+                return Ok(out);
+            }
+            seen += 1;
             let Ok(entry) = entry else { continue };
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 out.skipped.insert(
@@ -248,6 +259,41 @@ pub fn walk(root: &Path, max_depth: usize) -> io::Result<Walk> {
     Ok(out)
 }
 
+/// What a single path of the store is, looked up without the walk (and without following a
+/// symlink anywhere on the way).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Absent,
+    File(Stamp),
+    /// A symlink, FIFO, socket, device or directory, or a symlinked directory on the way.
+    NotRegular,
+}
+
+/// Looks `rel` up directly: used for the paths a truncated walk did not reach, so a known
+/// memory's file is seen (or known to be gone) whatever else the folder holds.
+pub fn lookup(root: &Path, rel: &str) -> io::Result<Lookup> {
+    let (dir, name) = match open_parent(root, rel, false) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Lookup::Absent),
+        Err(e) if is_not_dir_or_loop(&e) => return Ok(Lookup::NotRegular),
+        Err(e) => return Err(e),
+    };
+    let st = match rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(Lookup::Absent),
+        Err(e) => return Err(e.into()),
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Ok(Lookup::NotRegular);
+    }
+    Ok(Lookup::File(Stamp {
+        ino: st.st_ino,
+        size: st.st_size.max(0) as u64,
+        mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
+        ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+    }))
+}
+
 /// Creates `path` and its missing ancestors (mode 0700); returns whether `path` was created.
 pub fn create_dir_all_private(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
@@ -277,7 +323,7 @@ pub fn set_tree_writable(root: &Path, writable: bool) -> io::Result<()> {
     if writable {
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(dir_mode))?;
     }
-    let w = walk(root, 64)?;
+    let w = walk(root, 64, crate::scan::MAX_WALK_ENTRIES)?;
     let mut dirs: Vec<PathBuf> = Vec::new();
     for rel in w.files.keys() {
         let p = root.join(rel);
@@ -349,7 +395,7 @@ mod tests {
         );
         // Writes do not go through a symlinked directory either.
         assert!(write_file(root, "etc/hands-memory-test", b"x", 0o600).is_err());
-        let w = walk(root, 20).unwrap();
+        let w = walk(root, 20, 100).unwrap();
         assert_eq!(
             w.files.keys().collect::<Vec<_>>(),
             vec!["big", "bin", "sub/ok.md"]

@@ -57,4 +57,5 @@ pub use config::{
     DEFAULT_SYNC_INTERVAL, DELETE_CORROBORATION, DeleteMode, FLUSH_TIMEOUT, MAX_STORES,
     MIN_SYNC_INTERVAL, MemoryConfig, parse_sync_interval,
 };
+pub use scan::MAX_WALK_ENTRIES;
 pub use session::{AFTER_CALL_SYNC_BOUND, LiveMemory, MountError, SessionStores, check_mount_path};

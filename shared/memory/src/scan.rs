@@ -15,6 +15,15 @@ use hands_protocol::memory::{
 
 use crate::fsops::{self, ReadOutcome, Stamp};
 
+/// At most this many entries (files, directories, anything skipped) are looked at per walk of
+/// a store folder. The service's stores are text notes; a legitimate store holds tens to a few
+/// thousand memories, while tool code can create a million files in seconds, and an uncapped
+/// walk would then cost every pass (and every after-call check) time and memory in proportion.
+/// Past the cap the walk stops: files it did not reach are neither uploaded in that pass nor
+/// taken as deleted. Paths the store already knows (the baseline and the server's listing) are
+/// looked up one by one instead, so their edits and deletions are still seen.
+pub const MAX_WALK_ENTRIES: usize = 10_000;
+
 /// Files younger than this are hashed again next time: a rewrite within one clock tick can
 /// keep the same stamps.
 const TRUST_MARGIN_NS: i128 = 2_000_000_000;
@@ -45,6 +54,9 @@ pub struct Scan {
     pub marker_present: bool,
     /// Everything left out, with the reason: `(key for log-once, path, reason)`.
     pub skipped: Vec<(String, String, String)>,
+    /// The walk stopped at its cap ([`MAX_WALK_ENTRIES`]): a path missing from `files` may still exist
+    /// (see [`lookup`]).
+    pub truncated: bool,
 }
 
 fn now_ns() -> i128 {
@@ -55,8 +67,8 @@ fn now_ns() -> i128 {
 }
 
 /// A fingerprint of the folder from metadata alone (no file is read).
-pub fn fingerprint(root: &Path) -> u64 {
-    match fsops::walk(root, MAX_MEMORY_PATH_SEGMENTS + 1) {
+pub fn fingerprint(root: &Path, cap: usize) -> u64 {
+    match fsops::walk(root, MAX_MEMORY_PATH_SEGMENTS + 1, cap) {
         Ok(w) => fingerprint_of(&w),
         Err(_) => 0,
     }
@@ -67,78 +79,139 @@ fn fingerprint_of(w: &fsops::Walk) -> u64 {
     w.root_missing.hash(&mut h);
     w.files.hash(&mut h);
     w.skipped.hash(&mut h);
+    w.truncated.hash(&mut h);
     h.finish()
 }
 
-/// Scans `root`; `cache` is updated in place.
-pub fn scan(root: &Path, store_id: &str, cache: &mut HashCache) -> std::io::Result<Scan> {
+/// Scans `root`, looking at no more than `cap` entries; `cache` is updated in place.
+pub fn scan(
+    root: &Path,
+    store_id: &str,
+    cache: &mut HashCache,
+    cap: usize,
+) -> std::io::Result<Scan> {
     let walk_start = now_ns();
-    let w = fsops::walk(root, MAX_MEMORY_PATH_SEGMENTS + 1)?;
-    let mut out = Scan::default();
+    let w = fsops::walk(root, MAX_MEMORY_PATH_SEGMENTS + 1, cap)?;
+    let mut out = Scan {
+        truncated: w.truncated,
+        ..Scan::default()
+    };
     for (rel, why) in &w.skipped {
         out.skipped
             .push((format!("skip:{rel}:{why}"), rel.clone(), (*why).to_owned()));
     }
-    let max = MAX_MEMORY_BYTES as u64;
-    cache.retain(|rel, _| w.files.contains_key(rel));
+    // A truncated walk did not see every file: keep the digests of the others for lookups.
+    if !w.truncated {
+        cache.retain(|rel, _| w.files.contains_key(rel));
+    }
     for (rel, stamp) in &w.files {
         if rel == STORE_MARKER_FILE {
+            continue;
+        }
+        hash_one(root, rel, stamp, cache, walk_start, &mut out)?;
+    }
+    // The marker is read directly: a truncated walk may not have reached it.
+    match fsops::read_file(root, STORE_MARKER_FILE, 4096)? {
+        ReadOutcome::Absent => {}
+        ReadOutcome::Content(c) => {
             out.marker_present = true;
-            out.marker_ok = matches!(
-                fsops::read_file(root, rel, 4096)?,
-                ReadOutcome::Content(c) if c == marker_content(store_id)
-            );
+            out.marker_ok = c == marker_content(store_id);
+        }
+        _ => out.marker_present = true,
+    }
+    Ok(out)
+}
+
+/// Completes a truncated scan with the given paths (the ones the store knows of), looked up
+/// one by one: a path found is hashed into `scan.files`, one absent is really absent.
+pub fn lookup<'a>(
+    root: &Path,
+    rels: impl IntoIterator<Item = &'a String>,
+    cache: &mut HashCache,
+    scan: &mut Scan,
+) -> std::io::Result<()> {
+    let walk_start = now_ns();
+    for rel in rels {
+        if rel == STORE_MARKER_FILE || scan.files.contains_key(rel) {
             continue;
         }
-        if !is_valid_memory_path(&format!("/{rel}")) {
-            out.skipped.push((
-                format!("badpath:{rel}"),
-                rel.clone(),
-                "not a valid memory path (segments, length or characters)".into(),
-            ));
-            continue;
-        }
-        let hashed = match cache.get(rel) {
-            Some((s, h)) if s == stamp => h.clone(),
-            _ => {
-                // The size check comes first: an oversized file is never opened.
-                let h = if stamp.size > max {
-                    Hashed::TooLarge(stamp.size)
-                } else {
-                    match fsops::read_file(root, rel, max)? {
-                        ReadOutcome::Absent => continue,
-                        ReadOutcome::Content(c) => Hashed::Sha(content_sha256(c.as_bytes())),
-                        ReadOutcome::TooLarge(n) => Hashed::TooLarge(n),
-                        ReadOutcome::NotUtf8 => Hashed::NotUtf8,
-                        ReadOutcome::NotRegular => Hashed::NotRegular,
-                    }
-                };
-                if stamp.mtime_ns.max(stamp.ctime_ns) < walk_start - TRUST_MARGIN_NS {
-                    cache.insert(rel.clone(), (*stamp, h.clone()));
-                }
-                h
+        match fsops::lookup(root, rel)? {
+            fsops::Lookup::Absent => {
+                cache.remove(rel);
             }
-        };
-        match hashed {
-            Hashed::Sha(sha) => {
-                out.files.insert(rel.clone(), sha);
-            }
-            Hashed::TooLarge(n) => out.skipped.push((
-                format!("large:{rel}:{n}:{}", stamp.mtime_ns),
-                rel.clone(),
-                format!("{n} bytes, over the service's limit of {max} bytes (not read)"),
-            )),
-            Hashed::NotUtf8 => out.skipped.push((
-                format!("utf8:{rel}:{}", stamp.mtime_ns),
-                rel.clone(),
-                "not valid UTF-8 (memories are text)".into(),
-            )),
-            Hashed::NotRegular => out.skipped.push((
+            fsops::Lookup::NotRegular => scan.skipped.push((
                 format!("irregular:{rel}"),
                 rel.clone(),
                 "not a regular file".into(),
             )),
+            fsops::Lookup::File(stamp) => {
+                if is_valid_memory_path(&format!("/{rel}")) {
+                    hash_one(root, rel, &stamp, cache, walk_start, scan)?;
+                }
+            }
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Hashes one file (or takes its digest from the cache) into `out`.
+fn hash_one(
+    root: &Path,
+    rel: &str,
+    stamp: &Stamp,
+    cache: &mut HashCache,
+    walk_start: i128,
+    out: &mut Scan,
+) -> std::io::Result<()> {
+    if !is_valid_memory_path(&format!("/{rel}")) {
+        out.skipped.push((
+            format!("badpath:{rel}"),
+            rel.to_owned(),
+            "not a valid memory path (segments, length or characters)".into(),
+        ));
+        return Ok(());
+    }
+    let max = MAX_MEMORY_BYTES as u64;
+    let hashed = match cache.get(rel) {
+        Some((s, h)) if s == stamp => h.clone(),
+        _ => {
+            // The size check comes first: an oversized file is never opened.
+            let h = if stamp.size > max {
+                Hashed::TooLarge(stamp.size)
+            } else {
+                match fsops::read_file(root, rel, max)? {
+                    ReadOutcome::Absent => return Ok(()),
+                    ReadOutcome::Content(c) => Hashed::Sha(content_sha256(c.as_bytes())),
+                    ReadOutcome::TooLarge(n) => Hashed::TooLarge(n),
+                    ReadOutcome::NotUtf8 => Hashed::NotUtf8,
+                    ReadOutcome::NotRegular => Hashed::NotRegular,
+                }
+            };
+            if stamp.mtime_ns.max(stamp.ctime_ns) < walk_start - TRUST_MARGIN_NS {
+                cache.insert(rel.to_owned(), (*stamp, h.clone()));
+            }
+            h
+        }
+    };
+    match hashed {
+        Hashed::Sha(sha) => {
+            out.files.insert(rel.to_owned(), sha);
+        }
+        Hashed::TooLarge(n) => out.skipped.push((
+            format!("large:{rel}:{n}:{}", stamp.mtime_ns),
+            rel.to_owned(),
+            format!("{n} bytes, over the service's limit of {max} bytes (not read)"),
+        )),
+        Hashed::NotUtf8 => out.skipped.push((
+            format!("utf8:{rel}:{}", stamp.mtime_ns),
+            rel.to_owned(),
+            "not valid UTF-8 (memories are text)".into(),
+        )),
+        Hashed::NotRegular => out.skipped.push((
+            format!("irregular:{rel}"),
+            rel.to_owned(),
+            "not a regular file".into(),
+        )),
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use hands_client::{ControlPlane, Credential};
 use hands_protocol::session::MemoryStoreResource;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -75,6 +76,7 @@ impl SessionStores {
             credential,
             config,
             notes: Arc::new(Mutex::new(Vec::new())),
+            buffered: Arc::default(),
         };
         let mut planned: Vec<AttachedStore> = Vec::new();
         for (i, r) in resources.iter().enumerate() {
@@ -136,6 +138,7 @@ impl SessionStores {
                 r.memory_store_id.clone(),
                 root,
                 r.read_only(),
+                ctx.config.walk_cap,
             ));
         }
         let results = futures::future::join_all(planned.iter_mut().map(|s| {
@@ -145,7 +148,8 @@ impl SessionStores {
                 let r = s.download(&ctx).await;
                 if r.is_ok() {
                     tracing::info!(memory_store_id = %s.id, root = %s.root.display(), memories = s.memory_count(),
-                        read_only = s.read_only, elapsed_ms = started.elapsed().as_millis() as u64, "memory store downloaded");
+                        read_only = s.read_only, elapsed_ms = started.elapsed().as_millis() as u64,
+                        peak_buffered_bytes = ctx.buffered.peak(), "memory store downloaded");
                 }
                 r
             }
@@ -175,6 +179,12 @@ impl SessionStores {
 
     pub fn is_empty(&self) -> bool {
         self.stores.is_empty()
+    }
+
+    /// The most memory content this session's stores have held in RAM at once (downloads and
+    /// pulls: received, not yet written to disk).
+    pub fn peak_buffered_bytes(&self) -> usize {
+        self.ctx.buffered.peak()
     }
 
     /// Every mounted store's folder (the file tools' extra roots).
@@ -225,10 +235,11 @@ impl SessionStores {
             .iter()
             .map(|s| (s.root.clone(), s.fingerprint))
             .collect();
+        let cap = self.ctx.config.walk_cap;
         tokio::task::spawn_blocking(move || {
             roots
                 .iter()
-                .any(|(root, fp)| scan::fingerprint(root) != *fp)
+                .any(|(root, fp)| scan::fingerprint(root, cap) != *fp)
         })
         .await
         .unwrap_or(true)
@@ -259,23 +270,39 @@ impl SessionStores {
     }
 
     /// Teardown: after a clean end the final sync, then the push-only flush, each bounded by
-    /// the flush timeout; then the folders are removed.
-    pub async fn teardown(mut self, clean_end: bool) {
-        let bound = self.ctx.config.flush_timeout;
-        if clean_end && tokio::time::timeout(bound, self.finish()).await.is_err() {
+    /// the flush timeout and, when given, by `deadline` (a Lambda hand-off must be over before
+    /// the invocation's deadline): the final sync then gets at most half of what remains, the
+    /// flush the rest. Then the folders are removed.
+    pub async fn teardown(mut self, clean_end: bool, deadline: Option<Instant>) {
+        let flush_timeout = self.ctx.config.flush_timeout;
+        let bound = |share: u32| {
+            deadline.map_or(flush_timeout, |d| {
+                (d.saturating_duration_since(Instant::now()) / share).min(flush_timeout)
+            })
+        };
+        let b = bound(2);
+        if clean_end && tokio::time::timeout(b, self.finish()).await.is_err() {
             tracing::warn!(
-                bound_s = bound.as_secs(),
+                bound_ms = b.as_millis() as u64,
                 "final memory sync cut off; the flush that follows still uploads changed files"
             );
         }
-        if tokio::time::timeout(bound, self.flush_writes())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                bound_s = bound.as_secs(),
-                "memory flush cut off; changed files it had not uploaded yet are not saved"
-            );
+        let b = bound(1);
+        if tokio::time::timeout(b, self.flush_writes()).await.is_err() {
+            if deadline.is_some() {
+                // The memory folders are not part of the workspace snapshot: what the flush
+                // did not upload is gone once they are removed, and the successor downloads
+                // the store as the server has it.
+                tracing::error!(
+                    bound_ms = b.as_millis() as u64,
+                    "memory flush cut off by the invocation deadline: changed memory files it had not uploaded yet are lost (the successor re-downloads the store from the server); raise HANDS_DEADLINE_MARGIN"
+                );
+            } else {
+                tracing::warn!(
+                    bound_ms = b.as_millis() as u64,
+                    "memory flush cut off; changed files it had not uploaded yet are not saved"
+                );
+            }
         }
         self.dispose().await;
     }
@@ -394,17 +421,29 @@ impl LiveMemory {
             .unwrap_or_default()
     }
 
-    /// Stops the timer and tears the stores down (see [`SessionStores::teardown`]).
-    pub async fn teardown(self, clean_end: bool) {
+    /// Stops the timer and tears the stores down (see [`SessionStores::teardown`]), all of it
+    /// by `deadline` when one is given.
+    pub async fn teardown(self, clean_end: bool, deadline: Option<Instant>) {
+        let bound = || {
+            deadline.map_or(self.flush_timeout, |d| {
+                d.saturating_duration_since(Instant::now())
+                    .min(self.flush_timeout)
+            })
+        };
         self.stop.cancel();
-        let _ = self.ticker.await;
-        // A sync still running from the last tool call finishes first (within the flush
-        // bound; past it, it is cancelled: the flush below re-reads the folder anyway).
+        // A timer sync already under way finishes (within the bound; past it, it is cancelled:
+        // the flush below re-reads the folder anyway, and an upload it had in flight is
+        // recognised by the flush's listing).
+        let mut ticker = self.ticker;
+        if tokio::time::timeout(bound(), &mut ticker).await.is_err() {
+            tracing::warn!("memory sync of the timer cut off at teardown");
+            ticker.abort();
+            let _ = ticker.await;
+        }
+        // So does a sync still running from the last tool call.
         let pending = self.pending.lock().ok().and_then(|mut p| p.take());
         if let Some(mut sync) = pending
-            && tokio::time::timeout(self.flush_timeout, &mut sync)
-                .await
-                .is_err()
+            && tokio::time::timeout(bound(), &mut sync).await.is_err()
         {
             tracing::warn!("memory sync of the last tool call cut off at teardown");
             sync.abort();
@@ -424,7 +463,7 @@ impl LiveMemory {
                 "memory notes the agent will not see (the session ended)"
             );
         }
-        stores.teardown(clean_end).await;
+        stores.teardown(clean_end, deadline).await;
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,14 +63,41 @@ where
 const DELETE_CAP_FLOOR: usize = 8;
 const DELETE_CAP_CEILING: usize = 50;
 
-/// What every store of a session shares: the client, the credential, the settings, and the
-/// notes for the agent.
+/// What every store of a session shares: the client, the credential, the settings, the
+/// notes for the agent, and the gauge of memory content held in RAM.
 #[derive(Clone)]
 pub struct Ctx {
     pub cp: ControlPlane,
     pub credential: Credential,
     pub config: MemoryConfig,
     pub notes: Arc<Mutex<Vec<String>>>,
+    pub buffered: Arc<Buffered>,
+}
+
+/// Bytes of memory content received from the server and not yet written to disk, and the most
+/// ever held at once: what keeps a download's footprint independent of the store's size (one
+/// listing page being written while the next is fetched, per store), observable in logs and
+/// tests rather than guessed from RSS.
+#[derive(Debug, Default)]
+pub struct Buffered {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Buffered {
+    fn hold(&self, n: usize) {
+        let now = self.now.fetch_add(n, Ordering::SeqCst) + n;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn release(&self, n: usize) {
+        self.now.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// The most content bytes held at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
 }
 
 impl Ctx {
@@ -100,6 +128,8 @@ pub struct AttachedStore {
     pub(crate) fingerprint: u64,
     /// A read-only tree was opened for the worker's own writes in this pass.
     unlocked: bool,
+    /// Entries looked at per walk ([`scan::MAX_WALK_ENTRIES`] unless a test shortens it).
+    walk_cap: usize,
 }
 
 /// What one upload came to.
@@ -147,7 +177,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl AttachedStore {
-    pub fn new(id: String, root: PathBuf, read_only: bool) -> Self {
+    pub fn new(id: String, root: PathBuf, read_only: bool, walk_cap: usize) -> Self {
         AttachedStore {
             id,
             root,
@@ -160,6 +190,7 @@ impl AttachedStore {
             warned: HashSet::new(),
             fingerprint: 0,
             unlocked: false,
+            walk_cap,
         }
     }
 
@@ -173,54 +204,64 @@ impl AttachedStore {
         }
     }
 
-    /// The server's memories with a usable path, by relative path. A path that could escape the
-    /// folder (`..`, absolute after the leading `/`, control characters) is refused and logged
-    /// once per memory; the marker path is never taken from the server.
-    async fn list_remote(
-        &mut self,
-        ctx: &Ctx,
-        view: MemoryView,
-    ) -> Result<BTreeMap<String, Memory>, ApiError> {
+    /// Logs (once per memory) a server path that could escape the folder or is the marker.
+    fn refuse_remote(&mut self, m: &Memory) {
+        let (id, path, store) = (m.id.clone(), m.path.clone(), self.id.clone());
+        self.warn_once(format!("remote:{}:{}", m.id, m.path), || {
+            tracing::warn!(memory_store_id = %store, memory_id = %id, path = %path,
+                "memory path refused: it is not a clean relative path inside the store (or is the marker file); skipped");
+        });
+    }
+
+    /// The server's memories with a usable path, by relative path, without content. A path
+    /// that could escape the folder (`..`, absolute after the leading `/`, control characters)
+    /// is refused and logged once per memory; the marker path is never taken from the server.
+    async fn list_remote(&mut self, ctx: &Ctx) -> Result<BTreeMap<String, Memory>, ApiError> {
         let mut out = BTreeMap::new();
-        let mut page: Option<String> = None;
+        let mut cursor: Option<String> = None;
         loop {
-            let p = read_with_retry(&self.id, "list", || {
-                ctx.cp
-                    .list_memories(&ctx.credential, &self.id, view, page.as_deref())
-            })
-            .await?;
-            for item in p.data {
-                let MemoryListItem::Memory(m) = item else {
-                    continue;
-                };
-                let rel = m.path.strip_prefix('/').unwrap_or(&m.path).to_owned();
-                if !is_valid_memory_path(&m.path) || rel == STORE_MARKER_FILE {
-                    let (id, path, store) = (m.id.clone(), m.path.clone(), self.id.clone());
-                    self.warn_once(format!("remote:{}:{}", m.id, m.path), || {
-                        tracing::warn!(memory_store_id = %store, memory_id = %id, path = %path,
-                            "memory path refused: it is not a clean relative path inside the store (or is the marker file); skipped");
-                    });
-                    continue;
-                }
-                out.insert(rel, m);
+            let page = list_page(ctx, &self.id, MemoryView::Basic, cursor.as_deref()).await?;
+            ctx.buffered.release(page.content_bytes);
+            for m in &page.refused {
+                self.refuse_remote(m);
             }
-            match p.next_page {
-                Some(n) if !n.is_empty() => page = Some(n),
-                _ => return Ok(out),
+            out.extend(page.items.into_iter().map(|(rel, mut m)| {
+                m.content = None;
+                (rel, m)
+            }));
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => return Ok(out),
             }
         }
     }
 
+    /// Scans the folder. When the walk hits its cap ([`scan::MAX_WALK_ENTRIES`]), the paths the
+    /// baseline knows are looked up one by one, so a known memory's edit or deletion is seen
+    /// whatever else the folder holds (files beyond the cap are left for later passes).
     async fn scan(&mut self) -> std::io::Result<Scan> {
         let root = self.root.clone();
         let id = self.id.clone();
         let mut cache = std::mem::take(&mut self.cache);
+        let known: Vec<String> = self.baseline.keys().cloned().collect();
+        let cap = self.walk_cap;
         let (scan, cache) = blocking(move || {
-            let s = scan::scan(&root, &id, &mut cache);
-            s.map(|s| (s, cache))
+            let mut s = scan::scan(&root, &id, &mut cache, cap)?;
+            if s.truncated {
+                scan::lookup(&root, &known, &mut cache, &mut s)?;
+            }
+            Ok((s, cache))
         })
         .await?;
         self.cache = cache;
+        if scan.truncated {
+            let (store, root) = (self.id.clone(), self.root.display().to_string());
+            let cap = self.walk_cap;
+            self.warn_once("walk-cap".into(), || {
+                tracing::warn!(memory_store_id = %store, root = %root, cap,
+                    "the memory store folder holds more entries than one sync pass looks at: files beyond the cap are not uploaded (nor ever taken as deleted); known memories are still synced");
+            });
+        }
         for (key, rel, why) in &scan.skipped {
             let (store, rel, why) = (self.id.clone(), rel.clone(), why.clone());
             self.warn_once(key.clone(), || {
@@ -266,7 +307,9 @@ impl AttachedStore {
         }
     }
 
-    /// Writes the marker, then every memory of the server; pushes nothing. The baseline is
+    /// Writes the marker, then every memory of the server; pushes nothing. Each listing page
+    /// (20 memories with their content) is written to disk while the next one is fetched, so at
+    /// most two pages per store are held in memory whatever the store holds. The baseline is
     /// rebuilt from successful writes only, so a failure part-way leaves nothing a later pass
     /// could read as a local delete.
     pub async fn download(&mut self, ctx: &Ctx) -> Result<(), String> {
@@ -279,45 +322,62 @@ impl AttachedStore {
         {
             return Err("cannot write the marker file".into());
         }
-        let remote = self
-            .list_remote(ctx, MemoryView::Full)
+        self.unlock().await;
+        let mut page = list_page(ctx, &self.id, MemoryView::Full, None)
             .await
             .map_err(|e| e.to_string())?;
-        // Each listed item carries its content; write them a batch at a time off the runtime.
-        let root = self.root.clone();
-        let items: Vec<(String, String, String)> = remote
-            .into_iter()
-            .filter_map(|(rel, m)| {
-                let sha = m.content_sha256.clone();
-                m.content.map(|c| (rel, c, sha))
-            })
-            .collect();
-        self.unlock().await;
-        let written = blocking(move || {
-            let mut ok = Vec::new();
-            for (rel, content, sha) in items {
-                match fsops::write_file(&root, &rel, content.as_bytes(), 0o600) {
-                    Ok(()) => ok.push((rel, sha, None)),
-                    Err(e) => ok.push((rel, sha, Some(e.to_string()))),
+        loop {
+            for m in &page.refused {
+                self.refuse_remote(m);
+            }
+            let held = page.content_bytes;
+            let items: Vec<(String, String, String)> = page
+                .items
+                .into_iter()
+                .filter_map(|(rel, m)| m.content.map(|c| (rel, c, m.content_sha256)))
+                .collect();
+            let root = self.root.clone();
+            let write = blocking(move || Ok(write_page(&root, items)));
+            let (written, next) = match page.next {
+                Some(cursor) => {
+                    let (w, n) = tokio::join!(
+                        write,
+                        list_page(ctx, &self.id, MemoryView::Full, Some(&cursor))
+                    );
+                    (w, Some(n))
+                }
+                None => (write.await, None),
+            };
+            ctx.buffered.release(held);
+            let written = match written {
+                Ok(w) => w,
+                Err(e) => {
+                    if let Some(Ok(p)) = &next {
+                        ctx.buffered.release(p.content_bytes);
+                    }
+                    return Err(e.to_string());
+                }
+            };
+            for (rel, sha, err) in written {
+                match err {
+                    None => {
+                        self.baseline.insert(rel, sha);
+                    }
+                    Some(e) => {
+                        tracing::warn!(memory_store_id = %self.id, path = %rel, error = %e, "failed to write memory")
+                    }
                 }
             }
-            Ok(ok)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        for (rel, sha, err) in written {
-            match err {
-                None => {
-                    self.baseline.insert(rel, sha);
-                }
-                Some(e) => {
-                    tracing::warn!(memory_store_id = %self.id, path = %rel, error = %e, "failed to write memory")
-                }
+            match next {
+                None => break,
+                Some(Ok(p)) => page = p,
+                Some(Err(e)) => return Err(e.to_string()),
             }
         }
         self.lock().await;
         let root = self.root.clone();
-        self.fingerprint = blocking(move || Ok(scan::fingerprint(&root)))
+        let cap = self.walk_cap;
+        self.fingerprint = blocking(move || Ok(scan::fingerprint(&root, cap)))
             .await
             .unwrap_or(0);
         Ok(())
@@ -355,7 +415,8 @@ impl AttachedStore {
             self.lock().await;
         }
         let root = self.root.clone();
-        self.fingerprint = blocking(move || Ok(scan::fingerprint(&root)))
+        let cap = self.walk_cap;
+        self.fingerprint = blocking(move || Ok(scan::fingerprint(&root, cap)))
             .await
             .unwrap_or(0);
     }
@@ -380,11 +441,34 @@ impl AttachedStore {
             self.recover(ctx, "the folder or its marker is gone").await;
             return Ok(());
         }
-        let remote = self
-            .list_remote(ctx, MemoryView::Basic)
+        let remote = self.list_remote(ctx).await.map_err(|e| e.to_string())?;
+        self.settle_sent(&remote);
+        // A truncated walk: the server's paths it did not reach are looked up too, so a file
+        // the walk missed is never overwritten by a pull nor taken as absent.
+        let local = if scan.truncated {
+            let mut scan = Scan {
+                files: local,
+                truncated: true,
+                ..Scan::default()
+            };
+            let root = self.root.clone();
+            let rels: Vec<String> = remote
+                .keys()
+                .filter(|r| !scan.files.contains_key(*r))
+                .cloned()
+                .collect();
+            let mut cache = std::mem::take(&mut self.cache);
+            let (s, c) = blocking(move || {
+                scan::lookup(&root, &rels, &mut cache, &mut scan)?;
+                Ok((scan, cache))
+            })
             .await
             .map_err(|e| e.to_string())?;
-        self.settle_sent(&remote);
+            self.cache = c;
+            s.files
+        } else {
+            local
+        };
         // One file gone is a delete; every file gone at once is a wipe, never propagated.
         if local.is_empty() && self.baseline.len() > 1 {
             self.recover(ctx, "every memory file is gone at once").await;
@@ -524,7 +608,10 @@ impl AttachedStore {
                     "memory changed both locally and remotely; keeping the remote version");
                 if self.read_only {
                     self.report_read_only_write(ctx, rel, local_sha.as_deref().unwrap_or(""));
-                } else {
+                } else if self.warned.insert(format!(
+                    "conflict:{rel}:{}",
+                    local_sha.as_deref().unwrap_or("")
+                )) {
                     ctx.note(format!(
                         "{}: this memory was changed in the memory store while you edited it; the store's version replaced your edit. Read it again and re-apply your change if it is still needed.",
                         self.display(rel)
@@ -538,9 +625,16 @@ impl AttachedStore {
             if self.refused.get(rel) == Some(&l) {
                 return Some(remote_sha);
             }
-            pushes.push((rel.to_owned(), l, Some(remote.clone()), Some(remote_sha)));
-            // The baseline is decided by the upload's outcome.
-            return None;
+            pushes.push((
+                rel.to_owned(),
+                l,
+                Some(remote.clone()),
+                Some(remote_sha.clone()),
+            ));
+            // The upload's outcome moves the baseline on; until then (and if this pass is cut
+            // off before it) the last agreed digest stays, so a later pass or the flush still
+            // sees a local edit on an unchanged memory, not a conflict.
+            return Some(remote_sha);
         }
         if self.read_only && locally_edited {
             self.report_read_only_write(ctx, rel, local_sha.as_deref().unwrap_or(""));
@@ -712,10 +806,14 @@ impl AttachedStore {
                 Push::Conflict => {
                     tracing::warn!(memory_store_id = %self.id, path = %rel,
                         "memory changed both locally and remotely; the upload was refused and the store's version wins");
-                    ctx.note(format!(
-                        "{}: this memory was changed in the memory store while you edited it; the store's version will replace your edit. Read it again and re-apply your change if it is still needed.",
-                        self.display(&rel)
-                    ));
+                    // The next pass pulls the winner over the file (as in the reference); the
+                    // agent is told now, once for this edit.
+                    if self.warned.insert(format!("conflict:{rel}:{local_sha}")) {
+                        ctx.note(format!(
+                            "{}: this memory was changed in the memory store while you edited it; the store's version will replace your edit. Read it again and re-apply your change if it is still needed.",
+                            self.display(&rel)
+                        ));
+                    }
                     fallback
                 }
                 Push::Failed(sent) => {
@@ -725,7 +823,6 @@ impl AttachedStore {
                     fallback
                 }
             };
-            let _ = local_sha;
             if let Some(sha) = sha {
                 self.baseline.insert(rel, sha);
             }
@@ -760,11 +857,14 @@ impl AttachedStore {
                         }
                     };
                     let content = m.content.unwrap_or_default();
+                    let held = content.len();
+                    ctx.buffered.hold(held);
                     let r = rel.clone();
                     let written = blocking(move || {
                         fsops::write_file(&root, &r, content.as_bytes(), 0o600)
                     })
                     .await;
+                    ctx.buffered.release(held);
                     match written {
                         Ok(()) => (rel, Some(m.content_sha256)),
                         Err(e) => {
@@ -816,7 +916,7 @@ impl AttachedStore {
         if dirty.is_empty() {
             return;
         }
-        let remote = match self.list_remote(ctx, MemoryView::Basic).await {
+        let remote = match self.list_remote(ctx).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(memory_store_id = %self.id, error = %e, unsent = dirty.len(),
@@ -852,9 +952,10 @@ impl AttachedStore {
     pub async fn dispose(&mut self) {
         let root = self.root.clone();
         let id = self.id.clone();
+        let cap = self.walk_cap;
         let r = blocking(move || {
             let mut cache = HashCache::new();
-            let s = scan::scan(&root, &id, &mut cache)?;
+            let s = scan::scan(&root, &id, &mut cache, cap)?;
             if !s.marker_ok && !s.files.is_empty() {
                 return Ok(false);
             }
@@ -880,6 +981,66 @@ impl AttachedStore {
             }
         }
     }
+}
+
+/// One listing page: the memories with a usable path (by relative path), those refused, the
+/// next cursor, and how many content bytes it holds (counted in [`Buffered`] on arrival; the
+/// caller releases them once written or dropped).
+struct ListedPage {
+    items: Vec<(String, Memory)>,
+    refused: Vec<Memory>,
+    next: Option<String>,
+    content_bytes: usize,
+}
+
+async fn list_page(
+    ctx: &Ctx,
+    store_id: &str,
+    view: MemoryView,
+    cursor: Option<&str>,
+) -> Result<ListedPage, ApiError> {
+    let p = read_with_retry(store_id, "list", || {
+        ctx.cp
+            .list_memories(&ctx.credential, store_id, view, cursor)
+    })
+    .await?;
+    let mut out = ListedPage {
+        items: Vec::with_capacity(p.data.len()),
+        refused: Vec::new(),
+        next: p.next_page.filter(|n| !n.is_empty()),
+        content_bytes: 0,
+    };
+    for item in p.data {
+        let MemoryListItem::Memory(mut m) = item else {
+            continue;
+        };
+        let rel = m.path.strip_prefix('/').unwrap_or(&m.path).to_owned();
+        if !is_valid_memory_path(&m.path) || rel == STORE_MARKER_FILE {
+            m.content = None;
+            out.refused.push(m);
+            continue;
+        }
+        out.content_bytes += m.content.as_ref().map_or(0, String::len);
+        out.items.push((rel, m));
+    }
+    ctx.buffered.hold(out.content_bytes);
+    Ok(out)
+}
+
+/// Writes one page of a download; returns `(rel, digest, error)` per memory.
+fn write_page(
+    root: &Path,
+    items: Vec<(String, String, String)>,
+) -> Vec<(String, String, Option<String>)> {
+    items
+        .into_iter()
+        .map(|(rel, content, sha)| {
+            let err = fsops::write_file(root, &rel, content.as_bytes(), 0o600)
+                .err()
+                .map(|e| e.to_string());
+            (rel, sha, err)
+        })
+        .collect()
 }
 
 /// Uploads one file: a create, or an update with a `content_sha256` precondition.
@@ -951,6 +1112,14 @@ async fn push(ctx: &Ctx, store_id: &str, root: &Path, rel: &str, existing: Optio
                 continue;
             }
             Err(e) if matches!(status(&e), Some(400) | Some(413)) => Push::Refused(sha),
+            // A retried create that finds its path taken: most likely the earlier attempt
+            // landed and its answer was lost. The next listing tells (`sent`); the flush has
+            // none, but then the content is on the server already or the store's wins.
+            Err(e) if existing.is_none() && attempt > 1 && status(&e) == Some(409) => {
+                tracing::info!(memory_store_id = %store_id, path = %rel,
+                    "a retried memory create found its path taken (its earlier attempt probably landed unheard); the next listing settles it");
+                Push::Failed(Some(sha.clone()))
+            }
             Err(e) => {
                 tracing::warn!(memory_store_id = %store_id, path = %rel, error = %e, "failed to upload memory");
                 Push::Failed(Some(sha.clone()))

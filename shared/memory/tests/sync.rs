@@ -1,6 +1,8 @@
 //! Memory stores against devplane: download, uploads, deletes with and without corroboration,
-//! conflicts, read-only stores, a failing flush, a sync cut off mid-way, and the hostile cases
-//! of CATALOGUE M1-M7.
+//! conflicts (also the race between listing and update), read-only stores, a failing flush, an
+//! upload whose answer was lost, a sync cut off mid-way, a teardown cut by a deadline, a walk
+//! capped by a flood of entries, the download's bounded buffering, and the hostile cases of
+//! CATALOGUE M1-M7.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -8,10 +10,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hands_client::{ClientConfig, ControlPlane, Credential};
-use hands_devplane::faults::{FailMemoryReads, FailMemoryWrites};
+use hands_devplane::faults::{
+    FailMemoryReads, FailMemoryWrites, LoseMemoryWriteAnswers, RaceMemoryUpdates, ResetMode,
+};
 use hands_devplane::{Config, DevPlane, Faults, SessionSpec};
 use hands_memory::{
-    AFTER_CALL_SYNC_BOUND, DeleteMode, LiveMemory, MemoryConfig, MountError, SessionStores,
+    AFTER_CALL_SYNC_BOUND, DeleteMode, FLUSH_TIMEOUT, LiveMemory, MemoryConfig, MountError,
+    SessionStores,
 };
 use hands_protocol::secret::SessionsToken;
 use hands_protocol::session::MemoryStoreResource;
@@ -145,7 +150,7 @@ async fn download_writes_every_memory_and_the_marker_and_teardown_removes_the_fo
     );
     // Full pages hold 20: three pages for 46 memories.
     assert!(e.dp.counters().memory_lists >= 3);
-    stores.teardown(true).await;
+    stores.teardown(true, None).await;
     assert!(!root.exists());
     // Nothing was uploaded: the download pushes nothing.
     assert!(e.writes().is_empty());
@@ -167,7 +172,7 @@ async fn creates_and_edits_are_uploaded_once_with_preconditions() {
     );
     // An unchanged folder uploads nothing more.
     stores.sync_all().await;
-    stores.teardown(true).await;
+    stores.teardown(true, None).await;
     let w = e.writes();
     assert_eq!(w["memstore_a:/keep.md"], 1);
     assert_eq!(w["memstore_a:/new/deep/learned.md"], 1);
@@ -187,7 +192,7 @@ async fn remote_changes_and_remote_deletes_reach_the_folder() {
     stores.sync_all().await;
     assert_eq!(files(&root), server(&[("a.md", "a2"), ("c.md", "c1")]));
     assert!(e.writes().is_empty());
-    stores.teardown(true).await;
+    stores.teardown(true, None).await;
 }
 
 #[tokio::test]
@@ -207,7 +212,7 @@ async fn a_local_delete_waits_for_corroboration_and_the_final_pass_waives_the_wi
 
     // A long window: cadence passes never delete; the final pass does.
     std::fs::remove_file(root.join("b.md")).unwrap();
-    stores.teardown(true).await;
+    stores.teardown(true, None).await;
     assert_eq!(e.dp.memories("memstore_a"), server(&[("/c.md", "x")]));
 
     let e = env(&[("memstore_a", "read_write")]).await;
@@ -226,7 +231,7 @@ async fn a_local_delete_waits_for_corroboration_and_the_final_pass_waives_the_wi
     assert!(e.dp.memories("memstore_a").contains_key("/a.md"));
     // A file re-created before the window ends is not deleted.
     std::fs::write(e.root("memstore_a").join("a.md"), "x").unwrap();
-    stores.teardown(true).await;
+    stores.teardown(true, None).await;
     assert_eq!(e.dp.memories("memstore_a").len(), 2);
 }
 
@@ -246,7 +251,7 @@ async fn log_only_and_disabled_never_delete() {
         std::fs::remove_file(e.root("memstore_a").join("a.md")).unwrap();
         stores.sync_all().await;
         stores.sync_all().await;
-        stores.teardown(true).await;
+        stores.teardown(true, None).await;
         assert_eq!(e.dp.memories("memstore_a").len(), 2, "{mode}");
         assert_eq!(e.dp.counters().memory_deletes, 0, "{mode}");
     }
@@ -279,7 +284,7 @@ async fn a_wiped_store_is_re_downloaded_and_deletes_are_capped_per_pass() {
     // The cap follows the baseline: 30 / 4 is under the floor of 8.
     stores.sync_all().await;
     assert_eq!(e.dp.memories("memstore_a").len(), 22);
-    stores.teardown(true).await;
+    stores.teardown(true, None).await;
     // The final pass sends the last two.
     assert_eq!(e.dp.memories("memstore_a").len(), 20);
 }
@@ -310,7 +315,7 @@ async fn a_concurrent_server_edit_wins_and_the_agent_is_told() {
         "server again"
     );
     assert!(stores.take_notes()[0].contains("restored"));
-    stores.teardown(true).await;
+    stores.teardown(true, None).await;
     assert_eq!(e.writes().len(), 0);
 }
 
@@ -423,7 +428,7 @@ async fn a_read_only_store_is_locked_and_its_writes_are_reported_never_uploaded(
         assert!(std::fs::write(root.join("rules.md"), "be mean").is_err());
         assert!(std::fs::write(root.join("new.md"), "sneaky").is_err());
     }
-    stores.teardown(true).await;
+    stores.teardown(true, None).await;
     assert!(e.writes().is_empty());
     assert_eq!(e.dp.memories("memstore_r").len(), 1);
     assert!(!root.exists());
@@ -445,7 +450,7 @@ async fn a_5xx_during_the_flush_is_retried_and_nothing_is_lost() {
         ..Faults::default()
     });
     // An unclean end: only the push-only flush runs.
-    stores.teardown(false).await;
+    stores.teardown(false, None).await;
     assert_eq!(e.dp.counters().injected_memory_failures, 3);
     assert_eq!(e.dp.memories("memstore_a").len(), 5);
     assert!(e.writes().values().all(|n| *n == 1));
@@ -486,7 +491,7 @@ async fn transient_read_failures_are_retried_and_a_lasting_one_fails_the_downloa
         std::fs::read_to_string(e.root("memstore_a").join("n07.md")).unwrap(),
         "changed on the server"
     );
-    stores.teardown(true).await;
+    stores.teardown(true, None).await;
     assert!(e.writes().is_empty());
 
     // A control plane that keeps failing still fails the download, after a bounded few tries.
@@ -531,7 +536,7 @@ async fn a_slow_after_call_sync_does_not_hold_the_result_and_finishes_in_the_bac
     e.dp.set_faults(Faults::default());
     // The sync left running is neither cancelled nor repeated: teardown waits for it, and the
     // file goes up exactly once.
-    live.teardown(true).await;
+    live.teardown(true, None).await;
     assert_eq!(
         e.writes().into_iter().collect::<Vec<_>>(),
         vec![("memstore_a:/new.md".to_owned(), 1)]
@@ -569,7 +574,7 @@ async fn a_sync_killed_mid_way_loses_nothing_flushed_and_uploads_nothing_twice()
     let mut successor = e.mount(config()).await;
     assert_eq!(files(&root).len(), landed.len());
     successor.sync_all().await;
-    successor.teardown(true).await;
+    successor.teardown(true, None).await;
     assert_eq!(e.dp.memories("memstore_a"), landed);
     assert!(e.writes().values().all(|n| *n == 1), "{:?}", e.writes());
 }
@@ -622,7 +627,7 @@ async fn hostile_files_and_paths_stay_inside() {
     let grown = rss_kib().saturating_sub(rss_before);
     // Reading the sparse file whole would cost 256 MiB.
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
-    stores.teardown(true).await;
+    stores.teardown(true, None).await;
     assert_eq!(
         e.dp.memories("memstore_a")
             .keys()
@@ -667,7 +672,7 @@ async fn unusable_mount_paths_refuse_that_store_only() {
     let stores = e.mount(config()).await;
     assert_eq!(stores.roots(), vec![e.root("memstore_a")]);
     assert_eq!(files(&e.root("memstore_a")), server(&[("a.md", "a")]));
-    stores.teardown(true).await;
+    stores.teardown(true, None).await;
     assert!(e.writes().is_empty());
 }
 
@@ -724,7 +729,234 @@ async fn two_sessions_mounting_one_path_at_once_cannot_share_it() {
     let root = PathBuf::from(&shared_path);
     assert_eq!(files(&root), server(&[winner_file]));
     assert_eq!(winner.roots(), vec![root.clone()]);
-    winner.teardown(true).await;
+    winner.teardown(true, None).await;
     assert!(!root.exists());
     assert!(e.writes().is_empty());
+}
+
+#[tokio::test]
+async fn a_download_writes_page_by_page_and_holds_at_most_two_pages() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    const N: usize = 400;
+    const SIZE: usize = 8 * 1024;
+    for i in 0..N {
+        e.dp.put_memory(
+            "memstore_a",
+            &format!("/m{i:04}.md"),
+            &format!("{i:04}").repeat(SIZE / 4),
+        );
+    }
+    let stores = e.mount(config()).await;
+    assert_eq!(files(&e.root("memstore_a")).len(), N);
+    let peak = stores.peak_buffered_bytes();
+    let page = hands_client::MEMORY_LIST_PAGE_FULL as usize * SIZE;
+    // The gauge saw the pages go through, and never more than the page being written plus
+    // the one being fetched: the store's 3.2 MiB were never held at once.
+    assert!(peak >= page, "peak {peak} bytes, one page is {page}");
+    assert!(peak <= 2 * page, "peak {peak} bytes, one page is {page}");
+    stores.teardown(true, None).await;
+    assert!(e.writes().is_empty());
+}
+
+#[tokio::test]
+async fn a_walk_capped_by_a_flood_of_entries_syncs_known_memories_and_deletes_nothing_unseen() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    for i in 0..30 {
+        e.dp.put_memory("memstore_a", &format!("/k{i:02}.md"), &format!("v{i}"));
+    }
+    // A cap of 40 entries against 30 memories and 200 directories a tool created: most known
+    // files are beyond what any one walk sees.
+    let cfg = MemoryConfig {
+        walk_cap: 40,
+        ..config()
+    };
+    let mut stores = e.mount(cfg).await;
+    let root = e.root("memstore_a");
+    for i in 0..200 {
+        std::fs::create_dir(root.join(format!("junk{i:03}"))).unwrap();
+    }
+    std::fs::write(root.join("k05.md"), "edited").unwrap();
+    std::fs::remove_file(root.join("k07.md")).unwrap();
+    std::fs::write(root.join("new.md"), "fresh").unwrap();
+    // The first pass records k07 as missing, the second deletes it (corroborated).
+    stores.sync_all().await;
+    stores.sync_all().await;
+    let on_server = e.dp.memories("memstore_a");
+    assert_eq!(on_server["/k05.md"], "edited");
+    assert!(!on_server.contains_key("/k07.md"));
+    for i in (0..30).filter(|i| *i != 5 && *i != 7) {
+        assert_eq!(
+            on_server[&format!("/k{i:02}.md")],
+            format!("v{i}"),
+            "k{i:02}"
+        );
+    }
+    assert_eq!(e.dp.counters().memory_deletes, 1);
+    // The flood gone, the file the capped walks may have missed goes up.
+    for i in 0..200 {
+        std::fs::remove_dir(root.join(format!("junk{i:03}"))).unwrap();
+    }
+    stores.sync_all().await;
+    assert_eq!(e.dp.memories("memstore_a")["/new.md"], "fresh");
+    // Flooded again, the push-only flush of an unclean end (no listing first) still finds an
+    // edit of a known file wherever the walk stopped.
+    for i in 0..200 {
+        std::fs::create_dir(root.join(format!("junk{i:03}"))).unwrap();
+    }
+    std::fs::write(root.join("k10.md"), "edited too").unwrap();
+    stores.teardown(false, None).await;
+    let on_server = e.dp.memories("memstore_a");
+    assert_eq!(on_server.len(), 30);
+    assert_eq!(on_server["/k10.md"], "edited too");
+    assert!(e.writes().values().all(|n| *n == 1), "{:?}", e.writes());
+}
+
+#[tokio::test]
+async fn a_server_edit_between_listing_and_update_wins_and_the_agent_is_told_once() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    e.dp.put_memory("memstore_a", "/plan.md", "base");
+    let mut stores = e.mount(config()).await;
+    let root = e.root("memstore_a");
+    std::fs::write(root.join("plan.md"), "agent edit").unwrap();
+    // Another client writes the memory after our listing, just before our update.
+    e.dp.set_faults(Faults {
+        race_memory_updates: Some(RaceMemoryUpdates {
+            count: 1,
+            content: "other client".into(),
+        }),
+        ..Faults::default()
+    });
+    stores.sync_all().await;
+    let c = e.dp.counters();
+    assert_eq!((c.injected_memory_failures, c.memory_conflicts), (1, 1));
+    assert_eq!(e.dp.memories("memstore_a")["/plan.md"], "other client");
+    let notes = stores.take_notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("plan.md") && notes[0].contains("replace your edit"));
+    // The next pass pulls the store's version over the file, as the reference does, without
+    // telling the agent twice about the same edit.
+    stores.sync_all().await;
+    assert_eq!(
+        std::fs::read_to_string(root.join("plan.md")).unwrap(),
+        "other client"
+    );
+    assert!(stores.take_notes().is_empty());
+    stores.teardown(true, None).await;
+    assert_eq!(e.dp.memories("memstore_a")["/plan.md"], "other client");
+    assert!(e.writes().is_empty(), "{:?}", e.writes());
+}
+
+#[tokio::test]
+async fn an_upload_whose_answer_was_lost_is_recognised_not_repeated_or_lost() {
+    for mode in [ResetMode::Drop, ResetMode::Error500] {
+        let e = env(&[("memstore_a", "read_write")]).await;
+        e.dp.put_memory("memstore_a", "/a.md", "one");
+        let mut stores = e.mount(config()).await;
+        let root = e.root("memstore_a");
+        std::fs::write(root.join("a.md"), "two").unwrap();
+        std::fs::write(root.join("b.md"), "new").unwrap();
+        // Both writes are stored, and both answers lost.
+        e.dp.set_faults(Faults {
+            lose_memory_write_answers: Some(LoseMemoryWriteAnswers { count: 2, mode }),
+            ..Faults::default()
+        });
+        stores.sync_all().await;
+        assert_eq!(e.dp.counters().injected_memory_failures, 2, "{mode:?}");
+        assert_eq!(
+            e.dp.memories("memstore_a"),
+            server(&[("/a.md", "two"), ("/b.md", "new")])
+        );
+        // The retried update met its own content (the precondition no longer held): no
+        // conflict, nothing told, nothing pulled over the file.
+        assert!(stores.take_notes().is_empty(), "{mode:?}");
+        stores.sync_all().await;
+        assert_eq!(files(&root), server(&[("a.md", "two"), ("b.md", "new")]));
+        assert!(
+            e.writes().values().all(|n| *n == 1),
+            "{mode:?}: {:?}",
+            e.writes()
+        );
+        // The same in the push-only flush of an unclean end.
+        std::fs::write(root.join("a.md"), "three").unwrap();
+        e.dp.set_faults(Faults {
+            lose_memory_write_answers: Some(LoseMemoryWriteAnswers { count: 1, mode }),
+            ..Faults::default()
+        });
+        stores.teardown(false, None).await;
+        assert_eq!(
+            e.dp.memories("memstore_a"),
+            server(&[("/a.md", "three"), ("/b.md", "new")])
+        );
+        assert_eq!(e.writes()["memstore_a:/a.md"], 2, "{mode:?}");
+        // One 409 per lost update: the retry meeting its own content.
+        assert_eq!(e.dp.counters().memory_conflicts, 2, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_teardown_with_a_deadline_stops_in_time_and_the_successor_gets_the_server_state() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    e.dp.put_memory("memstore_a", "/kept.md", "kept");
+    let live = LiveMemory::start(e.mount(config()).await);
+    let root = e.root("memstore_a");
+    std::fs::write(root.join("late.md"), "not flushed").unwrap();
+    // Every memory answer now takes far longer than the deadline leaves.
+    e.dp.set_faults(Faults {
+        slow_memory_ms: Some(120_000),
+        ..Faults::default()
+    });
+    let started = tokio::time::Instant::now();
+    live.teardown(true, Some(started + Duration::from_secs(1)))
+        .await;
+    // Without the deadline the final sync and the flush would each have had the 30 s bound.
+    assert!(started.elapsed() < FLUSH_TIMEOUT, "{:?}", started.elapsed());
+    assert!(!root.exists(), "the folder is removed all the same");
+    e.dp.set_faults(Faults::default());
+    assert!(e.writes().is_empty(), "{:?}", e.writes());
+    // The successor downloads the store as the server has it: the edit the flush could not
+    // send is not there (the folder is outside the workspace snapshot).
+    let successor = e.mount(config()).await;
+    assert_eq!(files(&root), server(&[("kept.md", "kept")]));
+    successor.teardown(true, None).await;
+    assert_eq!(e.dp.memories("memstore_a"), server(&[("/kept.md", "kept")]));
+}
+
+#[tokio::test]
+async fn edits_a_cut_off_sync_had_not_uploaded_yet_go_up_with_the_flush() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    for i in 0..60 {
+        e.dp.put_memory("memstore_a", &format!("/f{i:02}.md"), "old");
+    }
+    let mut stores = e.mount(config()).await;
+    let root = e.root("memstore_a");
+    for i in 0..60 {
+        std::fs::write(root.join(format!("f{i:02}.md")), format!("new {i}")).unwrap();
+    }
+    e.dp.set_faults(Faults {
+        slow_ms: Some(200),
+        ..Faults::default()
+    });
+    // The sync is dropped part-way through its uploads (a teardown bound running out).
+    tokio::select! {
+        () = stores.sync_all() => panic!("the sync was meant to be cut off"),
+        () = async {
+            while e.dp.counters().memory_writes < 10 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        } => {}
+    }
+    e.dp.set_faults(Faults::default());
+    assert!(e.dp.counters().memory_writes < 60);
+    // The flush sees the remaining edits as edits of unchanged memories, not as conflicts.
+    stores.teardown(false, None).await;
+    let on_server = e.dp.memories("memstore_a");
+    for i in 0..60 {
+        assert_eq!(
+            on_server[&format!("/f{i:02}.md")],
+            format!("new {i}"),
+            "f{i:02}"
+        );
+    }
+    assert!(e.writes().values().all(|n| *n == 1), "{:?}", e.writes());
+    assert_eq!(e.dp.counters().memory_conflicts, 0);
 }

@@ -416,7 +416,9 @@ impl Worker {
         toolset.shutdown().await;
         // Tool processes are gone: nothing writes into the stores during the final sync.
         drop(ctx);
-        crate::memory::teardown(memory, &end).await;
+        let flush_by = hand_off_at
+            .map(|at| crate::memory::flush_deadline(at, self.config.hand_off_post_budget));
+        crate::memory::teardown(memory, &end, flush_by).await;
         for dir in installed {
             remove_dir_logged(&dir);
         }

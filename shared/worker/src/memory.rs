@@ -3,6 +3,7 @@
 //! and the teardown after the run. The stores themselves are `hands-memory`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hands_client::{ControlPlane, Credential, CredentialKind};
 use hands_memory::{LiveMemory, MemoryConfig, SessionStores};
@@ -10,6 +11,7 @@ use hands_protocol::session::{MemoryStoreResource, Session, SessionResource};
 use hands_protocol::toolset::{ContentBlock, ToolOutput};
 use hands_tools::{Toolset, ToolsetConfig, ToolsetError};
 use serde::Deserialize;
+use tokio::time::Instant;
 
 use crate::runner::RunEnd;
 
@@ -107,7 +109,7 @@ pub async fn prepare(
         Ok(t) => Ok((t, memory.map(|m| Arc::new(LiveMemory::start(m))))),
         Err(e) => {
             if let Some(stores) = memory {
-                stores.teardown(false).await;
+                stores.teardown(false, None).await;
             }
             Err(e.into())
         }
@@ -129,17 +131,27 @@ pub fn with_notes(mut out: ToolOutput, notes: Vec<String>) -> ToolOutput {
     out
 }
 
+/// When the memory teardown of a session served up to a hand-off point must be over: three
+/// quarters of the deadline margin after that point. The session function gives result posts
+/// the first half of its margin (`hand_off_post_budget`); the flush may use the next quarter
+/// (and whatever the posts left), and the last quarter stays for the workspace save and the
+/// continuation invoke.
+pub fn flush_deadline(hand_off_at: Instant, post_budget: Duration) -> Instant {
+    hand_off_at + post_budget + post_budget / 2
+}
+
 /// After the run (tool processes already gone): the final sync after a normal end (idle,
 /// terminated, deleted, or a hand-off to a successor, which re-downloads), the push-only flush
-/// in every case, then the folders are removed.
-pub async fn teardown(memory: Option<Arc<LiveMemory>>, end: &RunEnd) {
+/// in every case, then the folders are removed; all of it by `deadline` when one is given (see
+/// [`flush_deadline`]).
+pub async fn teardown(memory: Option<Arc<LiveMemory>>, end: &RunEnd, deadline: Option<Instant>) {
     let Some(memory) = memory else { return };
     let clean = !matches!(
         end,
         RunEnd::LeaseLost(_) | RunEnd::Stopped(_) | RunEnd::Shutdown | RunEnd::FeedFailed(_)
     );
     match Arc::try_unwrap(memory) {
-        Ok(m) => m.teardown(clean).await,
+        Ok(m) => m.teardown(clean, deadline).await,
         Err(_) => tracing::error!("memory stores still in use at teardown; not flushed"),
     }
 }
