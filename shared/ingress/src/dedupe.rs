@@ -11,7 +11,7 @@
 //! Bounded in entries and in age; the oldest entry goes first when full.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -33,9 +33,10 @@ struct Entry {
 }
 
 struct Inner {
-    entries: HashMap<String, Entry>,
+    /// Keys are shared with `order`: one allocation per remembered delivery.
+    entries: HashMap<Arc<str>, Entry>,
     /// Insertion order, for eviction; may hold ids already replaced or forgotten.
-    order: VecDeque<(String, Instant)>,
+    order: VecDeque<(Arc<str>, Instant)>,
 }
 
 /// A bounded, time-limited memory of verified deliveries.
@@ -78,10 +79,11 @@ impl RecentDeliveries {
             Some(_) => Seen::Reused,
             None => Seen::New,
         };
+        let id: Arc<str> = Arc::from(id);
         inner
             .entries
-            .insert(id.to_owned(), Entry { body_hash, at: now });
-        inner.order.push_back((id.to_owned(), now));
+            .insert(Arc::clone(&id), Entry { body_hash, at: now });
+        inner.order.push_back((id, now));
         seen
     }
 
@@ -115,8 +117,8 @@ impl RecentDeliveries {
             }
             inner.order.pop_front();
             // Only remove the entry this order record created, not a newer one with the same id.
-            if inner.entries.get(&id).is_some_and(|e| e.at == at) {
-                inner.entries.remove(&id);
+            if inner.entries.get(&*id).is_some_and(|e| e.at == at) {
+                inner.entries.remove(&*id);
             }
         }
     }

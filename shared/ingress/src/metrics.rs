@@ -6,6 +6,7 @@
 //! ends) except the tool name, which is capped at [`MAX_TOOL_LABELS`] distinct values so a
 //! misbehaving agent cannot blow up the series count.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -20,36 +21,37 @@ use hands_worker::{ItemEnd, ItemOutcome, Observer, RunEnd};
 /// Distinct tool names tracked before the rest are counted as `other`.
 pub const MAX_TOOL_LABELS: usize = 32;
 
-/// A counter with one label set per key.
+/// A counter with one label set per key. Keys are mostly fixed labels (`&'static str`), so the
+/// per-delivery count allocates nothing; only composed labels are owned.
 #[derive(Default)]
 struct Labeled {
-    values: Mutex<BTreeMap<String, u64>>,
+    values: Mutex<BTreeMap<Cow<'static, str>, u64>>,
 }
 
 impl Labeled {
-    fn inc_by(&self, key: String, by: u64) {
+    fn inc_by(&self, key: impl Into<Cow<'static, str>>, by: u64) {
         let mut m = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(key).or_default() += by;
+        *m.entry(key.into()).or_default() += by;
     }
 
-    fn inc(&self, key: String) {
+    fn inc(&self, key: impl Into<Cow<'static, str>>) {
         self.inc_by(key, 1);
     }
 
     /// Counts under `key` if it is known or there is room for it, else under `fallback`.
     fn inc_capped(&self, key: String, fallback: String, cap: usize) {
         let mut m = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        let key = if m.contains_key(&key) || m.len() < cap {
+        let key = if m.contains_key(key.as_str()) || m.len() < cap {
             key
         } else {
             fallback
         };
-        *m.entry(key).or_default() += 1;
+        *m.entry(Cow::Owned(key)).or_default() += 1;
     }
 
     fn snapshot(&self) -> Vec<(String, u64)> {
         let m = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        m.iter().map(|(k, v)| (k.to_string(), *v)).collect()
     }
 
     fn get(&self, key: &str) -> u64 {
@@ -131,11 +133,11 @@ impl Metrics {
     }
 
     pub(crate) fn delivery(&self, outcome: &'static str) {
-        self.deliveries.inc(outcome.to_owned());
+        self.deliveries.inc(outcome);
     }
 
     pub(crate) fn rejection(&self, reason: &'static str, stale: bool) {
-        self.rejections.inc(reason.to_owned());
+        self.rejections.inc(reason);
         if stale {
             self.stale_rejections.fetch_add(1, Ordering::Relaxed);
         }
@@ -494,7 +496,7 @@ impl Observer for Metrics {
             Posted::Accepted { attempts } => ("accepted", *attempts),
             Posted::Failed { attempts, .. } => ("failed", *attempts),
         };
-        self.result_posts.inc(outcome.to_owned());
+        self.result_posts.inc(outcome);
         self.result_post_retries
             .fetch_add(u64::from(attempts.saturating_sub(1)), Ordering::Relaxed);
     }
@@ -504,8 +506,7 @@ impl Observer for Metrics {
     }
 
     fn item_finished(&self, outcome: &ItemOutcome) {
-        self.sessions_finished
-            .inc(end_label(&outcome.end).to_owned());
+        self.sessions_finished.inc(end_label(&outcome.end));
     }
 }
 

@@ -13,10 +13,10 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use hands_protocol::webhook::WebhookHeaders;
-use hands_protocol::webhook_event::WebhookEvent;
+use hands_protocol::webhook_event::WebhookEventHead;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tracing::Instrument as _;
 
@@ -50,12 +50,10 @@ fn closing(mut resp: Response) -> Response {
     resp
 }
 
-pub(crate) async fn post_webhook(
-    State(ingress): State<Ingress>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let (outcome, resp) = handle(&ingress, &headers, body).await;
+pub(crate) async fn post_webhook(State(ingress): State<Ingress>, request: Request) -> Response {
+    // The whole request rather than a `HeaderMap` extractor, which would copy every header.
+    let (parts, body) = request.into_parts();
+    let (outcome, resp) = handle(&ingress, &parts.headers, body).await;
     ingress.metrics().delivery(outcome);
     resp
 }
@@ -141,7 +139,8 @@ async fn handle(ingress: &Ingress, headers: &HeaderMap, body: Body) -> (&'static
     }
 
     // 3. Only now parse: authentic but malformed is a contract bug worth an alert (W15, W18).
-    let event: WebhookEvent = match serde_json::from_slice(&raw) {
+    // Only the fields acted on, borrowed from the body.
+    let event: WebhookEventHead<'_> = match serde_json::from_slice(&raw) {
         Ok(event) => event,
         Err(e) => {
             tracing::error!(webhook_id, error = %e, "authentic webhook body is not a webhook event");

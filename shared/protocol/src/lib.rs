@@ -15,4 +15,5 @@ pub mod skills;
 pub mod toolset;
 pub mod webhook;
 pub mod webhook_event;
+mod webhook_event_head;
 pub mod work;

@@ -53,6 +53,8 @@ impl WebhookEvent {
     }
 }
 
+pub use crate::webhook_event_head::{WebhookEventDataHead, WebhookEventHead};
+
 #[cfg(test)]
 mod tests {
     use super::*;
