@@ -13,8 +13,20 @@ mod worker_args;
 
 use clap::Parser;
 
+// The unit tests' harness stands in for this binary as the tier-1 helper of the tests that
+// select tier 1 (`/proc/self/exe` is the test binary there).
+#[cfg(test)]
+hands_sandbox::helper_dispatch_for_tests!();
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
+    // First of all, before the runtime starts any thread: when this process was started as a
+    // sandbox helper (tier 1), it becomes that helper here and never returns.
+    hands_sandbox::helper::run_if_requested();
+    serve_main()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<std::process::ExitCode> {
+async fn serve_main() -> anyhow::Result<std::process::ExitCode> {
     // Before anything else: a same-user tool process must not read this process's memory or
     // /proc/<pid>/environ (CATALOGUE pitfall 5, T2).
     if let Err(e) = hands_sandbox::harden_worker_process() {

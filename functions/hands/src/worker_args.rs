@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hands_client::{ClientConfig, ControlPlane, Credential};
-use hands_sandbox::{DEFAULT_HIDDEN, HostProbe, Isolation, IsolationMode, Tier, Tier2Options};
+use hands_sandbox::{
+    DEFAULT_HIDDEN, HostProbe, Isolation, IsolationMode, Tier, Tier1Options, Tier2Options,
+};
 use hands_secrets::{Resolver, SecretSource, SecretValue, SecretVars};
 use hands_worker::{CustomTools, WorkdirTemplate, WorkerConfig, default_worker_id};
 
@@ -66,10 +68,10 @@ pub struct WorkerArgs {
     /// PEM roots the egress proxy trusts upstream besides Mozilla's (internal CAs).
     #[arg(long, env = "HANDS_EGRESS_UPSTREAM_CA", value_name = "FILE")]
     pub egress_upstream_ca: Option<PathBuf>,
-    /// Isolation of tool processes: `auto` (the strongest tier this host allows), `none`
-    /// (tier 0), `landlock` (tier 1), `bwrap` (tier 2). The host probe is logged at start.
-    /// The default stays tier 0 until every deployment shape is tested under tier 2.
-    #[arg(long, env = "HANDS_ISOLATION", default_value = "none", value_parser = parse_isolation)]
+    /// Isolation of tool processes: `auto` (the strongest tier this host allows: bwrap, else
+    /// landlock, else none), `none` (tier 0), `landlock` (tier 1), `bwrap` (tier 2). The host
+    /// probe and the chosen tier are logged at start.
+    #[arg(long, env = "HANDS_ISOLATION", default_value = "auto", value_parser = parse_isolation)]
     pub isolation: IsolationMode,
     /// Refuse to start when the asked tier cannot be fully enforced (with `auto`: when nothing
     /// above tier 0 can). Also set by `REQUIRE_ISOLATION=1`.
@@ -227,20 +229,8 @@ impl WorkerArgs {
         match selection.tier {
             Tier::None => Ok(Isolation::Tier0),
             Tier::Bwrap => {
-                // The worker's own secret and config files are masked in the sandbox, with the
-                // usual credential directories.
-                let mut hide: Vec<PathBuf> = DEFAULT_HIDDEN.iter().map(PathBuf::from).collect();
-                hide.extend(self.connect.environment_key_file.iter().cloned());
-                hide.extend(self.custom_tools.iter().cloned());
-                if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
-                    for dir in [".aws", ".config/gcloud", ".azure", ".docker", ".ssh"] {
-                        hide.push(home.join(dir));
-                    }
-                    hide.extend([home.join(".netrc"), home.join(".git-credentials")]);
-                }
-                hide.retain(|p| p.is_absolute());
                 let options = Tier2Options {
-                    hide,
+                    hide: self.hidden_paths(),
                     ..Tier2Options::default()
                 };
                 probe
@@ -248,9 +238,33 @@ impl WorkerArgs {
                     .map(Isolation::Bwrap)
                     .context("bwrap was selected but the probe found none")
             }
-            // `check` never accepts tier 1 until its helper exists.
-            Tier::Landlock => bail!("isolation tier 1 is not implemented yet"),
+            Tier::Landlock => {
+                let options = Tier1Options {
+                    hide: self.hidden_paths(),
+                    ..Tier1Options::default()
+                };
+                probe
+                    .tier1_sandbox(options)
+                    .map(Isolation::Landlock)
+                    .context("tier 1 was selected but its helper failed the probe")
+            }
         }
+    }
+
+    /// What tools must not read (tier 2 masks it, tier 1 leaves it out of the Landlock
+    /// grants): the worker's own secret and config files, and the usual credential directories.
+    fn hidden_paths(&self) -> Vec<PathBuf> {
+        let mut hide: Vec<PathBuf> = DEFAULT_HIDDEN.iter().map(PathBuf::from).collect();
+        hide.extend(self.connect.environment_key_file.iter().cloned());
+        hide.extend(self.custom_tools.iter().cloned());
+        if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+            for dir in [".aws", ".config/gcloud", ".azure", ".docker", ".ssh"] {
+                hide.push(home.join(dir));
+            }
+            hide.extend([home.join(".netrc"), home.join(".git-credentials")]);
+        }
+        hide.retain(|p| p.is_absolute());
+        hide
     }
 }
 
@@ -445,26 +459,57 @@ mod tests {
             args(&["--isolation", "auto"]).isolation,
             IsolationMode::Auto
         );
-        // Tier 1 is not implemented: asking for it with enforcement stops the worker.
-        let err = args(&["--isolation", "landlock", "--require-isolation"])
-            .worker_config()
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("tier 1 (landlock)") && err.contains("not implemented"),
-            "{err}"
-        );
-        // Without enforcement it falls back to a tier that works (unless the environment
-        // requires isolation, as CI's isolation step does).
-        if !args(&[]).isolation_required() {
-            let config = args(&["--isolation", "landlock"]).worker_config().unwrap();
-            assert_ne!(config.toolset.isolation.tier(), Tier::Landlock);
-        }
+        // The default is auto.
+        assert_eq!(args(&[]).isolation, IsolationMode::Auto);
         let config = args(&["--isolation", "none", "--require-isolation"])
             .worker_config()
             .unwrap();
         assert_eq!(config.toolset.isolation, Isolation::Tier0);
+    }
+
+    #[test]
+    fn isolation_landlock_is_used_when_the_host_allows_it() {
+        let probe = HostProbe::run();
+        match probe.check(Tier::Landlock) {
+            Ok(()) => {
+                let key = std::env::temp_dir().join("hands-args-key");
+                let key = key.to_str().unwrap();
+                let config = args(&[
+                    "--isolation",
+                    "landlock",
+                    "--require-isolation",
+                    "--environment-key-file",
+                    key,
+                ])
+                .worker_config()
+                .unwrap();
+                let Isolation::Landlock(sandbox) = &config.toolset.isolation else {
+                    panic!("not tier 1: {:?}", config.toolset.isolation);
+                };
+                // The worker's key file is among the hidden paths, with the defaults.
+                assert!(sandbox.options.hide.iter().any(|p| p.to_str() == Some(key)));
+                assert!(
+                    sandbox
+                        .options
+                        .hide
+                        .iter()
+                        .any(|p| p.ends_with("etc/hands"))
+                );
+                assert_eq!(sandbox.helper, PathBuf::from("/proc/self/exe"));
+            }
+            Err(why) if std::env::var("REQUIRE_ISOLATION").as_deref() == Ok("1") => {
+                panic!("REQUIRE_ISOLATION=1 but tier 1 cannot engage: {why}")
+            }
+            Err(why) => {
+                eprintln!("skipping: {why}");
+                let err = args(&["--isolation", "landlock", "--require-isolation"])
+                    .worker_config()
+                    .err()
+                    .unwrap()
+                    .to_string();
+                assert!(err.contains("tier 1 (landlock)"), "{err}");
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,10 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
+    // First of all: when this process was started as a sandbox helper (tier 1), it becomes that
+    // helper here and never returns. Landlock and seccomp apply to the calling thread only, so
+    // this must run before any thread exists.
+    hands_sandbox::helper::run_if_requested();
     // Before any thread exists: a same-uid tool must not read this process's memory or
     // /proc/<pid>/environ, where Lambda put the execution role's credentials.
     if let Err(e) = hands_sandbox::harden_worker_process() {

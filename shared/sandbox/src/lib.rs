@@ -1,5 +1,6 @@
 //! Process spawning and isolation for tool execution (DESIGN.md, "Isolation tiers": tier 0
-//! always, tier 2 with bubblewrap when the host allows it; [`HostProbe`] says which).
+//! always, tier 1 with Landlock and seccomp or tier 2 with bubblewrap when the host allows it;
+//! [`HostProbe`] says which).
 //!
 //! What this crate is for: starting the one long-lived process a session's `bash` tool talks to,
 //! with a cleared environment plus an allow-list, its own session and process group, stdin and
@@ -22,12 +23,16 @@ mod bwrap;
 mod cgroup;
 mod env;
 mod error;
+mod fs_rules;
 mod hardening;
+pub mod helper;
 mod kill;
 mod oneshot;
 mod probe;
 mod spawn;
 mod sweep;
+mod syscall_filter;
+mod tier1;
 
 pub use bwrap::{Binds, BwrapSandbox, DEFAULT_HIDDEN, SocketBind, Tier2Options};
 pub use cgroup::PidsCgroup;
@@ -41,3 +46,11 @@ pub use probe::{
 };
 pub use spawn::{Isolation, Rlimits, ShellProcess, ShellSpec, spawn_shell};
 pub use sweep::{ProcessTag, SweepScope, has_descendants, sweep};
+pub use tier1::{
+    HELPER_ERROR_PREFIX, HELPER_EXIT_CODE, MIN_LANDLOCK_ABI, NET_LANDLOCK_ABI, TIER1_MARKER,
+    Tier1Options, Tier1Sandbox,
+};
+
+// The unit tests' harness is the tier-1 helper of the tests that spawn through it.
+#[cfg(test)]
+helper_dispatch_for_tests!();

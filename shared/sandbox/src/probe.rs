@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 
 use crate::bwrap::{Binds, BwrapSandbox, Tier2Options};
+use crate::tier1::{CHECK_OK, MIN_LANDLOCK_ABI, Policy, Tier1Options, Tier1Sandbox};
 
 /// The directories searched for `bwrap`, in order.
 pub const BWRAP_DIRS: &[&str] = &["/usr/bin", "/usr/local/bin", "/bin"];
@@ -126,17 +127,31 @@ pub struct HostProbe {
     pub user_namespaces: Result<(), String>,
     /// The bubblewrap binary, after a successful trial run, or why it cannot be used.
     pub bwrap: Result<PathBuf, String>,
+    /// Whether the tier-1 helper of this binary ran its trial (Landlock and seccomp applied,
+    /// a write and a UDP socket refused), or why not.
+    pub tier1: Result<(), String>,
 }
 
 impl HostProbe {
     /// Probes the host. Runs `bwrap` once (a few milliseconds); call it once at start.
     pub fn run() -> HostProbe {
         let user_namespaces = probe_user_namespaces();
+        let landlock_abi = landlock_abi();
+        let seccomp_filter = probe_seccomp();
+        let tier1 = match &landlock_abi {
+            Ok(abi) if *abi < MIN_LANDLOCK_ABI => Err(format!(
+                "Landlock ABI {abi} is older than {MIN_LANDLOCK_ABI} (Linux 6.2)"
+            )),
+            Ok(_) if !seccomp_filter => Err("seccomp filters are not available".into()),
+            Ok(_) => probe_tier1(Path::new("/proc/self/exe")),
+            Err(e) => Err(format!("Landlock: {e}")),
+        };
         HostProbe {
-            landlock_abi: probe_landlock(),
-            seccomp_filter: probe_seccomp(),
+            landlock_abi,
+            seccomp_filter,
             bwrap: probe_bwrap(),
             user_namespaces,
+            tier1,
         }
     }
 
@@ -144,19 +159,7 @@ impl HostProbe {
     pub fn check(&self, tier: Tier) -> Result<(), String> {
         match tier {
             Tier::None => Ok(()),
-            Tier::Landlock => {
-                let abi = self
-                    .landlock_abi
-                    .as_ref()
-                    .map_err(|e| format!("Landlock: {e}"))?;
-                if !self.seccomp_filter {
-                    return Err("seccomp filters are not available".into());
-                }
-                Err(format!(
-                    "Landlock ABI {abi} and seccomp are available, but the tier 1 helper is not \
-                     implemented yet"
-                ))
-            }
+            Tier::Landlock => self.tier1.clone(),
             Tier::Bwrap => self.bwrap.as_ref().map(|_| ()).map_err(Clone::clone),
         }
     }
@@ -208,6 +211,23 @@ impl HostProbe {
         }
     }
 
+    /// Whether tier 1 can also limit TCP to the egress proxy's port (Landlock ABI 4).
+    pub fn tier1_net_rules(&self) -> bool {
+        self.tier1.is_ok()
+            && self
+                .landlock_abi
+                .as_ref()
+                .is_ok_and(|&abi| abi >= crate::tier1::NET_LANDLOCK_ABI)
+    }
+
+    /// The tier-1 sandbox of this binary, when its trial run passed.
+    pub fn tier1_sandbox(&self, options: Tier1Options) -> Option<Tier1Sandbox> {
+        self.tier1
+            .as_ref()
+            .ok()
+            .map(|()| Tier1Sandbox::this_binary(options))
+    }
+
     /// The bubblewrap sandbox to run tools in, when the probe found a working one.
     pub fn bwrap_sandbox(&self, options: Tier2Options) -> Option<BwrapSandbox> {
         self.bwrap.as_ref().ok().map(|program| BwrapSandbox {
@@ -233,13 +253,18 @@ impl fmt::Display for HostProbe {
             Err(e) => write!(f, "; user namespaces: no ({e})")?,
         }
         match &self.bwrap {
-            Ok(p) => write!(f, "; bwrap: {} (trial run passed)", p.display()),
-            Err(e) => write!(f, "; bwrap: unusable ({e})"),
+            Ok(p) => write!(f, "; bwrap: {} (trial run passed)", p.display())?,
+            Err(e) => write!(f, "; bwrap: unusable ({e})")?,
+        }
+        match &self.tier1 {
+            Ok(()) => write!(f, "; tier 1 helper: trial run passed"),
+            Err(e) => write!(f, "; tier 1 helper: unusable ({e})"),
         }
     }
 }
 
-fn probe_landlock() -> Result<u32, String> {
+/// The kernel's Landlock ABI version, or why there is none.
+pub(crate) fn landlock_abi() -> Result<u32, String> {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_ulong = 1;
     // SAFETY: `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)` only returns
     // the ABI version (or an error); no memory is passed and no file descriptor is created.
@@ -304,6 +329,40 @@ fn true_program() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Runs `helper` in tier-1 check mode: it applies a policy with nothing writable, checks that a
+/// write and a UDP socket are refused, and prints [`CHECK_OK`]. A binary without the helper
+/// dispatch (a test harness) rejects the marker as an unknown option and fails here.
+fn probe_tier1(helper: &Path) -> Result<(), String> {
+    let policy = Policy {
+        check: true,
+        ..Policy::default()
+    };
+    let out = Command::new(helper)
+        .args(policy.to_args())
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("{}: {e}", helper.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && stdout.starts_with(CHECK_OK) {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or("").trim();
+    Err(format!(
+        "the helper in {} failed its trial run ({}): {}",
+        helper.display(),
+        out.status,
+        if first.is_empty() {
+            "no output (is the helper dispatch missing from this binary?)"
+        } else {
+            first
+        }
+    ))
+}
+
 fn probe_bwrap() -> Result<PathBuf, String> {
     let program = find_bwrap().ok_or_else(|| {
         format!(
@@ -362,6 +421,11 @@ mod tests {
             } else {
                 Err("no bwrap".into())
             },
+            tier1: if landlock {
+                Ok(())
+            } else {
+                Err("Landlock: no".into())
+            },
         }
     }
 
@@ -383,11 +447,16 @@ mod tests {
     fn auto_takes_the_strongest_and_fails_closed_when_required() {
         let sel = probe(true, true).select(IsolationMode::Auto, true).unwrap();
         assert_eq!(sel.tier, Tier::Bwrap);
+        // Without bwrap, auto takes tier 1; without either, tier 0 (an error when required).
         let sel = probe(false, true)
+            .select(IsolationMode::Auto, true)
+            .unwrap();
+        assert_eq!(sel.tier, Tier::Landlock);
+        let sel = probe(false, false)
             .select(IsolationMode::Auto, false)
             .unwrap();
         assert_eq!(sel.tier, Tier::None);
-        let err = probe(false, true)
+        let err = probe(false, false)
             .select(IsolationMode::Auto, true)
             .unwrap_err();
         assert!(
@@ -412,11 +481,19 @@ mod tests {
         let sel = p.select(IsolationMode::Tier(Tier::Bwrap), false).unwrap();
         assert_eq!(sel.tier, Tier::None);
         assert!(sel.fell_back.unwrap().contains("no bwrap"));
-        // Tier 1 is not implemented yet: never selected, whatever the kernel offers.
-        let err = probe(true, true)
+        // Asked for tier 2 without it, not required: the next tier down that works.
+        let sel = probe(false, true)
+            .select(IsolationMode::Tier(Tier::Bwrap), false)
+            .unwrap();
+        assert_eq!(sel.tier, Tier::Landlock);
+        let sel = probe(true, true)
+            .select(IsolationMode::Tier(Tier::Landlock), true)
+            .unwrap();
+        assert_eq!(sel.tier, Tier::Landlock);
+        let err = probe(true, false)
             .select(IsolationMode::Tier(Tier::Landlock), true)
             .unwrap_err();
-        assert!(err.to_string().contains("not implemented"), "{err}");
+        assert!(err.to_string().contains("tier 1 (landlock)"), "{err}");
     }
 
     #[test]
@@ -425,7 +502,7 @@ mod tests {
         let text = p.to_string();
         println!("host probe: {text}");
         assert!(
-            text.contains("landlock:") && text.contains("bwrap:"),
+            text.contains("landlock:") && text.contains("bwrap:") && text.contains("tier 1"),
             "{text}"
         );
     }

@@ -16,6 +16,7 @@ use crate::bwrap::{Binds, BwrapSandbox};
 use crate::cgroup::PidsCgroup;
 use crate::probe::Tier;
 use crate::sweep::{ProcessTag, SweepScope, start_time};
+use crate::tier1::Tier1Sandbox;
 
 /// How far a tool process is confined beyond tier 0 (which always applies).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub enum Isolation {
     /// Tier 0 only.
     #[default]
     Tier0,
+    /// Tier 1: Landlock and seccomp, applied by the helper that then execs the program.
+    Landlock(Tier1Sandbox),
     /// Tier 2: inside bubblewrap.
     Bwrap(BwrapSandbox),
 }
@@ -31,6 +34,7 @@ impl Isolation {
     pub fn tier(&self) -> Tier {
         match self {
             Isolation::Tier0 => Tier::None,
+            Isolation::Landlock(_) => Tier::Landlock,
             Isolation::Bwrap(_) => Tier::Bwrap,
         }
     }
@@ -57,18 +61,17 @@ pub(crate) fn isolated_command(
                 .envs(env.iter().map(|(k, v)| (k, v)));
             (cmd, false)
         }
+        Isolation::Landlock(sandbox) => {
+            // The helper execs the program in place: the process started is the program.
+            let mut cmd = Command::new(&sandbox.helper);
+            cmd.args(sandbox.args(&with_workspace(binds, cwd), program, args))
+                .current_dir(cwd)
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)));
+            (cmd, false)
+        }
         Isolation::Bwrap(sandbox) => {
-            let mut all = Binds {
-                read_write: vec![cwd.to_path_buf()],
-                read_only: binds.read_only.clone(),
-            };
-            all.read_write.extend(
-                binds
-                    .read_write
-                    .iter()
-                    .filter(|p| p.as_path() != cwd)
-                    .cloned(),
-            );
+            let all = with_workspace(binds, cwd);
             let mut cmd = Command::new(&sandbox.program);
             cmd.args(sandbox.args(&all, env, cwd, program, args))
                 .current_dir(cwd)
@@ -78,6 +81,22 @@ pub(crate) fn isolated_command(
             (cmd, true)
         }
     }
+}
+
+/// `binds` with the workspace (`cwd`) first among the writable roots.
+fn with_workspace(binds: &Binds, cwd: &std::path::Path) -> Binds {
+    let mut all = Binds {
+        read_write: vec![cwd.to_path_buf()],
+        read_only: binds.read_only.clone(),
+    };
+    all.read_write.extend(
+        binds
+            .read_write
+            .iter()
+            .filter(|p| p.as_path() != cwd)
+            .cloned(),
+    );
+    all
 }
 
 /// Resource limits applied in the child between `fork` and `exec`. `None` leaves the limit

@@ -176,6 +176,14 @@ async fn run_command(proc: &mut ShellProcess, command: &str, cap: &mut Capture) 
     );
     if let Err(e) = proc.stdin.write_all(script.as_bytes()).await {
         return if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // The shell died before reading the command (a tier-1 helper that refused to
+            // start says why on the pipe): keep what it wrote, without waiting for more.
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = proc.output.try_read(&mut chunk) {
+                cap.total += n as u64;
+                cap.buf.extend_from_slice(&chunk[..n]);
+                cap.bound(CHUNK);
+            }
             Ended::ShellExited
         } else {
             Ended::Io(e)
@@ -352,11 +360,21 @@ impl BashState {
                 if !text.is_empty() {
                     text.push('\n');
                 }
+                let helper_failed = code == Some(hands_sandbox::HELPER_EXIT_CODE)
+                    && text.starts_with(hands_sandbox::HELPER_ERROR_PREFIX);
                 let code = code.map_or_else(|| "a signal".to_owned(), |c| format!("status {c}"));
-                let _ = write!(
-                    text,
-                    "[the shell exited ({code}); the next command starts a new shell (working directory and variables reset)]"
-                );
+                if helper_failed {
+                    // The tier-1 helper refused before the shell existed: say so, nothing ran.
+                    let _ = write!(
+                        text,
+                        "[the tier 1 sandbox could not be applied ({code}), so no command ran; the worker's isolation settings need fixing]"
+                    );
+                } else {
+                    let _ = write!(
+                        text,
+                        "[the shell exited ({code}); the next command starts a new shell (working directory and variables reset)]"
+                    );
+                }
                 ToolOutput::error(text)
             }
             Stop::Ended(Ended::Io(e)) => {

@@ -9,3 +9,8 @@ mod common;
 mod isolation;
 mod props;
 mod tables;
+mod tier1;
+
+// This test binary is the tier-1 helper of the rows that run tools under tier 1
+// (`/proc/self/exe` is the test binary).
+hands_sandbox::helper_dispatch_for_tests!();
