@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::credential::Credential;
-use crate::error::{ApiError, parse_retry_after, parse_should_retry};
+use crate::error::{ApiError, parse_retry_after, parse_should_retry, with_causes};
 
 /// The beta every worker call must carry; session routes 404 without it (PROTOCOL.md §2).
 pub const MANAGED_AGENTS_BETA: &str = "managed-agents-2026-04-01";
@@ -151,7 +151,10 @@ impl ControlPlane {
             HeaderValue::from_str(&config.anthropic_version)
                 .map_err(|e| BuildError(format!("anthropic-version: {e}")))?,
         );
+        let tls = crate::tls::client_config()
+            .map_err(|e| BuildError(format!("TLS configuration: {e}")))?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .default_headers(headers)
             .user_agent(config.user_agent.clone())
             .redirect(reqwest::redirect::Policy::none())
@@ -250,7 +253,7 @@ impl ControlPlane {
         req = req.timeout(call.timeout.unwrap_or(self.inner.config.request_timeout));
         req.send()
             .await
-            .map_err(|e| ApiError::Transport(redact(&e.to_string(), call.credential)))
+            .map_err(|e| ApiError::Transport(redact(&with_causes(&e), call.credential)))
     }
 
     async fn read_body(&self, path: &str, response: reqwest::Response) -> Result<Bytes, ApiError> {
@@ -264,7 +267,7 @@ impl ControlPlane {
         let mut body = BytesMut::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ApiError::Transport(e.to_string()))?;
+            let chunk = chunk.map_err(|e| ApiError::Transport(with_causes(&e)))?;
             if body.len() + chunk.len() > limit {
                 return Err(ApiError::TooLarge {
                     path: path.to_owned(),

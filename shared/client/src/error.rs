@@ -13,6 +13,24 @@ use reqwest::header::HeaderMap;
 /// day (C6). Callers still bound every wait by their own budget.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
+/// An error with every cause under it, `: `-separated. reqwest's own text stops at "error
+/// sending request for url (...)"; the reason an operator can act on (connection refused, the
+/// certificate's issuer is unknown, DNS) is in the sources.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some layers repeat their source's text in their own; say it once.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// An error from one control-plane call.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

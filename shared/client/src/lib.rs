@@ -14,6 +14,7 @@ mod memory;
 mod retry;
 mod sessions;
 mod sse;
+mod tls;
 mod work;
 
 pub use client::{

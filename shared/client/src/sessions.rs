@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::client::{Call, ControlPlane, decode, segment};
 use crate::credential::Credential;
-use crate::error::ApiError;
+use crate::error::{ApiError, with_causes};
 use crate::sse::{SseDecoder, SseError, SseFrame};
 
 /// The history page size the reference runner uses (§7.3).
@@ -93,7 +93,7 @@ impl EventStream {
                     Ok(frames) => self.ready.extend(frames),
                     Err(e) => return Some(Err(e.into())),
                 },
-                Err(e) => return Some(Err(StreamError::Transport(e.to_string()))),
+                Err(e) => return Some(Err(StreamError::Transport(with_causes(&e)))),
             }
         }
     }
@@ -233,7 +233,7 @@ impl ControlPlane {
         let mut written = 0u64;
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ApiError::Transport(e.to_string()))?;
+            let chunk = chunk.map_err(|e| ApiError::Transport(with_causes(&e)))?;
             written += chunk.len() as u64;
             if written > limit {
                 return Err(too_large());
