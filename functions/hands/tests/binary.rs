@@ -111,6 +111,10 @@ fn devplane(dir: &Path, script: Option<&serde_json::Value>, extra: &[&str]) -> D
 
 /// `hands poll` with only the three `ANTHROPIC_*` variables an operator sets.
 fn hands_poll(dp: &Devplane, key: &str, dir: &Path, log: &str) -> Proc {
+    hands_poll_with(dp, key, dir, log, &[])
+}
+
+fn hands_poll_with(dp: &Devplane, key: &str, dir: &Path, log: &str, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(HANDS);
     for (k, _) in std::env::vars() {
         if k.starts_with("ANTHROPIC_") || k.starts_with("HANDS_") || k == "RUST_LOG" {
@@ -118,7 +122,9 @@ fn hands_poll(dp: &Devplane, key: &str, dir: &Path, log: &str) -> Proc {
         }
     }
     let child = cmd
-        .args(["poll", "--max-idle", "1s", "--workdir"])
+        .args(["poll", "--max-idle", "1s"])
+        .args(extra)
+        .arg("--workdir")
         .arg(format!("{}/{{session_id}}", dir.join("work").display()))
         .env("ANTHROPIC_ENVIRONMENT_ID", &dp.environment_id)
         .env("ANTHROPIC_ENVIRONMENT_KEY", key)
@@ -232,7 +238,11 @@ fn p3_sigkill_mid_session_then_a_second_worker_runs_no_answered_call_again() {
     });
     let mut dp = devplane(dir.path(), Some(&script), &["--default-ttl-secs", "2"]);
     let key = dp.environment_key.clone();
-    let mut first = hands_poll(&dp, &key, dir.path(), "first");
+    // The calls count their runs in a file outside the workspace, which only tier 0 lets a
+    // tool write (tier 1 refuses it, tier 2 has its own /tmp): this row is about the lease, not
+    // isolation.
+    let tier0 = ["--isolation", "none"];
+    let mut first = hands_poll_with(&dp, &key, dir.path(), "first", &tier0);
     wait_until("call b to start", || process_running(&sleep));
 
     // SIGKILL: no teardown, no result, no stop. Only the lease can recover the item.
@@ -253,7 +263,7 @@ fn p3_sigkill_mid_session_then_a_second_worker_runs_no_answered_call_again() {
         }
     );
 
-    let mut second = hands_poll(&dp, &key, dir.path(), "second");
+    let mut second = hands_poll_with(&dp, &key, dir.path(), "second", &tier0);
     let dp_status = dp.proc.wait();
     let report = report(&dp);
     assert!(dp_status.success(), "{}", failed_steps(&report));
