@@ -8,6 +8,7 @@ mod catalogue;
 mod common;
 mod isolation;
 mod props;
+mod symlink_race;
 mod tables;
 mod tier1;
 
