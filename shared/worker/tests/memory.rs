@@ -1,16 +1,20 @@
 //! Memory stores through the whole worker: mounted at claim, used by the file tools and bash,
 //! a read-only store refused to `write`, synced after the calls, flushed at the end; a session
-//! with stores but no sessions token fails; `--memory off` runs without them.
+//! with stores but no sessions token fails; `--memory off` runs without them; a hand-off whose
+//! flush meets a slow memory service ends within the deadline margin.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::{Harness, failures, script};
-use hands_devplane::{Config, SessionSpec};
-use hands_worker::{ItemEnd, Resume};
+use hands_client::PollOptions;
+use hands_devplane::{Config, Faults, SessionSpec};
+use hands_worker::{Claim, ItemEnd, Resume, RunEnd};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 fn stores(mnt: &Path) -> Value {
@@ -219,4 +223,91 @@ async fn bash_cannot_change_a_read_only_store() {
         );
         assert!(h.dp.counters().memory_writes_by_path.is_empty(), "{name}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hand_off_flush_stops_within_the_margin_and_the_successor_re_downloads() {
+    let h = Harness::start(Config::default()).await;
+    h.dp.put_memory("memstore_notes", "/kept.md", "kept");
+    let mnt = h.root.join("mnt/memory");
+    let notes = mnt.join("notes");
+    let s = script(json!({
+        "name": "memory-hand-off",
+        "session": {"resources": [
+            {"type":"memory_store","memory_store_id":"memstore_notes","access":"read_write",
+             "mount_path": notes.display().to_string(),"name":"notes"}]},
+        "steps": [
+            {"step":"tool_use","name":"bash","input":{"command": format!("echo fact > {}/learned.md", notes.display())},
+             "expect":{"is_error":false}},
+            // Cut by the hand-off; its edit is only in the folder when the flush starts.
+            {"step":"tool_use","name":"bash","input":{"command": format!("echo late > {}/late.md; sleep 60", notes.display())},
+             "expect":{"is_error":true}},
+            // Served by the successor, which downloaded the store again.
+            {"step":"tool_use","name":"bash","input":{"command": format!(
+                "cat {n}/learned.md {n}/kept.md; test -e {n}/late.md && echo late-present || echo late-lost", n = notes.display())},
+             "expect":{"is_error":false,"text_contains":["fact","kept","late-lost"]}},
+            {"step":"idle","stop_reason":"end_turn"},
+            {"step":"expect_stopped","within_ms":20000}
+        ]
+    }));
+    // The session function's split of its margin: posts get half of it, the flush ends at
+    // three quarters (hands_worker::memory::flush_deadline).
+    let post_budget = Duration::from_secs(4);
+    let margin = 2 * post_budget;
+    let drive = async {
+        let mut config = h.config(h.per_session("first"));
+        config.hand_off_post_budget = post_budget;
+        let first = h.worker_with(config, CancellationToken::new());
+        let opts = PollOptions {
+            block_ms: Some(500),
+            ..PollOptions::default()
+        };
+        let item = loop {
+            if let Claim::Item(i) = first.claim(&opts).await.unwrap() {
+                break *i;
+            }
+        };
+        let hand_off_at = Instant::now() + Duration::from_secs(4);
+        // Once the first call's sync has uploaded, the memory service slows to a crawl.
+        let slow_down = async {
+            while h.dp.counters().memory_writes < 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            h.dp.set_faults(Faults {
+                slow_memory_ms: Some(120_000),
+                ..Faults::default()
+            });
+        };
+        // A guard far past the margin, so an unbounded teardown fails the test, not hangs it.
+        let serve = tokio::time::timeout(
+            Duration::from_secs(60),
+            first.serve_until(&item, Resume::default(), Some(hand_off_at)),
+        );
+        let (out1, ()) = tokio::join!(serve, slow_down);
+        let out1 = out1.expect("the hand-off's teardown was not bounded by its deadline");
+        let returned = Instant::now();
+        h.dp.set_faults(Faults::default());
+        let second = h.worker("second", CancellationToken::new());
+        let resume = out1.continuation.clone().expect("a continuation");
+        let out2 = second.serve(&item, resume).await;
+        (out1, out2, hand_off_at, returned)
+    };
+    let (report, (out1, out2, hand_off_at, returned)) = tokio::join!(h.dp.run_script(&s), drive);
+    assert!(report.passed, "{}", failures(&report));
+    assert_eq!(out1.end, ItemEnd::Ran(RunEnd::Deadline));
+    // The invocation's deadline is the hand-off point plus the margin; without the deadline
+    // the teardown would have waited up to 30 s for each of its syncs.
+    assert!(
+        returned < hand_off_at + margin,
+        "returned {:?} after the hand-off point",
+        returned - hand_off_at
+    );
+    assert_eq!(out2.end, ItemEnd::Ran(RunEnd::Idle));
+    let server = h.dp.memories("memstore_notes");
+    assert_eq!(
+        server.get("/learned.md").map(String::as_str),
+        Some("fact\n")
+    );
+    assert!(!server.contains_key("/late.md"), "{server:?}");
+    assert!(report.result_attempts.values().all(|&n| n == 1));
 }
