@@ -3,10 +3,12 @@
 //! processes outside the sandbox, no abstract unix sockets of the outside.
 //!
 //! Landlock is an allow-list whose grants cover a whole hierarchy, so "read everywhere but X"
-//! is built by walking down from `/` towards each hidden path: every directory on the way is
-//! left ungranted (it can be traversed, not listed), and each of its other entries is granted
-//! whole. Symbolic links met on the way are never granted (a grant opens its path, which would
-//! follow the link, possibly into a hidden tree); what they point to is covered where it lives.
+//! is built by walking down from `/` towards each hidden path: every directory on the way gets no
+//! read grant of its own, and each of its other entries is granted whole. Symbolic links met on
+//! the way are never granted (a grant opens its path, which would follow the link, possibly into
+//! a hidden tree); what they point to is covered where it lives. Listing directories is granted
+//! on all of `/` apart from that, so `ls /` and `find /` keep working: a hidden directory shows
+//! the names of its files, never their contents.
 //!
 //! The handled rights are those of the kernel's ABI, capped at the newest ABI this code was
 //! tested with ([`VETTED_ABI`]), so the ruleset is always fully enforced where it applies at all,
@@ -38,6 +40,8 @@ const WRITABLE_DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev
 pub(crate) enum Grant {
     /// Read, list, execute.
     Read,
+    /// List directories only (all of `/`).
+    List,
     /// Everything, beneath a writable root.
     ReadWrite,
     /// Open for reading and writing (a device file).
@@ -74,7 +78,7 @@ pub(crate) fn plan(policy: &Policy) -> Result<Vec<(PathBuf, Grant)>, String> {
             }
         }
     }
-    let mut out = Vec::new();
+    let mut out = vec![(PathBuf::from("/"), Grant::List)];
     grant_read_except(Path::new("/"), &hidden, &mut out);
     out.extend(policy.read_only.iter().map(|p| (p.clone(), Grant::Read)));
     out.extend(
@@ -174,6 +178,7 @@ pub(crate) fn restrict(policy: &Policy, kernel_abi: u32) -> Result<u32, String> 
         };
         let wanted: BitFlags<AccessFs> = match grant {
             Grant::Read => read,
+            Grant::List => BitFlags::from(AccessFs::ReadDir),
             Grant::ReadWrite => all,
             Grant::Device => file_rights & !AccessFs::Execute,
         };
@@ -245,6 +250,8 @@ mod tests {
         // No hidden path that exists: `/` is granted whole.
         let plan = super::plan(&policy(&[], &[], &[Path::new("/no/such/path")])).unwrap();
         assert!(plan.contains(&(PathBuf::from("/"), Grant::Read)));
+        // Listing is granted on `/` either way.
+        assert!(plan.contains(&(PathBuf::from("/"), Grant::List)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

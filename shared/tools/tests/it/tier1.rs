@@ -272,8 +272,8 @@ async fn row_t10_the_worker_cannot_be_signalled() {
     fx.tools.shutdown().await;
 }
 
-// T3: the worker's secret files and credential directories are left out of Landlock's grants
-// (EACCES), while an unhidden sibling stays readable.
+// T3: the worker's secret files and credential directories are left out of Landlock's read
+// grants (EACCES), while an unhidden sibling stays readable.
 #[tokio::test]
 #[ignore = "run by tier1_rows_hold_under_canaries"]
 async fn row_t3_secret_files_are_unreadable() {
@@ -300,12 +300,25 @@ async fn row_t3_secret_files_are_unreadable() {
     );
     for cmd in [
         format!("cat {}", key.display()),
-        format!("ls {}", secrets.display()),
         format!("cat {}/aws", secrets.display()),
+        format!("head -c1 {}/aws", secrets.display()),
     ] {
         let out = shown(&fx, &cmd).await;
         assert!(out.contains("Permission denied"), "{cmd}: {out}");
     }
+    // Directories stay listable, the hidden one and its ancestors too (names, never contents),
+    // so `ls /` works however deep a hidden path lies.
+    assert_eq!(
+        shown(&fx, &format!("ls {}", secrets.display())).await,
+        "aws"
+    );
+    let out = shown(&fx, &format!("ls {}", host.0.display())).await;
+    assert!(
+        out.contains("environment-key") && out.contains("visible.txt"),
+        "{out}"
+    );
+    let out = shown(&fx, "ls / | grep -cx -e usr -e etc").await;
+    assert_eq!(out, "2");
     fx.tools.shutdown().await;
 }
 
