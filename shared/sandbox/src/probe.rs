@@ -133,23 +133,34 @@ pub struct HostProbe {
 }
 
 impl HostProbe {
-    /// Probes the host. Runs `bwrap` once (a few milliseconds); call it once at start.
+    /// Probes the host. Runs `bwrap` and the tier-1 helper once each, at the same time (a few
+    /// milliseconds); call it once at start.
     pub fn run() -> HostProbe {
         let user_namespaces = probe_user_namespaces();
         let landlock_abi = landlock_abi();
         let seccomp_filter = probe_seccomp();
-        let tier1 = match &landlock_abi {
-            Ok(abi) if *abi < MIN_LANDLOCK_ABI => Err(format!(
-                "Landlock ABI {abi} is older than {MIN_LANDLOCK_ABI} (Linux 6.2)"
-            )),
-            Ok(_) if !seccomp_filter => Err("seccomp filters are not available".into()),
-            Ok(_) => probe_tier1(Path::new("/proc/self/exe")),
-            Err(e) => Err(format!("Landlock: {e}")),
-        };
+        let (bwrap, tier1) = std::thread::scope(|scope| {
+            let tier1 = match &landlock_abi {
+                Ok(abi) if *abi < MIN_LANDLOCK_ABI => Err(Err(format!(
+                    "Landlock ABI {abi} is older than {MIN_LANDLOCK_ABI} (Linux 6.2)"
+                ))),
+                Ok(_) if !seccomp_filter => Err(Err("seccomp filters are not available".into())),
+                Ok(_) => Ok(scope.spawn(|| probe_tier1(Path::new("/proc/self/exe")))),
+                Err(e) => Err(Err(format!("Landlock: {e}"))),
+            };
+            let bwrap = probe_bwrap();
+            let tier1 = match tier1 {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|_| Err("the tier 1 trial panicked".into())),
+                Err(result) => result,
+            };
+            (bwrap, tier1)
+        });
         HostProbe {
             landlock_abi,
             seccomp_filter,
-            bwrap: probe_bwrap(),
+            bwrap,
             user_namespaces,
             tier1,
         }
