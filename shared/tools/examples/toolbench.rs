@@ -4,7 +4,7 @@
 //! 1 GiB. A program that prints figures, not a test.
 //!
 //! ```text
-//! cargo run --release -p hands-tools --example toolbench -- [--ref-python /tmp/refvenv/bin/python] [--dir /dev/shm]
+//! cargo run --release -p hands-tools --example toolbench -- [--ref-python /tmp/refvenv/bin/python] [--dir /dev/shm] [--only grep] [--iterations N] [--cached-only]
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -179,6 +179,34 @@ fn reference(
         .cloned()
 }
 
+/// CPU time of the whole process so far (user and system, every thread).
+fn cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The step's timed calls: wall-clock and CPU latency samples, each sorted.
+async fn measure(tools: &Toolset, step: &Step, cancel: &CancellationToken) -> (Vec<u64>, Vec<u64>) {
+    let mut wall = Vec::with_capacity(step.iterations);
+    let mut cpu = Vec::with_capacity(step.iterations);
+    for i in 1..=step.iterations {
+        let input = step.inputs[i % step.inputs.len()].clone();
+        let (started, cpu_started) = (Instant::now(), cpu_ns());
+        let out = tools.call(step.name, input, cancel).await;
+        wall.push(started.elapsed().as_nanos() as u64);
+        cpu.push(cpu_ns() - cpu_started);
+        assert!(!out.is_error, "{} failed: {out:?}", step.name);
+    }
+    wall.sort_unstable();
+    cpu.sort_unstable();
+    (wall, cpu)
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -200,25 +228,77 @@ async fn main() {
     let ws = std::fs::canonicalize(dir.path()).unwrap().join("ws");
     std::fs::create_dir(&ws).unwrap();
     let rels = generate(&ws);
-    let steps = plan(&rels);
+    // `--only grep`: just that tool (for profiling); no memory run, no reference.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let mut steps = plan(&rels);
+    if let Some(only) = &only {
+        steps.retain(|s| s.name == only);
+    }
+    // `--iterations N`: that many timed calls of every tool instead of the defaults.
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--iterations")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+    {
+        steps.iter_mut().for_each(|s| s.iterations = n);
+    }
     let tools = Toolset::new(ToolsetConfig::new(&ws)).unwrap();
     let cancel = CancellationToken::new();
 
-    let mut ours: Vec<(&str, Vec<u64>)> = Vec::new();
+    // Per tool: wall-clock and CPU (all threads of the process) latency samples, sorted.
+    let mut ours: Vec<(&str, Vec<u64>, Vec<u64>)> = Vec::new();
+    let mut grep_first = Duration::ZERO;
     for step in &steps {
-        // One untimed call first: the shell starts on first use, the page cache warms.
-        let first = tools.call(step.name, step.inputs[0].clone(), &cancel).await;
-        assert!(!first.is_error, "{} failed: {first:?}", step.name);
-        let mut samples = Vec::with_capacity(step.iterations);
-        for i in 1..=step.iterations {
-            let input = step.inputs[i % step.inputs.len()].clone();
-            let started = Instant::now();
-            let out = tools.call(step.name, input, &cancel).await;
-            samples.push(started.elapsed().as_nanos() as u64);
-            assert!(!out.is_error, "{} failed: {out:?}", step.name);
+        if step.name == "grep" && !args.iter().any(|a| a == "--cached-only") {
+            // Without the content cache first (it keeps nothing younger than the settle time,
+            // so a settle time of a century reads every file at every call), while the cache
+            // is still empty.
+            let mut config = ToolsetConfig::new(&ws);
+            config.limits.grep_cache_settle = Duration::from_secs(100 * 365 * 24 * 3600);
+            let uncached = Toolset::new(config).unwrap();
+            let (wall, cpu) = measure(&uncached, step, &cancel).await;
+            ours.push(("grep, no cache", wall, cpu));
         }
-        samples.sort_unstable();
-        ours.push((step.name, samples));
+        if step.name == "grep" {
+            // The cache keeps a file's content only once it is older than the settle time
+            // (2 s): let the tree (and the files the write and edit steps just wrote) get that
+            // old, as a repository does between an agent's searches.
+            tokio::time::sleep(Duration::from_millis(2100)).await;
+        }
+        // One untimed call first: the shell starts on first use, the page cache warms, grep's
+        // content cache fills (that call's latency is printed on its own).
+        let started = Instant::now();
+        let first = tools.call(step.name, step.inputs[0].clone(), &cancel).await;
+        if step.name == "grep" {
+            grep_first = started.elapsed();
+        }
+        assert!(!first.is_error, "{} failed: {first:?}", step.name);
+        let (wall, cpu) = measure(&tools, step, &cancel).await;
+        ours.push((step.name, wall, cpu));
+    }
+
+    if only.is_some() {
+        for (name, wall, cpu) in &ours {
+            println!(
+                "{name}: {} calls, p50 {}, p99 {}; CPU p50 {}",
+                wall.len(),
+                fmt_ns(percentile(wall, 0.5)),
+                fmt_ns(percentile(wall, 0.99)),
+                fmt_ns(percentile(cpu, 0.5)),
+            );
+        }
+        if grep_first > Duration::ZERO {
+            println!(
+                "grep's first call (content cache empty): {}",
+                fmt_ns(grep_first.as_nanos() as u64)
+            );
+        }
+        return;
     }
 
     // Memory while a command prints 1 GiB: sample RSS from another thread.
@@ -264,9 +344,11 @@ async fn main() {
         FILES * FILE_BYTES / 1_000_000
     );
     println!();
-    println!("| tool | calls | hands p50 | hands p99 | reference p50 | reference p99 |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (name, samples) in &ours {
+    println!(
+        "| tool | calls | hands p50 | hands p99 | hands CPU p50 | reference p50 | reference p99 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, wall, cpu) in &ours {
         let (rp50, rp99) = match theirs
             .as_ref()
             .and_then(|t| t.get(*name))
@@ -277,16 +359,22 @@ async fn main() {
                 v.sort_unstable();
                 (fmt_ns(percentile(&v, 0.5)), fmt_ns(percentile(&v, 0.99)))
             }
+            None if theirs.is_some() => ("-".into(), "-".into()),
             None => ("not run".into(), "not run".into()),
         };
         println!(
-            "| {name} | {} | {} | {} | {rp50} | {rp99} |",
-            samples.len(),
-            fmt_ns(percentile(samples, 0.5)),
-            fmt_ns(percentile(samples, 0.99))
+            "| {name} | {} | {} | {} | {} | {rp50} | {rp99} |",
+            wall.len(),
+            fmt_ns(percentile(wall, 0.5)),
+            fmt_ns(percentile(wall, 0.99)),
+            fmt_ns(percentile(cpu, 0.5)),
         );
     }
     println!();
+    println!(
+        "grep's first call (content cache empty: every file read from disk): {}",
+        fmt_ns(grep_first.as_nanos() as u64)
+    );
     println!(
         "bash printing 1 GiB: {:.2} s, worker RSS growth {growth_mib:.1} MiB (peak sampled every 2 ms)",
         flood_time.as_secs_f64()

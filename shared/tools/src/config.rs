@@ -28,6 +28,10 @@ pub struct Limits {
     pub grep_max_line_bytes: usize,
     /// Wall-clock budget of one `grep` or `glob` walk.
     pub search_time: Duration,
+    /// `grep` keeps file contents in memory between calls only once they are older than this
+    /// (a change within one tick of the file system's clock could otherwise leave a file's
+    /// stamp unchanged); younger files are read from disk at every search.
+    pub grep_cache_settle: Duration,
     /// Longest `grep` regex or `glob` pattern accepted.
     pub pattern_bytes: usize,
     /// The regex compiler's size limits (T25): a pattern whose program would exceed them is an
@@ -49,6 +53,8 @@ impl Default for Limits {
             grep_output_bytes: 100 * 1024,
             grep_max_line_bytes: 2000,
             search_time: Duration::from_secs(30),
+            // Two seconds: the coarsest timestamps in use (FAT) and any clock tick.
+            grep_cache_settle: Duration::from_secs(2),
             pattern_bytes: 8 * 1024,
             regex_size_limit: 8 * 1024 * 1024,
             regex_dfa_size_limit: 8 * 1024 * 1024,

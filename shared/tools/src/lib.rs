@@ -61,6 +61,8 @@ pub(crate) struct Session {
     pub(crate) limits: Limits,
     /// What the model last saw of each file (stale-edit check, T23).
     pub(crate) seen: seen::SeenFiles,
+    /// Where `grep` keeps file contents between calls (the process's cache).
+    pub(crate) grep_cache: &'static grep::ContentCache,
     bash: tokio::sync::Mutex<bash::BashState>,
 }
 
@@ -87,6 +89,14 @@ fn parse<T: DeserializeOwned>(tool: &str, input: serde_json::Value) -> Result<T,
 impl Toolset {
     /// Builds the toolset of a session. The shell is started on the first `bash` call.
     pub fn new(config: ToolsetConfig) -> Result<Toolset, ToolsetError> {
+        Toolset::with_grep_cache(config, grep::ContentCache::global())
+    }
+
+    /// [`Toolset::new`] with `grep`'s content cache given (tests look into their own).
+    pub(crate) fn with_grep_cache(
+        config: ToolsetConfig,
+        grep_cache: &'static grep::ContentCache,
+    ) -> Result<Toolset, ToolsetError> {
         if !config.bash_path.is_absolute() {
             return Err(ToolsetError::ShellPath(config.bash_path));
         }
@@ -137,6 +147,7 @@ impl Toolset {
                 roots,
                 limits: config.limits,
                 seen: seen::SeenFiles::default(),
+                grep_cache,
                 bash: tokio::sync::Mutex::new(bash),
             }),
         })

@@ -1,0 +1,343 @@
+//! The content cache of `grep`: file contents kept in memory between calls, so a search of an
+//! unchanged tree costs one `fstatat` per file instead of open, fstat, reads and close.
+//!
+//! An entry is keyed by the file's `(st_dev, st_ino)` and trusted only while its stamp — size,
+//! `mtime` and `ctime`, both to the nanosecond — is what `fstatat` reports now. Every write
+//! through any path (a hard link from outside the workspace included), every truncate, chmod,
+//! rename or replacement changes the inode's `ctime` (or the inode itself), and `ctime` cannot be
+//! set by a user, unlike `mtime` (`touch -d`). One gap remains: a file system stamps times from a
+//! clock with coarse granularity (one timer tick, ~4 ms; whole seconds on some file systems), so
+//! a change in the same tick as the one before could leave the stamp as it was. Content is
+//! therefore cached only once its `ctime` is older than [`crate::Limits::grep_cache_settle`]
+//! when it is read (git's "racily clean" rule): any later change then gets a later `ctime`.
+//! What this cannot see (the residual risk): the system clock set backwards past a cached
+//! file's `ctime`, writes through a shared writable `mmap` to a page that is already dirty (the
+//! kernel updates the times on the first write fault only; the shell's processes do not survive
+//! a call, others could), and file systems whose `ctime` is not maintained by this kernel (a
+//! network or FUSE file system changed on the other side). No inotify: a watch cannot see
+//! writes through a hard link made outside the watched directories, and it costs a watch per
+//! directory; the stat per file is what makes a stale answer impossible in the cases above.
+//!
+//! The cache is one per process (per worker), bounded by [`CACHE_BYTES`]; files over
+//! [`CACHE_FILE_MAX`] are never cached. When it is full, the least recently used entries not
+//! used by the call inserting are evicted; when every entry belongs to that call, new content
+//! is not cached (a tree larger than the cache keeps its first part cached, instead of each
+//! search evicting what the next one needs first).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+/// The bytes of file content the process keeps in memory at most (plus [`ENTRY_OVERHEAD`] per
+/// file). 32 MiB holds a 2,000-file, 20 MB tree whole.
+pub(crate) const CACHE_BYTES: usize = 32 << 20;
+/// Larger files are searched from disk on every call and never cached.
+pub(crate) const CACHE_FILE_MAX: u64 = 1 << 20;
+/// What one entry costs besides its content (map slot, stamp, allocation headers), counted
+/// against the budget so that many tiny files cannot exceed it.
+const ENTRY_OVERHEAD: usize = 128;
+
+/// What identifies one version of a file's content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: i64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+impl Stamp {
+    // The field types of `struct stat` differ between architectures; these casts only widen.
+    #[allow(clippy::unnecessary_cast)]
+    pub(crate) fn of(st: &rustix::fs::Stat) -> Stamp {
+        Stamp {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as i64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
+    }
+
+    /// Whether the content was last changed at least `settle` before `now`, so that a later
+    /// change is certain to get a different `ctime`. A `ctime` in the future (clock skew) is
+    /// never settled.
+    pub(crate) fn settled(&self, settle: Duration, now: SystemTime) -> bool {
+        let (secs, nanos) = self.ctime;
+        let (Ok(secs), Ok(nanos)) = (u64::try_from(secs), u32::try_from(nanos)) else {
+            return false;
+        };
+        let Some(changed) = SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos)) else {
+            return false;
+        };
+        now.duration_since(changed).is_ok_and(|age| age > settle)
+    }
+}
+
+/// A cached file's content.
+pub(crate) struct Content {
+    pub bytes: Box<[u8]>,
+    /// No NUL byte and no byte-order-mark lead byte at the start: a search of the slice in
+    /// memory is then exactly the search of the file (no binary detection, no transcoding).
+    pub plain: bool,
+}
+
+impl Content {
+    pub(crate) fn new(bytes: Vec<u8>) -> Content {
+        let plain = !matches!(bytes.first(), Some(0xEF | 0xFE | 0xFF))
+            && memchr::memchr(0, &bytes).is_none();
+        Content {
+            bytes: bytes.into_boxed_slice(),
+            plain,
+        }
+    }
+}
+
+struct Slot {
+    stamp: Stamp,
+    content: Arc<Content>,
+    /// The call that last used it.
+    used: u64,
+}
+
+/// Hashes `(st_dev, st_ino)` keys: inode numbers are not chosen by an adversary in a way that
+/// matters here (a collision costs a probe, never a wrong answer: the key is compared), so a
+/// multiply-and-rotate is enough and a fifth of SipHash's cost.
+#[derive(Default, Clone, Copy)]
+struct InodeHasher(u64);
+
+impl std::hash::Hasher for InodeHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type InodeMap = HashMap<(u64, u64), Slot, std::hash::BuildHasherDefault<InodeHasher>>;
+
+/// One part of the cache: the entries whose inode number falls to it, and their cost.
+#[derive(Default)]
+struct Shard {
+    map: InodeMap,
+    bytes: usize,
+}
+
+/// The cache is split by inode number so that the threads of one search (and concurrent
+/// searches) rarely wait for the same lock: one shared lock cost a tenth of a cached search.
+const SHARDS: usize = 16;
+
+pub(crate) struct ContentCache {
+    /// Each shard's share of the budget.
+    shard_budget: usize,
+    shards: [Mutex<Shard>; SHARDS],
+    calls: AtomicU64,
+}
+
+fn cost(content: &Content) -> usize {
+    content.bytes.len() + ENTRY_OVERHEAD
+}
+
+impl ContentCache {
+    pub(crate) fn new(budget: usize) -> ContentCache {
+        ContentCache {
+            shard_budget: budget / SHARDS,
+            shards: std::array::from_fn(|_| Mutex::default()),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// The process's cache.
+    pub(crate) fn global() -> &'static ContentCache {
+        static CACHE: LazyLock<ContentCache> = LazyLock::new(|| ContentCache::new(CACHE_BYTES));
+        &CACHE
+    }
+
+    fn shard(&self, stamp: &Stamp) -> std::sync::MutexGuard<'_, Shard> {
+        let i = (stamp.ino ^ stamp.dev.rotate_left(17)) as usize % SHARDS;
+        // Nothing a panic could interrupt leaves an entry inconsistent with its file.
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A number for one search call, recorded on the entries it uses.
+    pub(crate) fn begin_call(&self) -> u64 {
+        self.calls.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The content of the file whose stamp is `stamp`, if cached. An entry for the same inode
+    /// with another stamp is stale and dropped.
+    pub(crate) fn get(&self, stamp: &Stamp, call: u64) -> Option<Arc<Content>> {
+        let mut shard = self.shard(stamp);
+        let key = (stamp.dev, stamp.ino);
+        let slot = shard.map.get_mut(&key)?;
+        if slot.stamp == *stamp {
+            slot.used = slot.used.max(call);
+            return Some(Arc::clone(&slot.content));
+        }
+        if let Some(stale) = shard.map.remove(&key) {
+            shard.bytes -= cost(&stale.content);
+        }
+        None
+    }
+
+    /// Caches `content` as the content of the file stamped `stamp`, evicting the entries
+    /// other calls used least recently if needed; nothing is cached when that would not make
+    /// room.
+    pub(crate) fn insert(&self, stamp: Stamp, content: Arc<Content>, call: u64) {
+        let need = cost(&content);
+        let budget = self.shard_budget;
+        if need > budget {
+            return;
+        }
+        let mut shard = self.shard(&stamp);
+        let key = (stamp.dev, stamp.ino);
+        if let Some(old) = shard.map.remove(&key) {
+            shard.bytes -= cost(&old.content);
+        }
+        if shard.bytes + need > budget {
+            // Evict down to three quarters of the budget, so that eviction (a sort) is rare.
+            let target = (budget / 4 * 3).min(budget - need);
+            let mut old: Vec<(u64, (u64, u64))> = shard
+                .map
+                .iter()
+                .filter(|(_, s)| s.used < call)
+                .map(|(k, s)| (s.used, *k))
+                .collect();
+            old.sort_unstable();
+            for (_, key) in old {
+                if shard.bytes <= target {
+                    break;
+                }
+                if let Some(gone) = shard.map.remove(&key) {
+                    shard.bytes -= cost(&gone.content);
+                }
+            }
+            if shard.bytes + need > budget {
+                return;
+            }
+        }
+        shard.bytes += need;
+        shard.map.insert(
+            key,
+            Slot {
+                stamp,
+                content,
+                used: call,
+            },
+        );
+    }
+
+    #[cfg(test)]
+    fn totals(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(n, b), s| {
+            let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+            (n + s.map.len(), b + s.bytes)
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.totals().1
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.totals().0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn stamp(ino: u64, size: i64, ctime: i64) -> Stamp {
+        Stamp {
+            dev: 1,
+            ino,
+            size,
+            mtime: (ctime, 0),
+            ctime: (ctime, 0),
+        }
+    }
+
+    fn content(n: usize) -> Arc<Content> {
+        Arc::new(Content::new(vec![b'a'; n]))
+    }
+
+    #[test]
+    fn a_changed_stamp_is_a_miss_and_drops_the_entry() {
+        let cache = ContentCache::new(1 << 20);
+        let call = cache.begin_call();
+        cache.insert(stamp(7, 10, 100), content(10), call);
+        assert!(cache.get(&stamp(7, 10, 100), call).is_some());
+        let mut changed = stamp(7, 10, 100);
+        changed.ctime.1 = 1;
+        assert!(cache.get(&changed, call).is_none());
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
+        assert!(cache.get(&stamp(7, 10, 100), call).is_none());
+    }
+
+    #[test]
+    fn the_budget_is_never_exceeded_and_the_current_call_keeps_its_entries() {
+        // Inode numbers that are multiples of the shard count share one shard, whose budget is
+        // ten entries.
+        let per = 1000 + ENTRY_OVERHEAD;
+        let cache = ContentCache::new(per * 10 * SHARDS);
+        let ino = |k: u64| k * SHARDS as u64;
+        let first = cache.begin_call();
+        for k in 0..20 {
+            cache.insert(stamp(ino(k), 1000, 5), content(1000), first);
+            assert!(cache.bytes() <= per * 10);
+        }
+        // The first call filled the shard; its own later files were not admitted.
+        assert_eq!(cache.len(), 10);
+        assert!(cache.get(&stamp(ino(0), 1000, 5), first).is_some());
+        assert!(cache.get(&stamp(ino(15), 1000, 5), first).is_none());
+        // A later call evicts the least recently used entries of earlier calls.
+        let second = cache.begin_call();
+        assert!(cache.get(&stamp(ino(9), 1000, 5), second).is_some());
+        cache.insert(stamp(ino(100), 1000, 5), content(1000), second);
+        assert!(cache.get(&stamp(ino(100), 1000, 5), second).is_some());
+        assert!(cache.get(&stamp(ino(9), 1000, 5), second).is_some());
+        assert!(cache.bytes() <= per * 10);
+        assert!(cache.len() < 10);
+        // Other shards have their own room.
+        cache.insert(stamp(ino(3) + 1, 1000, 5), content(1000), second);
+        assert!(cache.get(&stamp(ino(3) + 1, 1000, 5), second).is_some());
+        // Content larger than a shard's budget is never cached.
+        cache.insert(stamp(ino(200), 0, 5), content(per * 10), second);
+        assert!(cache.get(&stamp(ino(200), 0, 5), second).is_none());
+    }
+
+    #[test]
+    fn only_settled_content_counts_as_settled() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let s = |secs| stamp(1, 1, secs);
+        assert!(s(997).settled(Duration::from_secs(2), now));
+        assert!(!s(998).settled(Duration::from_secs(2), now));
+        assert!(!s(1001).settled(Duration::ZERO, now));
+        assert!(!s(-5).settled(Duration::ZERO, now));
+    }
+
+    #[test]
+    fn plain_content_has_no_nul_and_no_bom_lead() {
+        assert!(Content::new(b"text\n".to_vec()).plain);
+        assert!(Content::new(Vec::new()).plain);
+        assert!(!Content::new(b"te\0xt".to_vec()).plain);
+        assert!(!Content::new(b"\xEF\xBB\xBFtext".to_vec()).plain);
+        assert!(!Content::new(b"\xFF\xFEt\0".to_vec()).plain);
+    }
+}

@@ -1,0 +1,333 @@
+//! `grep`: regular-expression search in process, with ripgrep's library crates.
+//!
+//! The regex is compiled by `grep-regex` (the `regex` crate: finite automata, linear time, no
+//! backtracking engine, so `(a+)+$` cannot explode) with size limits on the compiled program
+//! and the lazy DFA, and a limit on the pattern's length (T25). The walk follows the
+//! reference's built-in search: it skips `.git` and `node_modules`, never follows symlinks,
+//! reads only regular files, skips binary files (a NUL byte) and lines longer than 2,000 bytes,
+//! and stops at 100 KiB of output with the reference marker. Every directory is opened
+//! relative to the search root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` and every
+//! file relative to its directory with `O_NOFOLLOW` (`walk`), so a directory swapped for a
+//! symlink during the walk cannot lead the search out of the root. File contents are kept
+//! between calls in a bounded cache validated by a stat of each file (`cache`), so a search of
+//! an unchanged tree reads nothing from disk. The searcher's buffer is capped, so a 1 GB
+//! single line costs bounded memory. It runs on the blocking pool, on up to four threads, and
+//! checks a time budget and the cancellation token as it goes (T11).
+
+mod cache;
+mod search;
+#[cfg(test)]
+mod tests;
+mod walk;
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use grep_regex::RegexMatcherBuilder;
+use hands_protocol::toolset::{GrepInput, ToolOutput};
+use rustix::fs::{FileType, Mode, OFlags};
+use tokio_util::sync::CancellationToken;
+
+use crate::Session;
+pub(crate) use cache::ContentCache;
+use search::{FileHits, Search, Searchers};
+use walk::{FileRef, Listing};
+
+/// `path` relative to `root`: the walker's paths are `root` joined with names, so a byte
+/// prefix test answers without `Path::strip_prefix`'s component walk (a visible share of
+/// the per-file cost); anything else falls back to it.
+pub(crate) fn relative<'p>(path: &'p Path, root: &Path) -> Option<&'p Path> {
+    let root_bytes = root.as_os_str().as_bytes();
+    let fast = path
+        .as_os_str()
+        .as_bytes()
+        .strip_prefix(root_bytes)
+        .and_then(|rest| {
+            if root_bytes.ends_with(b"/") {
+                Some(rest)
+            } else {
+                rest.strip_prefix(b"/")
+            }
+        })
+        .filter(|rest| !rest.is_empty() && !rest.starts_with(b"/"));
+    match fast {
+        Some(rest) => Some(Path::new(OsStr::from_bytes(rest))),
+        None => path.strip_prefix(root).ok(),
+    }
+}
+
+/// Below this many files the search stays on the calling thread.
+const PARALLEL_MIN_FILES: usize = 64;
+/// At most this many threads search one call's files.
+const MAX_THREADS: usize = 4;
+/// Each search thread checks the time budget and the cancellation every this many files.
+const CHECK_EVERY: usize = 16;
+
+/// Searches the listed files on up to [`MAX_THREADS`] threads. Files are claimed in order from
+/// a shared counter, so the files searched are always a prefix of the listing; the result is
+/// the hits per file index (files with hits only) and whether the time budget or the
+/// cancellation stopped the search before the end. Claiming stops once the lines found exceed
+/// the output budget: the ordered merge is then certain to be truncated within the files
+/// already claimed. Each thread keeps the directory of its last file open (`O_PATH`, opened
+/// beneath the root without following symlinks), so a file costs one `fstatat` relative to it
+/// when its content is cached.
+fn search_parallel(
+    listing: &Listing,
+    root_path: &Path,
+    root: BorrowedFd<'_>,
+    search: &Search<'_>,
+) -> (Vec<(usize, FileHits)>, bool) {
+    let files = &listing.files;
+    let next = AtomicUsize::new(0);
+    let produced = AtomicUsize::new(0);
+    let enough = AtomicBool::new(false);
+    let stopped_early = AtomicBool::new(false);
+    let worker = |search: &Search<'_>| -> Vec<(usize, FileHits)> {
+        let mut searchers = Searchers::new();
+        // The directory of the previous file: its index and descriptor (None: unopenable).
+        let mut current: Option<(usize, Option<OwnedFd>)> = None;
+        let mut found = Vec::new();
+        for claimed in 0usize.. {
+            if enough.load(Ordering::Acquire) {
+                break;
+            }
+            // The clock and the token every few files: a cached file takes microseconds.
+            if claimed % CHECK_EVERY == 0 && (search.cancel.is_cancelled() || (search.deadline)()) {
+                stopped_early.store(true, Ordering::Release);
+                break;
+            }
+            let i = next.fetch_add(1, Ordering::AcqRel);
+            let Some(FileRef { dir, name }) = files.get(i) else {
+                break;
+            };
+            let dir_rel = &listing.dirs[*dir];
+            if current.as_ref().is_none_or(|(d, _)| d != dir) {
+                let fd = if dir_rel.as_os_str().is_empty() {
+                    None
+                } else {
+                    walk::open_dir(root, dir_rel, true).ok()
+                };
+                current = Some((*dir, fd));
+            }
+            let dir_fd = match &current {
+                Some((_, Some(fd))) => fd.as_fd(),
+                Some((_, None)) if dir_rel.as_os_str().is_empty() => root,
+                _ => continue,
+            };
+            let shown = || {
+                let mut path = root_path.to_path_buf();
+                if !dir_rel.as_os_str().is_empty() {
+                    path.push(dir_rel);
+                }
+                path.push(name);
+                path.to_string_lossy().into_owned()
+            };
+            let hits = search.file(&mut searchers, dir_fd, name, &shown);
+            if hits.lines.is_empty() && !hits.full {
+                continue;
+            }
+            let bytes: usize = hits.lines.iter().map(|l| l.len() + 1).sum();
+            let total = produced.fetch_add(bytes, Ordering::AcqRel) + bytes;
+            if hits.full || total > search.limits.grep_output_bytes {
+                enough.store(true, Ordering::Release);
+            }
+            found.push((i, hits));
+        }
+        found
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS);
+    let mut found = if threads <= 1 || files.len() < PARALLEL_MIN_FILES {
+        worker(search)
+    } else {
+        std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads)
+                .map(|_| {
+                    let worker = &worker;
+                    // Its own matcher: the regex engine's scratch space is then never shared.
+                    scope.spawn(move || {
+                        let matcher = search.matcher.clone();
+                        worker(&Search {
+                            matcher: &matcher,
+                            ..*search
+                        })
+                    })
+                })
+                .collect();
+            let mut found = worker(search);
+            for helper in helpers {
+                // A helper that panicked lost its files' lines: treat the search as stopped.
+                match helper.join() {
+                    Ok(more) => found.extend(more),
+                    Err(_) => stopped_early.store(true, Ordering::Release),
+                }
+            }
+            found
+        })
+    };
+    found.sort_unstable_by_key(|(i, _)| *i);
+    let early = stopped_early.load(Ordering::Acquire) && next.load(Ordering::Acquire) < files.len();
+    (found, early)
+}
+
+pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToken) -> ToolOutput {
+    let err = |msg: String| ToolOutput::error(format!("grep: {msg}"));
+    let limits = &session.limits;
+    if input.pattern.len() > limits.pattern_bytes {
+        return err(format!(
+            "pattern is longer than {} bytes",
+            limits.pattern_bytes
+        ));
+    }
+    let matcher = match RegexMatcherBuilder::new()
+        .size_limit(limits.regex_size_limit)
+        .dfa_size_limit(limits.regex_dfa_size_limit)
+        .line_terminator(Some(b'\n'))
+        .build(&input.pattern)
+    {
+        Ok(m) => m,
+        Err(e) => return err(format!("invalid regex: {e}")),
+    };
+    let resolved = match input.path.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => match session.roots.resolve(p) {
+            Ok(r) => Some(r),
+            Err(e) => return err(e.to_string()),
+        },
+        None => None,
+    };
+    // The directory searched (held open), and the single file when `path` names one.
+    let (root_path, root_fd, single): (PathBuf, OwnedFd, Option<std::ffi::OsString>) =
+        match resolved {
+            None => match session.roots.workdir.fd().try_clone_to_owned() {
+                Ok(fd) => (session.roots.workdir.path.clone(), fd, None),
+                Err(e) => return err(e.to_string()),
+            },
+            Some(r) => match r.rest.as_slice() {
+                [] => (r.path, r.dir, None),
+                [leaf] => match rustix::fs::statat(
+                    r.dir.as_fd(),
+                    leaf.as_os_str(),
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                ) {
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                        match rustix::fs::openat(
+                            r.dir.as_fd(),
+                            leaf.as_os_str(),
+                            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        ) {
+                            Ok(fd) => (r.path, fd, None),
+                            Err(e) => return err(e.to_string()),
+                        }
+                    }
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                        let parent = r.path.parent().map(Path::to_path_buf).unwrap_or_default();
+                        (parent, r.dir, Some(leaf.clone()))
+                    }
+                    _ => return ToolOutput::ok("no matches"),
+                },
+                _ => return ToolOutput::ok("no matches"),
+            },
+        };
+
+    let started = Instant::now();
+    let deadline = || started.elapsed() > limits.search_time;
+    let mut out = String::new();
+    let mut budget = limits.grep_output_bytes;
+    let mut full = false;
+    let mut stopped: Option<String> = None;
+    let time_note = || {
+        format!(
+            "[search stopped after {}s]",
+            limits.search_time.as_secs_f64()
+        )
+    };
+    let cache = session.grep_cache;
+    let search = Search {
+        matcher: &matcher,
+        limits,
+        cancel,
+        deadline: &deadline,
+        cache,
+        call: cache.begin_call(),
+        settle: limits.grep_cache_settle,
+    };
+    // The lines of each file with hits, in walk order.
+    let found: Vec<(usize, FileHits)> = if let Some(leaf) = single {
+        let shown = || root_path.join(&leaf).to_string_lossy().into_owned();
+        let hits = search.file(&mut Searchers::new(), root_fd.as_fd(), &leaf, &shown);
+        vec![(0, hits)]
+    } else {
+        let Ok(listing) = walk::list(root_fd.as_fd(), limits.walk_entries, cancel, &deadline)
+        else {
+            return err("cancelled".into());
+        };
+        stopped = match listing.stopped {
+            Some(walk::Stop::Time) => Some(time_note()),
+            Some(walk::Stop::Entries) => Some(format!(
+                "[search stopped after {} files]",
+                limits.walk_entries
+            )),
+            None => None,
+        };
+        let (found, early) = search_parallel(&listing, &root_path, root_fd.as_fd(), &search);
+        if early {
+            stopped = Some(time_note());
+        }
+        found
+    };
+    'merge: for (_, hits) in found {
+        for line in hits.lines {
+            match budget.checked_sub(line.len() + 1) {
+                Some(left) => budget = left,
+                None => {
+                    full = true;
+                    break 'merge;
+                }
+            }
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&line);
+        }
+        if hits.full {
+            full = true;
+            break;
+        }
+    }
+    if cancel.is_cancelled() {
+        return err("cancelled".into());
+    }
+    if full {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "[output truncated at {} bytes]",
+            limits.grep_output_bytes
+        ));
+    } else if let Some(note) = stopped {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&note);
+    } else if deadline() {
+        // The budget ran out inside the last file searched.
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "[search stopped after {}s]",
+            limits.search_time.as_secs_f64()
+        ));
+    }
+    if out.is_empty() {
+        return ToolOutput::ok("no matches");
+    }
+    ToolOutput::ok(out)
+}

@@ -1,0 +1,230 @@
+//! The content cache seen through `grep`: a file changed between two searches, by any means,
+//! is searched as it is now, never as it was cached; nothing outside the root is reached.
+//! Each test has a cache of its own, so what it caches can be counted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use hands_protocol::toolset::{ContentBlock, GrepInput};
+use tokio_util::sync::CancellationToken;
+
+use super::ContentCache;
+use crate::{Toolset, ToolsetConfig};
+
+struct Tree {
+    _dir: tempfile::TempDir,
+    ws: PathBuf,
+    outside: PathBuf,
+    tools: Toolset,
+    cache: &'static ContentCache,
+}
+
+fn tree(settle: Duration) -> Tree {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let (ws, outside) = (root.join("ws"), root.join("outside"));
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    let mut config = ToolsetConfig::new(&ws);
+    config.limits.grep_cache_settle = settle;
+    let cache: &'static ContentCache = Box::leak(Box::new(ContentCache::new(8 << 20)));
+    let tools = Toolset::with_grep_cache(config, cache).unwrap();
+    Tree {
+        _dir: dir,
+        ws,
+        outside,
+        tools,
+        cache,
+    }
+}
+
+impl Tree {
+    fn grep(&self, pattern: &str) -> String {
+        let input = GrepInput {
+            pattern: pattern.into(),
+            path: None,
+        };
+        let out = super::run(&self.tools.session, input, &CancellationToken::new());
+        assert!(!out.is_error, "{out:?}");
+        match out.content.as_slice() {
+            [ContentBlock::Text { text }] => text.clone(),
+            other => panic!("expected one text block, got {other:?}"),
+        }
+    }
+
+    /// The file names (relative to the workdir) in a grep result, sorted as shown.
+    fn files(&self, pattern: &str) -> Vec<String> {
+        let prefix = format!("{}/", self.ws.display());
+        self.grep(pattern)
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|l| l.split(':').next().unwrap().to_string())
+            .collect()
+    }
+
+    fn write(&self, rel: &str, content: &str) {
+        let path = self.ws.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+}
+
+fn mtime(path: &Path) -> SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+/// Puts the modification time back, so only the size, the inode or the ctime can tell.
+fn set_mtime(path: &Path, time: SystemTime) {
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(time)
+        .unwrap();
+}
+
+/// Waits until files written now are older than the default settle time, so they are cached.
+fn settle() {
+    std::thread::sleep(crate::Limits::default().grep_cache_settle + Duration::from_millis(200));
+}
+
+#[test]
+fn every_kind_of_change_between_two_searches_is_seen() {
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    // Each file starts with "old" on its line and is changed to "new", same size, a different
+    // way. "kept" never changes.
+    for name in ["inplace", "truncated", "renamed", "recreated", "linked"] {
+        t.write(&format!("{name}.txt"), &format!("{name} old\n"));
+    }
+    t.write("kept.txt", "kept old\n");
+    t.write("sub/moved.txt", "moved old\n");
+    std::fs::hard_link(t.ws.join("linked.txt"), t.outside.join("link.txt")).unwrap();
+    settle();
+    let before = t.files("old");
+    assert_eq!(
+        before,
+        [
+            "inplace.txt",
+            "kept.txt",
+            "linked.txt",
+            "recreated.txt",
+            "renamed.txt",
+            "sub/moved.txt",
+            "truncated.txt"
+        ]
+    );
+    assert_eq!(t.cache.len(), 7, "every settled file is cached");
+    // A second search of the unchanged tree is answered from the cache, identically.
+    assert_eq!(t.files("old"), before);
+
+    // Overwritten in place (no truncation), modification time put back: only ctime changes.
+    let p = t.ws.join("inplace.txt");
+    let old_mtime = mtime(&p);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = File::options().write(true).open(&p).unwrap();
+        f.write_all_at(b"inplace new\n", 0).unwrap();
+    }
+    set_mtime(&p, old_mtime);
+    // Truncated and rewritten, as `echo > file` does, modification time put back.
+    let p = t.ws.join("truncated.txt");
+    let old_mtime = mtime(&p);
+    std::fs::write(&p, "truncated new\n").unwrap();
+    set_mtime(&p, old_mtime);
+    // Replaced by rename, as `sed -i` does.
+    std::fs::write(t.ws.join("renamed.tmp"), "renamed new\n").unwrap();
+    std::fs::rename(t.ws.join("renamed.tmp"), t.ws.join("renamed.txt")).unwrap();
+    // Deleted and created again (the inode number may be reused).
+    std::fs::remove_file(t.ws.join("recreated.txt")).unwrap();
+    std::fs::write(t.ws.join("recreated.txt"), "recreated new\n").unwrap();
+    // Written through a hard link outside the workdir.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = File::options()
+            .write(true)
+            .open(t.outside.join("link.txt"))
+            .unwrap();
+        f.write_all_at(b"linked new\n", 0).unwrap();
+    }
+    // The directory moved outside and replaced by a symlink to where it went.
+    std::fs::rename(t.ws.join("sub"), t.outside.join("sub")).unwrap();
+    std::os::unix::fs::symlink(t.outside.join("sub"), t.ws.join("sub")).unwrap();
+
+    assert_eq!(t.files("old"), ["kept.txt"]);
+    assert_eq!(
+        t.files("new"),
+        [
+            "inplace.txt",
+            "linked.txt",
+            "recreated.txt",
+            "renamed.txt",
+            "truncated.txt"
+        ]
+    );
+    // The moved file is still cached (same inode, unchanged), yet never shown: the walk does
+    // not follow the symlink.
+    assert!(!t.grep("moved").contains("moved.txt"));
+}
+
+#[test]
+fn recently_changed_files_are_not_cached() {
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    t.write("fresh.txt", "fresh\n");
+    assert_eq!(t.files("fresh"), ["fresh.txt"]);
+    assert_eq!(t.cache.len(), 0);
+    // A settle time of zero caches at once.
+    let t = tree(Duration::ZERO);
+    t.write("fresh.txt", "fresh\n");
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(t.files("fresh"), ["fresh.txt"]);
+    assert_eq!(t.cache.len(), 1);
+}
+
+#[test]
+fn cached_content_is_searched_as_the_file_would_be() {
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    t.write("crlf.txt", "one needle\r\ntwo\r\nthree needle\r\n");
+    t.write("no-newline.txt", "a\nb needle");
+    std::fs::write(t.ws.join("nul.bin"), b"needle\0binary\n").unwrap();
+    // UTF-8 and UTF-16 byte-order marks: the searcher strips or transcodes them.
+    std::fs::write(t.ws.join("bom8.txt"), b"\xEF\xBB\xBFneedle eight\n").unwrap();
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain("needle sixteen\n".encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    std::fs::write(t.ws.join("bom16.txt"), utf16).unwrap();
+    t.write(
+        "long.txt",
+        &format!("needle {}\nneedle short\n", "y".repeat(3000)),
+    );
+    // Above the per-file limit: searched as a stream, never cached.
+    t.write(
+        "big.txt",
+        &format!(
+            "{}needle big\n",
+            "z\n".repeat(super::cache::CACHE_FILE_MAX as usize)
+        ),
+    );
+    settle();
+    let first = t.grep("needle");
+    assert_eq!(t.cache.len(), 6, "all but the big file");
+    let second = t.grep("needle");
+    assert_eq!(first, second);
+    let ws = t.ws.display();
+    let big_line = super::cache::CACHE_FILE_MAX + 1;
+    assert_eq!(
+        first,
+        format!(
+            "{ws}/big.txt:{big_line}:needle big\n\
+             {ws}/bom16.txt:1:needle sixteen\n\
+             {ws}/bom8.txt:1:needle eight\n\
+             {ws}/crlf.txt:1:one needle\n\
+             {ws}/crlf.txt:3:three needle\n\
+             {ws}/long.txt:2:needle short\n\
+             {ws}/no-newline.txt:2:b needle"
+        )
+    );
+}
