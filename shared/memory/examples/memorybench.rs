@@ -15,6 +15,9 @@
 //! cargo run --release -p hands-memory --example memorybench -- \
 //!     --python /tmp/confvenv/bin/python --runs 3
 //! ```
+//!
+//! Also printed: the most memory content hands held in RAM at once during each download
+//! (`SessionStores::peak_buffered_bytes`) next to the store's size.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -123,6 +126,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cp = ControlPlane::new(ClientConfig::with_base_url(dp.base_url()))?;
     let scratch = tempfile::tempdir()?;
     let mut hwm_sync_growth = Vec::new();
+    // (scenario, most content bytes hands held during a download, the store's content bytes)
+    let mut held = Vec::new();
     for scenario in ["small", "big"] {
         let mut hands: Vec<Sample> = Vec::new();
         let mut sdk: Vec<Sample> = Vec::new();
@@ -161,6 +166,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
             .await?;
             let download = t0.elapsed();
+            let store_bytes: usize = dp.memories(&hs).values().map(String::len).sum();
+            held.push((scenario, stores.peak_buffered_bytes(), store_bytes));
             apply_edit(&hm, scenario)?;
             let hwm_before = vm_hwm_kib();
             let t1 = Instant::now();
@@ -225,6 +232,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for (scenario, kib) in hwm_sync_growth {
         println!("hands peak-RSS growth during a {scenario} sync: {kib} KiB");
+    }
+    for (scenario, peak, total) in held {
+        println!(
+            "hands content held at once during a {scenario} download: {} KiB of the store's {} KiB",
+            peak / 1024,
+            total / 1024
+        );
     }
     let c = dp.counters();
     println!(
