@@ -45,7 +45,15 @@
 //!   writes to it are reported (log and agent note), never uploaded;
 //! - besides the timer, a sync runs right after a tool call that changed a store folder,
 //!   holding the call's result for at most [`AFTER_CALL_SYNC_BOUND`];
-//! - a delete never goes out on the first pass that sees the file missing, whatever the window.
+//! - a delete never goes out on the first pass that sees the file missing, whatever the window;
+//! - the download writes each listing page while fetching the next (the reference writes page
+//!   by page without that overlap), so at most two pages per store are held in memory, as
+//!   measured by [`SessionStores::peak_buffered_bytes`];
+//! - a walk of a store folder looks at no more than [`MAX_WALK_ENTRIES`] entries; known paths
+//!   it did not reach are looked up one by one, so a capped walk never reads as deletions;
+//! - a conflict is told to the agent once per edit, and a pass cut off mid-upload keeps the
+//!   last agreed digests, so the flush that follows still uploads the remaining edits;
+//! - teardown can be given a deadline (a Lambda hand-off), which bounds every part of it.
 
 mod config;
 mod fsops;
