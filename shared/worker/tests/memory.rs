@@ -267,7 +267,8 @@ async fn a_hand_off_flush_stops_within_the_margin_and_the_successor_re_downloads
                 break *i;
             }
         };
-        let hand_off_at = Instant::now() + Duration::from_secs(4);
+        // Room for the mount, the first call and its sync on a loaded machine.
+        let hand_off_at = Instant::now() + Duration::from_secs(8);
         // Once the first call's sync has uploaded, the memory service slows to a crawl.
         let slow_down = async {
             while h.dp.counters().memory_writes < 1 {
