@@ -394,6 +394,33 @@ async fn row_egress_seam_allows_the_proxy_port_only() {
         out.contains("Address family not supported by protocol"),
         "{out}"
     );
+    // Only TCP stream sockets are let through: not UDP, raw or ICMP sockets, and not SCTP or
+    // MPTCP stream sockets, which Landlock's TCP rules would not cover; nor other families.
+    let script = [
+        "import socket",
+        "for name, args in [('udp', (2, 2, 0)), ('raw', (2, 3, 1)), ('icmp', (2, 2, 1)),",
+        "                   ('udp6', (10, 2, 0)), ('sctp', (2, 1, 132)), ('mptcp', (2, 1, 262)),",
+        "                   ('netlink', (16, 3, 0)), ('packet', (17, 3, 0))]:",
+        "    try:",
+        "        socket.socket(*args).close()",
+        "        print(name, 'created')",
+        "    except OSError as e:",
+        "        print(name, e.strerror)",
+        "socket.socket(2, 1, 0).close()",
+        "socket.socket(10, 1 | 0o4000, 6).close()",
+        "print('tcp ok')",
+    ];
+    fx.write("sockets.py", script.join("\n"));
+    let out = shown(&fx, "/usr/bin/python3 sockets.py").await;
+    for name in [
+        "udp", "raw", "icmp", "udp6", "sctp", "mptcp", "netlink", "packet",
+    ] {
+        assert!(
+            out.contains(&format!("{name} Address family not supported by protocol")),
+            "{name}: {out}"
+        );
+    }
+    assert!(out.ends_with("tcp ok"), "{out}");
     fx.tools.shutdown().await;
 }
 
