@@ -110,20 +110,41 @@ pub async fn attach(
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             upstream_roots,
             resolver: Resolver::system(),
-            // Outside every workspace; tools read the CA certificate (never a key) from here.
+            // Outside every workspace; tools read the CA certificate (never a key) from here
+            // (tier 2 binds it into the sandbox read-only: see `bridge_into_tier2`).
             bundle_dir: std::env::temp_dir().join(format!("hands-egress-{}", std::process::id())),
         },
         &crate::egress_secrets::WorkerSecrets::from_env(hands_secrets::Resolver::new()),
     )
     .await
     .with_context(|| format!("egress proxy ({})", path.display()))?;
-    match config.toolset.isolation.tier() {
-        hands_sandbox::Tier::None => tracing::warn!("{}", hands_egress::TIER0_NOTICE),
-        hands_sandbox::Tier::Bwrap => tracing::warn!(
-            "egress proxy: isolation tier 2 has no network and the unix-socket relay into it is not built yet: tools cannot reach the proxy, so their network calls fail"
-        ),
-        hands_sandbox::Tier::Landlock => {}
+    match &mut config.toolset.isolation {
+        hands_sandbox::Isolation::Tier0 => tracing::warn!("{}", hands_egress::TIER0_NOTICE),
+        hands_sandbox::Isolation::Bwrap(sandbox) => {
+            bridge_into_tier2(&mut sandbox.options, &proxy);
+            // Custom tools were given a copy of the isolation when they were loaded.
+            config.custom_tools = std::sync::Arc::new(
+                (*config.custom_tools)
+                    .clone()
+                    .with_sandbox(config.toolset.isolation.clone()),
+            );
+        }
+        // Tier 1 shares the host's network and files: the proxy URL and the bundle work as they
+        // are (its Landlock rules decide what else a tool may connect to).
+        #[allow(unreachable_patterns)]
+        _ => {}
     }
     config.egress = Some(std::sync::Arc::new(proxy));
     Ok(())
+}
+
+/// Tier 2 has no network and a fresh `/tmp`: tools reach the proxy through the relay on the
+/// sandbox's own loopback, at the proxy's port (so the proxy URL is the same as at tier 0), and
+/// see the CA bundle's directory read-only where the worker wrote it.
+fn bridge_into_tier2(options: &mut hands_sandbox::Tier2Options, proxy: &hands_egress::EgressProxy) {
+    let addr = proxy.addr();
+    options.egress = Some(hands_sandbox::EgressBridge::new(addr.port(), addr));
+    if let Some(dir) = proxy.ca_bundle().parent() {
+        options.read_only.push(dir.to_path_buf());
+    }
 }

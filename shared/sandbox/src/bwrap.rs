@@ -18,6 +18,8 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crate::relay::EgressBridge;
+
 /// Where the sandbox may write, and what else it must see that the read-only root would not
 /// show (anything under `/tmp`, which is a fresh tmpfs inside).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,6 +52,12 @@ pub struct Tier2Options {
     pub hide: Vec<PathBuf>,
     /// The egress seam.
     pub socket: Option<SocketBind>,
+    /// The egress proxy's way in: a listener on the sandbox's own loopback, relayed by the
+    /// worker to the proxy (see `relay`).
+    pub egress: Option<EgressBridge>,
+    /// Host paths every sandbox sees read-only where they are (after the fresh `/tmp`, so a
+    /// directory under the host's `/tmp` shows too): the egress proxy's CA bundle directory.
+    pub read_only: Vec<PathBuf>,
 }
 
 /// Paths hidden from every tier-2 sandbox whatever the operator adds: where container runtimes
@@ -73,6 +81,8 @@ impl Default for Tier2Options {
             tmp_bytes: 256 * 1024 * 1024,
             hide: DEFAULT_HIDDEN.iter().map(PathBuf::from).collect(),
             socket: None,
+            egress: None,
+            read_only: Vec::new(),
         }
     }
 }
@@ -127,6 +137,17 @@ impl BwrapSandbox {
             out.push(k.clone());
             out.push(v.clone());
         }
+        if let Some(EgressBridge {
+            spawn_fds: Some([info, block]),
+            ..
+        }) = &self.options.egress
+        {
+            // The relay's handshake with the worker (see `relay`).
+            out.push("--info-fd".into());
+            out.push(info.to_string().into());
+            out.push("--block-fd".into());
+            out.push(block.to_string().into());
+        }
         push(&mut out, &["--ro-bind", "/", "/", "--proc", "/proc"]);
         // A fresh /dev with the usual nodes, read-only but for a capped /dev/shm.
         let size = self.options.tmp_bytes.to_string();
@@ -147,7 +168,7 @@ impl BwrapSandbox {
                 "/tmp",
             ],
         );
-        for p in &binds.read_only {
+        for p in binds.read_only.iter().chain(&self.options.read_only) {
             push_path(&mut out, "--ro-bind", p, p);
         }
         for p in &binds.read_write {
@@ -207,6 +228,11 @@ mod tests {
                     host: "/run/hands/egress.sock".into(),
                     sandbox: "/run/egress.sock".into(),
                 }),
+                egress: Some(EgressBridge {
+                    spawn_fds: Some([7, 9]),
+                    ..EgressBridge::new(3128, "127.0.0.1:3128".parse().unwrap())
+                }),
+                read_only: vec!["/tmp/hands-egress-1".into()],
             },
         };
         let args = strings(&sandbox.args(
@@ -222,9 +248,9 @@ mod tests {
         let joined = args.join(" ");
         for needle in [
             "--unshare-all --unshare-user --disable-userns --die-with-parent --new-session --as-pid-1 --cap-drop ALL --clearenv --setenv PATH /bin",
-            "--ro-bind / / --proc /proc",
+            "--info-fd 7 --block-fd 9 --ro-bind / / --proc /proc",
             "--size 1024 --tmpfs /tmp",
-            "--ro-bind /ro /ro --bind /ws /ws --bind /run/hands/egress.sock /run/egress.sock",
+            "--ro-bind /ro /ro --ro-bind /tmp/hands-egress-1 /tmp/hands-egress-1 --bind /ws /ws --bind /run/hands/egress.sock /run/egress.sock",
             &format!("--ro-bind /dev/null {}", secret.display()),
             "--chdir /ws -- /bin/bash --norc",
         ] {

@@ -29,6 +29,7 @@ pub mod helper;
 mod kill;
 mod oneshot;
 mod probe;
+mod relay;
 mod spawn;
 mod sweep;
 mod syscall_filter;
@@ -44,6 +45,7 @@ pub use oneshot::{OneShotProcess, OneShotSpec, spawn_oneshot};
 pub use probe::{
     BWRAP_DIRS, HostProbe, IsolationError, IsolationMode, Selection, Tier, find_bwrap,
 };
+pub use relay::{EgressBridge, EgressRelay};
 pub use spawn::{Isolation, Rlimits, ShellProcess, ShellSpec, spawn_shell};
 pub use sweep::{ProcessTag, SweepScope, has_descendants, sweep};
 pub use tier1::{

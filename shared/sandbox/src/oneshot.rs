@@ -18,7 +18,10 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 
 use crate::bwrap::Binds;
 use crate::cgroup::PidsCgroup;
-use crate::spawn::{Isolation, become_subreaper, drop_capabilities, isolated_command};
+use crate::relay::{EgressRelay, PendingBridge};
+use crate::spawn::{
+    Isolation, become_subreaper, drop_capabilities, isolated_command, relay_failed,
+};
 use crate::sweep::{ProcessTag, SweepScope, start_time};
 use crate::{Rlimits, SandboxError};
 
@@ -51,6 +54,8 @@ pub struct OneShotProcess {
     pub scope: SweepScope,
     /// The pids cgroup holding the tree, when `max_pids` was set.
     pub pids: Option<PidsCgroup>,
+    /// Tier 2 with an egress proxy: the relay into the sandbox, which lives as long as this.
+    pub egress_relay: Option<EgressRelay>,
 }
 
 /// Starts the process described by `spec`. Must be called within a tokio runtime.
@@ -74,14 +79,20 @@ pub fn spawn_oneshot(spec: &OneShotSpec) -> Result<OneShotProcess, SandboxError>
 
     let mut env = spec.env.clone();
     env.push(tag.env_pair());
+    let bridge = PendingBridge::prepare(&spec.isolation).map_err(spawn_error)?;
     let (mut cmd, wrapped) = isolated_command(
         &spec.program,
         &spec.args,
         &spec.cwd,
         &env,
-        &spec.isolation,
+        bridge
+            .as_ref()
+            .map_or(&spec.isolation, PendingBridge::isolation),
         &spec.binds,
     );
+    if let Some(bridge) = &bridge {
+        bridge.pass_fds(&mut cmd);
+    }
     cmd.envs([tag.env_pair()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -117,6 +128,12 @@ pub fn spawn_oneshot(spec: &OneShotSpec) -> Result<OneShotProcess, SandboxError>
         });
     }
     let mut child = cmd.spawn().map_err(spawn_error)?;
+    drop(cmd);
+    // On failure `child` is dropped, which kills bubblewrap and with it the waiting sandbox.
+    let egress_relay = bridge
+        .map(PendingBridge::start)
+        .transpose()
+        .map_err(|e| relay_failed(&program, e))?;
     let missing = |what: &str| spawn_error(std::io::Error::other(format!("{what} pipe missing")));
     let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
     let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
@@ -140,6 +157,7 @@ pub fn spawn_oneshot(spec: &OneShotSpec) -> Result<OneShotProcess, SandboxError>
             wrapped,
         },
         pids,
+        egress_relay,
     })
 }
 

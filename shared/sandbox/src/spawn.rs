@@ -15,6 +15,7 @@ use crate::SandboxError;
 use crate::bwrap::{Binds, BwrapSandbox};
 use crate::cgroup::PidsCgroup;
 use crate::probe::Tier;
+use crate::relay::{EgressRelay, PendingBridge};
 use crate::sweep::{ProcessTag, SweepScope, start_time};
 use crate::tier1::Tier1Sandbox;
 
@@ -194,6 +195,8 @@ pub struct ShellProcess {
     pub scope: SweepScope,
     /// The pids cgroup holding the tree, when `max_pids` was set.
     pub pids: Option<PidsCgroup>,
+    /// Tier 2 with an egress proxy: the relay into the sandbox, which lives as long as this.
+    pub egress_relay: Option<EgressRelay>,
 }
 
 /// Runs in the forked child: removes `caps` from the bounding set and clears the ambient set,
@@ -259,14 +262,20 @@ pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
 
     let mut env = spec.env.clone();
     env.push(tag.env_pair());
+    let bridge = PendingBridge::prepare(&spec.isolation).map_err(SandboxError::Pipe)?;
     let (mut cmd, wrapped) = isolated_command(
         &spec.program,
         &spec.args,
         &spec.cwd,
         &env,
-        &spec.isolation,
+        bridge
+            .as_ref()
+            .map_or(&spec.isolation, PendingBridge::isolation),
         &spec.binds,
     );
+    if let Some(bridge) = &bridge {
+        bridge.pass_fds(&mut cmd);
+    }
     cmd.envs([tag.env_pair()])
         .stdin(Stdio::piped())
         .stdout(Stdio::from(write_end))
@@ -309,6 +318,11 @@ pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
     // Drop our copies of the write end now (they live in `cmd`): otherwise the read end would
     // never see EOF when the shell dies.
     drop(cmd);
+    // On failure `child` is dropped, which kills bubblewrap and with it the waiting sandbox.
+    let egress_relay = bridge
+        .map(PendingBridge::start)
+        .transpose()
+        .map_err(|e| relay_failed(&program, e))?;
     let stdin = child.stdin.take().ok_or_else(|| SandboxError::Spawn {
         program: program.clone(),
         source: std::io::Error::other("stdin pipe missing"),
@@ -334,5 +348,17 @@ pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
             wrapped,
         },
         pids,
+        egress_relay,
     })
+}
+
+/// A relay that could not be set up fails the spawn, saying so.
+pub(crate) fn relay_failed(program: &str, e: std::io::Error) -> SandboxError {
+    SandboxError::Spawn {
+        program: program.to_string(),
+        source: std::io::Error::new(
+            e.kind(),
+            format!("the egress relay into the tier 2 sandbox failed: {e}"),
+        ),
+    }
 }

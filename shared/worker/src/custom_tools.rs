@@ -433,6 +433,8 @@ async fn run(
         mut stderr,
         scope,
         pids,
+        // Tier 2's way to the egress proxy: kept until the call is over.
+        egress_relay: _egress_relay,
     } = proc;
     let mut guard = TreeGuard(Some(scope.clone()));
     let mut out = Tail::new(OUTPUT_BYTES);
