@@ -1,7 +1,7 @@
 //! The helper modes of the worker's binary: the worker starts its own executable with a marker
 //! as the first argument, and [`run_if_requested`], called first thing in `main`, turns the
 //! process into that helper instead of the worker. Today there is one mode, tier 1 (see
-//! [`crate::tier1`]); each mode is one arm of the match in [`dispatch`].
+//! [`crate::tier1`]); each mode is one arm of the match in `dispatch`.
 //!
 //! A helper never returns to `main`: it `exec`s its program or exits. Its failures exit with
 //! [`HELPER_EXIT_CODE`] and one line on stderr starting with [`HELPER_ERROR_PREFIX`], which the

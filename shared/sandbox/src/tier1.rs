@@ -185,7 +185,7 @@ fn absolute(p: OsString) -> Result<PathBuf, String> {
     }
 }
 
-/// Whether `args` (without the program name) start with the tier-1 marker.
+/// Whether `arg` (the first after the program name) asks for the tier-1 helper.
 pub(crate) fn is_marker(arg: &OsStr) -> bool {
     arg == TIER1_MARKER
 }
