@@ -91,15 +91,22 @@ fn search_parallel(
         // The directory of the previous file: its index and descriptor (None: unopenable).
         let mut current: Option<(usize, Option<OwnedFd>)> = None;
         let mut found = Vec::new();
-        for claimed in 0usize.. {
+        // Files since the last look at the clock and the token.
+        let mut unchecked = CHECK_EVERY;
+        loop {
             if enough.load(Ordering::Acquire) {
                 break;
             }
-            // The clock and the token every few files: a cached file takes microseconds.
-            if claimed % CHECK_EVERY == 0 && (search.cancel.is_cancelled() || (search.deadline)()) {
-                stopped_early.store(true, Ordering::Release);
-                break;
+            // The clock and the token every few files (a cached file takes microseconds), and
+            // after every file searched as a stream.
+            if unchecked >= CHECK_EVERY {
+                if search.cancel.is_cancelled() || (search.deadline)() {
+                    stopped_early.store(true, Ordering::Release);
+                    break;
+                }
+                unchecked = 0;
             }
+            unchecked += 1;
             let i = next.fetch_add(1, Ordering::AcqRel);
             let Some(FileRef { dir, name }) = files.get(i) else {
                 break;
@@ -127,6 +134,9 @@ fn search_parallel(
                 path.to_string_lossy().into_owned()
             };
             let hits = search.file(&mut searchers, dir_fd, name, &shown);
+            if hits.streamed {
+                unchecked = CHECK_EVERY;
+            }
             if hits.lines.is_empty() && !hits.full {
                 continue;
             }

@@ -26,6 +26,8 @@ const SEARCH_HEAP_LIMIT: usize = 8 * 1024 * 1024;
 pub(crate) struct FileHits {
     pub lines: Vec<String>,
     pub full: bool,
+    /// The file was searched as a stream (a large file): it may have taken a while.
+    pub streamed: bool,
 }
 
 /// What every file of one call is searched with.
@@ -228,6 +230,7 @@ impl Search<'_> {
         // same bytes with the same binary, encoding and heap-limit rules.
         let mut probe = Probe(false);
         let _ = searchers.probe.search_file(self.matcher, file, &mut probe);
+        sink.hits.streamed = true;
         if !probe.0 || (&*file).seek(SeekFrom::Start(0)).is_err() {
             return sink.hits;
         }
