@@ -16,12 +16,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hands_egress::{EgressConfig, EgressProxy, Policy, Resolver, StaticSecrets, UpstreamRoots};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use secrecy::ExposeSecret;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{client_config, connect_tunnel, get, https_sender};
 use tokio::net::TcpStream;
 
 const POLICY: &str = r#"
@@ -52,90 +50,29 @@ struct Bench {
     proxy_roots: Arc<rustls::ClientConfig>,
 }
 
-fn client_config(pem: &std::path::Path) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(pem).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
-}
-
 impl Bench {
     async fn connect(&self, path: Path) -> SendRequest<Empty<Bytes>> {
-        let (tcp, host, cfg) = match path {
-            Path::Direct => (
-                TcpStream::connect(self.upstream).await.unwrap(),
-                "tunnel.test",
-                self.upstream_roots.clone(),
-            ),
-            Path::Tunnel | Path::Inject => {
-                let host = if matches!(path, Path::Tunnel) {
-                    "tunnel.test"
-                } else {
-                    "inject.test"
-                };
-                let mut s = TcpStream::connect(self.proxy).await.unwrap();
-                s.set_nodelay(true).unwrap();
-                let port = self.upstream.port();
-                let req = format!(
-                    "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\nProxy-Authorization: {}\r\n\r\n",
-                    self.proxy_auth
-                );
-                s.write_all(req.as_bytes()).await.unwrap();
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    s.read_exact(&mut b).await.unwrap();
-                    head.push(b[0]);
-                }
-                assert!(
-                    head.starts_with(b"HTTP/1.1 200"),
-                    "{}",
-                    String::from_utf8_lossy(&head)
-                );
-                let cfg = if matches!(path, Path::Tunnel) {
-                    self.upstream_roots.clone()
-                } else {
-                    self.proxy_roots.clone()
-                };
-                (s, host, cfg)
+        let port = self.upstream.port();
+        match path {
+            Path::Direct => {
+                let tcp = TcpStream::connect(self.upstream).await.unwrap();
+                https_sender(tcp, "tunnel.test", self.upstream_roots.clone()).await
             }
-        };
-        tcp.set_nodelay(true).unwrap();
-        let tls = tokio_rustls::TlsConnector::from(cfg)
-            .connect(ServerName::try_from(host.to_string()).unwrap(), tcp)
-            .await
-            .unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        sender
+            Path::Tunnel => {
+                let tcp = connect_tunnel(self.proxy, &self.proxy_auth, "tunnel.test", port).await;
+                https_sender(tcp, "tunnel.test", self.upstream_roots.clone()).await
+            }
+            Path::Inject => {
+                let tcp = connect_tunnel(self.proxy, &self.proxy_auth, "inject.test", port).await;
+                https_sender(tcp, "inject.test", self.proxy_roots.clone()).await
+            }
+        }
     }
 
     async fn get(&self, sender: &mut SendRequest<Empty<Bytes>>, host: &str, path: &str) -> u64 {
-        sender.ready().await.unwrap();
-        let req = http::Request::get(path)
-            .header("host", format!("{host}:{}", self.upstream.port()))
-            .body(Empty::new())
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        let mut body = resp.into_body();
-        let mut n = 0u64;
-        while let Some(frame) = body.frame().await {
-            if let Ok(d) = frame.unwrap().into_data() {
-                n += d.len() as u64;
-            }
-        }
+        let authority = format!("{host}:{}", self.upstream.port());
+        let (status, n) = get(sender, &authority, path).await.unwrap();
+        assert_eq!(status, 200);
         n
     }
 }

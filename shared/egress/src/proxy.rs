@@ -23,7 +23,7 @@ use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::audit::{AuditRecord, EgressMetrics};
 use crate::ca::{CaError, WorkerCa};
@@ -370,8 +370,14 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stopped: watc
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(state.clone(), req));
+        // The task learns its own abort handle first: a session that authenticates on this
+        // connection holds it, and revoking the session closes the connection.
+        let (me_tx, me_rx) = tokio::sync::oneshot::channel::<AbortHandle>();
+        let task = tokio::spawn(async move {
+            let Ok(me) = me_rx.await else {
+                return;
+            };
+            let svc = service_fn(move |req| handle(state.clone(), me.clone(), req));
             let conn = client_connection_builder()
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
@@ -379,6 +385,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stopped: watc
                 tracing::debug!(error = %e, "egress proxy: client connection ended with an error");
             }
         });
+        let _ = me_tx.send(task.abort_handle());
     }
 }
 
@@ -395,6 +402,7 @@ fn client_connection_builder() -> hyper::server::conn::http1::Builder {
 
 async fn handle(
     state: Arc<State>,
+    connection: AbortHandle,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let Some(session) = state
@@ -412,6 +420,7 @@ async fn handle(
         );
         return Ok(resp);
     };
+    session.hold(connection);
     if req.method() == Method::CONNECT {
         return Ok(connect(state, session, req).await);
     }
@@ -577,7 +586,8 @@ async fn connect(
     };
     // Refusals are answered inside the tunnel, over TLS from our CA, so the client shows the
     // model the sentence (a 403 to CONNECT itself shows up as a bare "tunnel failed").
-    tokio::spawn(async move {
+    let holder = session.clone();
+    let task = tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(u) => TokioIo::new(u),
             Err(e) => {
@@ -607,6 +617,8 @@ async fn connect(
             }
         }
     });
+    // The tunnel or intercepted connection outlives this request: it dies with the session.
+    holder.hold(task.abort_handle());
     Response::new(empty())
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine as _;
@@ -34,6 +35,11 @@ pub struct SessionEntry {
     token: SecretString,
     /// The tool call running now, for the audit log.
     tool_call: Mutex<Option<String>>,
+    /// The connections that authenticated with this credential: cut when it is revoked, so an
+    /// open tunnel or intercepted connection cannot outlive the session (an intercepted one
+    /// would otherwise go on injecting the secret for it).
+    connections: Mutex<Vec<tokio::task::AbortHandle>>,
+    revoked: AtomicBool,
 }
 
 /// What the worker hands to one session's tool environment.
@@ -62,10 +68,14 @@ impl SessionRegistry {
             session_id: session_id.to_string(),
             token: SecretString::from(token.clone()),
             tool_call: Mutex::new(None),
+            connections: Mutex::new(Vec::new()),
+            revoked: AtomicBool::new(false),
         });
         let mut maps = self.write();
-        if let Some(old) = maps.users.insert(session_id.to_string(), user.clone()) {
-            maps.by_user.remove(&old);
+        if let Some(old) = maps.users.insert(session_id.to_string(), user.clone())
+            && let Some(entry) = maps.by_user.remove(&old)
+        {
+            entry.revoke();
         }
         maps.by_user.insert(user.clone(), entry);
         SessionGrant {
@@ -78,8 +88,10 @@ impl SessionRegistry {
     /// Forgets a session: its credential stops working at once.
     pub fn remove(&self, session_id: &str) {
         let mut maps = self.write();
-        if let Some(user) = maps.users.remove(session_id) {
-            maps.by_user.remove(&user);
+        if let Some(user) = maps.users.remove(session_id)
+            && let Some(entry) = maps.by_user.remove(&user)
+        {
+            entry.revoke();
         }
     }
 
@@ -87,10 +99,11 @@ impl SessionRegistry {
     /// session stays: a guard dropped late must not revoke its successor's credential.
     pub fn remove_grant(&self, user: &str) {
         let mut maps = self.write();
-        if let Some(entry) = maps.by_user.remove(user)
-            && maps.users.get(&entry.session_id).map(String::as_str) == Some(user)
-        {
-            maps.users.remove(&entry.session_id);
+        if let Some(entry) = maps.by_user.remove(user) {
+            if maps.users.get(&entry.session_id).map(String::as_str) == Some(user) {
+                maps.users.remove(&entry.session_id);
+            }
+            entry.revoke();
         }
     }
 
@@ -153,6 +166,48 @@ impl SessionRegistry {
 impl SessionEntry {
     pub fn tool_call(&self) -> Option<String> {
         self.tool_call.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Ties a connection's task to this credential: it is aborted (its sockets closed) when the
+    /// credential is revoked, at once if that already happened.
+    pub fn hold(&self, task: tokio::task::AbortHandle) {
+        let mut held = self
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.retain(|t| !t.is_finished());
+        // A keep-alive connection authenticates on every request; it is held once.
+        if !held.iter().any(|t| t.id() == task.id()) {
+            held.push(task);
+        }
+        drop(held);
+        // Checked after the push: a revocation in between has either drained the list (and
+        // aborted this task) or set the flag first.
+        if self.revoked.load(Ordering::SeqCst) {
+            self.abort_all();
+        }
+    }
+
+    /// Whether the credential has been revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::SeqCst)
+    }
+
+    fn revoke(&self) {
+        self.revoked.store(true, Ordering::SeqCst);
+        self.abort_all();
+    }
+
+    fn abort_all(&self) {
+        let held = std::mem::take(
+            &mut *self
+                .connections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in held {
+            task.abort();
+        }
     }
 }
 
@@ -261,5 +316,32 @@ mod tests {
             reg.authenticate(Some(&header(&new.proxy_authorization())))
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn revoking_a_credential_aborts_the_connections_it_holds() {
+        let reg = SessionRegistry::new();
+        let grant = reg.register("sesn_a");
+        let entry = reg
+            .authenticate(Some(&header(&grant.proxy_authorization())))
+            .unwrap();
+        let open = tokio::spawn(std::future::pending::<()>());
+        entry.hold(open.abort_handle());
+        entry.hold(open.abort_handle());
+        assert_eq!(entry.connections.lock().unwrap().len(), 1, "held once");
+        reg.remove_grant(grant.user());
+        assert!(entry.is_revoked());
+        assert!(open.await.unwrap_err().is_cancelled());
+        // A connection that authenticated just before the revocation and is held just after.
+        let late = tokio::spawn(std::future::pending::<()>());
+        entry.hold(late.abort_handle());
+        assert!(late.await.unwrap_err().is_cancelled());
+        // Replacing a session's credential revokes the old one too.
+        let first = reg.register("sesn_b");
+        let old = reg
+            .authenticate(Some(&header(&first.proxy_authorization())))
+            .unwrap();
+        let _second = reg.register("sesn_b");
+        assert!(old.is_revoked());
     }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use hands_egress::{EgressConfig, EgressProxy, Policy, Resolver, StaticSecrets, UpstreamRoots};
 use secrecy::ExposeSecret;
-use support::{TestCa, Upstream, start_upstream};
+use support::{TestCa, Upstream, client_config, connect_tunnel, get, https_sender, start_upstream};
 
 const POLICY: &str = r#"
 [[rule]]
@@ -857,4 +857,74 @@ async fn policy_errors_point_at_the_line() {
         .err()
         .unwrap();
     assert_eq!(err.to_string(), "secret \"gh\" is not set");
+}
+
+/// The `Proxy-Authorization` value of a session's proxy URL (`http://USER:TOKEN@HOST:PORT`).
+fn proxy_authorization(session: &hands_egress::SessionEgress) -> String {
+    use base64::Engine as _;
+    let url = &session
+        .env
+        .iter()
+        .find(|(k, _)| k == "HTTPS_PROXY")
+        .unwrap()
+        .1;
+    let pair = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.rsplit_once('@'))
+        .unwrap()
+        .0;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_sessions_open_tunnel_and_intercepted_connection_are_cut() {
+    let h = Harness::new().await;
+    let session = h.proxy.open_session("sesn_cut");
+    let auth = proxy_authorization(&session);
+    let port = h.tls_port();
+    let proxy_ca = h.dir.path().join("proxy-ca.pem");
+    std::fs::write(&proxy_ca, h.proxy.ca_cert_pem()).unwrap();
+    // A tunnel (allow-only host) and an intercepted connection (inject host), both working
+    // and kept alive.
+    let tcp = connect_tunnel(h.proxy.addr(), &auth, "tunnel.test", port).await;
+    let mut tunnelled =
+        https_sender(tcp, "tunnel.test", client_config(&h.upstream_ca.pem_path)).await;
+    let tcp = connect_tunnel(h.proxy.addr(), &auth, "echo.test", port).await;
+    let mut intercepted = https_sender(tcp, "echo.test", client_config(&proxy_ca)).await;
+    let (tunnel_host, echo_host) = (format!("tunnel.test:{port}"), format!("echo.test:{port}"));
+    for _ in 0..2 {
+        assert_eq!(
+            get(&mut tunnelled, &tunnel_host, "/echo").await.unwrap().0,
+            200
+        );
+        assert_eq!(
+            get(&mut intercepted, &echo_host, "/echo").await.unwrap().0,
+            200
+        );
+    }
+    let injected = h.tls_upstream.seen.authorizations.lock().unwrap().len();
+    assert_eq!(injected, 2);
+
+    drop(session);
+    // The proxy closed both: the next request on each fails instead of going upstream (with
+    // the secret attached, for the intercepted one). The timeout only bounds a hang.
+    let bound = std::time::Duration::from_secs(30);
+    let after = tokio::time::timeout(bound, get(&mut tunnelled, &tunnel_host, "/echo"))
+        .await
+        .expect("the tunnel request hung");
+    assert!(after.is_err(), "the tunnel outlived its session: {after:?}");
+    let after = tokio::time::timeout(bound, get(&mut intercepted, &echo_host, "/echo"))
+        .await
+        .expect("the intercepted request hung");
+    assert!(
+        after.is_err(),
+        "the intercepted connection outlived its session: {after:?}"
+    );
+    assert_eq!(
+        h.tls_upstream.seen.authorizations.lock().unwrap().len(),
+        injected
+    );
 }

@@ -1,5 +1,7 @@
 //! A loopback HTTPS "git host" with its own test CA: `git http-backend` behind a token, an echo
-//! endpoint that returns the request headers, and a download endpoint (for the benchmark).
+//! endpoint that returns the request headers, and a download endpoint (for the benchmark); and
+//! the raw client side the tests and the benchmark share: a CONNECT through the proxy, TLS
+//! over it, one HTTP/1.1 GET.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -11,13 +13,15 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
+use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
@@ -292,4 +296,90 @@ async fn git_http_backend(
         }
     }
     resp
+}
+
+/// A TLS client (HTTP/1.1) that trusts only the certificates in `pem`.
+pub fn client_config(pem: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pem).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// `CONNECT host:port` through the proxy with `proxy_auth` (a `Proxy-Authorization` value);
+/// returns the connection once the proxy answered 200, ready for TLS.
+pub async fn connect_tunnel(
+    proxy: SocketAddr,
+    proxy_auth: &str,
+    host: &str,
+    port: u16,
+) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let req = format!(
+        "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\nProxy-Authorization: {proxy_auth}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// TLS for `host` over `tcp` (verified with `cfg`), then an HTTP/1.1 connection on it.
+pub async fn https_sender(
+    tcp: TcpStream,
+    host: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> SendRequest<http_body_util::Empty<Bytes>> {
+    tcp.set_nodelay(true).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(ServerName::try_from(host.to_string()).unwrap(), tcp)
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// One GET of `path` with `Host: authority`; returns the status and the body's length.
+pub async fn get(
+    sender: &mut SendRequest<http_body_util::Empty<Bytes>>,
+    authority: &str,
+    path: &str,
+) -> Result<(u16, u64), hyper::Error> {
+    sender.ready().await?;
+    let req = hyper::Request::get(path)
+        .header("host", authority)
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(d) = frame?.into_data() {
+            n += d.len() as u64;
+        }
+    }
+    Ok((status, n))
 }
