@@ -228,3 +228,35 @@ fn cached_content_is_searched_as_the_file_would_be() {
         )
     );
 }
+
+/// The brief's case exactly: bash rewrites a cached file between two greps, same size, and
+/// puts its modification time back (`touch -r`), so size and mtime are what they were.
+#[tokio::test]
+async fn a_file_rewritten_by_bash_between_two_greps_is_searched_anew() {
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    t.write("a.txt", "alpha\n");
+    t.write("b.txt", "alpha\n");
+    settle();
+    assert_eq!(t.files("alpha"), ["a.txt", "b.txt"]);
+    assert_eq!(t.cache.len(), 2);
+    let bash = |command: &str| {
+        let tools = t.tools.clone();
+        let input = serde_json::json!({ "command": command });
+        async move {
+            let out = tools.call("bash", input, &CancellationToken::new()).await;
+            assert!(!out.is_error, "{out:?}");
+        }
+    };
+    let before = mtime(&t.ws.join("a.txt"));
+    bash("touch -r a.txt ../stamp && printf 'omega\\n' > a.txt && touch -r ../stamp a.txt").await;
+    assert_eq!(mtime(&t.ws.join("a.txt")), before);
+    bash("sed -i s/alpha/gamma/ b.txt").await;
+    assert_eq!(
+        std::fs::metadata(t.ws.join("a.txt")).unwrap().len(),
+        "alpha\n".len() as u64
+    );
+    assert_eq!(t.grep("alpha"), "no matches");
+    assert_eq!(t.files("omega"), ["a.txt"]);
+    assert_eq!(t.files("gamma"), ["b.txt"]);
+    t.tools.shutdown().await;
+}
