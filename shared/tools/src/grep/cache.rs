@@ -18,11 +18,13 @@
 //! writes through a hard link made outside the watched directories, and it costs a watch per
 //! directory; the stat per file is what makes a stale answer impossible in the cases above.
 //!
-//! The cache is one per process (per worker), bounded by [`CACHE_BYTES`]; files over
-//! [`CACHE_FILE_MAX`] are never cached. When it is full, the least recently used entries not
-//! used by the call inserting are evicted; when every entry belongs to that call, new content
-//! is not cached (a tree larger than the cache keeps its first part cached, instead of each
-//! search evicting what the next one needs first).
+//! The cache is one per process (per worker, shared by its sessions: an entry is found only
+//! through a stat of the same inode, which a session can reach only inside its own roots),
+//! bounded by [`CACHE_BYTES`] split evenly over [`SHARDS`] shards by inode number; files over
+//! [`CACHE_FILE_MAX`] are never cached. When a shard is full, its least recently used entries
+//! not used by the call inserting are evicted; when every entry belongs to that call, new
+//! content is not cached (a tree larger than the cache keeps its first part cached, instead of
+//! each search evicting what the next one needs first).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
