@@ -8,9 +8,11 @@
 //!    ends or until `deadline - HANDS_DEADLINE_MARGIN`;
 //! 4. at the hand-off point, with the session still active: the in-flight call is cancelled
 //!    and answered, the workspace saved, and a continuation invoked (this function, with the
-//!    item, the lease's last heartbeat value and the answered ids), so the lease carries on and
-//!    answered calls are not run again (a result that could not be posted within the post
-//!    budget is not carried over: the successor runs that call again, and the runner logs it);
+//!    item, the lease's last heartbeat value, the answered ids not yet seen in the session's
+//!    events, and the results that could not be posted within the post budget), so the lease
+//!    carries on and nothing runs twice: the successor posts the carried results first. A
+//!    result too big for the invoke payload waits in the workspace bucket; without one it is
+//!    left out and the successor runs that call again (logged);
 //! 5. at session end: workspace saved for the next turn, item force-stopped, workspace wiped.
 
 use std::sync::Arc;
@@ -18,6 +20,9 @@ use std::time::{Duration, SystemTime};
 
 use hands_lambda::env_config::{ConfigError, duration_var, var};
 use hands_lambda::function_config::{tenant_isolation, worker_setup};
+use hands_lambda::handover::{
+    CONTINUATION_PAYLOAD_BUDGET, delete_consumed, fetch_stored_results, fit_continuation,
+};
 use hands_lambda::{S3WorkspaceStore, SessionInvoke, SessionInvoker};
 use hands_worker::{Ack, ItemEnd, NoObserver, WorkdirTemplate, Worker, startup};
 use serde::Serialize;
@@ -34,6 +39,8 @@ pub struct SessionFunction {
     margin: Duration,
     /// Invokes this function again with a continuation.
     continuation: SessionInvoker,
+    /// The workspace bucket, also where results too big for a continuation's payload wait.
+    bucket: Option<S3WorkspaceStore>,
 }
 
 /// What one invocation returns (visible in Lambda's logs and to a synchronous caller).
@@ -54,10 +61,12 @@ impl SessionFunction {
         // The key acks the item on a first invocation (the webhook only polled it).
         let setup = worker_setup(&secrets, true).await?;
         let mut config = setup.worker;
+        let mut store = None;
         if let Some(bucket) = var("HANDS_WORKSPACE_BUCKET") {
             tracing::info!(%bucket, "workspaces are saved to S3 between invocations");
-            config.workspace_store =
-                Some(Arc::new(S3WorkspaceStore::from_sdk_config(&sdk, bucket)));
+            let s3 = S3WorkspaceStore::from_sdk_config(&sdk, bucket);
+            config.workspace_store = Some(Arc::new(s3.clone()));
+            store = Some(s3);
         } else {
             tracing::info!(
                 "no HANDS_WORKSPACE_BUCKET: continuations carry no files (stateless tools only)"
@@ -87,6 +96,7 @@ impl SessionFunction {
             workdir,
             margin,
             continuation,
+            bucket: store,
         })
     }
 
@@ -118,34 +128,50 @@ impl SessionFunction {
                 return Ok(skipped);
             }
         }
-        let resume = input.continuation.unwrap_or_default();
+        let mut resume = input.continuation.unwrap_or_default();
+        let fetched = fetch_stored_results(&mut resume, &work.data.id, self.bucket.as_ref()).await;
         tracing::info!(work_id = %work.id, session_id = %work.data.id,
-            continuation = resume.last_heartbeat.is_some(), remaining_ms = remaining.as_millis() as u64,
-            "serving work item");
+            continuation = resume.last_heartbeat.is_some(), carried_results = resume.results.len(),
+            remaining_ms = remaining.as_millis() as u64, "serving work item");
         let outcome = self
             .worker
             .serve_until(&work, resume, Some(hand_off_at))
             .await;
         let mut continued = false;
+        let mut next_payload = None;
         if let Some(next) = outcome.continuation.clone() {
-            let answered = next.answered.len();
-            let payload = SessionInvoke {
+            let mut payload = SessionInvoke {
                 work: work.clone(),
                 continuation: Some(next),
             };
+            let fitted = fit_continuation(
+                &mut payload,
+                self.bucket.as_ref(),
+                CONTINUATION_PAYLOAD_BUDGET,
+            )
+            .await;
+            let (answered, results) = payload
+                .continuation
+                .as_ref()
+                .map_or((0, 0), |c| (c.answered.len(), c.results.len()));
             match self.continuation.invoke(&payload).await {
                 Ok(()) => {
                     continued = true;
-                    tracing::info!(work_id = %work.id, answered, "deadline near: continuation invoked");
+                    tracing::info!(work_id = %work.id, answered, results,
+                        stored = fitted.stored.len(), rerun = fitted.dropped.len(),
+                        payload_bytes = fitted.bytes, "deadline near: continuation invoked");
+                    next_payload = payload.continuation;
                 }
                 Err(e) => {
                     // The lease lapses and the control plane queues the item again; the next
                     // drain hands it out. Calls answered so far are in the session's history,
-                    // so the next server does not run them again.
+                    // so the next server does not run them again; the carried results are lost
+                    // with the payload, so the next server runs those calls again.
                     tracing::error!(work_id = %work.id, error = %e, "cannot invoke the continuation");
                 }
             }
         }
+        delete_consumed(fetched, next_payload.as_ref(), self.bucket.as_ref()).await;
         // Nothing of this session may run while the environment is frozen.
         startup::kill_leftover_processes();
         Ok(Report {

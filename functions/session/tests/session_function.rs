@@ -13,15 +13,32 @@ use std::time::Duration;
 
 use hands_client::{ClientConfig, ControlPlane, Credential, PollOptions};
 use hands_devplane::{Config, DevPlane, Script, ScriptReport, SessionSpec};
-use hands_lambda::SessionInvoke;
 use hands_lambda::fakes::{FakeInvoke, FakeRuntime, FunctionProcess, InvocationResult, lambda_env};
+use hands_lambda::{S3WorkspaceStore, SessionInvoke};
 use hands_protocol::work::{WorkItem, WorkState};
+use hands_secrets::moto::MotoServer;
 use hands_worker::WorkspaceStore as _;
 use hands_worker::{Claim, NoObserver, WorkdirTemplate, Worker, WorkerConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-mod moto;
+/// moto's server on loopback (`hands_secrets::moto`: skipped with the reason printed when moto
+/// is not installed, an error under CI), for S3.
+fn start_moto() -> Option<MotoServer> {
+    MotoServer::start().unwrap()
+}
+
+/// A bucket in moto and the workspace store the function uses on it.
+async fn moto_bucket(moto: &MotoServer, bucket: &str) -> S3WorkspaceStore {
+    let sdk = moto.sdk_config().await;
+    let client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    client.create_bucket().bucket(bucket).send().await.unwrap();
+    S3WorkspaceStore::new(client, bucket.to_owned())
+}
 
 const SESSION: &str = env!("CARGO_BIN_EXE_session");
 const GUARD: Duration = Duration::from_secs(90);
@@ -174,13 +191,18 @@ async fn two_invocations(
         s.function.log()
     );
     let call = calls[0].clone();
-    // A continuation has the shape of events/lambda/continuation.json.
+    // A continuation has the shape of events/lambda/continuation.json (`results` only when
+    // some result could not be posted).
     let template = fixture("continuation.json");
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(&call.payload), keys(&template));
-    assert_eq!(
-        keys(&call.payload["continuation"]),
-        keys(&template["continuation"])
+    let template_keys = keys(&template["continuation"]);
+    for k in keys(&call.payload["continuation"]) {
+        assert!(template_keys.contains(&k), "{k} not in {template_keys:?}");
+    }
+    assert!(
+        serde_json::to_vec(&call.payload).unwrap().len()
+            <= hands_lambda::handover::CONTINUATION_PAYLOAD_BUDGET
     );
     // Lambda hands the accepted event to the function (maybe another environment) later.
     let r2 = s
@@ -239,13 +261,14 @@ async fn at_the_deadline_the_call_is_answered_and_a_continuation_carries_the_lea
             .is_some_and(|h| !h.is_empty()),
         "{cont}"
     );
-    let answered: Vec<&str> = cont["answered"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(answered.len(), 1, "the cancelled call was answered: {cont}");
+    // Only answers not yet seen as events travel: at most the cancelled call's, whose result
+    // was posted just before the hand-off (the two earlier ones are in the history).
+    let answered = cont["answered"].as_array().unwrap();
+    assert!(answered.len() <= 1, "{cont}");
+    assert!(
+        cont.get("results").is_none(),
+        "every result was posted: {cont}"
+    );
     assert_eq!(
         call.payload["work"]["id"],
         json!(report.work_id.clone().unwrap())
@@ -283,14 +306,14 @@ async fn at_the_deadline_the_call_is_answered_and_a_continuation_carries_the_lea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_workspace_follows_the_continuation_through_s3() {
-    let Some(moto) = moto::Moto::start() else {
+    let Some(moto) = start_moto() else {
         return;
     };
     let bucket = "hands-workspaces-test";
-    moto.create_bucket(bucket);
+    let store = moto_bucket(&moto, bucket).await;
     let extra = vec![
         ("HANDS_WORKSPACE_BUCKET".to_owned(), bucket.to_owned()),
-        ("AWS_ENDPOINT_URL_S3".to_owned(), moto.endpoint()),
+        ("AWS_ENDPOINT_URL_S3".to_owned(), moto.endpoint().to_owned()),
     ];
     let s = Stack::start(Config::default(), &extra).await;
     let marker = format!("sleep 40.{}8", std::process::id());
@@ -333,11 +356,7 @@ async fn the_workspace_follows_the_continuation_through_s3() {
     // The snapshot saved at session end, for the next turn, holds the workspace.
     let session = report.session_id.unwrap();
     let restored = tempfile::tempdir().unwrap();
-    let found = moto
-        .store(bucket)
-        .restore(&session, restored.path())
-        .await
-        .unwrap();
+    let found = store.restore(&session, restored.path()).await.unwrap();
     assert!(found, "no snapshot for {session}");
     assert_eq!(
         std::fs::read_to_string(restored.path().join("notes/plan.txt")).unwrap(),
@@ -376,8 +395,8 @@ async fn a_result_post_that_keeps_failing_does_not_hold_the_hand_off_past_the_de
     // Result posts answer 503 (retry after 2 s) three times, and the lease TTL is a minute: a
     // post window of the TTL would retry past the 6 s deadline, and the fake runtime would
     // report the first invocation as timed out. With the window capped at the hand-off point
-    // plus half the margin, the post gives up, the continuation is sent in time, and the
-    // successor runs the unanswered call again.
+    // plus half the margin, the post gives up, the result travels in the continuation, and
+    // the successor posts it first without running the call again.
     let mut config = Config {
         default_ttl: Duration::from_secs(60),
         ..Config::default()
@@ -398,36 +417,141 @@ async fn a_result_post_that_keeps_failing_does_not_hold_the_hand_off_past_the_de
             {"step": "expect_stopped", "within_ms": 30000}
         ]
     }));
-    let (report, (r1, _call, r2)) = tokio::join!(
+    let (report, (r1, call, r2)) = tokio::join!(
         s.dp.run_script(&sc),
         two_invocations(&s, Duration::from_secs(6))
     );
+    let log = s.function.log();
+    assert!(report.passed, "{}\nlog:\n{log}", failures(&report));
+    assert_eq!(r1["end"], "ran:Deadline", "{r1}");
+    assert_eq!(r1["continued"], true, "{r1}");
+    assert_eq!(r2["stopped"], true, "{r2}");
+    // The unposted result went with the continuation, inline...
+    let results = call.payload["continuation"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{}", call.payload);
+    assert_eq!(results[0]["name"], "bash");
+    assert_eq!(results[0]["output"]["content"][0]["text"], "one");
+    // ...and the successor posted it without running the call again.
+    assert_eq!(executed(&log), 1, "{log}");
+    assert!(log.contains("carried-over result posted"), "{log}");
+    assert_eq!(report.result_attempts.len(), 1);
+    assert_eq!(s.dp.counters().lease_expiries, 0);
+}
+
+/// How many tool calls the function ran (both invocations log to one file).
+fn executed(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("tool call executed"))
+        .count()
+}
+
+/// Result posts fail from the start until the first invocation has handed off; the one call's
+/// result is 60,000 U+0001 characters, 360 KB once escaped in JSON: more than the
+/// continuation's payload budget on its own.
+async fn results_too_big_for_the_payload(
+    extra: &[(String, String)],
+) -> (Stack, Value, ScriptReport) {
+    let mut config = Config::default();
+    config.faults.fail_posts = Some(hands_devplane::faults::FailPosts {
+        kind: hands_devplane::faults::PostKind::ToolResult,
+        count: u32::MAX,
+        status: 503,
+        retry_after_s: None,
+    });
+    let s = Stack::start(config, extra).await;
+    let sc = script(json!({
+        "name": "big-unposted",
+        "steps": [
+            {"step": "tool_use", "label": "big", "name": "bash",
+             "input": {"command": "head -c 60000 /dev/zero | tr '\\0' '\\001'"},
+             "expect": {"is_error": false, "text_matches": "^\\x01+$"}},
+            {"step": "tool_use", "label": "after", "name": "bash", "input": {"command": "echo after"},
+             "expect": {"is_error": false, "text_equals": "after"}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 30000}
+        ]
+    }));
+    let run = s.dp.run_script(&sc);
+    let serve = async {
+        let item = s.claim(false).await;
+        let mut payload = fixture("session-invoke.json");
+        payload["work"] = serde_json::to_value(&item).unwrap();
+        let r1 = s.invoke(payload, Duration::from_secs(6)).await;
+        assert_eq!(r1["continued"], true, "{r1}\n{}", s.function.log());
+        // The control plane is back: the successor's posts go through.
+        s.dp.set_faults(hands_devplane::faults::Faults::default());
+        let calls = s.invoke.calls();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        let r2 = s
+            .invoke(calls[0].payload.clone(), Duration::from_secs(60))
+            .await;
+        assert_eq!(r2["stopped"], true, "{r2}");
+        calls[0].payload.clone()
+    };
+    let (report, continuation) = tokio::join!(run, serve);
     assert!(
         report.passed,
         "{}\nlog:\n{}",
         failures(&report),
         s.function.log()
     );
-    assert_eq!(r1["end"], "ran:Deadline", "{r1}");
-    assert_eq!(r1["continued"], true, "{r1}");
-    assert_eq!(r2["stopped"], true, "{r2}");
     assert!(
-        s.function
-            .log()
-            .contains("the successor will run those calls again"),
-        "{}",
-        s.function.log()
+        serde_json::to_vec(&continuation).unwrap().len()
+            <= hands_lambda::handover::CONTINUATION_PAYLOAD_BUDGET
     );
+    assert_eq!(s.dp.counters().lease_expiries, 0);
+    (s, continuation, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unposted_results_too_big_for_the_payload_wait_in_s3_and_no_call_runs_twice() {
+    let Some(moto) = start_moto() else {
+        return;
+    };
+    let bucket = "hands-carried-results";
+    let store = moto_bucket(&moto, bucket).await;
+    let extra = vec![
+        ("HANDS_WORKSPACE_BUCKET".to_owned(), bucket.to_owned()),
+        ("AWS_ENDPOINT_URL_S3".to_owned(), moto.endpoint().to_owned()),
+    ];
+    let (s, continuation, report) = results_too_big_for_the_payload(&extra).await;
+    let log = s.function.log();
+    let results = continuation["continuation"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{continuation}");
+    assert!(results[0].get("output").is_none(), "{continuation}");
+    let key = results[0]["stored"].as_str().unwrap();
+    // Each call ran once: the stored result was fetched and posted, not recomputed.
+    assert_eq!(executed(&log), 2, "{log}");
+    assert!(log.contains("carried-over result posted"), "{log}");
+    assert_eq!(report.result_attempts.len(), 2);
+    // The stored result was consumed and deleted.
+    assert!(store.get_bytes(key).await.is_err(), "{key} still there");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_bucket_a_result_too_big_for_the_payload_is_left_out_and_its_call_runs_again() {
+    let (s, continuation, _report) = results_too_big_for_the_payload(&[]).await;
+    let log = s.function.log();
+    assert!(
+        continuation["continuation"].get("results").is_none(),
+        "{continuation}"
+    );
+    assert!(
+        log.contains(
+            "there is no HANDS_WORKSPACE_BUCKET to hold it: the successor runs this call again"
+        ),
+        "{log}"
+    );
+    // The left-out call ran twice, the other once.
+    assert_eq!(executed(&log), 3, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_save_deletes_the_previous_snapshot_so_it_is_never_restored_as_current() {
-    let Some(moto) = moto::Moto::start() else {
+    let Some(moto) = start_moto() else {
         return;
     };
-    let bucket = "hands-workspaces-failed-save";
-    moto.create_bucket(bucket);
-    let store = moto.store(bucket);
+    let store = moto_bucket(&moto, "hands-workspaces-failed-save").await;
     let work = tempfile::tempdir().unwrap();
     std::fs::write(work.path().join("old.txt"), "turn one").unwrap();
     // A socket left by tool code does not fail the save.

@@ -15,6 +15,7 @@ pub mod events;
 #[cfg(feature = "fakes")]
 pub mod fakes;
 pub mod function_config;
+pub mod handover;
 pub mod invoke;
 pub mod logging;
 pub mod payload;

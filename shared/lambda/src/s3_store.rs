@@ -40,6 +40,88 @@ impl S3WorkspaceStore {
         format!("workspaces/{session_id}.tar.gz")
     }
 
+    /// Where a result too big for a continuation's payload waits for the successor. Under
+    /// `workspaces/`, so the role's grant and the bucket's lifecycle rule cover it.
+    pub fn result_key(session_id: &str, tool_use_id: &str) -> String {
+        let safe = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        format!(
+            "workspaces/{}/results/{}.json",
+            safe(session_id),
+            safe(tool_use_id)
+        )
+    }
+
+    /// Stores one JSON object under `key`.
+    pub async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError(format!(
+                    "put s3://{}/{key}: {}",
+                    self.bucket,
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))
+            })?;
+        Ok(())
+    }
+
+    /// Reads one object whole (results are bounded by the tools' own limits).
+    pub async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError(format!(
+                    "get s3://{}/{key}: {}",
+                    self.bucket,
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))
+            })?;
+        let bytes = got
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError(format!("read s3://{}/{key}: {e}", self.bucket)))?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError(format!(
+                    "delete s3://{}/{key}: {}",
+                    self.bucket,
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))
+            })?;
+        Ok(())
+    }
+
     async fn restore_inner(&self, session_id: &str, dir: &Path) -> Result<bool, StoreError> {
         let key = Self::key(session_id);
         let got = match self

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::continuation::{CarriedResult, MAX_CARRIED_ANSWERED, carried_from, parked_from};
 use crate::custom_tools::CustomTools;
 use crate::lease::{Lease, LeaseConfig, LeaseStatus, LeaseTarget};
 use crate::ledger::Ledger;
@@ -125,9 +126,14 @@ pub struct ItemOutcome {
 pub struct Resume {
     /// The last heartbeat value a predecessor stored (the lease's CAS token).
     pub last_heartbeat: Option<String>,
-    /// Tool-use ids a predecessor already answered.
+    /// Tool-use ids a predecessor answered whose result it had not yet seen as an event
+    /// (bounded by [`crate::continuation::MAX_CARRIED_ANSWERED`]; the others are in the
+    /// session's history).
     #[serde(default)]
     pub answered: Vec<String>,
+    /// Results a predecessor computed but could not post: posted first, never run again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<CarriedResult>,
 }
 
 /// Serves work items.
@@ -295,7 +301,7 @@ impl Worker {
                 }
             }
         }
-        let (end, answered) = self
+        let (end, carry) = self
             .run_prepared(
                 &credential,
                 &session,
@@ -331,7 +337,7 @@ impl Worker {
                 Ok(last_heartbeat) => ItemOutcome {
                     continuation: Some(Resume {
                         last_heartbeat: Some(last_heartbeat),
-                        answered,
+                        ..carry
                     }),
                     ..outcome(end, false)
                 },
@@ -367,7 +373,7 @@ impl Worker {
         work_id: &str,
         resume: Resume,
         hand_off_at: Option<Instant>,
-    ) -> (ItemEnd, Vec<String>) {
+    ) -> (ItemEnd, Resume) {
         let installed = install_skills(&self.cp, credential, session, workdir.path()).await;
         let mut tool_config = self.config.toolset.clone();
         tool_config.workdir = workdir.path().to_path_buf();
@@ -392,7 +398,7 @@ impl Worker {
         .await;
         let (toolset, memory) = match prepared {
             Ok(t) => t,
-            Err(e) => return (ItemEnd::Failed(e.to_string()), resume.answered),
+            Err(e) => return (ItemEnd::Failed(e.to_string()), resume),
         };
         let ctx = SessionContext {
             cp: self.cp.clone(),
@@ -412,7 +418,8 @@ impl Worker {
         };
         let mut ledger = Ledger::new();
         ledger.seed_answered(resume.answered);
-        let end = run_session(&ctx, lease, &mut ledger).await;
+        let mut parked = parked_from(resume.results);
+        let end = run_session(&ctx, lease, &mut ledger, &mut parked).await;
         toolset.shutdown().await;
         // Tool processes are gone: nothing writes into the stores during the final sync.
         drop(ctx);
@@ -422,9 +429,7 @@ impl Worker {
         for dir in installed {
             remove_dir_logged(&dir);
         }
-        let mut answered: Vec<String> = ledger.answered_ids().map(str::to_owned).collect();
-        answered.sort();
-        (ItemEnd::Ran(end), answered)
+        (ItemEnd::Ran(end), carry_over(&ledger, parked))
     }
 
     fn item_credential(&self, item: &WorkItem) -> Option<Credential> {
@@ -503,6 +508,26 @@ impl Worker {
             }
         }
         false
+    }
+}
+
+/// What a successor needs besides the lease (see [`crate::continuation`]): the answered ids not
+/// yet seen in the session's events, and the results still unposted, minus any whose call got
+/// an answer meanwhile.
+fn carry_over(ledger: &Ledger, mut parked: crate::runner::Parked) -> Resume {
+    let (answered, left_out) = ledger.carry_over_answered(MAX_CARRIED_ANSWERED);
+    if left_out > 0 {
+        tracing::warn!(
+            left_out,
+            kept = answered.len(),
+            "more answered ids unseen in the session's events than a continuation carries; the oldest are left to the history"
+        );
+    }
+    parked.retain(|id, _| !ledger.is_answered(id));
+    Resume {
+        last_heartbeat: None,
+        answered,
+        results: carried_from(parked),
     }
 }
 

@@ -11,7 +11,8 @@ use hands_protocol::events::{Permission, SessionEvent, stop_reasons};
 use serde_json::Value;
 
 /// Built-in toolset call or custom tool call: they are answered with different event types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CallKind {
     Builtin,
     Custom,
@@ -48,6 +49,13 @@ pub struct Ledger {
     pending: Vec<Pending>,
     /// Tool-use ids that have a result (from this worker or any other client).
     answered: HashSet<String>,
+    /// Ids answered by this worker (or seeded by a predecessor) whose result event has not been
+    /// seen in the stream or the history yet, oldest first. Only these need to travel in a
+    /// continuation: a result seen as an event is in the session's history, where every
+    /// successor reads it again.
+    unconfirmed: Vec<String>,
+    /// Ids whose result event was seen (an echo can arrive before our post's answer).
+    result_events: HashSet<String>,
     /// Ids handed out by [`Ledger::next_call`] and not yet settled.
     in_flight: HashSet<String>,
     /// `tool_use_id` -> allowed?
@@ -102,10 +110,12 @@ impl Ledger {
             UserToolResult(e) => {
                 self.idle_turn = false;
                 self.settle(&e.tool_use_id);
+                self.confirm(&e.tool_use_id);
             }
             UserCustomToolResult(e) => {
                 self.idle_turn = false;
                 self.settle(&e.custom_tool_use_id);
+                self.confirm(&e.custom_tool_use_id);
             }
             // Neutral events: they do not disarm the idle timer (§7.7).
             UserToolConfirmation(e) => {
@@ -142,6 +152,21 @@ impl Ledger {
         self.pending.retain(|p| p.call.id != tool_use_id);
     }
 
+    /// The result of `tool_use_id` is in the session's event log.
+    fn confirm(&mut self, tool_use_id: &str) {
+        self.result_events.insert(tool_use_id.to_owned());
+        self.unconfirmed.retain(|id| id != tool_use_id);
+    }
+
+    /// Remembers an id answered without its result event seen yet (see `unconfirmed`).
+    fn unconfirmed_push(&mut self, tool_use_id: &str) {
+        if !self.result_events.contains(tool_use_id)
+            && !self.unconfirmed.iter().any(|id| id == tool_use_id)
+        {
+            self.unconfirmed.push(tool_use_id.to_owned());
+        }
+    }
+
     /// The next call to execute, in event order, among those this worker `owns`. The call is
     /// marked in flight until [`Ledger::answered`] or [`Ledger::release`].
     pub fn next_call(&mut self, owns: impl Fn(CallKind, &str) -> bool) -> Option<Call> {
@@ -175,6 +200,7 @@ impl Ledger {
     pub fn answered(&mut self, id: &str) {
         self.in_flight.remove(id);
         self.settle(id);
+        self.unconfirmed_push(id);
     }
 
     /// The call was not answered (its post failed or was abandoned); a later pass may retry it.
@@ -206,9 +232,23 @@ impl Ledger {
         self.end
     }
 
+    /// Whether `id` is known to have a result.
+    pub fn is_answered(&self, id: &str) -> bool {
+        self.answered.contains(id)
+    }
+
     /// Every tool-use id known to have a result.
     pub fn answered_ids(&self) -> impl Iterator<Item = &str> {
         self.answered.iter().map(String::as_str)
+    }
+
+    /// What a continuation must carry so that nothing runs twice: the ids answered here (or
+    /// seeded) whose result event has not been seen yet, newest `max` of them, oldest first.
+    /// Every other answered id has its result in the session's history, which the successor
+    /// reads before it runs anything. The second value counts the ids left out by `max`.
+    pub fn carry_over_answered(&self, max: usize) -> (Vec<String>, usize) {
+        let skip = self.unconfirmed.len().saturating_sub(max);
+        (self.unconfirmed[skip..].to_vec(), skip)
     }
 
     /// Seeds ids answered in an earlier invocation (a Lambda continuation): they never run
@@ -216,6 +256,7 @@ impl Ledger {
     pub fn seed_answered(&mut self, ids: impl IntoIterator<Item = String>) {
         for id in ids {
             self.settle(&id);
+            self.unconfirmed_push(&id);
         }
     }
 }
@@ -371,6 +412,59 @@ mod tests {
         ));
         l.observe(&idle("i4", "end_turn"));
         assert!(!l.idle_armed(builtin_only));
+    }
+
+    fn result(id: &str, tool_use_id: &str) -> SessionEvent {
+        ev(json!({"type":"user.tool_result","id":id,"tool_use_id":tool_use_id,"content":[]}))
+    }
+
+    #[test]
+    fn a_long_session_carries_only_the_answers_not_yet_seen_as_events() {
+        let mut l = Ledger::new();
+        // 10,000 calls answered by us; the result event of each is seen (the stream echoes
+        // it, or the history lists it), sometimes before our post's answer came back.
+        for i in 0..10_000 {
+            let id = format!("call_{i}");
+            l.observe(&tool_use(&id, "bash", json!({})));
+            let c = l.next_call(builtin_only).unwrap();
+            if i % 2 == 0 {
+                l.answered(&c.id);
+                l.observe(&result(&format!("r_{i}"), &id));
+            } else {
+                l.observe(&result(&format!("r_{i}"), &id));
+                l.answered(&c.id);
+            }
+        }
+        // The last two were posted but their events are not seen yet.
+        for i in 10_000..10_002 {
+            let id = format!("call_{i}");
+            l.observe(&tool_use(&id, "bash", json!({})));
+            let c = l.next_call(builtin_only).unwrap();
+            l.answered(&c.id);
+        }
+        let (carried, left_out) = l.carry_over_answered(64);
+        assert_eq!(carried, vec!["call_10000", "call_10001"]);
+        assert_eq!(left_out, 0);
+        assert_eq!(l.answered_ids().count(), 10_002);
+
+        // A successor seeded with them never runs them, and carries them on until it sees
+        // their results in the history.
+        let mut next = Ledger::new();
+        next.seed_answered(carried.clone());
+        next.observe(&tool_use("call_10000", "bash", json!({})));
+        next.observe(&tool_use("call_10001", "bash", json!({})));
+        assert_eq!(next.next_call(builtin_only), None);
+        assert_eq!(next.carry_over_answered(64).0, carried);
+        next.observe(&result("r_10000", "call_10000"));
+        assert_eq!(next.carry_over_answered(64).0, vec!["call_10001"]);
+
+        // With no events seen at all, the bound keeps the newest ids and counts the rest.
+        let mut blind = Ledger::new();
+        blind.seed_answered((0..100).map(|i| format!("s_{i}")));
+        let (carried, left_out) = blind.carry_over_answered(10);
+        assert_eq!(carried.len(), 10);
+        assert_eq!(carried[0], "s_90");
+        assert_eq!(left_out, 90);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! post after its lease was lost, drop a result silently, or stop an item whose lease it lost.
 
 pub mod archive;
+pub mod continuation;
 pub mod custom_tools;
 pub mod feed;
 pub mod item;
@@ -26,6 +27,7 @@ pub mod startup;
 pub mod workdir;
 pub mod workspace_store;
 
+pub use continuation::{CarriedResult, MAX_CARRIED_ANSWERED};
 pub use custom_tools::{CustomTools, CustomToolsError};
 pub use item::{ItemEnd, ItemOutcome, Resume, Worker, WorkerConfig, default_worker_id};
 pub use janitor::{Cleanup, FailedInvocation, StaleItem};

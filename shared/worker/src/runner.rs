@@ -7,7 +7,9 @@
 //! - stop requested (C11) or worker shutdown (P2): the call is killed and its error result posted.
 //!
 //! A result that could not be posted is kept and posted again after the next history
-//! reconciliation; the tool itself never runs twice.
+//! reconciliation; the tool itself never runs twice. Results still unposted at a hand-off stay
+//! in [`Parked`] for the caller to carry to the successor, which posts them before anything else
+//! (DESIGN.md "Lambda deadline and continuation").
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -85,6 +87,9 @@ const DEFAULT_POST_WINDOW: Duration = Duration::from_secs(300);
 
 type InFlight = Pin<Box<dyn Future<Output = (Call, Option<ToolOutput>, Posted)> + Send>>;
 
+/// Results computed but not posted yet, by tool-use id: posted again, never recomputed.
+pub type Parked = HashMap<String, (Call, ToolOutput)>;
+
 fn owns(ctx: &SessionContext, kind: CallKind, name: &str) -> bool {
     // A custom tool the operator did not declare here is served by whoever registered it: post
     // nothing for it (§7.5 rule 4).
@@ -94,8 +99,16 @@ fn owns(ctx: &SessionContext, kind: CallKind, name: &str) -> bool {
     }
 }
 
-/// Runs the session until it ends. `ledger` may be pre-seeded (a continuation's answered ids).
-pub async fn run_session(ctx: &SessionContext, lease: &Lease, ledger: &mut Ledger) -> RunEnd {
+/// Runs the session until it ends. `ledger` may be pre-seeded (a continuation's answered ids),
+/// and `parked` may hold results a predecessor could not post: they are posted first, and a
+/// call whose result is parked is never run. What is still parked when the run ends at its
+/// hand-off point is for the successor.
+pub async fn run_session(
+    ctx: &SessionContext,
+    lease: &Lease,
+    ledger: &mut Ledger,
+    parked: &mut Parked,
+) -> RunEnd {
     let (tx, mut rx) = mpsc::channel(1024);
     let feed_stop = CancellationToken::new();
     let feed = tokio::spawn(
@@ -108,10 +121,69 @@ pub async fn run_session(ctx: &SessionContext, lease: &Lease, ledger: &mut Ledge
         )
         .instrument(tracing::Span::current()),
     );
-    let end = drive(ctx, lease, ledger, &mut rx).await;
+    post_carried(ctx, lease, ledger, parked).await;
+    let end = drive(ctx, lease, ledger, &mut rx, parked).await;
     feed_stop.cancel();
     let _ = feed.await;
     end
+}
+
+/// Posts the results a predecessor handed over, before anything else runs: the agent has been
+/// waiting for them longest. One that still cannot be posted stays parked and goes out when its
+/// call comes up after the history pass (or travels on to the next successor).
+async fn post_carried(ctx: &SessionContext, lease: &Lease, ledger: &mut Ledger, parked: &Parked) {
+    if parked.is_empty() {
+        return;
+    }
+    tracing::info!(
+        count = parked.len(),
+        "posting results carried over from the previous invocation"
+    );
+    let mut calls: Vec<&(Call, ToolOutput)> = parked.values().collect();
+    calls.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let mut posted = Vec::new();
+    for (call, output) in calls {
+        if !matches!(
+            *lease.watch().borrow(),
+            LeaseStatus::Claiming | LeaseStatus::Held
+        ) {
+            return; // lost or stopped: the run loop sees it at once and posts nothing more
+        }
+        let window = post_window(ctx, lease);
+        // Nothing may be posted once the lease is lost, not even a retry of this post.
+        let abandon = CancellationToken::new();
+        let post = post_result(
+            &ctx.cp,
+            &ctx.credential,
+            &ctx.session_id,
+            call,
+            output.clone(),
+            window,
+            &abandon,
+        );
+        tokio::pin!(post);
+        let mut watch = lease.watch();
+        let result = loop {
+            tokio::select! {
+                r = &mut post => break r,
+                changed = watch.changed() => {
+                    let lost = changed.is_err() || matches!(*watch.borrow(), LeaseStatus::Lost(_));
+                    if lost {
+                        abandon.cancel();
+                        break post.await;
+                    }
+                }
+            }
+        };
+        ctx.observer.result_posted(&ctx.session_id, call, &result);
+        if let Posted::Accepted { .. } = result {
+            tracing::info!(tool_use_id = %call.id, "carried-over result posted; the call was not run again");
+            posted.push(call.id.clone());
+        }
+    }
+    for id in posted {
+        ledger.answered(&id);
+    }
 }
 
 async fn drive(
@@ -119,13 +191,12 @@ async fn drive(
     lease: &Lease,
     ledger: &mut Ledger,
     rx: &mut mpsc::Receiver<Feed>,
+    unposted: &mut Parked,
 ) -> RunEnd {
     let mut lease_rx = lease.watch();
     // Fires when the lease is lost: nothing may be posted after that.
     let abandon = CancellationToken::new();
     let mut in_flight: Option<(InFlight, CancellationToken)> = None;
-    // Results that could not be posted yet: posted again, never recomputed.
-    let mut unposted: HashMap<String, ToolOutput> = HashMap::new();
     let mut idle_since: Option<Instant> = None;
     // Nothing is dispatched, and the idle timer does not run, before the first full history
     // pass has been observed. The history arrives one event at a time: without this, a call
@@ -143,7 +214,7 @@ async fn drive(
             }
             if let Some(call) = ledger.next_call(|k, n| owns(ctx, k, n)) {
                 let token = ctx.shutdown.child_token();
-                let ready = unposted.remove(&call.id);
+                let ready = unposted.remove(&call.id).map(|(_, out)| out);
                 let window = post_window(ctx, lease);
                 in_flight = Some((
                     Box::pin(execute(
@@ -173,23 +244,23 @@ async fn drive(
                 match status {
                     LeaseStatus::Lost(why) => {
                         abandon.cancel();
-                        finish_in_flight(&mut in_flight, ledger, &mut unposted).await;
+                        finish_in_flight(&mut in_flight, ledger, unposted).await;
                         return RunEnd::LeaseLost(why);
                     }
                     LeaseStatus::Stop(why) => {
-                        finish_in_flight(&mut in_flight, ledger, &mut unposted).await;
+                        finish_in_flight(&mut in_flight, ledger, unposted).await;
                         return RunEnd::Stopped(why);
                     }
                     LeaseStatus::Claiming | LeaseStatus::Held | LeaseStatus::Released => {}
                 }
             }
             () = ctx.shutdown.cancelled() => {
-                finish_in_flight(&mut in_flight, ledger, &mut unposted).await;
+                finish_in_flight(&mut in_flight, ledger, unposted).await;
                 return RunEnd::Shutdown;
             }
             done = async { match in_flight.as_mut() { Some((f, _)) => f.await, None => std::future::pending().await } } => {
                 in_flight = None;
-                settle(done, ledger, &mut unposted);
+                settle(done, ledger, unposted);
             }
             feed = rx.recv() => match feed {
                 Some(Feed::Event(event)) => ledger.observe(&event),
@@ -202,11 +273,11 @@ async fn drive(
                     }
                 }
                 Some(Feed::Fatal(why)) => {
-                    finish_in_flight(&mut in_flight, ledger, &mut unposted).await;
+                    finish_in_flight(&mut in_flight, ledger, unposted).await;
                     return RunEnd::FeedFailed(why);
                 }
                 None => {
-                    finish_in_flight(&mut in_flight, ledger, &mut unposted).await;
+                    finish_in_flight(&mut in_flight, ledger, unposted).await;
                     return RunEnd::FeedFailed("event feed ended".into());
                 }
             },
@@ -214,10 +285,10 @@ async fn drive(
             () = sleep_until(ctx.hand_off_at) => {
                 // Cancelled, not left running: the successor must not find a call of ours
                 // still executing, and the agent gets an answer it can act on.
-                finish_in_flight(&mut in_flight, ledger, &mut unposted).await;
+                finish_in_flight(&mut in_flight, ledger, unposted).await;
                 if !unposted.is_empty() {
                     tracing::warn!(count = unposted.len(),
-                        "handing off with results that could not be posted; the successor will run those calls again");
+                        "handing off with results that could not be posted; they go to the successor, which posts them first");
                 }
                 return RunEnd::Deadline;
             }
@@ -256,7 +327,7 @@ fn post_window(ctx: &SessionContext, lease: &Lease) -> Duration {
 async fn finish_in_flight(
     in_flight: &mut Option<(InFlight, CancellationToken)>,
     ledger: &mut Ledger,
-    unposted: &mut HashMap<String, ToolOutput>,
+    unposted: &mut Parked,
 ) {
     if let Some((fut, token)) = in_flight.take() {
         token.cancel();
@@ -268,14 +339,14 @@ async fn finish_in_flight(
 fn settle(
     (call, output, posted): (Call, Option<ToolOutput>, Posted),
     ledger: &mut Ledger,
-    unposted: &mut HashMap<String, ToolOutput>,
+    unposted: &mut Parked,
 ) {
     match posted {
         Posted::Accepted { .. } => ledger.answered(&call.id),
         Posted::Failed { .. } => {
             // Parked (still "in flight" for the ledger) until the next reconcile releases it.
             if let Some(out) = output {
-                unposted.insert(call.id, out);
+                unposted.insert(call.id.clone(), (call, out));
             }
         }
     }

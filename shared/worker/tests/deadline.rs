@@ -63,7 +63,10 @@ async fn a_hand_off_mid_call_answers_it_and_the_successor_carries_the_lease_on()
     assert_eq!(out1.end, ItemEnd::Ran(RunEnd::Deadline));
     assert!(!out1.stopped, "a hand-off leaves the item to the successor");
     let cont = out1.continuation.unwrap();
-    assert_eq!(cont.answered.len(), 2, "{cont:?}");
+    // Only answers whose result event was not seen yet travel (the others are in the
+    // history); nothing was left unposted.
+    assert!(cont.answered.len() <= 2, "{cont:?}");
+    assert!(cont.results.is_empty(), "{cont:?}");
     assert!(cont.last_heartbeat.is_some());
     assert_eq!(out2.end, ItemEnd::Ran(RunEnd::Idle));
     assert!(out2.stopped);
@@ -107,7 +110,7 @@ async fn a_stale_continuation_is_refused_by_the_lease_and_runs_nothing() {
         // the lease's current one: the first beat answers 412 and nothing runs.
         let stale = Resume {
             last_heartbeat: Some("2020-01-01T00:00:00Z".into()),
-            answered: vec![],
+            ..Resume::default()
         };
         let dup = w.serve(&item, stale).await;
         let real = w.serve(&item, Resume::default()).await;
