@@ -130,9 +130,15 @@ pub async fn attach(
             );
         }
         // Tier 1 shares the host's network and files: the proxy URL and the bundle work as they
-        // are (its Landlock rules decide what else a tool may connect to).
-        #[allow(unreachable_patterns)]
-        _ => {}
+        // are, and Landlock lets tools connect to the proxy's port and no other.
+        hands_sandbox::Isolation::Landlock(sandbox) => {
+            sandbox.options.proxy_port = Some(proxy.addr().port());
+            config.custom_tools = std::sync::Arc::new(
+                (*config.custom_tools)
+                    .clone()
+                    .with_sandbox(config.toolset.isolation.clone()),
+            );
+        }
     }
     config.egress = Some(std::sync::Arc::new(proxy));
     Ok(())

@@ -5,6 +5,7 @@ mod dev;
 mod egress_cmd;
 mod egress_secrets;
 mod janitor_cmd;
+mod secret_files;
 mod serve;
 mod signals;
 mod verify_cmd;

@@ -151,6 +151,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%source, "webhook signing key source");
     }
     let (verifier, key_value) = read_verifier(key_source.as_ref(), &secrets).await?;
+    // Every secret is read by now (a rotation re-reads the same file): tool code must not read
+    // their files either.
+    crate::secret_files::hide_from_tools(&mut worker);
     let config = IngressConfig {
         max_sessions: args.worker.max_sessions.max(1),
         body_timeout: args.body_timeout,

@@ -47,6 +47,8 @@ async fn worker(args: &WorkerArgs) -> anyhow::Result<Worker> {
     let mut config = args.worker_config()?;
     crate::egress_cmd::attach(args, &mut config).await?;
     config.environment_key = args.connect.environment_key(&Resolver::new()).await?;
+    // Every secret is read by now: tool code must not read their files either.
+    crate::secret_files::hide_from_tools(&mut config);
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     Ok(Worker::new(

@@ -1,7 +1,9 @@
 //! `*_FILE`: a secret read from a file, the way container orchestrators mount them.
 
+use std::collections::BTreeSet;
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::error::SecretError;
 use crate::value::SecretValue;
@@ -21,6 +23,7 @@ pub fn read_secret_file(var: &str, path: &Path) -> Result<SecretValue, SecretErr
         source,
     };
     let file = std::fs::File::open(path).map_err(unreadable)?;
+    remember(path);
     let meta = file.metadata().map_err(unreadable)?;
     if meta.is_dir() {
         return Err(unreadable(std::io::Error::other("it is a directory")));
@@ -43,6 +46,34 @@ pub fn read_secret_file(var: &str, path: &Path) -> Result<SecretValue, SecretErr
         from: from.clone(),
     })?;
     crate::value_from_text(var, &from, text)
+}
+
+/// Every secret file this process has opened, and where its symlinks led.
+static FILES_READ: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn remember(path: &Path) {
+    let mut files = FILES_READ
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    files.insert(path.to_path_buf());
+    // Kubernetes mounts secrets as symlinks into a `..data` directory: the sandbox masks the
+    // target too, since a mask over the link alone leaves the target readable.
+    if let Ok(real) = std::fs::canonicalize(path) {
+        files.insert(real);
+    }
+}
+
+/// The secret files (`NAME_FILE`) this process has read so far, with the targets of those that
+/// are symlinks: what tool code must never read. The worker hides them from every sandbox
+/// after it has read its last secret at start (tier 2 masks them, tier 1 leaves them out of
+/// the Landlock grants).
+pub fn secret_files() -> Vec<PathBuf> {
+    FILES_READ
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect()
 }
 
 #[cfg(unix)]
@@ -73,6 +104,25 @@ mod tests {
         std::fs::write(&p, "sk-ant-oat01 abc\r\n\n").unwrap();
         let v = read_secret_file("K_FILE", &p).unwrap();
         assert_eq!(v.expose_secret(), "sk-ant-oat01 abc");
+    }
+
+    #[test]
+    fn the_files_read_are_remembered_with_their_symlink_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("..data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("token"), "sk-canary").unwrap();
+        let link = dir.path().join("token");
+        std::os::unix::fs::symlink("..data/token", &link).unwrap();
+        let missing = dir.path().join("missing");
+        assert!(!secret_files().contains(&link));
+        read_secret_file("K_FILE", &link).unwrap();
+        let _ = read_secret_file("M_FILE", &missing);
+        let files = secret_files();
+        assert!(files.contains(&link), "{files:?}");
+        let target = std::fs::canonicalize(data.join("token")).unwrap();
+        assert!(files.contains(&target), "{files:?}");
+        assert!(!files.contains(&missing), "{files:?}");
     }
 
     /// Captures what the crate logs while `f` runs.

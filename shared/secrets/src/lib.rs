@@ -55,7 +55,7 @@ mod aws;
 pub mod moto;
 
 pub use error::SecretError;
-pub use file::{MAX_SECRET_BYTES, read_secret_file};
+pub use file::{MAX_SECRET_BYTES, read_secret_file, secret_files};
 pub use reference::{AwsReference, SecretsManagerRef, SsmParameterRef};
 pub use refresh::Refresher;
 pub use resolver::Resolver;
