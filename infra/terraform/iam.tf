@@ -75,7 +75,8 @@ data "aws_iam_policy_document" "session" {
     for_each = var.workspace_snapshots ? [aws_s3_bucket.workspace[0].arn] : []
     content {
       sid       = "WorkspaceSnapshots"
-      actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+      # AbortMultipartUpload: a failed multipart snapshot upload is aborted.
+      actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
       resources = ["${statement.value}/workspaces/*"]
     }
   }

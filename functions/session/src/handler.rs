@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hands_lambda::env_config::{ConfigError, duration_var, var};
+use hands_lambda::env_config::{ConfigError, bytes_var, duration_var, var};
 use hands_lambda::function_config::{tenant_isolation, worker_setup};
 use hands_lambda::handover::{
     CONTINUATION_PAYLOAD_BUDGET, delete_consumed, fetch_stored_results, fit_continuation,
@@ -64,7 +64,11 @@ impl SessionFunction {
         let mut store = None;
         if let Some(bucket) = var("HANDS_WORKSPACE_BUCKET") {
             tracing::info!(%bucket, "workspaces are saved to S3 between invocations");
-            let s3 = S3WorkspaceStore::from_sdk_config(&sdk, bucket);
+            let cap = bytes_var(
+                "HANDS_WORKSPACE_MAX_BYTES",
+                hands_lambda::s3_store::DEFAULT_MAX_BYTES,
+            )?;
+            let s3 = S3WorkspaceStore::from_sdk_config(&sdk, bucket).with_max_bytes(cap);
             config.workspace_store = Some(Arc::new(s3.clone()));
             store = Some(s3);
         } else {

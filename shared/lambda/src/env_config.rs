@@ -62,9 +62,46 @@ pub fn duration_var(name: &'static str, default: Duration) -> Result<Duration, C
     }
 }
 
+/// A byte count: `1048576`, `512KiB`, `100MiB`, `2GiB`.
+pub fn bytes_var(name: &'static str, default: u64) -> Result<u64, ConfigError> {
+    let Some(value) = var(name) else {
+        return Ok(default);
+    };
+    parse_bytes(value.trim()).ok_or_else(|| ConfigError::Invalid {
+        var: name,
+        value: value.clone(),
+        why: "not a size like 500MiB (units: none, KiB, MiB, GiB)".to_owned(),
+    })
+}
+
+fn parse_bytes(v: &str) -> Option<u64> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units_only() {
+        assert_eq!(parse_bytes("1048576"), Some(1 << 20));
+        assert_eq!(parse_bytes("512KiB"), Some(512 << 10));
+        assert_eq!(parse_bytes("100MiB"), Some(100 << 20));
+        assert_eq!(parse_bytes("2GiB"), Some(2 << 30));
+        assert_eq!(parse_bytes("2GB"), None);
+        assert_eq!(parse_bytes("MiB"), None);
+        assert_eq!(parse_bytes("99999999999GiB"), None);
+    }
 
     #[tokio::test]
     async fn secrets_come_from_the_variable_or_its_file() {

@@ -20,6 +20,7 @@ pub mod invoke;
 pub mod logging;
 pub mod payload;
 pub mod s3_store;
+pub mod snapshot;
 pub mod start;
 
 pub use env_config::{ConfigError, secret_from_env};

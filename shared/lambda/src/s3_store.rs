@@ -2,17 +2,31 @@
 //! `workspaces/<session id>.tar.gz`, written at every hand-off and session end, read when a
 //! continuation or the session's next turn starts (possibly in another execution environment).
 //!
-//! The archive is built from the workspace only after every tool process is gone, without
-//! following symlinks (a link planted by tool code is stored as a link, never as what it
-//! points to); sockets, FIFOs, devices and unreadable entries are skipped with a warning. A
-//! save that fails anyway deletes the session's previous snapshot, so an older workspace is
-//! never restored as if it were current. Archives are unpacked with the `tar` crate's confinement (no entry lands outside the
-//! workspace). Bucket lifecycle rules expire old snapshots (infra/).
+//! Nothing of the workspace is held in memory: the archive is written to a temporary file
+//! (under the system's temp dir, `/tmp` on Lambda) and uploaded from it, in one `PutObject` up
+//! to the part size and by multipart upload above it, each part streamed from the file; a
+//! restore streams the object to a temporary file and unpacks from there. The archive is
+//! capped (`HANDS_WORKSPACE_MAX_BYTES`): a bigger one is not saved, and the log says so.
+//!
+//! What goes in the archive and how it is unpacked: see [`crate::snapshot`]. A save that fails
+//! deletes the session's previous snapshot, so an older workspace is never restored as if it
+//! were current. Bucket lifecycle rules expire old snapshots (infra/).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use hands_worker::{StoreError, WorkspaceStore};
+use tokio::io::AsyncWriteExt as _;
+
+use crate::snapshot::{CappedWriter, pack_into, unpack_from};
+
+/// Parts of a multipart upload (S3 wants at least 5 MiB for every part but the last).
+pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
+const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// The default cap of a snapshot's compressed size (`HANDS_WORKSPACE_MAX_BYTES`): the archive
+/// sits in `/tmp` beside the workspace while it is uploaded.
+pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
@@ -21,11 +35,30 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 pub struct S3WorkspaceStore {
     client: aws_sdk_s3::Client,
     bucket: String,
+    part_size: u64,
+    max_bytes: u64,
 }
 
 impl S3WorkspaceStore {
     pub fn new(client: aws_sdk_s3::Client, bucket: String) -> Self {
-        S3WorkspaceStore { client, bucket }
+        S3WorkspaceStore {
+            client,
+            bucket,
+            part_size: DEFAULT_PART_SIZE,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+
+    /// The multipart part size (raised to S3's 5 MiB minimum).
+    pub fn with_part_size(mut self, bytes: u64) -> Self {
+        self.part_size = bytes.max(MIN_PART_SIZE);
+        self
+    }
+
+    /// The cap of a snapshot's compressed size, for saving and restoring.
+    pub fn with_max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
     }
 
     pub fn from_sdk_config(config: &aws_config::SdkConfig, bucket: String) -> Self {
@@ -144,16 +177,46 @@ impl S3WorkspaceStore {
                 )));
             }
         };
-        let bytes = got
-            .body
-            .collect()
+        let over = |n: u64| {
+            StoreError(format!(
+                "s3://{}/{key} is over HANDS_WORKSPACE_MAX_BYTES ({} bytes, the object has at least {n}); not restored",
+                self.bucket, self.max_bytes
+            ))
+        };
+        if let Some(n) = got.content_length().and_then(|n| u64::try_from(n).ok())
+            && n > self.max_bytes
+        {
+            return Err(over(n));
+        }
+        // Chunk by chunk to a temporary file: memory does not grow with the snapshot.
+        let tmp = temp_file()?;
+        let local = |e: std::io::Error| StoreError(format!("temporary file for {key}: {e}"));
+        let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(local)?);
+        let mut body = got.body;
+        let mut received: u64 = 0;
+        while let Some(chunk) = body
+            .try_next()
             .await
             .map_err(|e| StoreError(format!("read s3://{}/{key}: {e}", self.bucket)))?
-            .into_bytes();
+        {
+            received += chunk.len() as u64;
+            if received > self.max_bytes {
+                return Err(over(received));
+            }
+            file.write_all(&chunk).await.map_err(local)?;
+        }
+        file.flush().await.map_err(local)?;
+        drop(file);
         let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || unpack(&bytes, &dir))
-            .await
-            .map_err(|e| StoreError(format!("unpack task: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            let input = tmp
+                .reopen()
+                .map_err(|e| StoreError(format!("reopen the downloaded snapshot: {e}")))?;
+            unpack_from(std::io::BufReader::new(input), &dir)
+        })
+        .await
+        .map_err(|e| StoreError(format!("unpack task: {e}")))??;
+        tracing::info!(bucket = %self.bucket, %key, bytes = received, "workspace snapshot downloaded and unpacked");
         Ok(true)
     }
 
@@ -184,111 +247,165 @@ impl S3WorkspaceStore {
     }
 
     async fn put_snapshot(&self, key: &str, dir: &Path) -> Result<(), StoreError> {
+        let tmp = temp_file()?;
         let dir = dir.to_path_buf();
-        let archive = tokio::task::spawn_blocking(move || pack(&dir))
+        let cap = self.max_bytes;
+        let file = tmp
+            .reopen()
+            .map_err(|e| StoreError(format!("temporary file for the snapshot: {e}")))?;
+        let (tmp, size) = tokio::task::spawn_blocking(move || {
+            let out = CappedWriter::new(std::io::BufWriter::new(file), cap);
+            let mut out = pack_into(&dir, out)?;
+            std::io::Write::flush(&mut out)
+                .map_err(|e| StoreError(format!("write the snapshot: {e}")))?;
+            Ok::<_, StoreError>((tmp, out.written()))
+        })
+        .await
+        .map_err(|e| StoreError(format!("pack task: {e}")))??;
+        let parts = if size <= self.part_size {
+            let body = self.file_part(tmp.path(), 0, size).await?;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_length(size as i64)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| {
+                    StoreError(format!(
+                        "put s3://{}/{key}: {}",
+                        self.bucket,
+                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                    ))
+                })?;
+            1
+        } else {
+            self.put_multipart(key, tmp.path(), size).await?
+        };
+        tracing::info!(bucket = %self.bucket, %key, bytes = size, parts, "workspace saved");
+        Ok(())
+    }
+
+    /// `len` bytes of `path` from `offset`, read from the file as they are sent.
+    async fn file_part(
+        &self,
+        path: &Path,
+        offset: u64,
+        len: u64,
+    ) -> Result<ByteStream, StoreError> {
+        ByteStream::read_from()
+            .path(path)
+            .offset(offset)
+            .length(Length::Exact(len))
+            .build()
             .await
-            .map_err(|e| StoreError(format!("pack task: {e}")))??;
-        let size = archive.len();
-        self.client
-            .put_object()
+            .map_err(|e| StoreError(format!("read the snapshot file: {e}")))
+    }
+
+    /// Uploads the file in `part_size` parts; a failure aborts the upload (no orphaned parts).
+    async fn put_multipart(&self, key: &str, path: &Path, size: u64) -> Result<u64, StoreError> {
+        let err =
+            |what: &str, e: String| StoreError(format!("{what} s3://{}/{key}: {e}", self.bucket));
+        let created = self
+            .client
+            .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .body(ByteStream::from(archive))
             .send()
             .await
             .map_err(|e| {
-                StoreError(format!(
-                    "put s3://{}/{key}: {}",
-                    self.bucket,
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
-                ))
+                err(
+                    "create multipart upload",
+                    aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                )
             })?;
-        tracing::info!(bucket = %self.bucket, %key, bytes = size, "workspace saved");
-        Ok(())
-    }
-}
-
-/// Archives `dir` by walking it (not `tar`'s `append_dir_all`, which fails on the first socket
-/// or unreadable file): regular files, directories, and symlinks stored as links, never
-/// followed. Sockets, FIFOs, devices and entries that cannot be read are skipped with a
-/// warning; tool code leaving a `*.sock` behind must not cost the whole snapshot.
-fn pack(dir: &Path) -> Result<Vec<u8>, StoreError> {
-    let io = |e: std::io::Error| StoreError(format!("archive {}: {e}", dir.display()));
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gz);
-    tar.follow_symlinks(false);
-    // The root must be listable: a workspace that cannot be read is an error, not empty.
-    std::fs::read_dir(dir).map_err(io)?;
-    tar.append_dir(".", dir).map_err(io)?;
-    let mut pending = vec![PathBuf::new()];
-    while let Some(rel) = pending.pop() {
-        let abs = dir.join(&rel);
-        let entries = match std::fs::read_dir(&abs) {
-            Ok(rd) => rd,
-            Err(e) => {
-                tracing::warn!(path = %abs.display(), error = %e,
-                    "cannot list a workspace directory; its contents are left out of the snapshot");
-                continue;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| err("create multipart upload", "no upload id".into()))?
+            .to_owned();
+        let result = async {
+            let mut parts = Vec::new();
+            let mut offset = 0;
+            let mut number = 1;
+            while offset < size {
+                let len = self.part_size.min(size - offset);
+                let body = self.file_part(path, offset, len).await?;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .content_length(len as i64)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        err(
+                            &format!("upload part {number} of"),
+                            aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                        )
+                    })?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(str::to_owned))
+                        .build(),
+                );
+                offset += len;
+                number += 1;
             }
-        };
-        let mut names: Vec<_> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
-        names.sort();
-        for name in names {
-            let rel = rel.join(&name);
-            let abs = dir.join(&rel);
-            if let Err(e) = append_entry(&mut tar, &abs, &rel, &mut pending) {
-                tracing::warn!(path = %abs.display(), error = %e,
-                    "cannot read a workspace entry; left out of the snapshot");
-            }
+            let count = parts.len() as u64;
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| {
+                    err(
+                        "complete multipart upload",
+                        aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                    )
+                })?;
+            Ok::<_, StoreError>(count)
         }
-    }
-    let gz = tar.into_inner().map_err(io)?;
-    gz.finish().map_err(io)
-}
-
-/// Appends one entry; a directory is queued on `pending` for its contents. An `Err` comes from
-/// reading the entry before any of it was written, so skipping it keeps the archive valid.
-fn append_entry<W: std::io::Write>(
-    tar: &mut tar::Builder<W>,
-    abs: &Path,
-    rel: &Path,
-    pending: &mut Vec<PathBuf>,
-) -> std::io::Result<()> {
-    let meta = std::fs::symlink_metadata(abs)?;
-    let kind = meta.file_type();
-    if kind.is_symlink() {
-        let target = std::fs::read_link(abs)?;
-        let mut header = tar::Header::new_gnu();
-        header.set_metadata(&meta);
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_size(0);
-        tar.append_link(&mut header, rel, target)
-    } else if kind.is_dir() {
-        // Listed when popped; one that cannot be listed is still created, empty.
-        tar.append_dir(rel, abs)?;
-        pending.push(rel.to_path_buf());
-        Ok(())
-    } else if kind.is_file() {
-        let mut file = std::fs::File::open(abs)?;
-        tar.append_file(rel, &mut file)
-    } else {
-        tracing::warn!(path = %abs.display(), kind = ?kind,
-            "not a file, directory or symlink (socket, FIFO or device); left out of the snapshot");
-        Ok(())
+        .await;
+        if result.is_err()
+            && let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await
+        {
+            tracing::warn!(%key, error = %aws_sdk_s3::error::DisplayErrorContext(&e),
+                "cannot abort a failed multipart upload; the bucket's lifecycle rule should remove incomplete uploads");
+        }
+        result
     }
 }
 
-fn unpack(bytes: &[u8], dir: &Path) -> Result<(), StoreError> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
-    archive.set_preserve_permissions(true);
-    archive.set_overwrite(true);
-    // `unpack` refuses entries that would land outside `dir` (absolute paths, `..`, links).
-    archive
-        .unpack(dir)
-        .map_err(|e| StoreError(format!("unpack into {}: {e}", dir.display())))
+/// A temporary file in the system's temp dir (`/tmp` on Lambda), removed when dropped.
+fn temp_file() -> Result<tempfile::NamedTempFile, StoreError> {
+    tempfile::Builder::new()
+        .prefix("hands-snapshot-")
+        .tempfile()
+        .map_err(|e| {
+            StoreError(format!(
+                "cannot create a temporary file for the snapshot: {e}"
+            ))
+        })
 }
 
 impl WorkspaceStore for S3WorkspaceStore {
@@ -306,84 +423,5 @@ impl WorkspaceStore for S3WorkspaceStore {
         dir: &'a Path,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.save_inner(session_id, dir))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::FileTypeExt as _;
-
-    use super::*;
-
-    #[test]
-    fn pack_and_unpack_keep_files_modes_and_links_as_links() {
-        use std::os::unix::fs::PermissionsExt;
-        let src = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(src.path().join("a/b")).unwrap();
-        std::fs::write(src.path().join("a/b/f.txt"), "hello").unwrap();
-        std::fs::write(src.path().join("run.sh"), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(
-            src.path().join("run.sh"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", src.path().join("link")).unwrap();
-        let bytes = pack(src.path()).unwrap();
-        let dst = tempfile::tempdir().unwrap();
-        unpack(&bytes, dst.path()).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dst.path().join("a/b/f.txt")).unwrap(),
-            "hello"
-        );
-        let mode = std::fs::metadata(dst.path().join("run.sh"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o755);
-        assert!(
-            std::fs::symlink_metadata(dst.path().join("link"))
-                .unwrap()
-                .is_symlink()
-        );
-        assert_eq!(
-            std::fs::read_link(dst.path().join("link")).unwrap(),
-            Path::new("/etc/passwd")
-        );
-    }
-
-    #[test]
-    fn sockets_and_fifos_are_skipped_and_the_rest_is_kept() {
-        let src = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(src.path().join("run")).unwrap();
-        std::fs::write(src.path().join("run/keep.txt"), "kept").unwrap();
-        let _listener =
-            std::os::unix::net::UnixListener::bind(src.path().join("run/agent.sock")).unwrap();
-        let fifo = src.path().join("pipe");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success());
-        assert!(
-            std::fs::symlink_metadata(&fifo)
-                .unwrap()
-                .file_type()
-                .is_fifo()
-        );
-        let bytes = pack(src.path()).unwrap();
-        let dst = tempfile::tempdir().unwrap();
-        unpack(&bytes, dst.path()).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dst.path().join("run/keep.txt")).unwrap(),
-            "kept"
-        );
-        assert!(std::fs::symlink_metadata(dst.path().join("run/agent.sock")).is_err());
-        assert!(std::fs::symlink_metadata(dst.path().join("pipe")).is_err());
-    }
-
-    #[test]
-    fn a_missing_workspace_is_an_error_not_an_empty_snapshot() {
-        let parent = tempfile::tempdir().unwrap();
-        assert!(pack(&parent.path().join("gone")).is_err());
     }
 }
