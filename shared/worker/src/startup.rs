@@ -8,6 +8,9 @@
 //! between invocations is then, by construction, a leftover (the toolset shuts every session's
 //! processes down before an invocation returns). [`kill_leftover_processes`] kills exactly that
 //! tree and nothing else: on a shared machine no other process of the same uid is touched.
+//! The tree is read from the `children` files where the kernel has them
+//! (`CONFIG_PROC_CHILDREN`), else from the parent pid in every `/proc/*/stat`
+//! ([`ChildrenSource`]).
 //!
 //! Files: [`wipe_stale_workspaces`] removes session directories left beside the template's
 //! `{session_id}` by earlier invocations; what a session needs again comes from the workspace
@@ -26,8 +29,47 @@ pub fn adopt_orphans() -> std::io::Result<()> {
         .map_err(std::io::Error::from)
 }
 
-/// The live (non-zombie) children of `pid`, from every thread's `children` file.
-fn children(pid: i32) -> Vec<i32> {
+/// How the children of a process are found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildrenSource {
+    /// `/proc/<pid>/task/<tid>/children` of every thread: a few small reads, but only on
+    /// kernels built with `CONFIG_PROC_CHILDREN`.
+    ProcChildren,
+    /// Every `/proc/<pid>/stat`, selecting by parent pid (field 4): works on every kernel, one
+    /// pass over all processes per tree level.
+    StatScan,
+}
+
+impl ChildrenSource {
+    /// `ProcChildren` when this kernel has the `children` files, else `StatScan`.
+    pub fn detect() -> Self {
+        let me = std::process::id();
+        if std::path::Path::new(&format!("/proc/{me}/task/{me}/children")).exists() {
+            ChildrenSource::ProcChildren
+        } else {
+            ChildrenSource::StatScan
+        }
+    }
+}
+
+/// State and parent pid of a `/proc/<pid>/stat` line. The state follows the last ')' (the
+/// command name may contain spaces and parentheses), the parent pid follows the state.
+fn state_and_ppid(stat: &str) -> Option<(char, i32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+fn stat_of(pid: i32) -> Option<(char, i32)> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| state_and_ppid(&s))
+}
+
+/// The children of `pid`, zombies included, from every thread's `children` file.
+fn children_from_files(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
@@ -40,39 +82,86 @@ fn children(pid: i32) -> Vec<i32> {
             );
         }
     }
+    out
+}
+
+/// The children of `pid`, zombies included, by parent pid in every `/proc/*/stat`.
+fn children_from_stat(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| stat_of(p).is_some_and(|(_, ppid)| ppid == pid))
+        .collect()
+}
+
+fn children_any_state(pid: i32, source: ChildrenSource) -> Vec<i32> {
+    match source {
+        ChildrenSource::ProcChildren => children_from_files(pid),
+        ChildrenSource::StatScan => children_from_stat(pid),
+    }
+}
+
+/// The live (non-zombie) children of `pid`.
+fn children(pid: i32, source: ChildrenSource) -> Vec<i32> {
+    let mut out = children_any_state(pid, source);
     out.retain(|&p| !is_zombie(p));
     out
 }
 
 fn is_zombie(pid: i32) -> bool {
-    // The state follows the last ')' (the command name may contain spaces and parentheses).
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .and_then(|i| s[i + 1..].split_whitespace().next().map(|st| st == "Z"))
-        })
-        .unwrap_or(true)
+    stat_of(pid).is_none_or(|(state, _)| state == 'Z')
+}
+
+/// The live descendants of `root` (not `root` itself).
+pub fn descendants(root: i32, source: ChildrenSource) -> Vec<i32> {
+    let mut tree = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for c in children(p, source) {
+            if !tree.contains(&c) {
+                tree.push(c);
+                frontier.push(c);
+            }
+        }
+    }
+    tree
 }
 
 /// Kills every descendant of this process and reaps the direct children among them; rounds
 /// repeat until one finds nothing (a killed process cannot fork any more). Returns how many
 /// processes were killed. Call it only when this process has no child of its own running
-/// (between invocations).
+/// (between invocations). Uses the `children` files when the kernel has them, else a scan of
+/// every `/proc/*/stat` by parent pid.
 pub fn kill_leftover_processes() -> usize {
+    let source = ChildrenSource::detect();
+    let killed = kill_tree(std::process::id() as i32, source);
+    if killed > 0 {
+        tracing::warn!(
+            count = killed,
+            ?source,
+            "killed processes left over from an earlier invocation"
+        );
+    }
+    killed
+}
+
+/// Kills every descendant of `root`, in rounds until none is left, reaping those that are this
+/// process's children. Returns how many processes were killed.
+pub fn kill_tree(root: i32, source: ChildrenSource) -> usize {
     let me = std::process::id() as i32;
     let mut killed = HashSet::new();
-    for _round in 0..16 {
-        let mut tree = Vec::new();
-        let mut frontier = vec![me];
-        while let Some(p) = frontier.pop() {
-            for c in children(p) {
-                if !tree.contains(&c) {
-                    tree.push(c);
-                    frontier.push(c);
-                }
+    let reap = || {
+        // Our direct children (re-parented orphans included) stay zombies until reaped.
+        for c in children_any_state(me, source) {
+            if let Some(pid) = Pid::from_raw(c) {
+                let _ = rustix::process::waitpid(Some(pid), WaitOptions::NOHANG);
             }
         }
+    };
+    for _round in 0..16 {
+        let tree = descendants(root, source);
         if tree.is_empty() {
             break;
         }
@@ -82,41 +171,11 @@ pub fn kill_leftover_processes() -> usize {
                 killed.insert(p);
             }
         }
-        // Our direct children (re-parented orphans included) stay zombies until reaped.
-        for c in children_any_state(me) {
-            if let Some(pid) = Pid::from_raw(c) {
-                let _ = rustix::process::waitpid(Some(pid), WaitOptions::NOHANG);
-            }
-        }
+        reap();
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    for c in children_any_state(me) {
-        if let Some(pid) = Pid::from_raw(c) {
-            let _ = rustix::process::waitpid(Some(pid), WaitOptions::NOHANG);
-        }
-    }
-    if !killed.is_empty() {
-        tracing::warn!(
-            count = killed.len(),
-            "killed processes left over from an earlier invocation"
-        );
-    }
+    reap();
     killed.len()
-}
-
-fn children_any_state(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                out.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<i32>().ok()),
-                );
-            }
-        }
-    }
-    out
 }
 
 /// Whether `name` looks like a session directory the template made (`sesn_...`; the docs also
@@ -181,6 +240,55 @@ fn remove_entry(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_lines_with_hostile_names_parse() {
+        assert_eq!(
+            state_and_ppid("42 (a) b) (c) S 17 42 42 0 -1"),
+            Some(('S', 17))
+        );
+        assert_eq!(state_and_ppid("42 (x) Z 1"), Some(('Z', 1)));
+        assert_eq!(state_and_ppid("42 (x)"), None);
+        assert_eq!(state_and_ppid("42 (x) S notapid"), None);
+    }
+
+    /// The fallback for kernels without `children` files (no CONFIG_PROC_CHILDREN): the stat
+    /// scan sees the same tree as the files (when they exist) and kills all of it. Only the
+    /// tree below the spawned shell is touched, so other tests' processes are safe.
+    #[test]
+    fn the_stat_scan_finds_and_kills_a_process_tree() {
+        let mut shell = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg("sleep 300 & (sleep 300 & wait) & wait")
+            .spawn()
+            .unwrap();
+        let root = shell.id() as i32;
+        // sh -> sleep, sh -> sh -> sleep: three processes below the root once all started.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = descendants(root, ChildrenSource::StatScan);
+        while seen.len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tree never started: {seen:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            seen = descendants(root, ChildrenSource::StatScan);
+        }
+        seen.sort();
+        if ChildrenSource::detect() == ChildrenSource::ProcChildren {
+            let mut from_files = descendants(root, ChildrenSource::ProcChildren);
+            from_files.sort();
+            assert_eq!(seen, from_files);
+        }
+        let killed = kill_tree(root, ChildrenSource::StatScan);
+        assert_eq!(killed, seen.len(), "{seen:?}");
+        assert!(descendants(root, ChildrenSource::StatScan).is_empty());
+        for p in &seen {
+            assert!(is_zombie(*p), "{p} still alive");
+        }
+        let _ = shell.kill();
+        let _ = shell.wait();
+    }
 
     #[test]
     fn only_session_directories_under_the_template_parent_are_wiped() {
