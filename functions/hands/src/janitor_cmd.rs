@@ -1,7 +1,9 @@
 //! `hands janitor`: force-stops the items of failed Lambda invocations (destination records,
 //! e.g. exported from an SQS on-failure destination) and lists items that hold a lease without
-//! heartbeating. The Lambda `webhook` function does the same when it is the destination and on
-//! its schedule; this is the operator's command for other setups and for looking.
+//! heartbeating (with `--stop-stale`, force-stops them too: for a control plane that leaves a
+//! lapsed lease in place instead of queueing the item again). The Lambda `webhook` function does
+//! the first two when it is the destination and on its schedule; this is the operator's command
+//! for other setups and for looking.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -26,6 +28,11 @@ pub struct JanitorArgs {
     /// List items in `starting`/`active` whose last heartbeat is older than this.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub stale_after: Duration,
+    /// Force-stop the stale items too (their worker is gone or wedged; the agent sees the run
+    /// end instead of waiting). Only items without a heartbeat for `--stale-after`: a live
+    /// worker beats every few seconds.
+    #[arg(long)]
+    pub stop_stale: bool,
 }
 
 /// Records from a JSON array or JSON lines.
@@ -92,7 +99,7 @@ pub async fn run(args: JanitorArgs) -> anyhow::Result<bool> {
                 args.stale_after.as_secs()
             );
         }
-        for s in stale {
+        for s in &stale {
             println!(
                 "stale     {}  session {}  {}  since {}",
                 s.work_id,
@@ -100,6 +107,19 @@ pub async fn run(args: JanitorArgs) -> anyhow::Result<bool> {
                 s.state.as_str(),
                 s.since.as_deref().unwrap_or("-")
             );
+        }
+        if args.stop_stale
+            && let Some(key) = worker.config().environment_key.clone()
+        {
+            let env = worker.config().environment_id.clone();
+            for s in &stale {
+                if worker.force_stop(&key, &env, &s.work_id).await {
+                    println!("stopped   {}  (stale)", s.work_id);
+                } else {
+                    all_ok = false;
+                    println!("FAILED    {}  (could not force-stop)", s.work_id);
+                }
+            }
         }
     } else {
         println!("no environment key: stale items not listed");
