@@ -114,7 +114,7 @@ pub async fn attach(
             // (tier 2 binds it into the sandbox read-only: see `bridge_into_tier2`).
             bundle_dir: std::env::temp_dir().join(format!("hands-egress-{}", std::process::id())),
         },
-        &crate::egress_secrets::WorkerSecrets::from_env(hands_secrets::Resolver::new()),
+        &hands_egress::WorkerSecrets::from_env(hands_secrets::Resolver::new()),
     )
     .await
     .with_context(|| format!("egress proxy ({})", path.display()))?;

@@ -3,7 +3,6 @@
 mod cli;
 mod dev;
 mod egress_cmd;
-mod egress_secrets;
 mod janitor_cmd;
 mod secret_files;
 mod serve;

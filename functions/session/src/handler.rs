@@ -61,6 +61,9 @@ impl SessionFunction {
         // The key acks the item on a first invocation (the webhook only polled it).
         let setup = worker_setup(&secrets, true).await?;
         let mut config = setup.worker;
+        // With HANDS_EGRESS_POLICY, tools go out through the egress proxy (tier 0 here: the log
+        // says plainly that tool code can connect around it).
+        hands_lambda::egress::start_from_env(&mut config, &secrets).await?;
         let mut store = None;
         if let Some(bucket) = var("HANDS_WORKSPACE_BUCKET") {
             tracing::info!(%bucket, "workspaces are saved to S3 between invocations");

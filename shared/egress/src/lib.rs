@@ -7,8 +7,8 @@
 //! not in the CA bundle, not echoed back in a response.
 //!
 //! - [`policy`]: the TOML rules (first match wins, default deny) and what they decide.
-//! - [`secrets`]: the seam `{secret:NAME}` is resolved through (env, `NAME_FILE`; AWS in
-//!   `shared/secrets`).
+//! - [`secrets`]: the seam `{secret:NAME}` is resolved through; [`worker_secrets`]: the
+//!   worker's implementation of it over `shared/secrets`.
 //! - [`proxy`]: the server; [`sessions`]: per-session credentials; [`address`]: the SSRF guard;
 //!   [`ca`]: the per-worker CA for intercepted hosts; [`redact`]: secret stripping;
 //!   [`audit`]: the audit line and counters.
@@ -24,6 +24,7 @@ pub mod resolve;
 pub mod secrets;
 pub mod sessions;
 pub mod tls;
+pub mod worker_secrets;
 
 pub use audit::EgressMetrics;
 pub use policy::{Policy, PolicyError};
@@ -32,3 +33,4 @@ pub use resolve::Resolver;
 pub use secrets::{SecretError, SecretSource, StaticSecrets};
 pub use sessions::{SessionGrant, SessionRegistry};
 pub use tls::UpstreamRoots;
+pub use worker_secrets::WorkerSecrets;

@@ -10,6 +10,7 @@
 //! tool environment from an allow-list, so `AWS_*` never reaches a shell).
 
 pub mod aws;
+pub mod egress;
 pub mod env_config;
 pub mod events;
 #[cfg(feature = "fakes")]

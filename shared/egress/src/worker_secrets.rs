@@ -1,12 +1,15 @@
 //! `{secret:NAME}` of the egress policy, read the way every other `hands` secret is: exactly one
 //! of `NAME`, `NAME_FILE`, `NAME_SECRET_ARN` or `NAME_SSM_PARAMETER` (NAME upper-cased), through
-//! `hands_secrets`, in the worker process before any tool starts.
+//! `hands_secrets`, in the worker process before any tool starts. Shared by the `hands` binary
+//! and the Lambda `session` function. (AWS sources need `hands-secrets`' `aws` feature, which
+//! the binaries that want them turn on.)
 
 use std::sync::Arc;
 
-use hands_egress::{SecretError, SecretSource};
 use hands_secrets::SecretVars;
 use secrecy::SecretString;
+
+use crate::secrets::{SecretError, SecretFuture, SecretSource};
 
 type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -23,6 +26,17 @@ impl WorkerSecrets {
         WorkerSecrets {
             resolver,
             lookup: Arc::new(|var| std::env::var(var).ok()),
+        }
+    }
+
+    /// As [`WorkerSecrets::from_env`], with the variables from `lookup` instead.
+    pub fn with_lookup(
+        resolver: hands_secrets::Resolver,
+        lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> WorkerSecrets {
+        WorkerSecrets {
+            resolver,
+            lookup: Arc::new(lookup),
         }
     }
 
@@ -47,7 +61,7 @@ impl WorkerSecrets {
 }
 
 impl SecretSource for WorkerSecrets {
-    fn resolve<'a>(&'a self, name: &'a str) -> hands_egress::secrets::SecretFuture<'a> {
+    fn resolve<'a>(&'a self, name: &'a str) -> SecretFuture<'a> {
         Box::pin(self.read(name))
     }
 }
