@@ -7,7 +7,7 @@
 //! `O_NONBLOCK` so a FIFO cannot hang the worker, checked to be regular with `fstat`, and their
 //! size is checked before a single byte is read (CATALOGUE M1, M2).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -24,6 +24,17 @@ pub enum ReadOutcome {
     NotUtf8,
     /// A symlink, FIFO, socket, device or directory where a file was expected.
     NotRegular,
+    /// The worker may not open it or a directory on the way (tool code ran `chmod 000`): its
+    /// content is unknown, which is not the same as absent.
+    Unreadable,
+}
+
+/// A permission refusal (the worker is not root and tool code took its rights away).
+fn is_denied(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(c) if c == rustix::io::Errno::ACCESS.raw_os_error() || c == rustix::io::Errno::PERM.raw_os_error()
+    )
 }
 
 fn dir_flags() -> OFlags {
@@ -69,6 +80,7 @@ pub fn read_file(root: &Path, rel: &str, max: u64) -> io::Result<ReadOutcome> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadOutcome::Absent),
         // A symlinked or non-directory component.
         Err(e) if is_not_dir_or_loop(&e) => return Ok(ReadOutcome::NotRegular),
+        Err(e) if is_denied(&e) => return Ok(ReadOutcome::Unreadable),
         Err(e) => return Err(e),
     };
     let fd = match rustix::fs::openat(
@@ -84,6 +96,9 @@ pub fn read_file(root: &Path, rel: &str, max: u64) -> io::Result<ReadOutcome> {
         }
         // A device or socket that refuses to open.
         Err(rustix::io::Errno::NXIO) => return Ok(ReadOutcome::NotRegular),
+        Err(rustix::io::Errno::ACCESS) | Err(rustix::io::Errno::PERM) => {
+            return Ok(ReadOutcome::Unreadable);
+        }
         Err(e) => return Err(e.into()),
     };
     let st = rustix::fs::fstat(&fd)?;
@@ -180,6 +195,23 @@ pub struct Walk {
     pub root_missing: bool,
     /// The walk stopped at its entry cap: entries it did not reach are unknown, not absent.
     pub truncated: bool,
+    /// Entries the worker may not look into (tool code took its rights away), as relative
+    /// paths: a directory ends with `/` (the root is `""`), anything below it is unknown, not
+    /// absent. A file it may not open is found later, by the read (`ReadOutcome::Unreadable`).
+    pub unreadable: BTreeSet<String>,
+}
+
+/// Whether `rel` is in `set` or below one of its directories (entries ending with `/`; `""`
+/// is the root). One lookup per ancestor, so a set of thousands costs nothing per path.
+pub fn is_below_any(set: &BTreeSet<String>, rel: &str) -> bool {
+    if set.is_empty() {
+        return false;
+    }
+    if set.contains(rel) || set.contains("") {
+        return true;
+    }
+    rel.match_indices('/')
+        .any(|(i, _)| set.contains(&rel[..=i]))
 }
 
 /// Lists the store without following symlinks and without reading any file. Directories
@@ -200,14 +232,24 @@ pub fn walk(root: &Path, max_depth: usize, max_entries: usize) -> io::Result<Wal
             out.root_missing = true;
             return Ok(out);
         }
+        Err(e) if is_denied(&e) => {
+            out.unreadable.insert(String::new());
+            return Ok(out);
+        }
         Err(e) => return Err(e),
     }
     let mut stack: Vec<(PathBuf, String, usize)> = vec![(root.to_path_buf(), String::new(), 0)];
     while let Some((dir, prefix, depth)) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
-            // Removed (or replaced) while walking: a listing is a snapshot.
+            // Removed while walking: a listing is a snapshot.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // Unlistable (`chmod 000`), or replaced by a file since it was listed: what it
+            // holds is unknown this pass. One such directory must not stop the others' sync.
+            Err(e) if is_denied(&e) || is_not_dir_or_loop(&e) => {
+                out.unreadable.insert(prefix);
+                continue;
+            }
             Err(e) => return Err(e),
         };
         for entry in entries {
@@ -216,7 +258,11 @@ pub fn walk(root: &Path, max_depth: usize, max_entries: usize) -> io::Result<Wal
                 return Ok(out);
             }
             seen += 1;
-            let Ok(entry) = entry else { continue };
+            let Ok(entry) = entry else {
+                // A failed read of the listing: the rest of this directory is unknown.
+                out.unreadable.insert(prefix.clone());
+                break;
+            };
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 out.skipped.insert(
                     format!("{prefix}{}", entry.file_name().to_string_lossy()),
@@ -225,8 +271,17 @@ pub fn walk(root: &Path, max_depth: usize, max_entries: usize) -> io::Result<Wal
                 continue;
             };
             let rel = format!("{prefix}{name}");
-            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
-                continue;
+            let meta = match std::fs::symlink_metadata(entry.path()) {
+                Ok(m) => m,
+                // Gone since the listing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // A directory listable but not searchable (`chmod 600`): the entry exists, what
+                // it is does not show. Unknown, not absent; as a directory, so is its content.
+                Err(_) => {
+                    out.unreadable.insert(format!("{rel}/"));
+                    out.unreadable.insert(rel);
+                    continue;
+                }
             };
             let ft = meta.file_type();
             if ft.is_dir() {
@@ -267,6 +322,8 @@ pub enum Lookup {
     File(Stamp),
     /// A symlink, FIFO, socket, device or directory, or a symlinked directory on the way.
     NotRegular,
+    /// The worker may not look (a directory on the way took its rights away).
+    Unreadable,
 }
 
 /// Looks `rel` up directly: used for the paths a truncated walk did not reach, so a known
@@ -276,11 +333,15 @@ pub fn lookup(root: &Path, rel: &str) -> io::Result<Lookup> {
         Ok(p) => p,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Lookup::Absent),
         Err(e) if is_not_dir_or_loop(&e) => return Ok(Lookup::NotRegular),
+        Err(e) if is_denied(&e) => return Ok(Lookup::Unreadable),
         Err(e) => return Err(e),
     };
     let st = match rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(rustix::io::Errno::NOENT) => return Ok(Lookup::Absent),
+        Err(rustix::io::Errno::ACCESS) | Err(rustix::io::Errno::PERM) => {
+            return Ok(Lookup::Unreadable);
+        }
         Err(e) => return Err(e.into()),
     };
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
@@ -308,6 +369,111 @@ pub fn create_dir_all_private(path: &Path) -> io::Result<()> {
 pub fn create_dir_private(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+/// Directories deeper than this below a store root are not removed (the removal recurses
+/// once per level; memory paths have at most 20 segments, so only tool code nests deeper).
+const MAX_REMOVE_DEPTH: usize = 256;
+
+/// Sets the mode of `name` in `dir` if it is a directory (`dir_mode`) or a regular file
+/// (`file_mode`), never through a symlink: the entry is opened `O_PATH | O_NOFOLLOW`, its type
+/// checked on that descriptor, and the mode set on that very inode through
+/// `/proc/self/fd/N` (`fchmod` refuses `O_PATH` descriptors, and `fchmodat`'s
+/// `AT_SYMLINK_NOFOLLOW` needs Linux 6.6). Returns the entry's type (`None`: absent);
+/// anything else (a symlink, FIFO, socket, device) is left alone.
+fn chmod_entry(
+    dir: impl AsFd,
+    name: &std::ffi::OsStr,
+    dir_mode: u32,
+    file_mode: u32,
+) -> io::Result<Option<FileType>> {
+    let fd = match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let ft = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+    let mode = match ft {
+        FileType::Directory => dir_mode,
+        FileType::RegularFile => file_mode,
+        _ => return Ok(Some(ft)),
+    };
+    use std::os::fd::AsRawFd;
+    rustix::fs::chmodat(
+        CWD,
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        Mode::from_raw_mode(mode),
+        AtFlags::empty(),
+    )?;
+    Ok(Some(ft))
+}
+
+/// Removes `path` and everything below it, never following a symlink below `path` (a symlink
+/// at `path` itself is removed, not followed). Every directory is made owner-accessible
+/// (0700) before it is emptied, so a read-only store and tool code's `chmod 000` on a file or
+/// a folder do not leave anything behind (unlinking needs rights on the directory only).
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a removable path",
+        ));
+    };
+    // The parent is the host's (above the store): opened as given.
+    let parent = rustix::fs::openat(
+        CWD,
+        parent,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    remove_entry(parent.as_fd(), name, 0)
+}
+
+fn remove_entry(
+    parent: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    depth: usize,
+) -> io::Result<()> {
+    match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => return Ok(()),
+        // Linux answers EISDIR for a directory.
+        Err(rustix::io::Errno::ISDIR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if depth >= MAX_REMOVE_DEPTH {
+        return Err(io::Error::other(format!(
+            "directories nested deeper than {MAX_REMOVE_DEPTH} levels are not removed"
+        )));
+    }
+    if chmod_entry(parent, name, 0o700, 0o600)? != Some(FileType::Directory) {
+        // Replaced by something else since the unlink: one more try, no recursion.
+        return match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+    }
+    let dir = rustix::fs::openat(parent, name, dir_flags(), Mode::empty())?;
+    // The listing reads through its own descriptor; unlinks go through `dir`. Entries are
+    // removed while the listing goes on, as `std::fs::remove_dir_all` does.
+    for entry in rustix::fs::Dir::read_from(&dir)? {
+        let entry = entry?;
+        let child = entry.file_name().to_bytes();
+        if child == b"." || child == b".." {
+            continue;
+        }
+        use std::os::unix::ffi::OsStrExt;
+        remove_entry(dir.as_fd(), std::ffi::OsStr::from_bytes(child), depth + 1)?;
+    }
+    drop(dir);
+    match rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Makes every directory and file of the tree read-only (0555 / 0444) or owner-writable again

@@ -3,7 +3,7 @@
 //! and a file whose size, times and inode have not changed since an earlier scan is not read
 //! again (the reference's hash cache, with its 2 s trust margin for coarse file-system clocks).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,6 +35,8 @@ pub enum Hashed {
     TooLarge(u64),
     NotUtf8,
     NotRegular,
+    /// Never cached: a `chmod` back changes the stamp anyway, and the file must be read then.
+    Unreadable,
 }
 
 /// Digests remembered between scans.
@@ -57,6 +59,20 @@ pub struct Scan {
     /// The walk stopped at its cap ([`MAX_WALK_ENTRIES`]): a path missing from `files` may still exist
     /// (see [`lookup`]).
     pub truncated: bool,
+    /// Paths (and directories, ending with `/`; the root is `""`) the worker may not read:
+    /// their content is unknown this pass, so they are neither uploaded, pulled over nor
+    /// taken as deleted (see [`Scan::is_unknown`]).
+    pub unknown: BTreeSet<String>,
+    /// The marker exists but cannot be read.
+    pub marker_unreadable: bool,
+}
+
+impl Scan {
+    /// Whether `rel` could not be looked at in this scan (it, or a directory above it, is
+    /// unreadable): absent from `files` does not mean deleted then.
+    pub fn is_unknown(&self, rel: &str) -> bool {
+        fsops::is_below_any(&self.unknown, rel)
+    }
 }
 
 fn now_ns() -> i128 {
@@ -80,6 +96,7 @@ fn fingerprint_of(w: &fsops::Walk) -> u64 {
     w.files.hash(&mut h);
     w.skipped.hash(&mut h);
     w.truncated.hash(&mut h);
+    w.unreadable.hash(&mut h);
     h.finish()
 }
 
@@ -100,6 +117,14 @@ pub fn scan(
         out.skipped
             .push((format!("skip:{rel}:{why}"), rel.clone(), (*why).to_owned()));
     }
+    for rel in &w.unreadable {
+        out.skipped.push((
+            format!("unreadable:{rel}"),
+            rel.clone(),
+            "the worker may not read it (its permissions were changed); neither synced nor taken as deleted while so".into(),
+        ));
+    }
+    out.unknown = w.unreadable;
     // A truncated walk did not see every file: keep the digests of the others for lookups.
     if !w.truncated {
         cache.retain(|rel, _| w.files.contains_key(rel));
@@ -116,6 +141,10 @@ pub fn scan(
         ReadOutcome::Content(c) => {
             out.marker_present = true;
             out.marker_ok = c == marker_content(store_id);
+        }
+        ReadOutcome::Unreadable => {
+            out.marker_present = true;
+            out.marker_unreadable = true;
         }
         _ => out.marker_present = true,
     }
@@ -138,6 +167,14 @@ pub fn lookup<'a>(
         match fsops::lookup(root, rel)? {
             fsops::Lookup::Absent => {
                 cache.remove(rel);
+            }
+            fsops::Lookup::Unreadable => {
+                scan.skipped.push((
+                    format!("unreadable:{rel}"),
+                    rel.clone(),
+                    "the worker may not read it (its permissions were changed); neither synced nor taken as deleted while so".into(),
+                ));
+                scan.unknown.insert(rel.clone());
             }
             fsops::Lookup::NotRegular => scan.skipped.push((
                 format!("irregular:{rel}"),
@@ -185,9 +222,12 @@ fn hash_one(
                     ReadOutcome::TooLarge(n) => Hashed::TooLarge(n),
                     ReadOutcome::NotUtf8 => Hashed::NotUtf8,
                     ReadOutcome::NotRegular => Hashed::NotRegular,
+                    ReadOutcome::Unreadable => Hashed::Unreadable,
                 }
             };
-            if stamp.mtime_ns.max(stamp.ctime_ns) < walk_start - TRUST_MARGIN_NS {
+            if h != Hashed::Unreadable
+                && stamp.mtime_ns.max(stamp.ctime_ns) < walk_start - TRUST_MARGIN_NS
+            {
                 cache.insert(rel.to_owned(), (*stamp, h.clone()));
             }
             h
@@ -212,6 +252,14 @@ fn hash_one(
             rel.to_owned(),
             "not a regular file".into(),
         )),
+        Hashed::Unreadable => {
+            out.skipped.push((
+                format!("unreadable:{rel}:{}", stamp.ctime_ns),
+                rel.to_owned(),
+                "the worker may not read it (its permissions were changed); neither synced nor taken as deleted while so".into(),
+            ));
+            out.unknown.insert(rel.to_owned());
+        }
     }
     Ok(())
 }

@@ -422,8 +422,18 @@ impl AttachedStore {
     }
 
     async fn sync_inner(&mut self, ctx: &Ctx, final_pass: bool) -> Result<(), String> {
-        let scan = self.scan().await.map_err(|e| e.to_string())?;
-        let local = scan.files;
+        let mut scan = self.scan().await.map_err(|e| e.to_string())?;
+        if scan.marker_unreadable || scan.unknown.contains("") {
+            // Not a wipe and not a foreign folder: nothing can be told about it until the
+            // worker may read it again, so this pass does nothing (a re-download would fail).
+            let (store, root) = (self.id.clone(), self.root.display().to_string());
+            self.warn_once("unreadable-root".into(), || {
+                tracing::warn!(memory_store_id = %store, root = %root,
+                    "the memory store folder or its marker cannot be read (its permissions were changed); not syncing it while so");
+            });
+            return Ok(());
+        }
+        let local = std::mem::take(&mut scan.files);
         if !scan.marker_ok {
             if !local.is_empty() {
                 let why = if scan.marker_present {
@@ -445,10 +455,11 @@ impl AttachedStore {
         self.settle_sent(&remote);
         // A truncated walk: the server's paths it did not reach are looked up too, so a file
         // the walk missed is never overwritten by a pull nor taken as absent.
-        let local = if scan.truncated {
+        let (local, scan) = if scan.truncated {
             let mut scan = Scan {
                 files: local,
                 truncated: true,
+                unknown: scan.unknown,
                 ..Scan::default()
             };
             let root = self.root.clone();
@@ -458,19 +469,27 @@ impl AttachedStore {
                 .cloned()
                 .collect();
             let mut cache = std::mem::take(&mut self.cache);
-            let (s, c) = blocking(move || {
+            let (mut s, c) = blocking(move || {
                 scan::lookup(&root, &rels, &mut cache, &mut scan)?;
                 Ok((scan, cache))
             })
             .await
             .map_err(|e| e.to_string())?;
             self.cache = c;
-            s.files
+            (std::mem::take(&mut s.files), s)
         } else {
-            local
+            (local, scan)
         };
         // One file gone is a delete; every file gone at once is a wipe, never propagated.
-        if local.is_empty() && self.baseline.len() > 1 {
+        // Files the worker may not read are not gone.
+        if local.is_empty()
+            && self
+                .baseline
+                .keys()
+                .filter(|rel| !scan.is_unknown(rel))
+                .count()
+                > 1
+        {
             self.recover(ctx, "every memory file is gone at once").await;
             return Ok(());
         }
@@ -496,6 +515,15 @@ impl AttachedStore {
             let remote_item = remote.get(&rel);
             let local_sha = local.get(&rel).cloned();
             let base_sha = self.baseline.get(&rel).cloned();
+            if local_sha.is_none() && scan.is_unknown(&rel) {
+                // Unreadable (tool code's `chmod 000`), not deleted: nothing is sent, pulled
+                // over it or counted towards a delete; it is synced once readable again.
+                self.pending_deletes.remove(&rel);
+                if let Some(b) = base_sha {
+                    baseline.insert(rel, b);
+                }
+                continue;
+            }
             let sha = if local_sha.is_none()
                 && base_sha.is_some()
                 && remote_item.is_some_and(|m| Some(&m.content_sha256) == base_sha.as_ref())
@@ -959,12 +987,7 @@ impl AttachedStore {
             if !s.marker_ok && !s.files.is_empty() {
                 return Ok(false);
             }
-            fsops::set_tree_writable(&root, true).ok();
-            match std::fs::remove_dir_all(&root) {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-                Err(e) => Err(e),
-            }
+            fsops::remove_tree(&root).map(|()| true)
         })
         .await;
         match r {

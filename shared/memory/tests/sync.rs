@@ -960,3 +960,121 @@ async fn edits_a_cut_off_sync_had_not_uploaded_yet_go_up_with_the_flush() {
     assert!(e.writes().values().all(|n| *n == 1), "{:?}", e.writes());
     assert_eq!(e.dp.counters().memory_conflicts, 0);
 }
+
+/// Set in the child process that runs a test again as an unprivileged user.
+const AS_NOBODY: &str = "HANDS_MEMORY_TEST_AS_NOBODY";
+
+/// Runs the test `name` of this binary again as uid/gid 65534 when this process is root (root
+/// bypasses file modes, so a permission test run as root would pass without testing anything)
+/// and returns `false`; returns `true` when the caller is the unprivileged one and should run
+/// the scenario itself. Fails loudly if privileges cannot be dropped.
+fn unprivileged(name: &str) -> bool {
+    use std::os::unix::process::CommandExt;
+    if !rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os(AS_NOBODY).is_none(),
+        "the child meant to run as uid 65534 is still root"
+    );
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(&exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(AS_NOBODY, "1")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} as uid 65534 (it must be executable by that user): {e}",
+                exe.display()
+            )
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "as uid 65534: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The child ran exactly this test, not zero tests.
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    false
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn unreadable_files_and_folders_are_skipped_never_deleted_and_removed_at_teardown() {
+    if !unprivileged(
+        "unreadable_files_and_folders_are_skipped_never_deleted_and_removed_at_teardown",
+    ) {
+        return;
+    }
+    assert!(!rustix::process::geteuid().is_root());
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let e = env(&[("memstore_a", "read_write")]).await;
+            for (p, c) in [
+                ("/a.md", "a"),
+                ("/c.md", "c"),
+                ("/d/b.md", "b"),
+                ("/x/y.md", "y"),
+            ] {
+                e.dp.put_memory("memstore_a", p, c);
+            }
+            let mut stores = e.mount(config()).await;
+            let root = e.root("memstore_a");
+            // Tool code takes the worker's rights away: a file it may not open, a folder it
+            // may not list, a folder it may list but not look into.
+            chmod(&root.join("a.md"), 0o000);
+            chmod(&root.join("d"), 0o000);
+            chmod(&root.join("x"), 0o600);
+            std::fs::write(root.join("c.md"), "c2").unwrap();
+            std::fs::write(root.join("new.md"), "new").unwrap();
+            e.dp.put_memory("memstore_a", "/a.md", "a2");
+            // Two passes with a zero window: a file taken as deleted would be deleted.
+            stores.sync_all().await;
+            stores.sync_all().await;
+            assert_eq!(
+                e.dp.memories("memstore_a"),
+                server(&[
+                    ("/a.md", "a2"),
+                    ("/c.md", "c2"),
+                    ("/d/b.md", "b"),
+                    ("/new.md", "new"),
+                    ("/x/y.md", "y"),
+                ])
+            );
+            let w = e.writes();
+            assert_eq!(w.len(), 2, "{w:?}");
+            assert_eq!(w["memstore_a:/c.md"], 1);
+            assert_eq!(w["memstore_a:/new.md"], 1);
+            // The server's edit was not written over the unreadable file; once readable it
+            // is synced again (unchanged here, so the server's version comes down).
+            chmod(&root.join("a.md"), 0o600);
+            assert_eq!(std::fs::read_to_string(root.join("a.md")).unwrap(), "a");
+            stores.sync_all().await;
+            assert_eq!(std::fs::read_to_string(root.join("a.md")).unwrap(), "a2");
+            // The whole folder unreadable: no pass does anything (no re-download, no delete).
+            chmod(&root, 0o000);
+            stores.sync_all().await;
+            stores.sync_all().await;
+            chmod(&root, 0o700);
+            assert_eq!(e.writes().len(), 2, "{:?}", e.writes());
+            assert_eq!(e.dp.memories("memstore_a").len(), 5);
+            // The final pass waives the window: still nothing deleted; the folder goes whole.
+            std::fs::write(root.join("c.md"), "c3").unwrap();
+            stores.teardown(true, None).await;
+            let on_server = e.dp.memories("memstore_a");
+            assert_eq!(on_server.len(), 5, "{on_server:?}");
+            assert_eq!(on_server["/c.md"], "c3");
+            assert!(!root.exists(), "the store folder is left behind");
+        });
+}
