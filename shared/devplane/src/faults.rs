@@ -116,6 +116,10 @@ pub struct FailMemoryReads {
     /// Sent as `retry-after` (seconds) when set; meaningful with 429/503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
+    /// Fail single-memory gets only (listing pages pass and are not counted): the read that
+    /// checks whether a retried update landed, without breaking the listing before it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gets_only: bool,
 }
 
 /// Commit the first `count` memory writes (create, update), then lose the answer (`mode`): the
@@ -335,9 +339,9 @@ impl FaultState {
     }
 
     /// For a memory read: the failure to answer it with, if one is due.
-    pub fn fail_memory_read(&mut self) -> Option<FailMemoryReads> {
+    pub fn fail_memory_read(&mut self, is_get: bool) -> Option<FailMemoryReads> {
         let f = self.faults.fail_memory_reads.clone()?;
-        if self.memory_reads_failed >= f.count {
+        if (f.gets_only && !is_get) || self.memory_reads_failed >= f.count {
             return None;
         }
         self.memory_reads_failed += 1;

@@ -219,8 +219,8 @@ fn injected(store: &mut Store) -> Option<ApiError> {
 }
 
 /// The injected failure for a read (list page or get), if one is due.
-fn injected_read(store: &mut Store) -> Option<ApiError> {
-    let f = store.faults.fail_memory_read()?;
+fn injected_read(store: &mut Store, is_get: bool) -> Option<ApiError> {
+    let f = store.faults.fail_memory_read(is_get)?;
     store.counters.injected_memory_failures += 1;
     let code = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let kind = match f.status {
@@ -340,7 +340,7 @@ pub async fn list(
                 .to_owned(),
         ),
     };
-    if let Some(e) = injected_read(&mut store) {
+    if let Some(e) = injected_read(&mut store, false) {
         return Err(e);
     }
     let prefix = q.get("path_prefix").unwrap_or("/");
@@ -397,7 +397,7 @@ pub async fn retrieve(
     let mut store = st.lock();
     admit(&store, &st, &headers, &store_id, false)?;
     let full = view_full(&q, true)?;
-    if let Some(e) = injected_read(&mut store) {
+    if let Some(e) = injected_read(&mut store, true) {
         return Err(e);
     }
     store.counters.memory_gets += 1;

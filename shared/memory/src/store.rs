@@ -1120,12 +1120,26 @@ async fn push(ctx: &Ctx, store_id: &str, root: &Path, rel: &str, existing: Optio
             }
             Err(e) if existing.is_some() && status(&e) == Some(409) => {
                 // After a retry, the 409 may be our own earlier attempt that landed unheard.
+                // The read that tells is retried like any read; if it still fails, nothing is
+                // known: the upload is left to the next listing (`sent`), which either finds
+                // our content or sees a real conflict and tells the agent then. Reporting a
+                // conflict here would tell the agent its edit was replaced when it may not be.
                 if attempt > 1
                     && let Some(m) = &existing
-                    && let Ok(now) = ctx.cp.get_memory(&ctx.credential, store_id, &m.id).await
-                    && now.content_sha256 == sha
                 {
-                    return Push::Stored(sha);
+                    match read_with_retry(store_id, "get", || {
+                        ctx.cp.get_memory(&ctx.credential, store_id, &m.id)
+                    })
+                    .await
+                    {
+                        Ok(now) if now.content_sha256 == sha => return Push::Stored(sha),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::info!(memory_store_id = %store_id, path = %rel, error = %e,
+                                "cannot tell whether a retried memory update landed; the next listing settles it");
+                            return Push::Failed(Some(sha));
+                        }
+                    }
                 }
                 Push::Conflict
             }

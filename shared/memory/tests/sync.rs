@@ -468,6 +468,7 @@ async fn transient_read_failures_are_retried_and_a_lasting_one_fails_the_downloa
             count: 1,
             status: 429,
             retry_after_s: Some(1),
+            gets_only: false,
         }),
         ..Faults::default()
     });
@@ -482,6 +483,7 @@ async fn transient_read_failures_are_retried_and_a_lasting_one_fails_the_downloa
             count: 2,
             status: 503,
             retry_after_s: None,
+            gets_only: false,
         }),
         ..Faults::default()
     });
@@ -502,6 +504,7 @@ async fn transient_read_failures_are_retried_and_a_lasting_one_fails_the_downloa
             count: 100,
             status: 500,
             retry_after_s: None,
+            gets_only: false,
         }),
         ..Faults::default()
     });
@@ -890,6 +893,50 @@ async fn an_upload_whose_answer_was_lost_is_recognised_not_repeated_or_lost() {
         assert_eq!(e.writes()["memstore_a:/a.md"], 2, "{mode:?}");
         // One 409 per lost update: the retry meeting its own content.
         assert_eq!(e.dp.counters().memory_conflicts, 2, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_retried_update_whose_check_read_fails_is_never_reported_as_a_conflict() {
+    // 1: the read that checks "is this our own content?" fails once (retried, then Stored);
+    // 2: it keeps failing (the outcome is unknown; the next listing settles it).
+    for failing_gets in [1, 100] {
+        let e = env(&[("memstore_a", "read_write")]).await;
+        e.dp.put_memory("memstore_a", "/a.md", "one");
+        let mut stores = e.mount(config()).await;
+        let root = e.root("memstore_a");
+        std::fs::write(root.join("a.md"), "two").unwrap();
+        // The update is stored and its answer lost; its retry meets a 409; the get that
+        // tells whether that 409 is our own content fails.
+        e.dp.set_faults(Faults {
+            lose_memory_write_answers: Some(LoseMemoryWriteAnswers {
+                count: 1,
+                mode: ResetMode::Error500,
+            }),
+            fail_memory_reads: Some(FailMemoryReads {
+                count: failing_gets,
+                status: 503,
+                retry_after_s: None,
+                gets_only: true,
+            }),
+            ..Faults::default()
+        });
+        stores.sync_all().await;
+        assert_eq!(e.dp.counters().memory_conflicts, 1, "{failing_gets}");
+        assert!(
+            e.dp.counters().injected_memory_failures >= 2,
+            "{failing_gets}"
+        );
+        assert!(stores.take_notes().is_empty(), "{failing_gets}");
+        e.dp.set_faults(Faults::default());
+        stores.sync_all().await;
+        // Nothing pulled over the file, nothing told, nothing sent again.
+        assert!(stores.take_notes().is_empty(), "{failing_gets}");
+        assert_eq!(files(&root), server(&[("a.md", "two")]));
+        assert_eq!(e.dp.memories("memstore_a"), server(&[("/a.md", "two")]));
+        assert_eq!(e.writes()["memstore_a:/a.md"], 1, "{failing_gets}");
+        stores.teardown(true, None).await;
+        assert_eq!(e.writes()["memstore_a:/a.md"], 1, "{failing_gets}");
     }
 }
 
