@@ -174,7 +174,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             stores.sync_all().await;
             let sync = t1.elapsed();
             hwm_sync_growth.push((scenario, vm_hwm_kib().saturating_sub(hwm_before)));
-            stores.dispose().await;
+            stores.dispose(None).await;
             hands.push(Sample { download, sync });
 
             let out = Command::new(&python)

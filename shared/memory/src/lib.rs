@@ -67,3 +67,4 @@ pub use config::{
 };
 pub use scan::MAX_WALK_ENTRIES;
 pub use session::{AFTER_CALL_SYNC_BOUND, LiveMemory, MountError, SessionStores, check_mount_path};
+pub use store::Disposal;

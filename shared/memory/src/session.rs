@@ -16,7 +16,7 @@ use tracing::Instrument;
 use crate::config::{MAX_STORES, MemoryConfig};
 use crate::fsops;
 use crate::scan;
-use crate::store::{AttachedStore, Ctx};
+use crate::store::{AttachedStore, Ctx, Disposal};
 
 /// Why a session's stores could not be mounted at all (the item fails).
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +118,7 @@ impl SessionStores {
                         last_sync: tokio::time::Instant::now(),
                         finished: true,
                     };
-                    partial.dispose().await;
+                    partial.dispose(None).await;
                     return Err(MountError::MountPathExists {
                         store: r.memory_store_id.clone(),
                         mount_path: r.mount_path.clone(),
@@ -171,7 +171,7 @@ impl SessionStores {
             finished: false,
         };
         if let Some(e) = failure {
-            stores.dispose().await;
+            stores.dispose(None).await;
             return Err(e);
         }
         Ok(stores)
@@ -261,12 +261,14 @@ impl SessionStores {
         futures::future::join_all(self.stores.iter_mut().map(|s| s.flush_writes(&ctx))).await;
     }
 
-    /// Removes every store folder this session created.
-    pub async fn dispose(&mut self) {
-        for s in &mut self.stores {
-            s.dispose().await;
-        }
+    /// Removes every store folder this session created (all at once), waiting for the
+    /// removals until `deadline` when one is given: a removal still running then goes on in
+    /// the background (each folder is renamed away first, so its mount path is free at once).
+    pub async fn dispose(&mut self, deadline: Option<Instant>) -> Vec<Disposal> {
+        let done =
+            futures::future::join_all(self.stores.iter_mut().map(|s| s.dispose(deadline))).await;
         self.stores.clear();
+        done
     }
 
     /// Teardown: after a clean end the final sync, then the push-only flush, each bounded by
@@ -304,7 +306,7 @@ impl SessionStores {
                 );
             }
         }
-        self.dispose().await;
+        self.dispose(deadline).await;
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use hands_client::{ApiError, ControlPlane, Credential};
 use hands_protocol::memory::{
-    MAX_MEMORY_BYTES, Memory, MemoryListItem, MemoryView, STORE_MARKER_FILE, is_valid_memory_path,
+    MAX_MEMORY_BYTES, MAX_MEMORY_PATH_SEGMENTS, Memory, MemoryListItem, MemoryView,
+    STORE_MARKER_FILE, is_valid_memory_path,
 };
 use tokio::time::Instant;
 
@@ -977,33 +978,100 @@ impl AttachedStore {
     }
 
     /// Removes the folder unless it holds files but fails the marker check (left as found).
-    pub async fn dispose(&mut self) {
+    /// Metadata only: the marker is read (a few bytes) and, only when it fails, the folder is
+    /// walked (nothing read) to see whether it holds files. The folder is first renamed to a
+    /// hidden name beside it (one `rename`), so its mount path is free at once; the tree is then
+    /// removed on a blocking thread, waited for until `deadline` when one is given (a Lambda
+    /// hand-off: the workspace save and the continuation must not wait for it), else to the
+    /// end. A removal still running at the deadline finishes in the background.
+    pub async fn dispose(&mut self, deadline: Option<Instant>) -> Disposal {
         let root = self.root.clone();
-        let id = self.id.clone();
-        let cap = self.walk_cap;
-        let r = blocking(move || {
-            let mut cache = HashCache::new();
-            let s = scan::scan(&root, &id, &mut cache, cap)?;
-            if !s.marker_ok && !s.files.is_empty() {
-                return Ok(false);
+        let (id, cap) = (self.id.clone(), self.walk_cap);
+        // A handful of system calls on local metadata, done here rather than on a blocking
+        // thread so that the mount path is free before the deadline however little is left.
+        let marker_ok = matches!(
+            fsops::read_file(&root, STORE_MARKER_FILE, 4096),
+            Ok(ReadOutcome::Content(c)) if c == scan::marker_content(&id)
+        );
+        let renamed = if marker_ok { hide(&root) } else { None };
+        let work = tokio::task::spawn_blocking(move || -> std::io::Result<Disposal> {
+            let target = match renamed {
+                Some(t) => t,
+                None => {
+                    if !marker_ok {
+                        let w = fsops::walk(&root, MAX_MEMORY_PATH_SEGMENTS + 1, cap)?;
+                        let holds_files = w.truncated
+                            || !w.unreadable.is_empty()
+                            || w.files.keys().any(|rel| rel != STORE_MARKER_FILE);
+                        if holds_files {
+                            return Ok(Disposal::LeftAsFound);
+                        }
+                    }
+                    hide(&root).unwrap_or(root)
+                }
+            };
+            fsops::remove_tree(&target).map(|()| Disposal::Removed)
+        });
+        let joined = match deadline {
+            None => work.await,
+            // Nothing left: not even one poll.
+            Some(d) if d <= Instant::now() => {
+                tracing::info!(memory_store_id = %self.id, root = %self.root.display(),
+                    "no time left to remove the memory store folder; the removal goes on in the background");
+                return Disposal::InBackground;
             }
-            fsops::remove_tree(&root).map(|()| true)
-        })
-        .await;
+            Some(d) => match tokio::time::timeout_at(d, work).await {
+                Ok(j) => j,
+                Err(_) => {
+                    tracing::info!(memory_store_id = %self.id, root = %self.root.display(),
+                        "the memory store folder is still being removed at the deadline; the removal goes on in the background");
+                    return Disposal::InBackground;
+                }
+            },
+        };
+        let r = joined.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         match r {
-            Ok(true) => {
-                tracing::info!(memory_store_id = %self.id, root = %self.root.display(), "removed memory store dir")
-            }
-            Ok(false) => {
+            Ok(Disposal::LeftAsFound) => {
                 tracing::warn!(memory_store_id = %self.id, root = %self.root.display(),
-                    "the marker file is gone or altered; leaving the memory store folder on disk")
+                    "the marker file is gone or altered; leaving the memory store folder on disk");
+                Disposal::LeftAsFound
+            }
+            Ok(d) => {
+                tracing::info!(memory_store_id = %self.id, root = %self.root.display(), "removed memory store dir");
+                d
             }
             Err(e) => {
                 tracing::warn!(memory_store_id = %self.id, root = %self.root.display(), error = %e,
-                    "failed to remove the memory store folder")
+                    "failed to remove the memory store folder");
+                Disposal::Failed
             }
         }
     }
+}
+
+/// What became of a store folder at teardown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposal {
+    Removed,
+    /// Still being removed on a blocking thread when the deadline came; its mount path is
+    /// free already (the folder was renamed away first).
+    InBackground,
+    /// It holds files but fails the marker check: not this session's to remove.
+    LeftAsFound,
+    /// Logged.
+    Failed,
+}
+
+/// Renames the store folder to a hidden name beside it (`.<name>.hands-removing-<random>`),
+/// so its mount path is free before the (unbounded) removal of its tree; `None` if the rename
+/// fails (the folder is then removed where it is).
+fn hide(root: &Path) -> Option<PathBuf> {
+    let name = root.file_name()?.to_string_lossy().into_owned();
+    let hidden = root.with_file_name(format!(
+        ".{name}.hands-removing-{:016x}",
+        rand::random::<u64>()
+    ));
+    std::fs::rename(root, &hidden).ok().map(|()| hidden)
 }
 
 /// One listing page: the memories with a usable path (by relative path), those refused, the

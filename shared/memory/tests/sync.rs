@@ -15,8 +15,8 @@ use hands_devplane::faults::{
 };
 use hands_devplane::{Config, DevPlane, Faults, SessionSpec};
 use hands_memory::{
-    AFTER_CALL_SYNC_BOUND, DeleteMode, FLUSH_TIMEOUT, LiveMemory, MemoryConfig, MountError,
-    SessionStores,
+    AFTER_CALL_SYNC_BOUND, DeleteMode, Disposal, FLUSH_TIMEOUT, LiveMemory, MemoryConfig,
+    MountError, SessionStores,
 };
 use hands_protocol::secret::SessionsToken;
 use hands_protocol::session::MemoryStoreResource;
@@ -1006,6 +1006,53 @@ async fn edits_a_cut_off_sync_had_not_uploaded_yet_go_up_with_the_flush() {
     }
     assert!(e.writes().values().all(|n| *n == 1), "{:?}", e.writes());
     assert_eq!(e.dp.counters().memory_conflicts, 0);
+}
+
+#[tokio::test]
+async fn the_folder_removal_reads_nothing_and_never_outlasts_the_deadline() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    e.dp.put_memory("memstore_a", "/kept.md", "kept");
+    let mut stores = e.mount(config()).await;
+    let root = e.root("memstore_a");
+    // Many files (the old teardown read and hashed each before removing anything).
+    for d in 0..50 {
+        std::fs::create_dir_all(root.join(format!("d{d}"))).unwrap();
+        for f in 0..100 {
+            std::fs::write(root.join(format!("d{d}/f{f}.md")), "x").unwrap();
+        }
+    }
+    // No time left: the mount path is free at once, the tree goes in the background.
+    let done = stores
+        .dispose(Some(tokio::time::Instant::now() - Duration::from_millis(1)))
+        .await;
+    assert_eq!(done, vec![Disposal::InBackground]);
+    assert!(!root.exists());
+    let hidden = |mnt: &Path| -> Vec<String> {
+        std::fs::read_dir(mnt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("hands-removing"))
+            .collect()
+    };
+    // Only a hang fails here: the background removal ends.
+    let mut waited = Duration::ZERO;
+    while !hidden(&e.mnt).is_empty() {
+        assert!(waited < Duration::from_secs(60), "{:?}", hidden(&e.mnt));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    // The same store mounts again at once (the successor on the same host).
+    let mut again = e.mount(config()).await;
+    assert_eq!(files(&root), server(&[("kept.md", "kept")]));
+    // Time enough: removed before dispose returns.
+    let far = tokio::time::Instant::now() + Duration::from_secs(600);
+    assert_eq!(again.dispose(Some(far)).await, vec![Disposal::Removed]);
+    assert!(!root.exists() && hidden(&e.mnt).is_empty());
+    // A folder whose marker is gone while it holds files is left as found.
+    let mut third = e.mount(config()).await;
+    std::fs::remove_file(root.join(".anthropic-memory-store")).unwrap();
+    assert_eq!(third.dispose(None).await, vec![Disposal::LeftAsFound]);
+    assert_eq!(files(&root), server(&[("kept.md", "kept")]));
 }
 
 /// Set in the child process that runs a test again as an unprivileged user.
