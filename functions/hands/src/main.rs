@@ -3,6 +3,7 @@
 mod cli;
 mod dev;
 mod egress_cmd;
+mod isolation_start;
 mod janitor_cmd;
 mod secret_files;
 mod serve;

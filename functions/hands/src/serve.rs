@@ -12,6 +12,7 @@ use hands_protocol::webhook::Verifier;
 use hands_secrets::{Refresher, Resolver, SecretSource, SecretValue, SecretVars};
 use tokio_util::sync::CancellationToken;
 
+use crate::isolation_start::PendingProbe;
 use crate::signals::cancel_on_signal;
 use crate::worker_args::{NO_ENVIRONMENT_KEY, WorkerArgs, parse_duration, secret_value};
 
@@ -137,50 +138,34 @@ async fn refresh_signing_key(ingress: Ingress, mut refresher: Refresher, stop: C
     }
 }
 
+/// What start-up hands over to the server.
+struct Started {
+    ingress: Ingress,
+    key_source: Option<SecretSource>,
+    key_value: Option<SecretValue>,
+    secrets: Resolver,
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    // One resolver: the AWS configuration is loaded once for both secrets.
-    let secrets = Resolver::new();
-    let mut worker = args.worker.worker_config()?;
-    crate::egress_cmd::attach(&args.worker, &mut worker).await?;
-    worker.environment_key = args.worker.connect.environment_key(&secrets).await?;
-    if worker.environment_key.is_none() {
-        bail!(NO_ENVIRONMENT_KEY);
-    }
-    let key_source = signing_key_source(args.signing_key_vars())?;
-    if let Some(source) = &key_source {
-        tracing::info!(%source, "webhook signing key source");
-    }
-    let (verifier, key_value) = read_verifier(key_source.as_ref(), &secrets).await?;
-    // Every secret is read by now (a rotation re-reads the same file): tool code must not read
-    // their files either.
-    crate::secret_files::hide_from_tools(&mut worker);
-    let config = IngressConfig {
-        max_sessions: args.worker.max_sessions.max(1),
-        body_timeout: args.body_timeout,
-        reply_budget: args.reply_budget,
-        ..IngressConfig::default()
-    };
+    // The host probe runs on its own thread from here; the listener answers /healthz at once
+    // and everything else `starting` until the isolation is chosen, so no delivery drains the
+    // queue (no item is claimed) before the tier is known.
+    let probe = crate::isolation_start::start();
     let server_config = ServerConfig {
         header_timeout: args.header_timeout,
         max_connections: args.max_connections,
         shutdown_grace: args.shutdown_grace,
         drain_interval: (!args.drain_interval.is_zero()).then_some(args.drain_interval),
     };
-    if !worker.workdir.is_per_session() && args.worker.max_sessions > 1 {
-        tracing::warn!(workdir = %worker.workdir.as_str(),
-            "several sessions may share this workdir; use a {{session_id}} template to give each its own");
-    }
-    tracing::info!(environment_id = %worker.environment_id, worker_id = %worker.worker_id,
-        workdir = %worker.workdir.as_str(), listen = %args.listen, "serving webhooks");
-    let ingress = Ingress::new(args.worker.connect.control_plane()?, worker, config);
-    if verifier.is_none() {
-        tracing::warn!(
-            "no webhook signing key yet: deliveries are answered 503 until ANTHROPIC_WEBHOOK_SIGNING_KEY (or its _FILE, _SECRET_ARN or _SSM_PARAMETER) holds one"
-        );
-    }
-    ingress.set_verifier(verifier);
-
     let listener = server::bind(&args.listen).await?;
+    let Started {
+        ingress,
+        key_source,
+        key_value,
+        secrets,
+    } = hands_ingress::starting::serve_while(&listener, &server_config, start(&args, probe))
+        .await?;
+
     let stop = CancellationToken::new();
     cancel_on_signal(stop.clone());
     if let Some(source) = key_source.filter(|s| s.refresh_interval().is_some()) {
@@ -198,6 +183,53 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Reads the secrets while the probe runs, then waits for the isolation and builds the ingress.
+async fn start(args: &ServeArgs, probe: PendingProbe) -> anyhow::Result<Started> {
+    // One resolver: the AWS configuration is loaded once for both secrets.
+    let secrets = Resolver::new();
+    let environment_key = args.worker.connect.environment_key(&secrets).await?;
+    if environment_key.is_none() {
+        bail!(NO_ENVIRONMENT_KEY);
+    }
+    let key_source = signing_key_source(args.signing_key_vars())?;
+    if let Some(source) = &key_source {
+        tracing::info!(%source, "webhook signing key source");
+    }
+    let (verifier, key_value) = read_verifier(key_source.as_ref(), &secrets).await?;
+    let isolation = crate::isolation_start::select(&args.worker, probe).await?;
+    let mut worker = args.worker.worker_config(isolation)?;
+    crate::egress_cmd::attach(&args.worker, &mut worker).await?;
+    worker.environment_key = environment_key;
+    // Every secret is read by now (a rotation re-reads the same file): tool code must not read
+    // their files either.
+    crate::secret_files::hide_from_tools(&mut worker);
+    let config = IngressConfig {
+        max_sessions: args.worker.max_sessions.max(1),
+        body_timeout: args.body_timeout,
+        reply_budget: args.reply_budget,
+        ..IngressConfig::default()
+    };
+    if !worker.workdir.is_per_session() && args.worker.max_sessions > 1 {
+        tracing::warn!(workdir = %worker.workdir.as_str(),
+            "several sessions may share this workdir; use a {{session_id}} template to give each its own");
+    }
+    tracing::info!(environment_id = %worker.environment_id, worker_id = %worker.worker_id,
+        workdir = %worker.workdir.as_str(), listen = %args.listen, "serving webhooks");
+    let ingress = Ingress::new(args.worker.connect.control_plane()?, worker, config);
+    if verifier.is_none() {
+        tracing::warn!(
+            "no webhook signing key yet: deliveries are answered 503 until ANTHROPIC_WEBHOOK_SIGNING_KEY (or its _FILE, _SECRET_ARN or _SSM_PARAMETER) holds one"
+        );
+    }
+    ingress.set_verifier(verifier);
+    Ok(Started {
+        ingress,
+        key_source,
+        key_value,
+        secrets,
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use hands_secrets::Resolver;
 use hands_worker::{ItemEnd, NoObserver, Resume, RunEnd, Worker};
 use tokio_util::sync::CancellationToken;
 
+use crate::isolation_start::PendingProbe;
 use crate::signals::cancel_on_signal;
 use crate::worker_args::{ConnectArgs, NO_ENVIRONMENT_KEY, WorkerArgs};
 
@@ -43,10 +44,14 @@ pub struct StatsArgs {
     pub json: bool,
 }
 
-async fn worker(args: &WorkerArgs) -> anyhow::Result<Worker> {
-    let mut config = args.worker_config()?;
+/// The worker, once the isolation is chosen. The host probe started with the command and ran
+/// while the environment key was read; no item is claimed before its result is known.
+async fn worker(args: &WorkerArgs, probe: PendingProbe) -> anyhow::Result<Worker> {
+    let environment_key = args.connect.environment_key(&Resolver::new()).await?;
+    let isolation = crate::isolation_start::select(args, probe).await?;
+    let mut config = args.worker_config(isolation)?;
     crate::egress_cmd::attach(args, &mut config).await?;
-    config.environment_key = args.connect.environment_key(&Resolver::new()).await?;
+    config.environment_key = environment_key;
     // Every secret is read by now: tool code must not read their files either.
     crate::secret_files::hide_from_tools(&mut config);
     let shutdown = CancellationToken::new();
@@ -60,7 +65,8 @@ async fn worker(args: &WorkerArgs) -> anyhow::Result<Worker> {
 }
 
 pub async fn poll(args: PollArgs) -> anyhow::Result<()> {
-    let worker = worker(&args.worker).await?;
+    let probe = crate::isolation_start::start();
+    let worker = worker(&args.worker, probe).await?;
     if worker.config().environment_key.is_none() {
         bail!(NO_ENVIRONMENT_KEY);
     }
@@ -76,6 +82,7 @@ pub async fn poll(args: PollArgs) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
+    let probe = crate::isolation_start::start();
     let secret = match &args.work_secret_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -85,7 +92,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         ),
         None => std::env::var("ANTHROPIC_WORK_SECRET").ok(),
     };
-    let worker = worker(&args.worker).await?;
+    let worker = worker(&args.worker, probe).await?;
     if secret.is_none() && worker.config().environment_key.is_none() {
         bail!("neither a work secret nor an environment key: nothing to authenticate with");
     }

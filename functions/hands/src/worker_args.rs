@@ -161,14 +161,15 @@ impl WorkerArgs {
     /// The worker's configuration, all but the environment key: that is read with
     /// [`ConnectArgs::environment_key`], which may need an AWS call. A caller that forgets it
     /// fails loudly at start ("no environment key"), never later.
-    pub fn worker_config(&self) -> anyhow::Result<WorkerConfig> {
+    /// `isolation` comes from [`WorkerArgs::isolation`] once the host probe is done.
+    pub fn worker_config(&self, isolation: Isolation) -> anyhow::Result<WorkerConfig> {
         let mut config = WorkerConfig::new(
             self.connect.environment_id()?,
             WorkdirTemplate::new(self.workdir.clone()),
         );
         config.max_idle = (!self.max_idle.is_zero()).then_some(self.max_idle);
         config.worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
-        config.toolset.isolation = self.isolation()?;
+        config.toolset.isolation = isolation;
         config.memory = hands_memory::MemoryConfig {
             enabled: self.memory == "on",
             sync_interval: self.memory_sync_interval,
@@ -194,27 +195,11 @@ impl WorkerArgs {
         self.require_isolation || std::env::var("REQUIRE_ISOLATION").is_ok_and(|v| v == "1")
     }
 
-    /// Probes the host once, logs what it allows, and chooses the tier tools run in. Fails
-    /// when isolation is required and the asked tier cannot be fully enforced.
-    pub fn isolation(&self) -> anyhow::Result<Isolation> {
+    /// Logs what the host probe found and chooses the tier tools run in (the probe runs off
+    /// the start path: see `isolation_start`). Fails when isolation is required and the asked
+    /// tier cannot be fully enforced.
+    pub fn isolation(&self, probe: &HostProbe) -> anyhow::Result<Isolation> {
         let required = self.isolation_required();
-        if self.isolation == IsolationMode::Tier(Tier::None) && !required {
-            // Tier 0, not required: nothing but the log line depends on the probe, and its bwrap
-            // trial run costs 10-40 ms of start-up (the end-to-end benchmark's cold start).
-            // Probe on a thread; the line is logged when it is done.
-            let spawned = std::thread::Builder::new()
-                .name("isolation-probe".into())
-                .spawn(|| {
-                    let probe = HostProbe::run();
-                    tracing::info!(probe = %probe, asked = %IsolationMode::Tier(Tier::None),
-                        required = false, tier = %Tier::None, "isolation");
-                });
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "isolation: could not start the host probe");
-            }
-            return Ok(Isolation::Tier0);
-        }
-        let probe = HostProbe::run();
         let selection = probe.select(self.isolation, required)?;
         tracing::info!(
             probe = %probe,
@@ -305,6 +290,13 @@ mod tests {
         worker: WorkerArgs,
     }
 
+    impl WorkerArgs {
+        /// The configuration with the isolation chosen from a fresh probe of this host.
+        fn config(&self) -> anyhow::Result<WorkerConfig> {
+            self.worker_config(self.isolation(&HostProbe::run())?)
+        }
+    }
+
     fn args(extra: &[&str]) -> WorkerArgs {
         use clap::Parser;
         let mut argv = vec!["hands", "--environment-id", "env_test"];
@@ -381,7 +373,7 @@ mod tests {
     #[test]
     fn memory_flags_parse_with_the_reference_defaults_and_floor() {
         use clap::Parser;
-        let config = args(&[]).worker_config().unwrap().memory;
+        let config = args(&[]).config().unwrap().memory;
         assert!(config.enabled);
         assert_eq!(config.sync_interval, Duration::from_secs(15));
         assert_eq!(config.deletions, hands_memory::DeleteMode::Enabled);
@@ -393,7 +385,7 @@ mod tests {
             "--memory-sync-deletions",
             "log_only",
         ])
-        .worker_config()
+        .config()
         .unwrap()
         .memory;
         assert!(!config.enabled);
@@ -428,12 +420,12 @@ mod tests {
         .unwrap();
 
         let config = args(&["--custom-tools", good.to_str().unwrap()])
-            .worker_config()
+            .config()
             .unwrap();
         assert!(config.custom_tools.owns("lookup_order"));
-        assert!(args(&[]).worker_config().unwrap().custom_tools.is_empty());
+        assert!(args(&[]).config().unwrap().custom_tools.is_empty());
         let err = args(&["--custom-tools", bad.to_str().unwrap()])
-            .worker_config()
+            .config()
             .err()
             .unwrap()
             .to_string();
@@ -442,7 +434,7 @@ mod tests {
             "{err}"
         );
         let err = args(&["--custom-tools", "/nonexistent/tools.toml"])
-            .worker_config()
+            .config()
             .err()
             .unwrap()
             .to_string();
@@ -462,7 +454,7 @@ mod tests {
         // The default is auto.
         assert_eq!(args(&[]).isolation, IsolationMode::Auto);
         let config = args(&["--isolation", "none", "--require-isolation"])
-            .worker_config()
+            .config()
             .unwrap();
         assert_eq!(config.toolset.isolation, Isolation::Tier0);
     }
@@ -481,7 +473,7 @@ mod tests {
                     "--environment-key-file",
                     key,
                 ])
-                .worker_config()
+                .config()
                 .unwrap();
                 let Isolation::Landlock(sandbox) = &config.toolset.isolation else {
                     panic!("not tier 1: {:?}", config.toolset.isolation);
@@ -503,7 +495,7 @@ mod tests {
             Err(why) => {
                 eprintln!("skipping: {why}");
                 let err = args(&["--isolation", "landlock", "--require-isolation"])
-                    .worker_config()
+                    .config()
                     .err()
                     .unwrap()
                     .to_string();
@@ -518,7 +510,7 @@ mod tests {
         match probe.check(Tier::Bwrap) {
             Ok(()) => {
                 let config = args(&["--isolation", "bwrap", "--require-isolation"])
-                    .worker_config()
+                    .config()
                     .unwrap();
                 assert_eq!(config.toolset.isolation.tier(), Tier::Bwrap);
             }
@@ -528,7 +520,7 @@ mod tests {
             Err(why) => {
                 eprintln!("skipping: {why}");
                 let err = args(&["--isolation", "bwrap", "--require-isolation"])
-                    .worker_config()
+                    .config()
                     .err()
                     .unwrap()
                     .to_string();

@@ -499,3 +499,211 @@ fn p2_hands_serve_woken_by_a_webhook_then_sigterm_mid_call_exits_0_and_stops_the
     assert!(dp_status.success(), "{}", failed_steps(&report));
     assert!(!process_running(&sleep), "the cancelled call survived");
 }
+
+/// `hands stats --json` against `dp`.
+fn queue_stats(dp: &Devplane) -> serde_json::Value {
+    let out = Command::new(HANDS)
+        .args(["stats", "--json"])
+        .env("ANTHROPIC_ENVIRONMENT_ID", &dp.environment_id)
+        .env("ANTHROPIC_ENVIRONMENT_KEY", &dp.environment_key)
+        .env("ANTHROPIC_BASE_URL", &dp.base_url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `hands serve` with a clean environment plus `env`, on `port`, against devplane at `dp_url`.
+fn hands_serve(dir: &Path, port: u16, dp_url: &str, env: &[(&str, &str)], extra: &[&str]) -> Proc {
+    let mut cmd = Command::new(HANDS);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ANTHROPIC_") || k.starts_with("HANDS_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--max-idle", "1s", "--workdir"])
+        .arg(format!("{}/{{session_id}}", dir.join("work").display()))
+        .args(extra)
+        .env("ANTHROPIC_BASE_URL", dp_url)
+        .env("ANTHROPIC_WEBHOOK_SIGNING_KEY", STARTUP_SECRET)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("serve.out")).unwrap())
+        .stderr(std::fs::File::create(dir.join("serve.err")).unwrap());
+    Proc {
+        child: cmd.spawn().unwrap(),
+        name: "hands serve",
+    }
+}
+
+/// The 32-byte key of PROTOCOL.md §10.5 example C.
+const STARTUP_SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// devplane with a one-call script whose session's webhooks go to `serve_port`.
+fn startup_devplane(
+    dir: &Path,
+    dp_port: u16,
+    serve_port: u16,
+    env_id: &str,
+    key: &str,
+) -> Devplane {
+    let script = serde_json::json!({
+        "name": "probe-off-the-start-path",
+        "start_timeout_ms": 60000,
+        "steps": [
+            {"step": "tool_use", "label": "one", "name": "bash", "input": {"command": "echo ran"},
+             "expect": {"is_error": false, "text_equals": "ran"}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 30000}
+        ]
+    });
+    devplane(
+        dir,
+        Some(&script),
+        &[
+            "--listen",
+            &format!("127.0.0.1:{dp_port}"),
+            "--environment-id",
+            env_id,
+            "--environment-key",
+            key,
+            "--webhook-url",
+            &format!("http://127.0.0.1:{serve_port}/webhook"),
+            "--webhook-secret",
+            STARTUP_SECRET,
+            "--webhook-base-delay-ms",
+            "200",
+        ],
+    )
+}
+
+/// Issue 7 follow-up: the host probe runs off the start path. With a probe slowed by the test
+/// knob, `hands serve` answers /healthz while /readyz still says `starting`, the queued item
+/// stays unclaimed (devplane's webhook is refused meanwhile), and once the probe is done the
+/// item is served: nothing is lost.
+#[test]
+fn serve_answers_healthz_before_the_probe_is_done_and_claims_nothing_until_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dp_port, serve_port) = (free_port(), free_port());
+    let dp_url = format!("http://127.0.0.1:{dp_port}");
+    let (env_id, key) = ("env_probe_slow", "sk-ant-oat01-probe-slow-0123456789abcdef");
+    let mut serve = hands_serve(
+        dir.path(),
+        serve_port,
+        &dp_url,
+        &[
+            ("ANTHROPIC_ENVIRONMENT_ID", env_id),
+            ("ANTHROPIC_ENVIRONMENT_KEY", key),
+            ("HANDS_TEST_PROBE_DELAY_MS", "8000"),
+        ],
+        &["--drain-interval", "1s"],
+    );
+    let base = format!("http://127.0.0.1:{serve_port}");
+    wait_until("hands serve to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", serve_port)).is_ok()
+    });
+    let mut dp = startup_devplane(dir.path(), dp_port, serve_port, env_id, key);
+    wait_until("the item to be queued", || queue_stats(&dp)["depth"] == 1);
+
+    assert_eq!(http(&base, "GET", "/healthz", ""), (200, "ok\n".into()));
+    assert_eq!(
+        http(&base, "GET", "/readyz", ""),
+        (503, "starting\n".into())
+    );
+    let s = queue_stats(&dp);
+    // Still starting after the queue was read: the item was not claimed before the probe ended.
+    assert_eq!(
+        http(&base, "GET", "/readyz", ""),
+        (503, "starting\n".into())
+    );
+    assert_eq!(
+        (s["depth"].as_u64(), s["pending"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+
+    // Then the probe ends, the tier is chosen and the item is served.
+    wait_until("hands serve to be ready", || {
+        http(&base, "GET", "/readyz", "").0 == 200
+    });
+    let dp_status = dp.proc.wait();
+    let report = report(&dp);
+    assert!(dp_status.success(), "{}", failed_steps(&report));
+    serve.signal("-TERM");
+    let status = serve.wait();
+    let log = std::fs::read_to_string(dir.path().join("serve.err")).unwrap();
+    assert!(status.success(), "hands serve exited with {status}:\n{log}");
+    assert!(log.contains("the host probe is delayed"), "{log}");
+}
+
+/// A required tier the (faked) probe cannot enforce: `hands serve` and `hands poll` log why and
+/// exit non-zero, and the queued item is still queued, never claimed.
+#[test]
+fn a_failing_required_probe_exits_nonzero_with_the_reason_and_claims_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dp_port, serve_port) = (free_port(), free_port());
+    let dp_url = format!("http://127.0.0.1:{dp_port}");
+    let (env_id, key) = ("env_probe_fail", "sk-ant-oat01-probe-fail-0123456789abcdef");
+    let dp = startup_devplane(dir.path(), dp_port, serve_port, env_id, key);
+    wait_until("the item to be queued", || queue_stats(&dp)["depth"] == 1);
+    let reason = "no namespaces for this test";
+    let failing = [
+        ("ANTHROPIC_ENVIRONMENT_ID", env_id),
+        ("ANTHROPIC_ENVIRONMENT_KEY", key),
+        ("HANDS_TEST_PROBE_DELAY_MS", "1000"),
+        ("HANDS_TEST_PROBE_FAIL", reason),
+        ("HANDS_ISOLATION", "landlock"),
+        ("HANDS_REQUIRE_ISOLATION", "1"),
+    ];
+
+    let mut serve = hands_serve(
+        dir.path(),
+        serve_port,
+        &dp_url,
+        &failing,
+        &["--drain-interval", "1s"],
+    );
+    let status = serve.wait();
+    let log = std::fs::read_to_string(dir.path().join("serve.err")).unwrap();
+    assert!(!status.success(), "hands serve exited 0:\n{log}");
+    assert!(
+        log.contains("tier 1 (landlock) was required but cannot be fully enforced")
+            && log.contains(reason),
+        "{log}"
+    );
+
+    let mut poll = {
+        let mut cmd = Command::new(HANDS);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ANTHROPIC_") || k.starts_with("HANDS_") || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(["poll", "--workdir"])
+            .arg(dir.path().join("poll-work"))
+            .env("ANTHROPIC_BASE_URL", &dp_url)
+            .envs(failing)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("poll.err")).unwrap());
+        Proc {
+            child: cmd.spawn().unwrap(),
+            name: "hands poll",
+        }
+    };
+    let status = poll.wait();
+    let log = std::fs::read_to_string(dir.path().join("poll.err")).unwrap();
+    assert!(!status.success(), "hands poll exited 0:\n{log}");
+    assert!(
+        log.contains("cannot be fully enforced") && log.contains(reason),
+        "{log}"
+    );
+
+    let s = queue_stats(&dp);
+    assert_eq!(
+        (s["depth"].as_u64(), s["pending"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+}

@@ -32,6 +32,7 @@ mod ingress;
 mod metrics;
 mod router;
 pub mod server;
+pub mod starting;
 mod timer;
 mod verify;
 mod webhook;

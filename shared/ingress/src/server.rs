@@ -184,7 +184,7 @@ async fn accept_loop(
     conns
 }
 
-async fn serve_connection(
+pub(crate) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
