@@ -6,9 +6,12 @@
 //! reference's built-in search: it skips `.git` and `node_modules`, never follows symlinks,
 //! reads only regular files, skips binary files (a NUL byte) and lines longer than 2,000 bytes,
 //! and stops at 100 KiB of output with the reference marker. Every directory is opened
-//! relative to the search root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` and every
+//! relative to the search root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (one
+//! component at a time with `O_NOFOLLOW` where `openat2` is missing or filtered) and every
 //! file relative to its directory with `O_NOFOLLOW` (`walk`), so a directory swapped for a
-//! symlink during the walk cannot lead the search out of the root. File contents are kept
+//! symlink during the walk cannot lead the search out of the root. The walk reads at most
+//! `Limits::walk_entries` directory entries (files and directories alike), which bounds its
+//! memory however many directories a tool made. File contents are kept
 //! between calls in a bounded cache validated by a stat of each file (`cache`), so a search of
 //! an unchanged tree reads nothing from disk. The searcher's buffer is capped, so a 1 GB
 //! single line costs bounded memory. It runs on the blocking pool, on up to four threads, and
@@ -19,6 +22,8 @@ mod search;
 #[cfg(test)]
 mod tests;
 mod walk;
+#[cfg(test)]
+mod walk_tests;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -277,10 +282,16 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
         else {
             return err("cancelled".into());
         };
+        tracing::debug!(
+            files = listing.files.len(),
+            entries_read = listing.entries_read,
+            peak_held = listing.peak_held,
+            "grep walk"
+        );
         stopped = match listing.stopped {
             Some(walk::Stop::Time) => Some(time_note()),
             Some(walk::Stop::Entries) => Some(format!(
-                "[search stopped after {} files]",
+                "[search stopped after {} entries; narrow the path]",
                 limits.walk_entries
             )),
             None => None,

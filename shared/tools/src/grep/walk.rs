@@ -4,18 +4,26 @@
 //! entries of each directory by name, byte order, a directory's contents right after its own
 //! entry. `.git` and `node_modules` directories are skipped; symlinks are never followed (not
 //! even listed: only regular files and directories are). Every directory is opened relative to
-//! the search root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, and read with
+//! the search root without following a symlink anywhere on the way (`open_dir`), and read with
 //! `getdents64` into memory and closed, so a walk holds one directory open at a time however
 //! deep the tree, and a directory swapped for a symlink mid-walk is refused, not followed.
 //! Entries are listed by name only: the search stats each file relative to its directory.
+//!
+//! What the walk holds is bounded by the entry cap whatever the tree looks like (a tool can
+//! make a million empty directories): every entry read from any directory counts against it,
+//! a directory is read only up to what is left of it, a directory's path is kept only once one
+//! of its files is listed, and the stack keeps names, not paths. The time budget and the
+//! cancellation are checked at every directory opened as well as between entries.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags};
+use rustix::io::Errno;
 use tokio_util::sync::CancellationToken;
 
 /// A file to search: the index of its directory in [`Listing::dirs`], and its name.
@@ -25,22 +33,30 @@ pub(crate) struct FileRef {
 }
 
 /// Why the listing ended before the end of the tree.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Stop {
     /// The time budget ran out.
     Time,
-    /// The walk reached the cap on files.
+    /// The walk read as many entries as the cap allows and there were more.
     Entries,
 }
 
 /// The walk's result.
 pub(crate) struct Listing {
-    /// Directories holding the files, relative to the root (`""` is the root itself).
+    /// Directories holding the listed files, relative to the root (`""` is the root itself):
+    /// only those with at least one listed file.
     pub dirs: Vec<PathBuf>,
     pub files: Vec<FileRef>,
     pub stopped: Option<Stop>,
+    /// Entries read from directories (files, directories and skipped kinds alike): never more
+    /// than the cap.
+    pub entries_read: usize,
+    /// The most entry names the walk's stack held at one time: never more than the cap.
+    pub peak_held: usize,
 }
 
 /// The walk was cancelled.
+#[derive(Debug)]
 pub(crate) struct Cancelled;
 
 enum Kind {
@@ -48,52 +64,147 @@ enum Kind {
     File,
 }
 
+/// How directories beneath the root are opened, decided by the first answer of `openat2`.
+static OPENER: AtomicU8 = AtomicU8::new(UNDECIDED);
+const UNDECIDED: u8 = 0;
+const OPENAT2: u8 = 1;
+const COMPONENTS: u8 = 2;
+
 /// Opens the directory `rel` beneath `root` (the root itself when `rel` is empty), refusing
 /// symlinks anywhere on the way. `path_only` gives an `O_PATH` descriptor (enough to stat and
 /// open entries), otherwise one that can be read.
+///
+/// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` does it in one call. Where it is missing
+/// (`ENOSYS`: kernels before 5.6) or filtered (`EPERM`: seccomp profiles that predate it, such
+/// as older Docker defaults), the path is opened one component at a time instead
+/// ([`open_components`]); falling back to a plain `openat` of the whole path would follow a
+/// symlink in a middle component, and giving up would skip every subdirectory silently.
 pub(crate) fn open_dir(
     root: BorrowedFd<'_>,
-    rel: &std::path::Path,
+    rel: &Path,
     path_only: bool,
 ) -> rustix::io::Result<OwnedFd> {
+    let flags = dir_flags(path_only);
+    if rel.as_os_str().is_empty() {
+        return rustix::fs::openat(root, ".", flags, Mode::empty());
+    }
+    if OPENER.load(Ordering::Relaxed) != COMPONENTS {
+        match rustix::fs::openat2(
+            root,
+            rel,
+            flags,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(e @ (Errno::NOSYS | Errno::PERM)) => {
+                if OPENER.swap(COMPONENTS, Ordering::Relaxed) != COMPONENTS {
+                    tracing::warn!(
+                        error = %e,
+                        "grep: openat2 is not available; directories are opened one component \
+                         at a time with O_NOFOLLOW"
+                    );
+                }
+            }
+            other => {
+                if OPENER
+                    .compare_exchange(UNDECIDED, OPENAT2, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    tracing::info!(
+                        "grep: directories are opened with openat2(RESOLVE_BENEATH | \
+                         RESOLVE_NO_SYMLINKS)"
+                    );
+                }
+                return other;
+            }
+        }
+    }
+    open_components(root, rel, path_only)
+}
+
+fn dir_flags(path_only: bool) -> OFlags {
     let access = if path_only {
         OFlags::PATH
     } else {
         OFlags::RDONLY
     };
-    let flags = access | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    if rel.as_os_str().is_empty() {
-        return rustix::fs::openat(root, ".", flags, Mode::empty());
-    }
-    match rustix::fs::openat2(
-        root,
-        rel,
-        flags,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    ) {
-        // Kernels before 5.6: only the last component is protected from a swap (O_NOFOLLOW).
-        Err(rustix::io::Errno::NOSYS) => rustix::fs::openat(root, rel, flags, Mode::empty()),
-        other => other,
-    }
+    access | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
-/// The directories and regular files of directory `rel`, sorted by name. `buf` is the
-/// `getdents64` buffer, reused from directory to directory.
+/// Opens the directory `rel` beneath `root` one component at a time, each relative to the
+/// descriptor of the one before with `O_DIRECTORY | O_NOFOLLOW`, so a symlink anywhere on the
+/// way is refused (`ENOTDIR` or `ELOOP`), never followed. A `..` or an absolute path is refused
+/// with `EXDEV`, as `RESOLVE_BENEATH` refuses an escape.
+pub(crate) fn open_components(
+    root: BorrowedFd<'_>,
+    rel: &Path,
+    path_only: bool,
+) -> rustix::io::Result<OwnedFd> {
+    let mut names: Vec<&OsStr> = Vec::new();
+    for component in rel.components() {
+        match component {
+            Component::Normal(name) => names.push(name),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(Errno::XDEV);
+            }
+        }
+    }
+    let Some((last, middle)) = names.split_last() else {
+        return rustix::fs::openat(root, ".", dir_flags(path_only), Mode::empty());
+    };
+    // The directories on the way only need to be walked through: O_PATH.
+    let mut at: Option<OwnedFd> = None;
+    for name in middle {
+        let parent = at.as_ref().map_or(root, |fd| fd.as_fd());
+        at = Some(rustix::fs::openat(
+            parent,
+            *name,
+            dir_flags(true),
+            Mode::empty(),
+        )?);
+    }
+    let parent = at.as_ref().map_or(root, |fd| fd.as_fd());
+    rustix::fs::openat(parent, *last, dir_flags(path_only), Mode::empty())
+}
+
+/// One directory's listing, read up to a number of entries.
+struct DirEntries {
+    /// Its directories and regular files, sorted by name.
+    entries: Vec<(OsString, Kind)>,
+    /// Entries read (every kind).
+    read: usize,
+    /// The directory had more entries than it was allowed to read.
+    truncated: bool,
+}
+
+/// Reads directory `rel`, at most `budget` of its entries. `buf` is the `getdents64` buffer,
+/// reused from directory to directory.
 fn read_dir(
     root: BorrowedFd<'_>,
-    rel: &std::path::Path,
+    rel: &Path,
+    open: Opener,
+    budget: usize,
     buf: &mut [MaybeUninit<u8>],
-) -> rustix::io::Result<Vec<(OsString, Kind)>> {
-    let fd = open_dir(root, rel, false)?;
+) -> rustix::io::Result<DirEntries> {
+    let fd = open(root, rel, false)?;
     let mut dir = RawDir::new(&fd, buf);
-    let mut entries = Vec::new();
+    let mut out = DirEntries {
+        entries: Vec::new(),
+        read: 0,
+        truncated: false,
+    };
     while let Some(entry) = dir.next() {
         let Ok(entry) = entry else { break };
         let name = entry.file_name().to_bytes();
         if name == b"." || name == b".." {
             continue;
         }
+        if out.read == budget {
+            out.truncated = true;
+            break;
+        }
+        out.read += 1;
         let mut kind = entry.file_type();
         if kind == FileType::Unknown {
             // File systems without d_type: ask, without following a symlink.
@@ -107,55 +218,104 @@ fn read_dir(
             FileType::RegularFile => Kind::File,
             _ => continue,
         };
-        entries.push((OsString::from_vec(name.to_vec()), kind));
+        out.entries.push((OsString::from_vec(name.to_vec()), kind));
     }
-    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    Ok(entries)
+    out.entries
+        .sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(out)
 }
+
+/// How [`list_with`] opens a directory (see [`open_dir`]).
+pub(crate) type Opener = fn(BorrowedFd<'_>, &Path, bool) -> rustix::io::Result<OwnedFd>;
 
 /// Size of the `getdents64` buffer: a few hundred entries per call (the default of
 /// `rustix::fs::Dir` starts at a few dozen, and every call costs a directory lookup).
 const DENTS_BUFFER: usize = 32 * 1024;
 
-/// Lists the files beneath `root` in walk order, at most `max_files` of them, checking the
-/// cancellation and the time budget at every file.
+/// Entries visited between two looks at the clock and the token (directories opened look
+/// every time: an open is a system call anyway).
+const CHECK_EVERY: u32 = 32;
+
+/// Lists the files beneath `root` in walk order, reading at most `max_entries` entries in all,
+/// checking the cancellation and the time budget as it goes. Once the cap is reached no
+/// further directory is read, but the files already read are still listed.
 pub(crate) fn list(
     root: BorrowedFd<'_>,
-    max_files: usize,
+    max_entries: usize,
     cancel: &CancellationToken,
     deadline: &dyn Fn() -> bool,
 ) -> Result<Listing, Cancelled> {
+    list_with(root, max_entries, cancel, deadline, open_dir)
+}
+
+/// One directory being listed: its index in [`Listing::dirs`] once one of its files is
+/// listed, and its remaining entries.
+struct Frame {
+    index: Option<usize>,
+    entries: std::vec::IntoIter<(OsString, Kind)>,
+}
+
+/// [`list`], opening directories with `open`.
+pub(crate) fn list_with(
+    root: BorrowedFd<'_>,
+    max_entries: usize,
+    cancel: &CancellationToken,
+    deadline: &dyn Fn() -> bool,
+    open: Opener,
+) -> Result<Listing, Cancelled> {
     let mut listing = Listing {
-        dirs: vec![PathBuf::new()],
+        dirs: Vec::new(),
         files: Vec::new(),
         stopped: None,
+        entries_read: 0,
+        peak_held: 0,
     };
+    if cancel.is_cancelled() {
+        return Err(Cancelled);
+    }
     let mut buf = vec![MaybeUninit::<u8>::uninit(); DENTS_BUFFER];
-    let Ok(top) = read_dir(root, std::path::Path::new(""), &mut buf) else {
+    let Ok(top) = read_dir(root, Path::new(""), open, max_entries, &mut buf) else {
         return Ok(listing);
     };
-    // One frame per directory being listed: its index and its remaining entries.
-    let mut stack = vec![(0usize, top.into_iter())];
-    while let Some((dir, entries)) = stack.last_mut() {
-        let dir = *dir;
-        let Some((name, kind)) = entries.next() else {
+    listing.entries_read = top.read;
+    if top.truncated {
+        listing.stopped = Some(Stop::Entries);
+    }
+    // Names held by the frames, not yet visited.
+    let mut held = top.entries.len();
+    listing.peak_held = held;
+    // The path of the directory on top of the stack, relative to the root.
+    let mut current = PathBuf::new();
+    let mut stack = vec![Frame {
+        index: None,
+        entries: top.entries.into_iter(),
+    }];
+    let mut unchecked = 0u32;
+    while let Some(frame) = stack.last_mut() {
+        let Some((name, kind)) = frame.entries.next() else {
             stack.pop();
+            current.pop();
             continue;
         };
+        held -= 1;
+        unchecked += 1;
+        if unchecked >= CHECK_EVERY {
+            unchecked = 0;
+            if cancel.is_cancelled() {
+                return Err(Cancelled);
+            }
+            if deadline() {
+                listing.stopped = Some(Stop::Time);
+                break;
+            }
+        }
         match kind {
             Kind::Dir => {
-                if matches!(name.as_bytes(), b".git" | b"node_modules") {
+                // Past the cap, only the files already read are listed.
+                if listing.stopped.is_some() || matches!(name.as_bytes(), b".git" | b"node_modules")
+                {
                     continue;
                 }
-                let rel = listing.dirs[dir].join(&name);
-                // A directory that cannot be read (permissions, swapped for a symlink) is
-                // skipped, as the walk of `ignore` skips it.
-                if let Ok(children) = read_dir(root, &rel, &mut buf) {
-                    listing.dirs.push(rel);
-                    stack.push((listing.dirs.len() - 1, children.into_iter()));
-                }
-            }
-            Kind::File => {
                 if cancel.is_cancelled() {
                     return Err(Cancelled);
                 }
@@ -163,10 +323,38 @@ pub(crate) fn list(
                     listing.stopped = Some(Stop::Time);
                     break;
                 }
-                if listing.files.len() >= max_files {
-                    listing.stopped = Some(Stop::Entries);
-                    break;
+                current.push(&name);
+                let budget = max_entries.saturating_sub(listing.entries_read);
+                // A directory that cannot be read (permissions, swapped for a symlink) is
+                // skipped, as the walk of `ignore` skips it.
+                match read_dir(root, &current, open, budget, &mut buf) {
+                    Ok(children) => {
+                        listing.entries_read += children.read;
+                        if children.truncated {
+                            listing.stopped = Some(Stop::Entries);
+                        }
+                        held += children.entries.len();
+                        listing.peak_held = listing.peak_held.max(held);
+                        stack.push(Frame {
+                            index: None,
+                            entries: children.entries.into_iter(),
+                        });
+                    }
+                    Err(_) => {
+                        current.pop();
+                    }
                 }
+            }
+            Kind::File => {
+                let dir = match frame.index {
+                    Some(dir) => dir,
+                    None => {
+                        listing.dirs.push(current.clone());
+                        let dir = listing.dirs.len() - 1;
+                        frame.index = Some(dir);
+                        dir
+                    }
+                };
                 listing.files.push(FileRef { dir, name });
             }
         }
