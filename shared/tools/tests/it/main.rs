@@ -7,6 +7,7 @@ mod canary;
 mod catalogue;
 mod common;
 mod isolation;
+mod openat2_filtered;
 mod props;
 mod symlink_race;
 mod tables;
