@@ -26,6 +26,7 @@ pub mod output;
 mod paths;
 mod read;
 mod seen;
+mod tmp_dir;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,23 @@ pub enum ToolsetError {
     ShellPath(PathBuf),
 }
 
+/// The private temporary directory of a session whose shell runs at tier 0 or 1 (tier 2 has a
+/// tmpfs of its own). Without one the session still runs, with the host's `TMPDIR`.
+fn session_tmp(isolation: &hands_sandbox::Isolation) -> Option<tmp_dir::SessionTmp> {
+    if isolation.tier() == hands_sandbox::Tier::Bwrap {
+        return None;
+    }
+    let parent = std::env::temp_dir();
+    match tmp_dir::SessionTmp::create(&parent) {
+        Ok(tmp) => Some(tmp),
+        Err(e) => {
+            tracing::warn!(parent = %parent.display(), error = %e,
+                "cannot create the session's temporary directory; tools use the host's");
+            None
+        }
+    }
+}
+
 /// State shared by the tools of one session.
 pub(crate) struct Session {
     pub(crate) roots: Roots,
@@ -64,6 +82,9 @@ pub(crate) struct Session {
     /// Where `grep` keeps file contents between calls (the process's cache).
     pub(crate) grep_cache: &'static grep::ContentCache,
     bash: tokio::sync::Mutex<bash::BashState>,
+    /// The shell's private temporary directory (tiers 0 and 1); last, so it is removed after
+    /// the shell is gone.
+    _tmp: Option<tmp_dir::SessionTmp>,
 }
 
 /// The toolset of one session. Cheap to clone; calls are meant to be serialised by the
@@ -114,11 +135,16 @@ impl Toolset {
                 .clone();
             ToolsetError::Root { path, source }
         })?;
-        let spec = ShellSpec {
+        let mut env = config.env.build(std::env::vars_os());
+        let tmp = session_tmp(&config.isolation);
+        if let Some(tmp) = &tmp {
+            tmp.apply(&mut env);
+        }
+        let mut spec = ShellSpec {
             program: config.bash_path.clone(),
             args: vec!["--noprofile".into(), "--norc".into()],
             cwd: roots.workdir.path.clone(),
-            env: config.env.build(std::env::vars_os()),
+            env,
             rlimits: config.rlimits.clone(),
             isolation: config.isolation.clone(),
             // Memory stores: writable ones read-write, read-only ones read-only, so bash sees
@@ -137,6 +163,9 @@ impl Toolset {
                     .collect(),
             },
         };
+        if let Some(tmp) = &tmp {
+            spec.binds.read_write.push(tmp.path().to_path_buf());
+        }
         let bash = bash::BashState::new(
             spec,
             config.limits.bash_timeout,
@@ -149,6 +178,7 @@ impl Toolset {
                 seen: seen::SeenFiles::default(),
                 grep_cache,
                 bash: tokio::sync::Mutex::new(bash),
+                _tmp: tmp,
             }),
         })
     }

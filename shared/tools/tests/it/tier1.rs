@@ -36,7 +36,7 @@ const AWS: &str = "canary-aws-t1-77c0d1";
 const SERVICE: &str = "canary-service-t1-5b2a";
 const CANARIES: [&str; 3] = [KEY, AWS, SERVICE];
 /// The rows the child must run; a filtered-out row would otherwise "pass" by not running.
-const ROWS: usize = 13;
+const ROWS: usize = 14;
 
 fn required() -> bool {
     std::env::var("REQUIRE_ISOLATION").is_ok_and(|v| v == "1")
@@ -500,6 +500,70 @@ async fn row_t6_disk_outside_the_workspace_is_not_writable() {
         4 * 1024 * 1024
     );
     fx.tools.shutdown().await;
+}
+
+// T6 continued: the session has a private temporary directory outside the workspace (TMPDIR,
+// TMP and TEMP point at it), so mktemp and Python's tempfile work while /tmp itself stays
+// unwritable; it is gone once the session's toolset is dropped.
+#[tokio::test]
+#[ignore = "run by tier1_rows_hold_under_canaries"]
+async fn row_t6_the_session_has_a_private_tmp() {
+    let Some(fx) = fixture(Tier1Options::default(), |_| {}).await else {
+        return;
+    };
+    let tmp = shown(&fx, "printf %s \"$TMPDIR\"").await;
+    let tmp = PathBuf::from(tmp);
+    assert!(
+        tmp.is_absolute() && !tmp.starts_with(&fx.ws),
+        "{}",
+        tmp.display()
+    );
+    assert_eq!(
+        shown(
+            &fx,
+            "[ \"$TMP\" = \"$TMPDIR\" ] && [ \"$TEMP\" = \"$TMPDIR\" ] && echo same"
+        )
+        .await,
+        "same"
+    );
+    let made = shown(
+        &fx,
+        "f=$(mktemp) && echo data > \"$f\" && cat \"$f\" && dirname \"$f\"",
+    )
+    .await;
+    assert_eq!(made, format!("data\n{}", tmp.display()));
+    let py = shown(
+        &fx,
+        "python3 -c 'import os, tempfile; fd, p = tempfile.mkstemp(); os.write(fd, b\"ok\"); print(os.path.dirname(p)); print(open(p).read())'",
+    )
+    .await;
+    assert_eq!(py, format!("{}\nok", tmp.display()));
+    let out = shown(&fx, "echo x > /tmp/hands-t1-x; echo rc=$?").await;
+    assert!(
+        out.contains("Permission denied") && out.ends_with("rc=1"),
+        "{out}"
+    );
+    assert!(!exists(&PathBuf::from("/tmp/hands-t1-x")));
+    // Another session's directory is another directory.
+    let other = fixture(Tier1Options::default(), |_| {}).await.unwrap();
+    assert_ne!(
+        shown(&other, "printf %s \"$TMPDIR\"").await,
+        tmp.to_str().unwrap()
+    );
+    other.tools.shutdown().await;
+
+    fx.tools.shutdown().await;
+    drop(fx);
+    // Removal runs on the blocking pool; a generous hang guard, not a measurement.
+    let guard = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tmp.exists() {
+        assert!(
+            std::time::Instant::now() < guard,
+            "{} was not removed",
+            tmp.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 // Writes outside the workspace are refused (EACCES), truncation too; reading outside works;
