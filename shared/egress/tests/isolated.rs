@@ -1,12 +1,19 @@
-//! The proxy from inside a tier-2 sandbox (bubblewrap, no network): tools reach it only through
-//! the relay on the sandbox's own loopback, and trust intercepted hosts through the CA bundle
-//! bound in read-only. Real curl and git run in the sandbox with a session's tool environment.
+//! The proxy from inside the isolation tiers, with real curl and git run with a session's tool
+//! environment:
+//! - tier 2 (bubblewrap, no network): tools reach the proxy only through the relay on the
+//!   sandbox's own loopback, and trust intercepted hosts through the CA bundle bound in
+//!   read-only;
+//! - tier 1 (Landlock, seccomp): tools share the host's network, and may connect to the proxy's
+//!   port and no other.
 //!
-//! When the host cannot run tier 2 the tests are skipped with a printed reason, unless
+//! When the host cannot run a tier its tests are skipped with a printed reason, unless
 //! `REQUIRE_ISOLATION=1` is set (CI): then they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
+
+// This test binary is the tier-1 helper of the processes it starts under tier 1.
+hands_sandbox::helper_dispatch_for_tests!();
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +21,7 @@ use std::path::{Path, PathBuf};
 use hands_egress::{EgressConfig, EgressProxy, Policy, Resolver, StaticSecrets, UpstreamRoots};
 use hands_sandbox::{
     EgressBridge, EnvPolicy, HostProbe, Isolation, IsolationMode, OneShotSpec, Rlimits, Tier,
-    Tier2Options,
+    Tier1Options, Tier2Options,
 };
 use support::{TestCa, Upstream, start_upstream};
 use tokio::io::AsyncReadExt;
@@ -46,14 +53,25 @@ fn required() -> bool {
 }
 
 impl Harness {
-    /// `None` (after saying why) when tier 2 cannot run here.
-    async fn new() -> Option<Harness> {
+    /// `None` (after saying why) when `tier` cannot run here.
+    async fn new(tier: Tier) -> Option<Harness> {
         let probe = HostProbe::run();
-        if let Err(e) = probe.select(IsolationMode::Tier(Tier::Bwrap), true) {
+        let usable: Result<(), String> = match tier {
+            // Connecting to the proxy's port only needs Landlock's network rules.
+            Tier::Landlock if !probe.tier1_net_rules() => Err("no Landlock network rules".into()),
+            _ => probe
+                .select(IsolationMode::Tier(tier), true)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = usable {
             if required() {
-                panic!("REQUIRE_ISOLATION=1 but tier 2 cannot engage: {e}");
+                panic!(
+                    "REQUIRE_ISOLATION=1 but tier {} cannot engage: {e}",
+                    tier.number()
+                );
             }
-            eprintln!("skipping the tier 2 egress tests: {e}");
+            eprintln!("skipping the tier {} egress tests: {e}", tier.number());
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -88,19 +106,26 @@ impl Harness {
         )
         .await
         .unwrap();
-        // What `hands` does at tier 2 (functions/hands/src/egress_cmd.rs).
+        // What `hands` does at each tier (functions/hands/src/egress_cmd.rs).
         let addr = proxy.addr();
-        let sandbox = probe.bwrap_sandbox(Tier2Options {
-            egress: Some(EgressBridge::new(addr.port(), addr)),
-            read_only: vec![proxy.ca_bundle().parent().unwrap().to_path_buf()],
-            ..Tier2Options::default()
-        })?;
+        let isolation = match tier {
+            Tier::Bwrap => Isolation::Bwrap(probe.bwrap_sandbox(Tier2Options {
+                egress: Some(EgressBridge::new(addr.port(), addr)),
+                read_only: vec![proxy.ca_bundle().parent().unwrap().to_path_buf()],
+                ..Tier2Options::default()
+            })?),
+            Tier::Landlock => Isolation::Landlock(probe.tier1_sandbox(Tier1Options {
+                proxy_port: Some(addr.port()),
+                ..Tier1Options::default()
+            })?),
+            Tier::None => Isolation::Tier0,
+        };
         Some(Harness {
             dir,
             canary,
             upstream,
             proxy,
-            isolation: Isolation::Bwrap(sandbox),
+            isolation,
         })
     }
 
@@ -139,7 +164,11 @@ impl Harness {
             binds: Default::default(),
         };
         let mut p = hands_sandbox::spawn_oneshot(&spec).unwrap();
-        assert!(p.egress_relay.is_some(), "no relay into the sandbox");
+        assert_eq!(
+            p.egress_relay.is_some(),
+            self.isolation.tier() == Tier::Bwrap,
+            "a relay into the sandbox exactly in tier 2"
+        );
         drop(p.stdin);
         let mut out = String::new();
         p.stdout.read_to_string(&mut out).await.unwrap();
@@ -156,7 +185,7 @@ impl Harness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_in_tier2_reaches_an_injected_host_and_nothing_else() {
-    let Some(h) = Harness::new().await else {
+    let Some(h) = Harness::new(Tier::Bwrap).await else {
         return;
     };
     let session = h.proxy.open_session("sesn_tier2_curl");
@@ -219,7 +248,7 @@ async fn curl_in_tier2_reaches_an_injected_host_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_clone_commit_push_in_tier2_with_the_token_nowhere_inside() {
-    let Some(h) = Harness::new().await else {
+    let Some(h) = Harness::new(Tier::Bwrap).await else {
         return;
     };
     let bare = h.dir.path().join("srv/repo.git");
@@ -291,6 +320,49 @@ async fn git_clone_commit_push_in_tier2_with_the_token_nowhere_inside() {
             "{f:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_in_tier1_reaches_the_proxy_and_no_other_port() {
+    let Some(h) = Harness::new(Tier::Landlock).await else {
+        return;
+    };
+    let session = h.proxy.open_session("sesn_tier1_curl");
+    let work = h.workspace("curl1");
+    let port = h.upstream.addr.port();
+    let (code, out) = h
+        .sandboxed(
+            &work,
+            &session.env,
+            &format!("curl -sS --max-time 20 https://echo.test:{port}/echo"),
+        )
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("host: echo.test"), "{out}");
+    assert!(
+        out.contains("[secret removed by hands egress proxy]"),
+        "{out}"
+    );
+    assert!(!out.contains(&h.canary), "{out}");
+    assert_eq!(h.upstream.seen.authorizations.lock().unwrap().len(), 1);
+    // The upstream is on this very loopback, one port away from the proxy: Landlock refuses it.
+    let (_, out) = h
+        .sandboxed(
+            &work,
+            &session.env,
+            &format!(
+                "(echo x > /dev/tcp/127.0.0.1/{port}) ; \
+                 curl -sS --max-time 5 --noproxy '*' -k --resolve echo.test:{port}:127.0.0.1 \
+                 https://echo.test:{port}/echo ; true"
+            ),
+        )
+        .await;
+    assert!(
+        out.contains(&format!("/dev/tcp/127.0.0.1/{port}: Permission denied")),
+        "{out}"
+    );
+    assert!(out.contains("Failed to connect to echo.test"), "{out}");
+    assert_eq!(h.upstream.seen.authorizations.lock().unwrap().len(), 1);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
