@@ -122,3 +122,64 @@ async fn a_stale_continuation_is_refused_by_the_lease_and_runs_nothing() {
     assert!(report.passed, "{}", failures(&report));
     assert!(real.stopped);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_session_hands_off_only_the_answers_not_yet_in_its_history() {
+    // 40 calls answered before the hand-off: their results are in the session's history (the
+    // stream echoed them), so the continuation carries at most the cancelled call's id, not 41.
+    let h = Harness::start(ttl(30)).await;
+    let sleep = marker(60, 23);
+    let mut steps: Vec<serde_json::Value> = (0..40)
+        .map(|i| {
+            serde_json::json!({"step": "tool_use", "label": format!("quick-{i}"), "name": "bash",
+                "input": {"command": format!("echo {i}")},
+                "expect": {"is_error": false, "text_equals": format!("{i}")}})
+        })
+        .collect();
+    steps.push(
+        serde_json::json!({"step": "tool_use", "label": "long", "name": "bash",
+        "input": {"command": sleep}, "expect": {"is_error": true}}),
+    );
+    steps.push(
+        serde_json::json!({"step": "tool_use", "label": "after", "name": "bash",
+        "input": {"command": "echo after"}, "expect": {"is_error": false, "text_equals": "after"}}),
+    );
+    steps.push(serde_json::json!({"step": "idle", "stop_reason": "end_turn"}));
+    steps.push(serde_json::json!({"step": "expect_stopped", "within_ms": 20000}));
+    let sc = script(serde_json::json!({"name": "long-session", "steps": steps}));
+    let drive = async {
+        let first = h.worker("first", CancellationToken::new());
+        let opts = PollOptions {
+            block_ms: Some(500),
+            ..PollOptions::default()
+        };
+        let item = loop {
+            if let Claim::Item(i) = first.claim(&opts).await.unwrap() {
+                break *i;
+            }
+        };
+        // The 40 quick calls take a few seconds; the hand-off lands during the long one.
+        let out1 = first
+            .serve_until(
+                &item,
+                Resume::default(),
+                Some(Instant::now() + Duration::from_secs(15)),
+            )
+            .await;
+        let second = h.worker("second", CancellationToken::new());
+        let resume = out1.continuation.clone().expect("a continuation");
+        let out2 = second.serve(&item, resume).await;
+        (out1, out2)
+    };
+    let (report, (out1, out2)) = tokio::join!(h.dp.run_script(&sc), drive);
+    assert!(report.passed, "{}", failures(&report));
+    assert_eq!(out1.end, ItemEnd::Ran(RunEnd::Deadline));
+    let cont = out1.continuation.unwrap();
+    assert!(cont.answered.len() <= 1, "{:?}", cont.answered);
+    assert!(cont.results.is_empty(), "{cont:?}");
+    assert_eq!(out2.end, ItemEnd::Ran(RunEnd::Idle));
+    // Nothing ran twice: 42 calls, one result each.
+    assert_eq!(report.result_attempts.len(), 42);
+    assert!(report.result_attempts.values().all(|&n| n == 1));
+    assert!(!process_running(&sleep));
+}
