@@ -66,5 +66,8 @@ pub use config::{
     MIN_SYNC_INTERVAL, MemoryConfig, parse_sync_interval,
 };
 pub use scan::MAX_WALK_ENTRIES;
-pub use session::{AFTER_CALL_SYNC_BOUND, LiveMemory, MountError, SessionStores, check_mount_path};
+pub use session::{
+    AFTER_CALL_SYNC_BOUND, LiveMemory, MountError, SessionStores, TeardownReport, TeardownWait,
+    check_mount_path,
+};
 pub use store::Disposal;

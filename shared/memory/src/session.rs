@@ -271,42 +271,99 @@ impl SessionStores {
         done
     }
 
-    /// Teardown: after a clean end the final sync, then the push-only flush, each bounded by
-    /// the flush timeout and, when given, by `deadline` (a Lambda hand-off must be over before
-    /// the invocation's deadline): the final sync then gets at most half of what remains, the
-    /// flush the rest. Then the folders are removed.
-    pub async fn teardown(mut self, clean_end: bool, deadline: Option<Instant>) {
-        let flush_timeout = self.ctx.config.flush_timeout;
-        let bound = |share: u32| {
-            deadline.map_or(flush_timeout, |d| {
-                (d.saturating_duration_since(Instant::now()) / share).min(flush_timeout)
-            })
-        };
-        let b = bound(2);
-        if clean_end && tokio::time::timeout(b, self.finish()).await.is_err() {
-            tracing::warn!(
-                bound_ms = b.as_millis() as u64,
-                "final memory sync cut off; the flush that follows still uploads changed files"
-            );
+    /// Teardown: after a clean end the final sync, then the push-only flush, sharing ONE budget:
+    /// the flush timeout (30 s) from now, or `deadline` if nearer (a Lambda hand-off must be
+    /// over before the invocation's deadline). The final sync gets at most half of what remains
+    /// of it, the flush the rest. Then the folders are removed (see [`Self::dispose`]; bounded
+    /// by `deadline` only, as it reads nothing and sends nothing).
+    pub async fn teardown(self, clean_end: bool, deadline: Option<Instant>) -> TeardownReport {
+        let report = TeardownReport::start(self.ctx.config.flush_timeout, deadline);
+        self.teardown_within(clean_end, deadline, report).await
+    }
+
+    async fn teardown_within(
+        mut self,
+        clean_end: bool,
+        deadline: Option<Instant>,
+        mut report: TeardownReport,
+    ) -> TeardownReport {
+        let end = report.budget_end;
+        if clean_end {
+            let now = Instant::now();
+            let until = (now + end.saturating_duration_since(now) / 2).min(end);
+            let cut = tokio::time::timeout_at(until, self.finish()).await.is_err();
+            if cut {
+                tracing::warn!(
+                    "final memory sync cut off; the flush that follows still uploads changed files"
+                );
+            }
+            report.waits.push(TeardownWait {
+                what: "final sync",
+                until,
+                cut,
+            });
         }
-        let b = bound(1);
-        if tokio::time::timeout(b, self.flush_writes()).await.is_err() {
-            if deadline.is_some() {
+        let cut = tokio::time::timeout_at(end, self.flush_writes())
+            .await
+            .is_err();
+        if cut {
+            if deadline.is_some_and(|d| d <= end) {
                 // The memory folders are not part of the workspace snapshot: what the flush
                 // did not upload is gone once they are removed, and the successor downloads
                 // the store as the server has it.
                 tracing::error!(
-                    bound_ms = b.as_millis() as u64,
                     "memory flush cut off by the invocation deadline: changed memory files it had not uploaded yet are lost (the successor re-downloads the store from the server); raise HANDS_DEADLINE_MARGIN"
                 );
             } else {
                 tracing::warn!(
-                    bound_ms = b.as_millis() as u64,
-                    "memory flush cut off; changed files it had not uploaded yet are not saved"
+                    budget_ms = self.ctx.config.flush_timeout.as_millis() as u64,
+                    "memory flush cut off by the teardown budget; changed files it had not uploaded yet are not saved"
                 );
             }
         }
-        self.dispose(deadline).await;
+        report.waits.push(TeardownWait {
+            what: "flush",
+            until: end,
+            cut,
+        });
+        report.folders = self.dispose(deadline).await;
+        report
+    }
+}
+
+/// What a teardown did: the one budget its waits shared and how each ended, and what became
+/// of each folder (for logs and tests).
+#[derive(Debug)]
+pub struct TeardownReport {
+    pub started: Instant,
+    /// The end of the budget every wait of the teardown shares (the syncs still running, the
+    /// final sync, the flush): the flush timeout after `started`, or the deadline if nearer.
+    pub budget_end: Instant,
+    pub waits: Vec<TeardownWait>,
+    pub folders: Vec<Disposal>,
+}
+
+/// One bounded wait of a teardown.
+#[derive(Debug)]
+pub struct TeardownWait {
+    pub what: &'static str,
+    /// The instant it had to be over by.
+    pub until: Instant,
+    /// It was cut off at `until`.
+    pub cut: bool,
+}
+
+impl TeardownReport {
+    fn start(flush_timeout: Duration, deadline: Option<Instant>) -> TeardownReport {
+        let started = Instant::now();
+        let budget_end =
+            deadline.map_or(started + flush_timeout, |d| d.min(started + flush_timeout));
+        TeardownReport {
+            started,
+            budget_end,
+            waits: Vec::new(),
+            folders: Vec::new(),
+        }
     }
 }
 
@@ -423,39 +480,49 @@ impl LiveMemory {
             .unwrap_or_default()
     }
 
-    /// Stops the timer and tears the stores down (see [`SessionStores::teardown`]), all of it
-    /// by `deadline` when one is given.
-    pub async fn teardown(self, clean_end: bool, deadline: Option<Instant>) {
-        let bound = || {
-            deadline.map_or(self.flush_timeout, |d| {
-                d.saturating_duration_since(Instant::now())
-                    .min(self.flush_timeout)
-            })
-        };
+    /// Stops the timer and tears the stores down (see [`SessionStores::teardown`]): the wait
+    /// for a sync still running (the timer's, the last tool call's) comes out of the same
+    /// budget as the final sync and the flush, so the whole teardown waits at most the flush
+    /// timeout (or until `deadline`, if nearer) before the folders are removed.
+    pub async fn teardown(self, clean_end: bool, deadline: Option<Instant>) -> TeardownReport {
+        let mut report = TeardownReport::start(self.flush_timeout, deadline);
+        let end = report.budget_end;
         self.stop.cancel();
-        // A timer sync already under way finishes (within the bound; past it, it is cancelled:
-        // the flush below re-reads the folder anyway, and an upload it had in flight is
-        // recognised by the flush's listing).
+        // A timer sync already under way finishes (within the budget; past it, it is
+        // cancelled: the flush below re-reads the folder anyway, and an upload it had in
+        // flight is recognised by the flush's listing).
         let mut ticker = self.ticker;
-        if tokio::time::timeout(bound(), &mut ticker).await.is_err() {
+        let cut = tokio::time::timeout_at(end, &mut ticker).await.is_err();
+        if cut {
             tracing::warn!("memory sync of the timer cut off at teardown");
             ticker.abort();
             let _ = ticker.await;
         }
+        report.waits.push(TeardownWait {
+            what: "timer sync",
+            until: end,
+            cut,
+        });
         // So does a sync still running from the last tool call.
         let pending = self.pending.lock().ok().and_then(|mut p| p.take());
-        if let Some(mut sync) = pending
-            && tokio::time::timeout(bound(), &mut sync).await.is_err()
-        {
-            tracing::warn!("memory sync of the last tool call cut off at teardown");
-            sync.abort();
-            let _ = sync.await;
+        if let Some(mut sync) = pending {
+            let cut = tokio::time::timeout_at(end, &mut sync).await.is_err();
+            if cut {
+                tracing::warn!("memory sync of the last tool call cut off at teardown");
+                sync.abort();
+                let _ = sync.await;
+            }
+            report.waits.push(TeardownWait {
+                what: "after-call sync",
+                until: end,
+                cut,
+            });
         }
         let stores = match Arc::try_unwrap(self.stores) {
             Ok(m) => m.into_inner(),
             Err(_) => {
                 tracing::error!("memory stores still shared at teardown; not flushed");
-                return;
+                return report;
             }
         };
         let notes = stores.take_notes();
@@ -465,7 +532,7 @@ impl LiveMemory {
                 "memory notes the agent will not see (the session ended)"
             );
         }
-        stores.teardown(clean_end, deadline).await;
+        stores.teardown_within(clean_end, deadline, report).await
     }
 }
 

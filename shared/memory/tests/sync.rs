@@ -952,11 +952,22 @@ async fn a_teardown_with_a_deadline_stops_in_time_and_the_successor_gets_the_ser
         slow_memory_ms: Some(120_000),
         ..Faults::default()
     });
-    let started = tokio::time::Instant::now();
-    live.teardown(true, Some(started + Duration::from_secs(1)))
-        .await;
-    // Without the deadline the final sync and the flush would each have had the 30 s bound.
-    assert!(started.elapsed() < FLUSH_TIMEOUT, "{:?}", started.elapsed());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    // Only a hang fails on time here.
+    let report = tokio::time::timeout(FLUSH_TIMEOUT * 2, live.teardown(true, Some(deadline)))
+        .await
+        .expect("the teardown hung");
+    // Every wait shares the deadline (without it the final sync and the flush would each
+    // have had the 30 s bound), and the flush was cut by it.
+    assert_eq!(report.budget_end, deadline);
+    assert!(
+        report.waits.iter().all(|w| w.until <= deadline),
+        "{report:?}"
+    );
+    assert!(
+        report.waits.iter().any(|w| w.what == "flush" && w.cut),
+        "{report:?}"
+    );
     assert!(!root.exists(), "the folder is removed all the same");
     e.dp.set_faults(Faults::default());
     assert!(e.writes().is_empty(), "{:?}", e.writes());
@@ -1053,6 +1064,55 @@ async fn the_folder_removal_reads_nothing_and_never_outlasts_the_deadline() {
     std::fs::remove_file(root.join(".anthropic-memory-store")).unwrap();
     assert_eq!(third.dispose(None).await, vec![Disposal::LeftAsFound]);
     assert_eq!(files(&root), server(&[("kept.md", "kept")]));
+}
+
+#[tokio::test]
+async fn every_wait_of_a_teardown_shares_one_flush_budget() {
+    let e = env(&[("memstore_a", "read_write")]).await;
+    e.dp.put_memory("memstore_a", "/kept.md", "kept");
+    let budget = Duration::from_secs(2);
+    let live = LiveMemory::start(
+        e.mount(MemoryConfig {
+            flush_timeout: budget,
+            ..config()
+        })
+        .await,
+    );
+    let root = e.root("memstore_a");
+    // A sync after a tool call that is still running at teardown (the memory service now
+    // answers in 120 s), then a final sync and a flush that would meet the same service.
+    e.dp.set_faults(Faults {
+        slow_memory_ms: Some(120_000),
+        ..Faults::default()
+    });
+    live.call_started();
+    std::fs::write(root.join("late.md"), "late").unwrap();
+    let _ = live.after_call().await;
+    // Only a hang fails on time here: four waits of the budget each would take 4 x 2 s.
+    let report = tokio::time::timeout(Duration::from_secs(60), live.teardown(true, None))
+        .await
+        .expect("the teardown hung");
+    assert_eq!(report.budget_end, report.started + budget);
+    let waits: Vec<(&str, bool)> = report.waits.iter().map(|w| (w.what, w.cut)).collect();
+    assert_eq!(
+        waits,
+        vec![
+            ("timer sync", false),
+            ("after-call sync", true),
+            ("final sync", true),
+            ("flush", true)
+        ],
+        "{report:?}"
+    );
+    // Every one of them had to end within the one budget.
+    assert!(
+        report.waits.iter().all(|w| w.until <= report.budget_end),
+        "{report:?}"
+    );
+    assert_eq!(report.folders, vec![Disposal::Removed]);
+    assert!(!root.exists());
+    e.dp.set_faults(Faults::default());
+    assert!(e.writes().is_empty(), "{:?}", e.writes());
 }
 
 /// Set in the child process that runs a test again as an unprivileged user.

@@ -151,7 +151,10 @@ pub async fn teardown(memory: Option<Arc<LiveMemory>>, end: &RunEnd, deadline: O
         RunEnd::LeaseLost(_) | RunEnd::Stopped(_) | RunEnd::Shutdown | RunEnd::FeedFailed(_)
     );
     match Arc::try_unwrap(memory) {
-        Ok(m) => m.teardown(clean, deadline).await,
+        Ok(m) => {
+            let report = m.teardown(clean, deadline).await;
+            tracing::debug!(waits = ?report.waits, folders = ?report.folders, "memory teardown");
+        }
         Err(_) => tracing::error!("memory stores still in use at teardown; not flushed"),
     }
 }
