@@ -253,10 +253,12 @@ async fn a_hand_off_flush_stops_within_the_margin_and_the_successor_re_downloads
     // The session function's split of its margin: posts get half of it, the flush ends at
     // three quarters (hands_worker::memory::flush_deadline).
     let post_budget = Duration::from_secs(4);
-    let margin = 2 * post_budget;
     let drive = async {
         let mut config = h.config(h.per_session("first"));
         config.hand_off_post_budget = post_budget;
+        // A flush budget far past the guard below: only the hand-off's deadline can end the
+        // teardown in time against a memory service answering in 120 s.
+        config.memory.flush_timeout = Duration::from_secs(600);
         let first = h.worker_with(config, CancellationToken::new());
         let opts = PollOptions {
             block_ms: Some(500),
@@ -286,23 +288,18 @@ async fn a_hand_off_flush_stops_within_the_margin_and_the_successor_re_downloads
         );
         let (out1, ()) = tokio::join!(serve, slow_down);
         let out1 = out1.expect("the hand-off's teardown was not bounded by its deadline");
-        let returned = Instant::now();
         h.dp.set_faults(Faults::default());
         let second = h.worker("second", CancellationToken::new());
         let resume = out1.continuation.clone().expect("a continuation");
         let out2 = second.serve(&item, resume).await;
-        (out1, out2, hand_off_at, returned)
+        (out1, out2)
     };
-    let (report, (out1, out2, hand_off_at, returned)) = tokio::join!(h.dp.run_script(&s), drive);
+    let (report, (out1, out2)) = tokio::join!(h.dp.run_script(&s), drive);
     assert!(report.passed, "{}", failures(&report));
+    // The hand-off happened, its teardown ended within the guard (bounded by the deadline,
+    // not by the 600 s flush budget), the flush was cut (late.md never reached the server)
+    // and the successor saw the server's state (the script's third step: late-lost).
     assert_eq!(out1.end, ItemEnd::Ran(RunEnd::Deadline));
-    // The invocation's deadline is the hand-off point plus the margin; without the deadline
-    // the teardown would have waited up to 30 s for each of its syncs.
-    assert!(
-        returned < hand_off_at + margin,
-        "returned {:?} after the hand-off point",
-        returned - hand_off_at
-    );
     assert_eq!(out2.end, ItemEnd::Ran(RunEnd::Idle));
     let server = h.dp.memories("memstore_notes");
     assert_eq!(
