@@ -477,39 +477,106 @@ fn remove_entry(
 }
 
 /// Makes every directory and file of the tree read-only (0555 / 0444) or owner-writable again
-/// (0700 / 0600). Symlinks are not touched (chmod would follow them).
+/// (0700 / 0600), looking at no more than [`crate::scan::MAX_WALK_ENTRIES`] entries, 64 levels
+/// deep. Every entry is reached relative to its directory's descriptor, opened with
+/// `O_NOFOLLOW`, and changed through [`chmod_entry`]: a symlink anywhere in the tree (also one
+/// swapped in for a directory by tool code meanwhile) is never followed, so nothing outside the
+/// store changes mode. Symlinks, FIFOs, sockets and devices are left as they are; a directory
+/// the worker may not open while locking (tool code's `chmod 000`) is left as it is too
+/// (it is already more closed than read-only).
 pub fn set_tree_writable(root: &Path, writable: bool) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let (dir_mode, file_mode) = if writable {
-        (0o700, 0o600)
-    } else {
-        (0o555, 0o444)
+    let (Some(parent), Some(name)) = (root.parent(), root.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a store folder",
+        ));
     };
-    // Directories are opened for writing before their contents and closed after.
-    if writable {
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(dir_mode))?;
+    let parent = rustix::fs::openat(
+        CWD,
+        parent,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let modes = if writable {
+        TreeModes {
+            dir: 0o700,
+            file: 0o600,
+            open_first: true,
+        }
+    } else {
+        TreeModes {
+            dir: 0o555,
+            file: 0o444,
+            open_first: false,
+        }
+    };
+    let mut budget = crate::scan::MAX_WALK_ENTRIES;
+    set_dir_modes(parent.as_fd(), name, &modes, 0, &mut budget)
+}
+
+struct TreeModes {
+    dir: u32,
+    file: u32,
+    /// Unlocking: a directory is made writable before its contents (and when locking, after
+    /// them), so the walk can always get in.
+    open_first: bool,
+}
+
+/// Sets the modes of the directory `name` in `parent` and of everything below it.
+fn set_dir_modes(
+    parent: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    modes: &TreeModes,
+    depth: usize,
+    budget: &mut usize,
+) -> io::Result<()> {
+    if modes.open_first
+        && chmod_entry(parent, name, modes.dir, modes.file)? != Some(FileType::Directory)
+    {
+        return Ok(());
     }
-    let w = walk(root, 64, crate::scan::MAX_WALK_ENTRIES)?;
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for rel in w.files.keys() {
-        let p = root.join(rel);
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(file_mode))?;
-        let mut parent = p.parent().map(Path::to_path_buf);
-        while let Some(d) = parent {
-            if d == root || !d.starts_with(root) || dirs.contains(&d) {
-                break;
+    let dir = match rustix::fs::openat(parent, name, dir_flags(), Mode::empty()) {
+        Ok(fd) => fd,
+        // Gone, or no longer a directory (a symlink swapped in: never followed).
+        Err(rustix::io::Errno::NOENT)
+        | Err(rustix::io::Errno::NOTDIR)
+        | Err(rustix::io::Errno::LOOP) => return Ok(()),
+        Err(rustix::io::Errno::ACCESS) | Err(rustix::io::Errno::PERM) if !modes.open_first => {
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for entry in rustix::fs::Dir::read_from(&dir)? {
+        if *budget == 0 {
+            break;
+        }
+        *budget -= 1;
+        let entry = entry?;
+        let child = entry.file_name().to_bytes();
+        if child == b"." || child == b".." {
+            continue;
+        }
+        use std::os::unix::ffi::OsStrExt;
+        let child = std::ffi::OsStr::from_bytes(child);
+        let is_dir = match entry.file_type() {
+            FileType::Directory => true,
+            FileType::Unknown => matches!(
+                rustix::fs::statat(&dir, child, AtFlags::SYMLINK_NOFOLLOW),
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory
+            ),
+            _ => false,
+        };
+        if is_dir {
+            if depth + 1 < 64 {
+                set_dir_modes(dir.as_fd(), child, modes, depth + 1, budget)?;
             }
-            dirs.push(d.clone());
-            parent = d.parent().map(Path::to_path_buf);
+        } else {
+            // Re-checked on the entry itself: only a regular file's mode is changed.
+            chmod_entry(&dir, child, modes.dir, modes.file)?;
         }
     }
-    for d in &dirs {
-        if std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()) {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(dir_mode))?;
-        }
-    }
-    if !writable {
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(dir_mode))?;
+    if !modes.open_first {
+        chmod_entry(parent, name, modes.dir, modes.file)?;
     }
     Ok(())
 }
@@ -584,5 +651,57 @@ mod tests {
         set_tree_writable(&root, true).unwrap();
         write_file(&root, "a/b.md", b"z", 0o600).unwrap();
         write_file(&root, "c.md", b"z", 0o600).unwrap();
+    }
+
+    #[test]
+    fn tree_modes_never_follow_symlinks_and_reach_every_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "s").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o751)).unwrap();
+        std::fs::set_permissions(
+            outside.join("secret"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        let root = dir.path().join("store");
+        create_dir_all_private(&root).unwrap();
+        write_file(&root, "a/b/c.md", b"x", 0o600).unwrap();
+        std::fs::create_dir_all(root.join("empty/deeper")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), root.join("link.md")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("a/dirlink")).unwrap();
+        rustix::fs::mknodat(
+            CWD,
+            root.join("fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        set_tree_writable(&root, false).unwrap();
+        assert_eq!(mode(&root), 0o555);
+        assert_eq!(mode(&root.join("a/b")), 0o555);
+        assert_eq!(mode(&root.join("a/b/c.md")), 0o444);
+        // Directories without files are locked too.
+        assert_eq!(mode(&root.join("empty/deeper")), 0o555);
+        assert_eq!(mode(&root.join("fifo")), 0o600);
+        // Nothing behind a symlink changed.
+        assert_eq!(mode(&outside), 0o751);
+        assert_eq!(mode(&outside.join("secret")), 0o640);
+        set_tree_writable(&root, true).unwrap();
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("a/b/c.md")), 0o600);
+        assert_eq!(mode(&root.join("empty/deeper")), 0o700);
+        assert_eq!(mode(&outside), 0o751);
+        assert_eq!(mode(&outside.join("secret")), 0o640);
+        // The store root itself swapped for a symlink: its target is left alone.
+        std::fs::rename(&root, dir.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, &root).unwrap();
+        set_tree_writable(&root, false).unwrap();
+        assert_eq!(mode(&outside), 0o751);
+        assert_eq!(mode(&outside.join("secret")), 0o640);
     }
 }
