@@ -47,13 +47,20 @@
 //!   holding the call's result for at most [`AFTER_CALL_SYNC_BOUND`];
 //! - a delete never goes out on the first pass that sees the file missing, whatever the window;
 //! - the download writes each listing page while fetching the next (the reference writes page
-//!   by page without that overlap), so at most two pages per store are held in memory, as
-//!   measured by [`SessionStores::peak_buffered_bytes`];
+//!   by page without that overlap), so the decoded content of at most two pages per store is
+//!   held in memory, as measured by [`SessionStores::peak_buffered_bytes`] (the gauge counts
+//!   decoded content, not the raw JSON body the client holds while decoding a page);
 //! - a walk of a store folder looks at no more than [`MAX_WALK_ENTRIES`] entries; known paths
 //!   it did not reach are looked up one by one, so a capped walk never reads as deletions;
 //! - a conflict is told to the agent once per edit, and a pass cut off mid-upload keeps the
 //!   last agreed digests, so the flush that follows still uploads the remaining edits;
-//! - teardown can be given a deadline (a Lambda hand-off), which bounds every part of it.
+//! - all the waiting of a teardown (syncs still running, the final sync, the flush) shares one
+//!   30 s budget, ended sooner by a deadline when one is given (a Lambda hand-off); the folder
+//!   removal reads no file (marker check, metadata-only walk), frees the mount path at once by
+//!   a rename and is waited for only until that deadline;
+//! - a file or folder the worker may not read (tool code's `chmod 000`) is skipped with one log
+//!   line and is unknown, not absent: never uploaded, pulled over or taken as deleted, while
+//!   the rest of the store syncs.
 
 mod config;
 mod fsops;
