@@ -309,8 +309,9 @@ impl AttachedStore {
     }
 
     /// Writes the marker, then every memory of the server; pushes nothing. Each listing page
-    /// (20 memories with their content) is written to disk while the next one is fetched, so at
-    /// most two pages per store are held in memory whatever the store holds. The baseline is
+    /// (20 memories with their content) is written to disk while the next one is fetched, so the
+    /// decoded content of at most two pages per store is held in memory whatever the store
+    /// holds (the client also holds the raw body of the page it is decoding). The baseline is
     /// rebuilt from successful writes only, so a failure part-way leaves nothing a later pass
     /// could read as a local delete.
     pub async fn download(&mut self, ctx: &Ctx) -> Result<(), String> {
