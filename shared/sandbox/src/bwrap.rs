@@ -13,7 +13,7 @@
 //!
 //! What it must never do: pass the caller's environment (bubblewrap does unless `--clearenv`
 //! is given: pitfall 6), or bind anything writable but the workspace, the roots the toolset
-//! names and the one socket of the egress seam.
+//! names and a unix socket the operator names ([`SocketBind`]).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -30,9 +30,9 @@ pub struct Binds {
     pub read_only: Vec<PathBuf>,
 }
 
-/// The egress seam: one unix socket of the host bound into the sandbox, the only way out of
-/// its empty network namespace. The egress proxy (its own issue) listens on `host` and starts
-/// its relay; tools reach it at `sandbox`.
+/// One unix socket of the host bound into the sandbox (writable), for a host service tools may
+/// reach by path. The egress proxy does not use it: it comes in through [`EgressBridge`], a
+/// listener on the sandbox's own loopback (see `relay`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SocketBind {
     pub host: PathBuf,
@@ -50,7 +50,7 @@ pub struct Tier2Options {
     /// tmpfs with mode 0000. The worker's config and secret files, `/run/secrets`, cloud
     /// credential directories. Paths that do not exist are skipped.
     pub hide: Vec<PathBuf>,
-    /// The egress seam.
+    /// A host unix socket bound in (see [`SocketBind`]).
     pub socket: Option<SocketBind>,
     /// The egress proxy's way in: a listener on the sandbox's own loopback, relayed by the
     /// worker to the proxy (see `relay`).
