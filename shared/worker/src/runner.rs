@@ -131,7 +131,12 @@ pub async fn run_session(
 /// Posts the results a predecessor handed over, before anything else runs: the agent has been
 /// waiting for them longest. One that still cannot be posted stays parked and goes out when its
 /// call comes up after the history pass (or travels on to the next successor).
-async fn post_carried(ctx: &SessionContext, lease: &Lease, ledger: &mut Ledger, parked: &Parked) {
+async fn post_carried(
+    ctx: &SessionContext,
+    lease: &Lease,
+    ledger: &mut Ledger,
+    parked: &mut Parked,
+) {
     if parked.is_empty() {
         return;
     }
@@ -182,6 +187,7 @@ async fn post_carried(ctx: &SessionContext, lease: &Lease, ledger: &mut Ledger, 
         }
     }
     for id in posted {
+        parked.remove(&id);
         ledger.answered(&id);
     }
 }
