@@ -154,3 +154,78 @@ fn bridge_into_tier2(options: &mut hands_sandbox::Tier2Options, proxy: &hands_eg
         options.read_only.push(dir.to_path_buf());
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use hands_sandbox::{
+        BwrapSandbox, EgressBridge, Isolation, Tier1Options, Tier1Sandbox, Tier2Options,
+    };
+    use hands_worker::{WorkdirTemplate, WorkerConfig};
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        worker: crate::worker_args::WorkerArgs,
+    }
+
+    /// `attach` with a policy, on a configuration whose isolation is `isolation`.
+    async fn attached(isolation: Isolation, policy: &std::path::Path) -> WorkerConfig {
+        use clap::Parser as _;
+        let args = Cli::parse_from([
+            "hands",
+            "--environment-id",
+            "env_test",
+            "--egress-policy",
+            policy.to_str().unwrap(),
+        ])
+        .worker;
+        let mut config = WorkerConfig::new("env_test", WorkdirTemplate::new("."));
+        config.toolset.isolation = isolation;
+        attach(&args, &mut config).await.unwrap();
+        config
+    }
+
+    #[tokio::test]
+    async fn each_tier_gets_its_way_to_the_proxy() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("egress.toml");
+        std::fs::write(
+            &policy,
+            "[[rule]]\nhost = \"example.com\"\naction = \"allow\"\n",
+        )
+        .unwrap();
+
+        // Tier 2: the relay at the proxy's port, and the bundle's directory bound in.
+        let bwrap = Isolation::Bwrap(BwrapSandbox {
+            program: "/usr/bin/bwrap".into(),
+            options: Tier2Options::default(),
+        });
+        let config = attached(bwrap, &policy).await;
+        let proxy = config.egress.clone().expect("a proxy");
+        let Isolation::Bwrap(sandbox) = &config.toolset.isolation else {
+            panic!("not tier 2")
+        };
+        let addr = proxy.addr();
+        assert_eq!(
+            sandbox.options.egress,
+            Some(EgressBridge::new(addr.port(), addr))
+        );
+        let bundle_dir = proxy.ca_bundle().parent().unwrap();
+        assert!(sandbox.options.read_only.iter().any(|p| p == bundle_dir));
+
+        // Tier 1: Landlock's one port is the proxy's.
+        let landlock = Isolation::Landlock(Tier1Sandbox {
+            helper: "/proc/self/exe".into(),
+            options: Tier1Options::default(),
+        });
+        let config = attached(landlock, &policy).await;
+        let port = config.egress.as_ref().unwrap().addr().port();
+        let Isolation::Landlock(sandbox) = &config.toolset.isolation else {
+            panic!("not tier 1")
+        };
+        assert_eq!(sandbox.options.proxy_port, Some(port));
+    }
+}
