@@ -44,11 +44,26 @@ pub struct Args {
     /// Concurrent sessions for the SDK worker (it is slow at 100: add it explicitly).
     #[arg(long, value_delimiter = ',', default_value = "1,10")]
     sdk_scale: Vec<usize>,
-    /// Phases to run: trace (items 1 and 4), webhook, cold, abuse.
+    /// Mean model think time before each call, in ms, for the paced scale runs: each pause is
+    /// drawn uniformly from 0.5-1.5 × this, seeded (--seed), so reruns wait the same. 0: no
+    /// paced runs. The back-to-back runs (--scale) are made either way.
+    #[arg(long, default_value_t = 1000)]
+    think: u64,
+    /// Concurrent sessions for hands' paced runs (each lasts about 200 × --think).
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    think_scale: Vec<usize>,
+    /// Concurrent sessions for the SDK worker's paced runs (none unless asked, e.g. `10`).
+    #[arg(long, value_delimiter = ',')]
+    sdk_think_scale: Vec<usize>,
+    /// Seed of the think-time pauses.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Phases to run: trace (items 1 and 4, back to back), paced (item 4 with think time),
+    /// webhook, cold, abuse.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "trace,webhook,cold,abuse"
+        default_value = "trace,paced,webhook,cold,abuse"
     )]
     only: Vec<String>,
     /// Workers to measure: hands, sdk.
@@ -69,6 +84,19 @@ pub struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `hands-e2e-bench bare REPO`: the bare pass alone, started by the benchmark itself under
+    // the workers' taskset (phases::bare_pinned); prints its figures as JSON.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "bare") {
+        let repo = PathBuf::from(argv.get(2).context("usage: hands-e2e-bench bare REPO")?);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let figures = rt.block_on(phases::bare_run(&repo))?;
+        println!("{}", serde_json::to_string(&figures)?);
+        return Ok(());
+    }
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -89,6 +117,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         hands: std::fs::canonicalize(&args.hands).context("--hands")?,
         python: args.python.clone(),
         sdk_worker: std::fs::canonicalize(&args.sdk_worker).context("--sdk-worker")?,
+        // sdk_webhook.py sits next to sdk_worker.py.
+        sdk_webhook: std::fs::canonicalize(args.sdk_worker.with_file_name("sdk_webhook.py"))
+            .context("sdk_webhook.py next to --sdk-worker")?,
+        isolation: None,
         cpu: args.worker_cpu.clone(),
         logs: work.clone(),
     };
@@ -107,38 +139,56 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for run in 0..args.runs {
         eprintln!("run {}/{}", run + 1, args.runs);
         if want("trace") {
-            results.bare.push(phases::bare_run(&repo).await?);
-            for &w in &workers {
-                let levels = if w == Worker::Hands {
-                    &args.scale
-                } else {
-                    &args.sdk_scale
-                };
-                for &n in levels {
-                    eprintln!("  trace: {} x{n}", w.name());
-                    let r = phases::trace_run(&launch, w, &repo, n)
-                        .await
-                        .with_context(|| format!("{} with {n} sessions", w.name()))?;
-                    eprintln!(
-                        "    {} calls in {:.2} s, p50 {} p99 {}",
-                        r.all.len(),
-                        r.wall.as_secs_f64(),
-                        stats::fmt_us(stats::percentile(&r.all, 50.0).unwrap_or(0) as f64),
-                        stats::fmt_us(stats::percentile(&r.all, 99.0).unwrap_or(0) as f64)
-                    );
-                    results.traces.entry((w, n)).or_default().push(r);
-                }
+            results
+                .bare
+                .push(phases::bare_pinned(&launch, &repo).await?);
+        }
+        let mut plans: Vec<(Worker, usize, u64)> = Vec::new();
+        for &w in &workers {
+            let (back_to_back, paced) = match w {
+                Worker::Hands => (&args.scale, &args.think_scale),
+                Worker::Sdk => (&args.sdk_scale, &args.sdk_think_scale),
+            };
+            if want("trace") {
+                plans.extend(back_to_back.iter().map(|&n| (w, n, 0)));
+            }
+            if want("paced") && args.think > 0 {
+                plans.extend(paced.iter().map(|&n| (w, n, args.think)));
             }
         }
+        for (w, n, think) in plans {
+            eprintln!("  trace: {} x{n}, think {think} ms", w.name());
+            let r = phases::trace_run(&launch, w, &repo, n, think, args.seed)
+                .await
+                .with_context(|| format!("{} with {n} sessions, think {think} ms", w.name()))?;
+            eprintln!(
+                "    {} calls in {:.2} s, p50 {} p99 {}",
+                r.all.len(),
+                r.wall.as_secs_f64(),
+                stats::fmt_us(stats::percentile(&r.all, 50.0).unwrap_or(0) as f64),
+                stats::fmt_us(stats::percentile(&r.all, 99.0).unwrap_or(0) as f64)
+            );
+            results.traces.entry((w, n, think)).or_default().push(r);
+        }
         if want("webhook") {
-            eprintln!("  webhook: hands serve");
-            let dir = phases::scratch(&work, "serve")?;
-            let (first, warm) = phases::webhook_run(&launch, &dir, args.webhook_reps).await?;
-            results.webhook_first.push(first);
-            results.webhook_warm.push(warm);
+            for &w in &workers {
+                eprintln!("  webhook: {}", w.webhook_name());
+                let dir = phases::scratch(&work, "serve")?;
+                let (first, warm) = phases::webhook_run(&launch, w, &dir, args.webhook_reps)
+                    .await
+                    .with_context(|| format!("webhook: {}", w.webhook_name()))?;
+                results.webhook_first.entry(w).or_default().push(first);
+                results.webhook_warm.entry(w).or_default().push(warm);
+            }
         }
         if want("cold") {
             let dir = phases::scratch(&work, "cold")?;
+            // hands with its default isolation (auto: the probe may be on the start path) and
+            // with --isolation none.
+            let none = Launch {
+                isolation: Some("none".into()),
+                ..launch.clone()
+            };
             for _ in 0..args.cold_reps {
                 for &w in &workers {
                     let us = phases::cold_poll(&launch, w, &dir).await?;
@@ -146,8 +196,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 if workers.contains(&Worker::Hands) {
                     results
+                        .cold_none
+                        .push(phases::cold_poll(&none, Worker::Hands, &dir).await?);
+                    results
                         .cold_serve
                         .push(phases::cold_serve(&launch, &dir).await?);
+                    results
+                        .cold_serve_none
+                        .push(phases::cold_serve(&none, &dir).await?);
                 }
             }
         }
@@ -165,7 +221,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let machine = table::machine();
     println!(
         "{}",
-        table::render(&results, &machine, args.runs, &args.worker_cpu)
+        table::render(&results, &machine, args.runs, &args.worker_cpu, args.seed)
     );
     if let Some(path) = &args.json {
         std::fs::write(

@@ -29,6 +29,14 @@ impl Worker {
             Worker::Sdk => "SDK EnvironmentWorker",
         }
     }
+
+    /// The worker's webhook-driven form.
+    pub fn webhook_name(self) -> &'static str {
+        match self {
+            Worker::Hands => "hands serve",
+            Worker::Sdk => "SDK receiver + handle_item",
+        }
+    }
 }
 
 /// One run of `sessions` concurrent sessions playing the trace.
@@ -136,12 +144,15 @@ pub fn clean_outputs(repo: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Item 1 and 4: `sessions` concurrent sessions each playing the 200-call trace.
+/// Item 1 and 4: `sessions` concurrent sessions each playing the 200-call trace, back to back
+/// (`think_mean_ms` 0) or with that mean think time before each call (seeded by `seed`).
 pub async fn trace_run(
     launch: &Launch,
     worker: Worker,
     repo: &Path,
     sessions: usize,
+    think_mean_ms: u64,
+    seed: u64,
 ) -> anyhow::Result<TraceRun> {
     clean_outputs(repo)?;
     let dp = devplane(Config::default()).await?;
@@ -152,7 +163,10 @@ pub async fn trace_run(
         let scripts = calls
             .iter()
             .enumerate()
-            .map(|(k, c)| trace::script(&format!("trace-{k}"), c, 600_000))
+            .map(|(k, c)| {
+                let think = trace::think_ms(seed, k, c.len(), think_mean_ms);
+                trace::script(&format!("trace-{k}"), c, &think, 600_000)
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let sampler = Sampler::start(child.id(), Duration::from_millis(50), true);
         let started = Instant::now();
@@ -167,8 +181,18 @@ pub async fn trace_run(
             ..Default::default()
         };
         for (k, r) in reports.iter().enumerate() {
-            for step in r.steps.iter().filter(|s| s.step == "tool_use") {
-                let (Some(call), Some(us)) = (calls[k].get(step.index - 1), step.latency_us) else {
+            // The n-th tool_use step is call n (wait steps sit between them when pacing).
+            let steps: Vec<_> = r.steps.iter().filter(|s| s.step == "tool_use").collect();
+            if steps.len() != calls[k].len() {
+                bail!(
+                    "{} reported {} calls of {}",
+                    r.name,
+                    steps.len(),
+                    calls[k].len()
+                );
+            }
+            for (n, step) in steps.into_iter().enumerate() {
+                let (Some(call), Some(us)) = (calls[k].get(n), step.latency_us) else {
                     bail!("step {} of {} has no round trip", step.index, r.name);
                 };
                 run.per_tool
@@ -187,6 +211,31 @@ pub async fn trace_run(
     .await;
     procs::stop(&mut child, Duration::from_secs(10));
     result
+}
+
+/// The bare cost measured where the worker runs: this benchmark started again as a separate
+/// process (`hands-e2e-bench bare REPO`) under the same `taskset` as the worker, with nothing
+/// else on that CPU (no worker is running during it). Measuring in the benchmark's own process
+/// would put the bare calls on the CPUs devplane uses while the worker has one to itself, and
+/// make "hands − bare" meaningless.
+pub async fn bare_pinned(
+    launch: &Launch,
+    repo: &Path,
+) -> anyhow::Result<BTreeMap<String, Vec<u64>>> {
+    let me = std::env::current_exe().context("finding the benchmark's own binary")?;
+    let mut c = launch.command(&me);
+    c.arg("bare").arg(repo).stdin(std::process::Stdio::null());
+    let out = tokio::task::spawn_blocking(move || c.output())
+        .await?
+        .context("starting the bare pass")?;
+    if !out.status.success() {
+        bail!(
+            "the bare pass failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("reading the bare pass's figures")
 }
 
 /// The bare cost: the same 200 calls through `hands-tools` in this process, no control plane.
@@ -254,10 +303,12 @@ fn result_text(dp: &DevPlane, session: &str, call: &str) -> Option<String> {
 }
 
 /// Item 2: from devplane sending the signed `session.status_run_started` to the first tool's
-/// process running (`date +%s%N`, wall clock on both sides), for `hands serve`. Returns the
-/// first session after start, then `reps` more.
+/// process running (`date +%s%N`, wall clock on both sides), for `hands serve` or the SDK's
+/// webhook path (`sdk_webhook.py`: verify, drain the queue, `EnvironmentWorker.handle_item`).
+/// Returns the first session after start, then `reps` more.
 pub async fn webhook_run(
     launch: &Launch,
+    worker: Worker,
     workroot: &Path,
     reps: usize,
 ) -> anyhow::Result<(u64, Vec<u64>)> {
@@ -276,14 +327,30 @@ pub async fn webhook_run(
         environment_key: &environment_key,
         api_key: &api_key,
     };
-    let workdir = format!("{}/{{session_id}}", workroot.display());
-    let mut child =
-        launch.hands_serve(&t, &format!("127.0.0.1:{port}"), WEBHOOK_SECRET, &workdir)?;
+    let listen = format!("127.0.0.1:{port}");
+    let (mut child, ready_within) = match worker {
+        Worker::Hands => {
+            let workdir = format!("{}/{{session_id}}", workroot.display());
+            let c = launch.hands_serve(&t, &listen, WEBHOOK_SECRET, &workdir)?;
+            (c, Duration::from_secs(10))
+        }
+        // Python's imports take seconds on a loaded machine.
+        Worker::Sdk => (
+            launch.sdk_webhook(&t, &listen, WEBHOOK_SECRET, workroot)?,
+            Duration::from_secs(60),
+        ),
+    };
     let result = async {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + ready_within;
         while !healthz(port) {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("{} exited ({status}); see its log", worker.webhook_name());
+            }
             if Instant::now() > deadline {
-                bail!("hands serve did not answer /healthz within 10 s");
+                bail!(
+                    "{} did not answer /healthz within {ready_within:?}",
+                    worker.webhook_name()
+                );
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

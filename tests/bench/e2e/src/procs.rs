@@ -15,6 +15,10 @@ pub struct Launch {
     pub hands: PathBuf,
     pub python: PathBuf,
     pub sdk_worker: PathBuf,
+    /// `sdk_webhook.py`: the SDK's webhook path (verify, drain, `handle_item`).
+    pub sdk_webhook: PathBuf,
+    /// `--isolation` for `hands` (None: its default).
+    pub isolation: Option<String>,
     /// CPU list for `taskset -c` (the worker and what it starts), if pinning.
     pub cpu: Option<String>,
     pub logs: PathBuf,
@@ -30,7 +34,8 @@ pub struct Target<'a> {
 }
 
 impl Launch {
-    fn command(&self, program: &Path) -> Command {
+    /// `program` under this launch's `taskset`, if any.
+    pub fn command(&self, program: &Path) -> Command {
         match &self.cpu {
             Some(cpu) => {
                 let mut c = Command::new("taskset");
@@ -51,9 +56,18 @@ impl Launch {
         Ok(Stdio::from(f))
     }
 
+    /// `--isolation X` when one is asked for.
+    fn isolation(&self, c: &mut Command) {
+        if let Some(i) = &self.isolation {
+            c.arg("--isolation").arg(i);
+        }
+    }
+
     fn env(c: &mut Command, t: &Target<'_>) {
         for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("ANTHROPIC_") {
+            // The caller's HANDS_* (HANDS_ISOLATION, ...) would change what "the default" means.
+            let k_str = k.to_string_lossy();
+            if k_str.starts_with("ANTHROPIC_") || k_str.starts_with("HANDS_") {
                 c.env_remove(k);
             }
         }
@@ -78,6 +92,7 @@ impl Launch {
             .arg(sessions.max(1).to_string())
             .arg("--max-idle")
             .arg("1s");
+        self.isolation(&mut c);
         Self::env(&mut c, t);
         c.stdout(self.log("hands-poll.log")?)
             .stderr(self.log("hands-poll.log")?);
@@ -106,11 +121,34 @@ impl Launch {
             .arg("64")
             .arg("--max-idle")
             .arg("1s");
+        self.isolation(&mut c);
         Self::env(&mut c, t);
         c.env("ANTHROPIC_WEBHOOK_SIGNING_KEY", secret);
         c.stdout(self.log("hands-serve.log")?)
             .stderr(self.log("hands-serve.log")?);
         c.spawn().context("starting hands serve")
+    }
+
+    /// The SDK's webhook path (`sdk_webhook.py`) on `listen`, verifying with `secret`.
+    pub fn sdk_webhook(
+        &self,
+        t: &Target<'_>,
+        listen: &str,
+        secret: &str,
+        workdir: &Path,
+    ) -> anyhow::Result<Child> {
+        let mut c = self.command(&self.python);
+        c.arg(&self.sdk_webhook)
+            .arg("--listen")
+            .arg(listen)
+            .arg("--workdir")
+            .arg(workdir);
+        Self::env(&mut c, t);
+        c.env("ANTHROPIC_API_KEY", t.api_key)
+            .env("ANTHROPIC_WEBHOOK_SIGNING_KEY", secret);
+        c.stdout(self.log("sdk-webhook.log")?)
+            .stderr(self.log("sdk-webhook.log")?);
+        c.spawn().context("starting the SDK webhook receiver")
     }
 
     /// The official SDK worker (`sdk_worker.py`): `sessions` concurrent `EnvironmentWorker.run()`

@@ -12,11 +12,17 @@ use crate::stats::{Spread, fmt_spread, fmt_us, percentile, spread};
 #[derive(Debug, Default)]
 pub struct Results {
     pub bare: Vec<BTreeMap<String, Vec<u64>>>,
-    pub traces: BTreeMap<(Worker, usize), Vec<TraceRun>>,
-    pub webhook_first: Vec<u64>,
-    pub webhook_warm: Vec<Vec<u64>>,
+    /// Keyed by worker, concurrent sessions, mean think time in ms (0: back to back).
+    pub traces: BTreeMap<(Worker, usize, u64), Vec<TraceRun>>,
+    pub webhook_first: BTreeMap<Worker, Vec<u64>>,
+    pub webhook_warm: BTreeMap<Worker, Vec<Vec<u64>>>,
+    /// Exec to first poll, the workers' default settings (hands: isolation `auto`).
     pub cold: BTreeMap<Worker, Vec<u64>>,
+    /// `hands poll --isolation none`.
+    pub cold_none: Vec<u64>,
     pub cold_serve: Vec<u64>,
+    /// `hands serve --isolation none`.
+    pub cold_serve_none: Vec<u64>,
     /// (RSS before, peak during) in KiB, per run.
     pub abuse: BTreeMap<Worker, Vec<(u64, u64)>>,
 }
@@ -49,6 +55,15 @@ pub fn machine() -> String {
     format!("{cpus} CPUs ({model}), {mem_gib:.0} GiB RAM, load average at the end {load}")
 }
 
+/// The scale table's label for a mean think time.
+fn pacing(think_ms: u64) -> String {
+    if think_ms == 0 {
+        "none (back to back)".into()
+    } else {
+        format!("paced, {} mean", fmt_us(think_ms as f64 * 1000.0))
+    }
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
@@ -74,22 +89,29 @@ fn tool_pct(r: &TraceRun, tool: &str, p: f64) -> Option<f64> {
     }
 }
 
-pub fn render(r: &Results, machine: &str, runs: usize, pinned: &Option<String>) -> String {
+pub fn render(
+    r: &Results,
+    machine: &str,
+    runs: usize,
+    pinned: &Option<String>,
+    seed: u64,
+) -> String {
     let mut s = String::new();
     let us = |x: Option<Spread>| fmt_spread(x, fmt_us);
     let _ = writeln!(
         s,
         "Machine: {machine}. Median (min–max) over {runs} run(s){}.\n",
         match pinned {
-            Some(c) =>
-                format!("; workers pinned to CPU {c}, devplane and the benchmark to the rest"),
+            Some(c) => format!(
+                "; workers (and the bare pass) pinned to CPU {c}, devplane and the benchmark to the rest"
+            ),
             None => String::new(),
         }
     );
 
     // Item 1: the trace, one session.
-    let hands1 = r.traces.get(&(Worker::Hands, 1));
-    let sdk1 = r.traces.get(&(Worker::Sdk, 1));
+    let hands1 = r.traces.get(&(Worker::Hands, 1, 0));
+    let sdk1 = r.traces.get(&(Worker::Sdk, 1, 0));
     if hands1.is_some() || sdk1.is_some() {
         let _ = writeln!(
             s,
@@ -126,8 +148,7 @@ pub fn render(r: &Results, machine: &str, runs: usize, pinned: &Option<String>) 
             });
             let overhead = match (h(50.0), bare) {
                 (Some(h), Some(b)) => {
-                    // Signed: the bare run shares its CPU with devplane, the worker has its
-                    // own, so the difference can come out negative.
+                    // Signed: noise can still put the worker's median below the bare one.
                     let d = h.median - b.median;
                     let sign = if d < 0.0 { "−" } else { "" };
                     format!("{sign}{} {}", fmt_us(d.abs()), verdict(d <= 1000.0))
@@ -161,7 +182,7 @@ pub fn render(r: &Results, machine: &str, runs: usize, pinned: &Option<String>) 
         };
         let _ = writeln!(
             s,
-            "\nTotal wall time of the trace: hands {}, SDK {}. \"bare\" is the same 200 calls through `hands-tools` in the benchmark's own process (no control plane, no worker).\n",
+            "\nTotal wall time of the trace: hands {}, SDK {}. \"bare\" is the same 200 calls through `hands-tools` in a separate process on the workers' CPU, with no worker running (no control plane, no worker).\n",
             wall(hands1),
             wall(sdk1)
         );
@@ -172,10 +193,10 @@ pub fn render(r: &Results, machine: &str, runs: usize, pinned: &Option<String>) 
         let _ = writeln!(s, "**4. Concurrent sessions, each playing the trace**\n");
         let _ = writeln!(
             s,
-            "| worker | sessions | calls | calls/s | p50 round trip | p99 round trip (hands at 100: target < 10 ms) | worker peak RSS (target < 200 MB) | shells' peak RSS, total | wall |"
+            "| worker | sessions | model think time | calls | calls/s | p50 round trip | p99 round trip (hands at 100: target < 10 ms) | worker peak RSS (target < 200 MB) | shells' peak RSS, total | wall |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---|---|---:|---:|");
-        for ((w, n), v) in &r.traces {
+        let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---|---|---:|---:|");
+        for ((w, n, think), v) in &r.traces {
             let calls = v.first().map_or(0, |t| t.all.len());
             let tput = over_runs(v, |t| Some(t.all.len() as f64 / t.wall.as_secs_f64()));
             let p99 = over_runs(v, |t| pct(&t.all, 99.0));
@@ -190,8 +211,9 @@ pub fn render(r: &Results, machine: &str, runs: usize, pinned: &Option<String>) 
             };
             let _ = writeln!(
                 s,
-                "| {} | {n} | {calls} | {} | {} | {}{} | {}{} | {} | {} |",
+                "| {} | {n} | {} | {calls} | {} | {} | {}{} | {}{} | {} | {} |",
                 w.name(),
+                pacing(*think),
                 fmt_spread(tput, |x| format!("{x:.0}")),
                 us(over_runs(v, |t| pct(&t.all, 50.0))),
                 us(p99),
@@ -204,37 +226,105 @@ pub fn render(r: &Results, machine: &str, runs: usize, pinned: &Option<String>) 
         }
         let _ = writeln!(
             s,
-            "\nRSS is `VmRSS` sampled every 50 ms; the shells' figure sums the `VmRSS` of every process the worker started (shared pages counted in each).\n"
+            "\nBack to back: each session sends its next call as soon as the result is stored (a stress figure: the tools' own work queues on the worker's CPU). Paced: before each call the session waits a model think time drawn uniformly from 0.5-1.5 × the mean (seed {seed}); the round trip never includes that wait. RSS is `VmRSS` sampled every 50 ms; the shells' figure sums the `VmRSS` of every process the worker started (shared pages counted in each).\n"
         );
+
+        // What sets p99 at scale: the same figure per tool.
+        let tools = ["read", "write", "edit", "glob", "grep", "bash"];
+        let _ = writeln!(
+            s,
+            "p99 round trip per tool (and each tool's share of the calls; p99 over all calls is the 1 % slowest, so a tool with more than 1 % of the calls can set it alone):\n"
+        );
+        let _ = writeln!(
+            s,
+            "| worker | sessions | model think time | {} |",
+            tools.join(" | ")
+        );
+        let _ = writeln!(s, "|---|---:|---|{}", "---:|".repeat(tools.len()));
+        for ((w, n, think), v) in &r.traces {
+            let cells: Vec<String> = tools
+                .iter()
+                .map(|tool| {
+                    let share = v.first().map_or(0.0, |t| {
+                        t.per_tool.get(*tool).map_or(0, Vec::len) as f64 / t.all.len().max(1) as f64
+                            * 100.0
+                    });
+                    format!(
+                        "{} ({share:.0} %)",
+                        us(over_runs(v, |t| tool_pct(t, tool, 99.0)))
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} | {n} | {} | {} |",
+                w.name(),
+                pacing(*think),
+                cells.join(" | ")
+            );
+        }
+        let _ = writeln!(s);
     }
 
     // Item 2: webhook.
     if !r.webhook_warm.is_empty() {
-        let warm = over_runs(&r.webhook_warm, |v| {
-            let mut v = v.clone();
-            v.sort_unstable();
-            pct(&v, 50.0)
-        });
-        let first = spread(
-            &r.webhook_first
+        let workers: Vec<Worker> = r.webhook_warm.keys().copied().collect();
+        let warm = |w: &Worker| {
+            over_runs(r.webhook_warm.get(w).map_or(&[][..], Vec::as_slice), |v| {
+                let mut v = v.clone();
+                v.sort_unstable();
+                pct(&v, 50.0)
+            })
+        };
+        let first = |w: &Worker| {
+            spread(
+                &r.webhook_first
+                    .get(w)
+                    .map_or(&[][..], Vec::as_slice)
+                    .iter()
+                    .map(|&x| x as f64)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let _ = writeln!(
+            s,
+            "**2. Webhook to first tool** (devplane sends the signed `session.status_run_started` -> the first call's `date +%s%N` runs; includes verifying, claim, ack, heartbeat, stream attach and the agent emitting the call. `hands serve`; the SDK as a receiver that verifies with `webhooks.unwrap`, drains with `work.poller(drain=True, auto_stop=False)` and runs `EnvironmentWorker.handle_item` per item, `sdk_webhook.py`)\n"
+        );
+        let names: Vec<&str> = workers.iter().map(|w| w.webhook_name()).collect();
+        let _ = writeln!(s, "| | {} | target (hands) |", names.join(" | "));
+        let _ = writeln!(s, "|---|{}---|", "---:|".repeat(workers.len()));
+        let hands_warm = warm(&Worker::Hands);
+        let _ = writeln!(
+            s,
+            "| warm (median of {} deliveries per run) | {} | {} |",
+            r.webhook_warm
+                .values()
+                .next()
+                .and_then(|v| v.first())
+                .map_or(0, Vec::len),
+            workers
                 .iter()
-                .map(|&x| x as f64)
-                .collect::<Vec<_>>(),
+                .map(|w| us(warm(w)))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            if workers.contains(&Worker::Hands) {
+                format!(
+                    "< 50 ms: {}",
+                    verdict(hands_warm.is_some_and(|w| w.median < 50_000.0))
+                )
+            } else {
+                String::new()
+            }
         );
         let _ = writeln!(
             s,
-            "**2. Webhook to first tool** (`hands serve`; devplane sends the signed `session.status_run_started` -> the first call's `date +%s%N` runs; includes claim, ack, heartbeat, stream attach and the agent emitting the call)\n"
+            "| first delivery after start | {} | |",
+            workers
+                .iter()
+                .map(|w| us(first(w)))
+                .collect::<Vec<_>>()
+                .join(" | ")
         );
-        let _ = writeln!(s, "| | hands serve | target |");
-        let _ = writeln!(s, "|---|---:|---|");
-        let _ = writeln!(
-            s,
-            "| warm (median of {} deliveries per run) | {} | < 50 ms: {} |",
-            r.webhook_warm.first().map_or(0, Vec::len),
-            us(warm),
-            verdict(warm.is_some_and(|w| w.median < 50_000.0))
-        );
-        let _ = writeln!(s, "| first delivery after start | {} | |", us(first));
         let _ = writeln!(s);
     }
 
@@ -251,16 +341,31 @@ pub fn render(r: &Results, machine: &str, runs: usize, pinned: &Option<String>) 
             let x = all(v);
             let _ = writeln!(
                 s,
-                "| hands poll | first poll | {} | < 20 ms: {} |",
+                "| hands poll (its default isolation) | first poll | {} | < 20 ms: {} |",
                 us(x),
                 verdict(x.is_some_and(|x| x.median < 20_000.0))
             );
         }
-        if !r.cold_serve.is_empty() {
-            let x = all(&r.cold_serve);
+        if !r.cold_none.is_empty() {
+            let x = all(&r.cold_none);
             let _ = writeln!(
                 s,
-                "| hands serve | first 200 on /healthz | {} | < 20 ms: {} |",
+                "| hands poll --isolation none | first poll | {} | < 20 ms: {} |",
+                us(x),
+                verdict(x.is_some_and(|x| x.median < 20_000.0))
+            );
+        }
+        for (name, v) in [
+            ("hands serve (its default isolation)", &r.cold_serve),
+            ("hands serve --isolation none", &r.cold_serve_none),
+        ] {
+            if v.is_empty() {
+                continue;
+            }
+            let x = all(v);
+            let _ = writeln!(
+                s,
+                "| {name} | first 200 on /healthz | {} | < 20 ms: {} |",
                 us(x),
                 verdict(x.is_some_and(|x| x.median < 20_000.0))
             );
@@ -312,8 +417,8 @@ impl Results {
         let traces: Vec<Value> = self
             .traces
             .iter()
-            .map(|((w, n), runs)| {
-                json!({"worker": w.name(), "sessions": n, "runs": runs.iter().map(|t| json!({
+            .map(|((w, n, think), runs)| {
+                json!({"worker": w.name(), "sessions": n, "think_mean_ms": think, "runs": runs.iter().map(|t| json!({
                     "wall_us": t.wall.as_micros() as u64,
                     "worker_peak_kib": t.worker_peak_kib,
                     "shells_peak_kib": t.shells_peak_kib,
@@ -325,10 +430,12 @@ impl Results {
             "machine": machine,
             "bare_us": self.bare,
             "traces": traces,
-            "webhook_first_us": self.webhook_first,
-            "webhook_warm_us": self.webhook_warm,
+            "webhook_first_us": self.webhook_first.iter().map(|(w, v)| (w.webhook_name(), v)).collect::<BTreeMap<_, _>>(),
+            "webhook_warm_us": self.webhook_warm.iter().map(|(w, v)| (w.webhook_name(), v)).collect::<BTreeMap<_, _>>(),
             "cold_us": self.cold.iter().map(|(w, v)| (w.name(), v)).collect::<BTreeMap<_, _>>(),
+            "cold_isolation_none_us": self.cold_none,
             "cold_serve_us": self.cold_serve,
+            "cold_serve_isolation_none_us": self.cold_serve_none,
             "abuse_kib": self.abuse.iter().map(|(w, v)| (w.name(), v)).collect::<BTreeMap<_, _>>(),
         })
     }

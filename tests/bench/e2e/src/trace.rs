@@ -151,16 +151,45 @@ pub fn calls(k: usize) -> Vec<Call> {
     v
 }
 
-/// The devplane script for a list of calls: every call must succeed and contain its markers;
-/// the session ends with an idle turn so the worker lets it go.
-pub fn script(name: &str, calls: &[Call], result_timeout_ms: u64) -> anyhow::Result<Script> {
-    let mut steps: Vec<Value> = calls
-        .iter()
-        .map(|c| {
-            json!({"step": "tool_use", "name": c.name, "input": c.input,
-                   "expect": {"is_error": false, "text_contains": c.contains}})
+/// Model think time before each call of session `k`, in ms: uniform in 0.5-1.5 × `mean_ms`,
+/// drawn from a generator seeded by (`seed`, `k`), so a rerun with the same seed waits the same.
+/// The first call has none (the session starts with it). All zero when `mean_ms` is 0.
+pub fn think_ms(seed: u64, k: usize, calls: usize, mean_ms: u64) -> Vec<u64> {
+    let mut state = seed ^ (k as u64).wrapping_mul(0xA076_1D64_78BD_642F);
+    (0..calls)
+        .map(|i| {
+            if i == 0 || mean_ms == 0 {
+                return 0;
+            }
+            // splitmix64: small, good enough to spread pauses, and the same on every machine.
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+            (mean_ms as f64 * (0.5 + unit)).round() as u64
         })
-        .collect();
+        .collect()
+}
+
+/// The devplane script for a list of calls: every call must succeed and contain its markers;
+/// `think[i]` ms of waiting (the model thinking) come before call `i`; the session ends with an
+/// idle turn so the worker lets it go. The round trip of a call never includes its think time.
+pub fn script(
+    name: &str,
+    calls: &[Call],
+    think: &[u64],
+    result_timeout_ms: u64,
+) -> anyhow::Result<Script> {
+    let mut steps: Vec<Value> = Vec::with_capacity(calls.len() * 2 + 1);
+    for (i, c) in calls.iter().enumerate() {
+        if let Some(&ms) = think.get(i).filter(|&&ms| ms > 0) {
+            steps.push(json!({"step": "wait", "ms": ms}));
+        }
+        steps.push(json!({"step": "tool_use", "name": c.name, "input": c.input,
+                          "expect": {"is_error": false, "text_contains": c.contains}}));
+    }
     steps.push(json!({"step": "idle", "stop_reason": "end_turn", "event_ids": []}));
     let s = json!({
         "name": name,
@@ -191,6 +220,33 @@ mod tests {
             ],
             [60, 40, 30, 30, 20, 20]
         );
-        assert!(script("t", &c, 1000).is_ok());
+        assert!(script("t", &c, &[], 1000).is_ok());
+    }
+
+    #[test]
+    fn think_time_is_reproducible_and_within_its_bounds() {
+        let a = think_ms(7, 3, 200, 1000);
+        assert_eq!(a, think_ms(7, 3, 200, 1000));
+        assert_ne!(a, think_ms(7, 4, 200, 1000), "sessions think differently");
+        assert_ne!(a, think_ms(8, 3, 200, 1000), "the seed matters");
+        assert_eq!(a[0], 0);
+        assert!(a[1..].iter().all(|&ms| (500..=1500).contains(&ms)));
+        let mean = a[1..].iter().sum::<u64>() as f64 / 199.0;
+        assert!((900.0..1100.0).contains(&mean), "mean {mean}");
+        assert!(think_ms(7, 3, 200, 0).iter().all(|&ms| ms == 0));
+    }
+
+    #[test]
+    fn think_time_becomes_wait_steps_before_the_calls() {
+        let c = calls(0);
+        let think = think_ms(1, 0, c.len(), 100);
+        let s = serde_json::to_value(script("t", &c, &think, 1000).unwrap()).unwrap();
+        let steps = s["steps"].as_array().unwrap();
+        // 200 calls, 199 waits, one idle.
+        assert_eq!(steps.len(), 400);
+        assert_eq!(steps[0]["step"], "tool_use");
+        assert_eq!(steps[1]["step"], "wait");
+        assert_eq!(steps[1]["ms"], think[1]);
+        assert_eq!(steps[2]["step"], "tool_use");
     }
 }
