@@ -404,12 +404,26 @@ fn chmod_entry(
         _ => return Ok(Some(ft)),
     };
     use std::os::fd::AsRawFd;
-    rustix::fs::chmodat(
+    match rustix::fs::chmodat(
         CWD,
         format!("/proc/self/fd/{}", fd.as_raw_fd()),
         Mode::from_raw_mode(mode),
         AtFlags::empty(),
-    )?;
+    ) {
+        Ok(()) => {}
+        // No /proc: a directory can still be reopened through its own descriptor (which needs
+        // read rights on it); a file cannot be reached without following a path again.
+        Err(rustix::io::Errno::NOENT) if ft == FileType::Directory => {
+            let dir = rustix::fs::openat(
+                &fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode))?;
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(Some(ft))
 }
 
@@ -450,12 +464,18 @@ fn remove_entry(
             "directories nested deeper than {MAX_REMOVE_DEPTH} levels are not removed"
         )));
     }
-    if chmod_entry(parent, name, 0o700, 0o600)? != Some(FileType::Directory) {
-        // Replaced by something else since the unlink: one more try, no recursion.
-        return match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
-            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-            Err(e) => Err(e.into()),
-        };
+    match chmod_entry(parent, name, 0o700, 0o600) {
+        Ok(Some(FileType::Directory)) => {}
+        // The mode could not be set (no /proc and no read rights): the directory may be
+        // removable as it is; opening it below says if not.
+        Err(_) => {}
+        Ok(_) => {
+            // Replaced by something else since the unlink: one more try, no recursion.
+            return match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+        }
     }
     let dir = rustix::fs::openat(parent, name, dir_flags(), Mode::empty())?;
     // The listing reads through its own descriptor; unlinks go through `dir`. Entries are
