@@ -1131,10 +1131,20 @@ fn unprivileged(name: &str) -> bool {
         std::env::var_os(AS_NOBODY).is_none(),
         "the child meant to run as uid 65534 is still root"
     );
-    let exe = std::env::current_exe().unwrap();
+    // A copy of this binary in a directory that user can enter: the target directory may sit
+    // under a path only root may traverse (a CI checkout in /root, for one).
+    let copy_dir = tempfile::Builder::new()
+        .prefix("hands-memory-nobody-")
+        .tempdir()
+        .unwrap();
+    chmod(copy_dir.path(), 0o755);
+    let exe = copy_dir.path().join("sync-test");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    chmod(&exe, 0o755);
     let out = std::process::Command::new(&exe)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(AS_NOBODY, "1")
+        .current_dir("/")
         .uid(65534)
         .gid(65534)
         .output()
