@@ -56,6 +56,8 @@ pub struct Report {
 
 impl SessionFunction {
     pub async fn from_env() -> Result<Self, ConfigError> {
+        // The isolation probe runs while the SDK configuration and the secrets are read.
+        let probe = hands_lambda::isolation::start_probe();
         let sdk = hands_lambda::aws::sdk_config().await;
         let secrets = hands_lambda::Resolver::with_aws_config(sdk.clone());
         // The key acks the item on a first invocation (the webhook only polled it).
@@ -64,6 +66,9 @@ impl SessionFunction {
         // With HANDS_EGRESS_POLICY, tools go out through the egress proxy (tier 0 here: the log
         // says plainly that tool code can connect around it).
         hands_lambda::egress::start_from_env(&mut config, &secrets).await?;
+        // HANDS_ISOLATION (auto by default) and HANDS_REQUIRE_ISOLATION, as for `hands poll`; at
+        // tier 1 or 2 the tools reach the network only through the egress proxy, if any.
+        hands_lambda::isolation::select(&mut config, probe).await?;
         let mut store = None;
         if let Some(bucket) = var("HANDS_WORKSPACE_BUCKET") {
             tracing::info!(%bucket, "workspaces are saved to S3 between invocations");

@@ -18,6 +18,7 @@ pub mod fakes;
 pub mod function_config;
 pub mod handover;
 pub mod invoke;
+pub mod isolation;
 pub mod logging;
 pub mod payload;
 pub mod s3_store;

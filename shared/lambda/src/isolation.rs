@@ -1,0 +1,213 @@
+//! The isolation tier of the `session` function's tools, chosen like `hands poll` chooses it:
+//! `HANDS_ISOLATION` (`auto` by default, `none`, `landlock`, `bwrap`) and
+//! `HANDS_REQUIRE_ISOLATION` (or `REQUIRE_ISOLATION=1`), which makes a tier that cannot be
+//! fully enforced fail the function's start. Lambda's runtime normally has no bubblewrap (and
+//! no user namespaces), and Landlock depends on the kernel of the execution environment, so
+//! `auto` usually ends at tier 1 or tier 0; the probe and the choice are logged.
+//!
+//! The probe runs on its own thread from the start of the function's initialisation, while
+//! the SDK configuration and the secrets are read, and is awaited once they are.
+
+use std::path::PathBuf;
+
+use hands_sandbox::{
+    DEFAULT_HIDDEN, EgressBridge, HostProbe, Isolation, IsolationMode, Tier, Tier1Options,
+    Tier2Options,
+};
+use hands_worker::WorkerConfig;
+use tokio::sync::oneshot;
+
+use crate::env_config::{ConfigError, var};
+
+/// A host probe running on its own thread.
+pub struct PendingProbe(oneshot::Receiver<HostProbe>);
+
+/// Starts the host probe; returns at once.
+pub fn start_probe() -> PendingProbe {
+    let (tx, rx) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("isolation-probe".into())
+        .spawn(move || {
+            let _ = tx.send(HostProbe::run());
+        });
+    if let Err(e) = spawned {
+        // The receiver then reports the probe as missing: no tier is guessed.
+        tracing::error!(error = %e, "isolation: could not start the host probe thread");
+    }
+    PendingProbe(rx)
+}
+
+/// What the variables ask for.
+fn asked(lookup: &dyn Fn(&str) -> Option<String>) -> Result<(IsolationMode, bool), ConfigError> {
+    let mode = match lookup("HANDS_ISOLATION") {
+        None => IsolationMode::Auto,
+        Some(v) => v.parse().map_err(|why| ConfigError::Invalid {
+            var: "HANDS_ISOLATION",
+            value: v.clone(),
+            why,
+        })?,
+    };
+    let required = match lookup("HANDS_REQUIRE_ISOLATION").map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => true,
+        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => false,
+        Some(v) => {
+            return Err(ConfigError::Invalid {
+                var: "HANDS_REQUIRE_ISOLATION",
+                value: v,
+                why: "use 1/true or 0/false".into(),
+            });
+        }
+    };
+    Ok((
+        mode,
+        required || lookup("REQUIRE_ISOLATION").as_deref() == Some("1"),
+    ))
+}
+
+/// Waits for the probe and sets the tier of `worker`'s tools (and of its custom tools). Call it
+/// once every secret is read: their files are hidden from tools at tiers 1 and 2. With the
+/// egress proxy started, tier 1 lets tools connect to its port and tier 2 relays to it.
+pub async fn select(worker: &mut WorkerConfig, probe: PendingProbe) -> Result<(), ConfigError> {
+    select_with(worker, probe, &var).await
+}
+
+async fn select_with(
+    worker: &mut WorkerConfig,
+    probe: PendingProbe,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    let (mode, required) = asked(lookup)?;
+    let probe = probe.0.await.map_err(|_| ConfigError::Invalid {
+        var: "HANDS_ISOLATION",
+        value: mode.to_string(),
+        why: "the host probe ended without a result".into(),
+    })?;
+    let selection = probe
+        .select(mode, required)
+        .map_err(|e| ConfigError::Invalid {
+            var: if required {
+                "HANDS_REQUIRE_ISOLATION"
+            } else {
+                "HANDS_ISOLATION"
+            },
+            value: if required {
+                "1".into()
+            } else {
+                mode.to_string()
+            },
+            why: e.to_string(),
+        })?;
+    tracing::info!(probe = %probe, asked = %mode, required, tier = %selection.tier, "isolation");
+    if let Some(why) = &selection.fell_back {
+        tracing::warn!("isolation: {why}");
+    }
+    let mut hide: Vec<PathBuf> = DEFAULT_HIDDEN.iter().map(PathBuf::from).collect();
+    hide.extend(hands_secrets::secret_files());
+    let proxy = worker
+        .egress
+        .as_ref()
+        .map(|p| (p.addr(), p.ca_bundle().to_path_buf()));
+    let isolation = match selection.tier {
+        Tier::None => Some(Isolation::Tier0),
+        Tier::Landlock => probe
+            .tier1_sandbox(Tier1Options {
+                hide,
+                proxy_port: proxy.as_ref().map(|(addr, _)| addr.port()),
+            })
+            .map(Isolation::Landlock),
+        Tier::Bwrap => {
+            let mut options = Tier2Options {
+                hide,
+                ..Tier2Options::default()
+            };
+            if let Some((addr, bundle)) = &proxy {
+                options.egress = Some(EgressBridge::new(addr.port(), *addr));
+                options.read_only.extend(bundle.parent().map(PathBuf::from));
+            }
+            probe.bwrap_sandbox(options).map(Isolation::Bwrap)
+        }
+    };
+    let Some(isolation) = isolation else {
+        return Err(ConfigError::Invalid {
+            var: "HANDS_ISOLATION",
+            value: mode.to_string(),
+            why: format!(
+                "{} was selected but the probe did not find it usable",
+                selection.tier
+            ),
+        });
+    };
+    if proxy.is_some() && isolation.tier() != Tier::None {
+        tracing::info!(tier = %isolation.tier(),
+            "egress: tools reach the network only through the proxy at this tier");
+    }
+    worker.toolset.isolation = isolation.clone();
+    worker.custom_tools =
+        std::sync::Arc::new((*worker.custom_tools).clone().with_sandbox(isolation));
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::collections::HashMap;
+
+    use hands_worker::WorkdirTemplate;
+
+    use super::*;
+
+    async fn selected(vars: &[(&str, &str)]) -> Result<Isolation, String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut worker =
+            WorkerConfig::new("env_test", WorkdirTemplate::new("/tmp/hands/{session_id}"));
+        select_with(&mut worker, start_probe(), &move |k: &str| {
+            map.get(k).cloned()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(worker.toolset.isolation)
+    }
+
+    #[tokio::test]
+    async fn the_variables_choose_the_tier_and_a_required_one_fails_closed() {
+        let probe = HostProbe::run();
+        assert_eq!(
+            selected(&[("HANDS_ISOLATION", "none")]).await.unwrap(),
+            Isolation::Tier0
+        );
+        // auto: the strongest this host allows.
+        assert_eq!(selected(&[]).await.unwrap().tier(), probe.strongest());
+        let err = selected(&[("HANDS_ISOLATION", "sometimes")])
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("HANDS_ISOLATION=\"sometimes\""), "{err}");
+        let err = selected(&[("HANDS_REQUIRE_ISOLATION", "maybe")])
+            .await
+            .unwrap_err();
+        assert!(
+            err.starts_with("HANDS_REQUIRE_ISOLATION=\"maybe\""),
+            "{err}"
+        );
+        for tier in [Tier::Landlock, Tier::Bwrap] {
+            let got = selected(&[
+                ("HANDS_ISOLATION", tier.name()),
+                ("HANDS_REQUIRE_ISOLATION", "1"),
+            ])
+            .await;
+            match probe.check(tier) {
+                Ok(()) => assert_eq!(got.unwrap().tier(), tier),
+                Err(why) => {
+                    let err = got.unwrap_err();
+                    assert!(
+                        err.contains("cannot be fully enforced") && err.contains(&why),
+                        "{err}"
+                    );
+                }
+            }
+        }
+    }
+}
