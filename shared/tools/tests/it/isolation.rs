@@ -34,7 +34,7 @@ const AWS: &str = "canary-aws-iso-0b7c2e";
 const SERVICE: &str = "canary-service-iso-9a4f";
 const CANARIES: [&str; 3] = [KEY, AWS, SERVICE];
 /// The rows the child must run; a filtered-out row would otherwise "pass" by not running.
-const ROWS: usize = 10;
+const ROWS: usize = 13;
 /// Size of the sandbox's `/tmp` in these tests.
 const TMP_BYTES: u64 = 1024 * 1024;
 
@@ -467,6 +467,76 @@ async fn row_t9_namespace_teardown_leaves_no_survivor() {
     fx.tools.shutdown().await;
     let alive = host_processes_with_arg(marker);
     assert!(alive.is_empty(), "survivors: {alive:?}");
+}
+
+// T8 in tier 2: a command that never exits is timed out with its partial output, and what it
+// started in the background is gone with it.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t8_never_exits() {
+    let Some(fx) = fixture(options(), |_| {}) else {
+        return;
+    };
+    let out = fx
+        .call(
+            "bash",
+            json!({"command": "echo partial; sleep 7432.25 & sleep infinity", "timeout_ms": 500}),
+        )
+        .await;
+    assert!(out.is_error, "{out:?}");
+    let shown = fx.shown(&out);
+    assert!(
+        shown.starts_with("bash: bash command timed out after 0.5s\n") && shown.contains("partial"),
+        "{shown}"
+    );
+    assert!(host_processes_with_arg("7432.25").is_empty());
+    fx.tools.shutdown().await;
+}
+
+// T14 in tier 2: exit codes and deaths by signal are errors with the status, never success.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t14_exit_status_and_signals() {
+    let Some(fx) = fixture(options(), |_| {}) else {
+        return;
+    };
+    let out = bash(&fx, "(exit 255)").await;
+    assert!(out.is_error);
+    assert_eq!(fx.shown(&out), "exit 255");
+    let out = bash(
+        &fx,
+        "bash -c 'kill -SEGV $$'; echo \"status=$?\"; (exit 139)",
+    )
+    .await;
+    assert!(out.is_error);
+    let shown = fx.shown(&out);
+    assert!(
+        shown.contains("Segmentation fault") && shown.contains("status=139"),
+        "{shown}"
+    );
+    fx.tools.shutdown().await;
+}
+
+// T10 in tier 2: the worker cannot be signalled: its pid names nothing in the sandbox's pid
+// namespace (ESRCH).
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t10_the_worker_cannot_be_signalled() {
+    let Some(fx) = fixture(options(), |_| {}) else {
+        return;
+    };
+    let worker = std::process::id();
+    let out = bash(
+        &fx,
+        &format!("kill -STOP {worker}; echo rc=$?; kill -0 {worker}; echo rc=$?"),
+    )
+    .await;
+    let shown = fx.shown(&out);
+    assert!(
+        shown.contains("No such process") && shown.matches("rc=1").count() == 2,
+        "{shown}"
+    );
+    fx.tools.shutdown().await;
 }
 
 fn host_processes_with_arg(arg: &str) -> Vec<i32> {
