@@ -105,6 +105,65 @@ fn push_path(out: &mut Vec<OsString>, flag: &str, a: &Path, b: &Path) {
     out.push(b.into());
 }
 
+/// The masks over the hidden paths, looked at anew for each sandbox (a secret may have been
+/// rotated since the worker started). A hidden path that is a symlink is masked by its whole
+/// directory: Kubernetes mounts a secret as `token -> ..data/token -> ..<timestamp>/token`
+/// and on rotation repoints `..data` at a new directory (deleting the old one), so a mask over
+/// the target seen at start would leave the new secret readable through the link. Directories
+/// become an empty read-only tmpfs of mode 0000, files the host's `/dev/null` (unopenable on a
+/// mount without device nodes); missing paths need no mask.
+fn push_masks(out: &mut Vec<OsString>, hide: &[PathBuf]) {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut singles: Vec<PathBuf> = Vec::new();
+    for p in hide {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.file_type().is_symlink() => match link_directory(p) {
+                Some(dir) => dirs.push(dir),
+                // A link directly under `/`: `/` cannot be masked, so its current target is.
+                None => singles.extend(std::fs::canonicalize(p)),
+            },
+            Ok(_) => singles.push(p.clone()),
+            Err(_) => {}
+        }
+    }
+    dirs.sort();
+    dirs.dedup_by(|later, earlier| later.starts_with(earlier));
+    // A path inside a masked directory is hidden by that mask, and bwrap could not mount over
+    // it anyway (the empty tmpfs does not have it).
+    let covered = |p: &Path| {
+        let real = std::fs::canonicalize(p).ok();
+        dirs.iter()
+            .any(|d| p.starts_with(d) || real.as_ref().is_some_and(|r| r.starts_with(d)))
+    };
+    for p in singles.iter().filter(|p| !covered(p)) {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => push_dir_mask(out, p),
+            Ok(m) if m.is_file() => push_path(out, "--ro-bind", Path::new("/dev/null"), p),
+            // Special files are left to the read-only root.
+            _ => {}
+        }
+    }
+    for d in &dirs {
+        push_dir_mask(out, d);
+    }
+}
+
+/// The directory holding the link `p`, resolved (bwrap mounts at the resolved path), unless
+/// that is `/`.
+fn link_directory(p: &Path) -> Option<PathBuf> {
+    let parent = std::path::absolute(p).ok()?.parent()?.to_path_buf();
+    let dir = std::fs::canonicalize(parent).ok()?;
+    (dir.parent().is_some()).then_some(dir)
+}
+
+fn push_dir_mask(out: &mut Vec<OsString>, p: &Path) {
+    push(out, &["--perms", "0000", "--size", "4096"]);
+    out.push("--tmpfs".into());
+    out.push(p.into());
+    out.push("--remount-ro".into());
+    out.push(p.into());
+}
+
 impl BwrapSandbox {
     /// The arguments of `bwrap` that run `program args` in `cwd` inside the sandbox, with
     /// exactly the environment `env`.
@@ -178,23 +237,7 @@ impl BwrapSandbox {
             push_path(&mut out, "--bind", &socket.host, &socket.sandbox);
         }
         // Masks last, so no bind above can show what they hide.
-        for p in &self.options.hide {
-            match std::fs::symlink_metadata(p) {
-                Ok(m) if m.is_dir() => {
-                    push(&mut out, &["--perms", "0000", "--size", "4096"]);
-                    out.push("--tmpfs".into());
-                    out.push(p.into());
-                    out.push("--remount-ro".into());
-                    out.push(p.into());
-                }
-                Ok(m) if m.is_file() => {
-                    push_path(&mut out, "--ro-bind", Path::new("/dev/null"), p);
-                }
-                // Missing paths need no mask; symlinks and special files are left to the
-                // read-only root (a symlink's target is masked when listed itself).
-                _ => {}
-            }
-        }
+        push_masks(&mut out, &self.options.hide);
         out.push("--chdir".into());
         out.push(cwd.into());
         out.push("--".into());
@@ -262,6 +305,120 @@ mod tests {
         let first_set = args.iter().position(|a| a == "--setenv").unwrap();
         assert!(clear < first_set);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A Kubernetes-style secret mount: `token -> ..data/token`, `..data -> ..v1`.
+    fn k8s_secret(dir: &Path, version: &str, value: &str) {
+        std::fs::create_dir(dir.join(version)).unwrap();
+        std::fs::write(dir.join(version).join("token"), value).unwrap();
+        // kubelet's update: a new link renamed over `..data`, then the old directory deleted.
+        let next = dir.join("..data_tmp");
+        std::os::unix::fs::symlink(version, &next).unwrap();
+        std::fs::rename(&next, dir.join("..data")).unwrap();
+        if !dir.join("token").exists() {
+            std::os::unix::fs::symlink("..data/token", dir.join("token")).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_hidden_symlink_masks_its_whole_directory() {
+        let dir = tempfile_dir();
+        let secrets = dir.join("secrets");
+        std::fs::create_dir(&secrets).unwrap();
+        k8s_secret(&secrets, "..v1", "one");
+        let file = dir.join("plain");
+        std::fs::write(&file, "k").unwrap();
+        let mut out = Vec::new();
+        // The link, its target read at start, and a file elsewhere.
+        let hide = [
+            secrets.join("token"),
+            std::fs::canonicalize(secrets.join("token")).unwrap(),
+            file.clone(),
+        ];
+        push_masks(&mut out, &hide);
+        let real = std::fs::canonicalize(&secrets).unwrap();
+        let joined = strings(&out).join(" ");
+        assert_eq!(
+            joined,
+            format!(
+                "--ro-bind /dev/null {file} --perms 0000 --size 4096 --tmpfs {d} --remount-ro {d}",
+                file = file.display(),
+                d = real.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Tier 2 after a rotation: neither the link, nor `..data`, nor the new version's file can
+    /// be read, while a file beside the secrets' directory can (so the mask, not a missing
+    /// path, is what fails the reads).
+    #[tokio::test]
+    async fn a_rotated_secret_stays_hidden_at_tier_2() {
+        use tokio::io::AsyncReadExt as _;
+        // Outside /tmp: tier 2 has its own.
+        let base = std::env::current_exe().unwrap();
+        let dir = base
+            .parent()
+            .unwrap()
+            .join(format!("hands-rotation-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let secrets = dir.join("secrets");
+        std::fs::create_dir(&secrets).unwrap();
+        k8s_secret(&secrets, "..v1", "first-canary");
+        std::fs::write(dir.join("visible"), "visible").unwrap();
+        // What the worker remembers after reading the secret at start.
+        let hide = vec![
+            secrets.join("token"),
+            std::fs::canonicalize(secrets.join("token")).unwrap(),
+        ];
+        k8s_secret(&secrets, "..v2", "second-canary");
+        std::fs::remove_dir_all(secrets.join("..v1")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(secrets.join("token")).unwrap(),
+            "second-canary"
+        );
+        let probe = crate::HostProbe::run();
+        let sandbox = match probe.select(crate::IsolationMode::Tier(crate::Tier::Bwrap), true) {
+            Ok(_) => probe.bwrap_sandbox(Tier2Options {
+                hide,
+                ..Tier2Options::default()
+            }),
+            Err(e) if std::env::var("REQUIRE_ISOLATION").as_deref() == Ok("1") => {
+                panic!("REQUIRE_ISOLATION=1 but tier 2 cannot engage: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipping: {e}");
+                None
+            }
+        };
+        let Some(sandbox) = sandbox else {
+            std::fs::remove_dir_all(&dir).unwrap();
+            return;
+        };
+        let script = format!(
+            "cat {d}/visible; echo; cat {s}/token {s}/..data/token {s}/..v2/token 2>&1; ls {s} 2>&1; exit 0",
+            d = dir.display(),
+            s = secrets.display()
+        );
+        let spec = crate::OneShotSpec {
+            program: "/bin/bash".into(),
+            args: vec!["-c".into(), script.into()],
+            cwd: dir.clone(),
+            env: crate::EnvPolicy::default().build(std::env::vars_os()),
+            rlimits: crate::Rlimits::default(),
+            isolation: crate::Isolation::Bwrap(sandbox),
+            binds: Binds::default(),
+        };
+        let mut p = crate::spawn_oneshot(&spec).unwrap();
+        drop(p.stdin);
+        let mut out = String::new();
+        p.stdout.read_to_string(&mut out).await.unwrap();
+        p.child.wait().await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(out.starts_with("visible\n"), "{out}");
+        assert!(!out.contains("canary"), "{out}");
+        assert_eq!(out.matches("Permission denied").count(), 4, "{out}");
     }
 
     fn tempfile_dir() -> PathBuf {
