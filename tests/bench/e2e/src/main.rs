@@ -198,12 +198,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     results
                         .cold_none
                         .push(phases::cold_poll(&none, Worker::Hands, &dir).await?);
-                    results
-                        .cold_serve
-                        .push(phases::cold_serve(&launch, &dir).await?);
-                    results
-                        .cold_serve_none
-                        .push(phases::cold_serve(&none, &dir).await?);
+                    let (h, r) = phases::cold_serve(&launch, &dir).await?;
+                    results.cold_serve.push(h);
+                    results.cold_serve_ready.push(r);
+                    let (h, r) = phases::cold_serve(&none, &dir).await?;
+                    results.cold_serve_none.push(h);
+                    results.cold_serve_ready_none.push(r);
                 }
             }
         }

@@ -269,13 +269,17 @@ const WEBHOOK_SECRET: &str = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
 
 /// One GET /healthz; whether it answered 200.
 fn healthz(port: u16) -> bool {
+    answers_200(port, "/healthz")
+}
+
+/// One GET of `path`; whether it answered 200.
+fn answers_200(port: u16, path: &str) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /healthz HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
-        .is_err()
-    {
+    let req = format!("GET {path} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
         return false;
     }
     let mut buf = [0u8; 12];
@@ -406,8 +410,10 @@ pub async fn cold_poll(launch: &Launch, worker: Worker, workdir: &Path) -> anyho
     Ok(polled?.saturating_duration_since(started).as_micros() as u64)
 }
 
-/// Item 3: exec of `hands serve` to its first 200 on /healthz, in µs.
-pub async fn cold_serve(launch: &Launch, workroot: &Path) -> anyhow::Result<u64> {
+/// Item 3: exec of `hands serve` to its first 200 on /healthz and then on /readyz (it answers
+/// /healthz while the isolation probe still runs, /readyz only once it can take deliveries),
+/// in µs.
+pub async fn cold_serve(launch: &Launch, workroot: &Path) -> anyhow::Result<(u64, u64)> {
     let dp = devplane(Config::default()).await?;
     let launch = Launch {
         cpu: None,
@@ -425,9 +431,9 @@ pub async fn cold_serve(launch: &Launch, workroot: &Path) -> anyhow::Result<u64>
     let started = Instant::now();
     let mut child =
         launch.hands_serve(&t, &format!("127.0.0.1:{port}"), WEBHOOK_SECRET, &workdir)?;
-    let up = loop {
-        if healthz(port) {
-            break Ok(started.elapsed());
+    let mut wait_for = |path: &str| loop {
+        if answers_200(port, path) {
+            break Ok(started.elapsed().as_micros() as u64);
         }
         if let Ok(Some(status)) = child.try_wait() {
             break Err(anyhow::anyhow!(
@@ -435,12 +441,13 @@ pub async fn cold_serve(launch: &Launch, workroot: &Path) -> anyhow::Result<u64>
             ));
         }
         if started.elapsed() > Duration::from_secs(10) {
-            break Err(anyhow::anyhow!("no 200 on /healthz within 10 s"));
+            break Err(anyhow::anyhow!("no 200 on {path} within 10 s"));
         }
         std::thread::sleep(Duration::from_micros(200));
     };
+    let up = wait_for("/healthz").and_then(|h| Ok((h, wait_for("/readyz")?)));
     procs::stop(&mut child, Duration::from_secs(30));
-    Ok(up?.as_micros() as u64)
+    up
 }
 
 /// Item 5: the worker's RSS after a warm-up session, and its peak while one command prints
