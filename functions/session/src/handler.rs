@@ -33,6 +33,16 @@ use tokio_util::sync::CancellationToken;
 /// posting its result, saving the workspace, invoking the continuation.
 const DEFAULT_MARGIN: Duration = Duration::from_secs(20);
 
+/// What a hand-off keeps back after its workspace save, out of the margin: deleting the
+/// previous snapshot when the save was abandoned (`hands_worker::item::DISCARD_TIMEOUT`) and
+/// the continuation's invoke. A quarter of the margin when that is less (short test margins).
+const HAND_OFF_RESERVE: Duration = Duration::from_secs(5);
+
+/// How long after the hand-off point the workspace save may run.
+fn save_budget(margin: Duration) -> Duration {
+    margin.saturating_sub(HAND_OFF_RESERVE.min(margin / 4))
+}
+
 pub struct SessionFunction {
     worker: Worker,
     workdir: WorkdirTemplate,
@@ -88,6 +98,9 @@ impl SessionFunction {
         // The cancelled call's result post gets at most half the margin; the rest is for the
         // workspace save and the continuation invoke.
         config.hand_off_post_budget = margin / 2;
+        // The workspace save ends by `deadline - reserve`, whatever it got to, so the
+        // continuation is still invoked in time.
+        config.hand_off_save_budget = save_budget(margin);
         // Lambda sets AWS_LAMBDA_FUNCTION_NAME; HANDS_SESSION_FUNCTION may name an alias.
         let me = var("HANDS_SESSION_FUNCTION")
             .or_else(|| var("AWS_LAMBDA_FUNCTION_NAME"))
@@ -120,6 +133,8 @@ impl SessionFunction {
         // A warm environment resumes whatever the previous invocation left running.
         startup::kill_leftover_processes();
         startup::wipe_stale_workspaces(&self.workdir);
+        // A killed invocation's snapshot archive too (its temp file was never dropped).
+        hands_lambda::s3_store::sweep_temp_files(&std::env::temp_dir());
 
         let remaining = deadline
             .duration_since(SystemTime::now())
@@ -183,7 +198,16 @@ impl SessionFunction {
                 }
             }
         }
-        delete_consumed(fetched, next_payload.as_ref(), self.bucket.as_ref()).await;
+        // Only an invocation that held the lease consumed the stored results. A late duplicate
+        // of a continuation that did not win the lease must leave them to the invocation that
+        // did (it fetches them by the same fixed keys); the bucket's lifecycle rule expires
+        // whatever is left.
+        if matches!(outcome.end, ItemEnd::Ran(_)) {
+            delete_consumed(fetched, next_payload.as_ref(), self.bucket.as_ref()).await;
+        } else if !fetched.is_empty() {
+            tracing::info!(work_id = %work.id, end = %describe(&outcome.end), kept = fetched.len(),
+                "this invocation did not serve the item: its stored results are left in place");
+        }
         // Nothing of this session may run while the environment is frozen.
         startup::kill_leftover_processes();
         Ok(Report {

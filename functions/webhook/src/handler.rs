@@ -95,17 +95,35 @@ impl WebhookFunction {
             }
             Err(e) => json!({"error": e.to_string()}),
         };
-        let stale = match self.ingress.worker().stale_items(self.stale_after).await {
+        let worker = self.ingress.worker();
+        let mut stopped = Vec::new();
+        let mut stop_failed = Vec::new();
+        let stale = match worker.stale_items(self.stale_after).await {
             Ok(items) => {
+                // The rule of `hands janitor --stop-stale`: no heartbeat (or ack) for
+                // HANDS_STALE_AFTER means the serving invocation is gone (a continuation that
+                // never started, a killed function), so the item is force-stopped rather than
+                // left holding the session until its lease lapses and it is served again.
+                let key = worker.config().environment_key.clone();
+                let env = worker.config().environment_id.clone();
                 for i in &items {
                     tracing::warn!(work_id = %i.work_id, session_id = %i.session_id, state = ?i.state,
-                        since = ?i.since, "work item holds a lease without heartbeating");
+                        since = ?i.since, "work item holds a lease without heartbeating; force-stopping it");
+                    match &key {
+                        Some(key) if worker.force_stop(key, &env, &i.work_id).await => {
+                            stopped.push(i.work_id.clone())
+                        }
+                        _ => {
+                            tracing::error!(work_id = %i.work_id, "cannot force-stop a stale work item");
+                            stop_failed.push(i.work_id.clone())
+                        }
+                    }
                 }
                 json!(items.iter().map(|i| i.work_id.clone()).collect::<Vec<_>>())
             }
             Err(e) => json!({"error": e.to_string()}),
         };
-        json!({"drain": drain, "stale": stale})
+        json!({"drain": drain, "stale": stale, "stopped": stopped, "stop_failed": stop_failed})
     }
 
     /// Local mode: the same Router on `HANDS_LISTEN` (default `127.0.0.1:9000`), until SIGINT

@@ -275,6 +275,41 @@ async fn the_schedule_drains_and_an_on_failure_record_force_stops_its_item() {
     }
 }
 
+/// An item acked and never heartbeated (its session invocation is gone) is stale once
+/// HANDS_STALE_AFTER has passed since the ack (0 s here); the schedule force-stops it, and
+/// leaves a queued item to the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_force_stops_items_without_a_heartbeat_for_the_stale_window() {
+    let s = Stack::start(Config::default(), &[("HANDS_STALE_AFTER", "0s")]).await;
+    let (_s1, w1) = s.session();
+    let cp =
+        hands_client::ControlPlane::new(hands_client::ClientConfig::with_base_url(s.dp.base_url()))
+            .unwrap();
+    let key = hands_client::Credential::environment_key(s.dp.environment_key());
+    cp.ack(&key, s.dp.environment_id(), &w1).await.unwrap();
+    assert_eq!(s.dp.work_item(&w1).unwrap().state, WorkState::Starting);
+    let (_s2, w2) = s.session();
+
+    let r = s.response(fixture("schedule.json")).await;
+    assert_eq!(r["stale"], json!([w1]), "{r}\n{}", s.function.log());
+    assert_eq!(r["stopped"], json!([w1]), "{r}");
+    assert_eq!(r["stop_failed"], json!([]), "{r}");
+    assert_eq!(s.dp.work_item(&w1).unwrap().state, WorkState::Stopped);
+    // The queued one was drained (handed to the session function), not stopped.
+    assert_eq!(r["drain"]["claimed"], 1, "{r}");
+    let calls = s.invoke.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].payload["work"]["id"], json!(w2));
+    assert_ne!(s.dp.work_item(&w2).unwrap().state, WorkState::Stopped);
+    assert!(
+        s.function
+            .log()
+            .contains("work item holds a lease without heartbeating; force-stopping it"),
+        "{}",
+        s.function.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_keys_can_come_from_secrets_manager_by_arn() {
     let Some(moto) = hands_secrets::moto::MotoServer::start().unwrap() else {

@@ -1,12 +1,12 @@
 //! Fitting a continuation into an asynchronous invoke, and unpacking it on the other side.
 //!
-//! Lambda refuses an `Event` invoke whose payload exceeds 256 KiB, and a refused continuation
-//! loses the lease (the item comes back through the queue). Results the predecessor could not
-//! post travel in the payload, so it is kept under [`CONTINUATION_PAYLOAD_BUDGET`]: the largest
+//! A refused continuation loses the lease (the item comes back through the queue). Results the
+//! predecessor could not post travel in the payload, so it is kept under
+//! [`CONTINUATION_PAYLOAD_BUDGET`], well under Lambda's limit: the largest
 //! results move to the workspace bucket (`workspaces/<session>/results/<id>.json`) until it
 //! fits; without a bucket they are left out and their calls run again in the successor, which
-//! the log says for each one. The successor fetches stored results before serving and deletes
-//! them once they are no longer carried.
+//! the log says for each one. The successor fetches stored results before serving and, if it
+//! held the lease, deletes them once they are no longer carried.
 
 use std::collections::HashSet;
 
@@ -16,11 +16,18 @@ use hands_worker::Resume;
 use crate::payload::SessionInvoke;
 use crate::s3_store::S3WorkspaceStore;
 
-/// Lambda's limit for an asynchronous (`Event`) invoke's payload.
-pub const ASYNC_INVOKE_PAYLOAD_LIMIT: usize = 256 * 1024;
+/// Lambda's limit for an asynchronous (`Event`) invoke's payload: 1 MB (the Lambda API
+/// reference, `Invoke`: "For asynchronous invocations, the maximum payload size is 1 MB"; it
+/// was 256 KB before).
+pub const ASYNC_INVOKE_PAYLOAD_LIMIT: usize = 1_000_000;
 
-/// What a continuation's payload may use: well under the limit, so an estimate that is a little
-/// off (the SDK's framing, a later field) can never make the invoke fail.
+/// What a continuation's payload may use: far under the limit, because the invocation record
+/// an on-failure destination receives embeds the request payload (`session`'s record is itself
+/// an event for `webhook`, and Lambda drops the payload from a record too big for its
+/// destination, e.g. an SNS destination's 256 KB: API reference, `OnFailure`), because the
+/// size after Lambda's internal serialization can exceed the limit for a payload under it
+/// (`SerializedRequestEntityTooLargeException`), and because smaller events are cheaper; also
+/// an estimate that is a little off (the SDK's framing, a later field) never fails the invoke.
 pub const CONTINUATION_PAYLOAD_BUDGET: usize = 192 * 1024;
 const _: () = assert!(CONTINUATION_PAYLOAD_BUDGET < ASYNC_INVOKE_PAYLOAD_LIMIT);
 

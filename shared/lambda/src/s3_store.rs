@@ -8,9 +8,9 @@
 //! restore streams the object to a temporary file and unpacks from there. The archive is
 //! capped (`HANDS_WORKSPACE_MAX_BYTES`): a bigger one is not saved, and the log says so.
 //!
-//! What goes in the archive and how it is unpacked: see [`crate::snapshot`]. A save that fails
-//! deletes the session's previous snapshot, so an older workspace is never restored as if it
-//! were current. Bucket lifecycle rules expire old snapshots (infra/).
+//! What goes in the archive and how it is unpacked: see [`crate::snapshot`]. A save deletes the
+//! session's previous snapshot before writing the new one, so a save that fails, is abandoned
+//! or is killed never leaves an older workspace to be restored as if it were current. Bucket lifecycle rules expire old snapshots (infra/).
 
 use std::path::Path;
 
@@ -25,8 +25,10 @@ use crate::snapshot::{CappedWriter, pack_into, unpack_from};
 pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
 const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// The default cap of a snapshot's compressed size (`HANDS_WORKSPACE_MAX_BYTES`): the archive
-/// sits in `/tmp` beside the workspace while it is uploaded.
-pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+/// sits in `/tmp` beside the workspace while it is uploaded, so workspace + archive must fit in
+/// the function's ephemeral storage (2048 MB in infra/); a quarter of that leaves the workspace
+/// most of it. Raise it with the ephemeral storage.
+pub const DEFAULT_MAX_BYTES: u64 = 512 * 1024 * 1024;
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
@@ -222,28 +224,35 @@ impl S3WorkspaceStore {
 
     async fn save_inner(&self, session_id: &str, dir: &Path) -> Result<(), StoreError> {
         let key = Self::key(session_id);
+        // The previous snapshot goes first: it is older than this workspace, and restoring it
+        // later as if it were current would silently lose work. Deleted before the write, a
+        // save that fails, is abandoned at a hand-off or is killed with the invocation leaves
+        // no snapshot rather than an older one.
+        let deleted = self.delete_snapshot(&key).await;
         match self.put_snapshot(&key, dir).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                // The previous snapshot is older than this workspace: restoring it later as if
-                // it were current would silently lose work. Better no snapshot at all.
-                match self
-                    .client
-                    .delete_object()
-                    .bucket(&self.bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                {
-                    Ok(_) => tracing::error!(bucket = %self.bucket, %key, error = %e,
+                match deleted {
+                    Ok(()) => tracing::error!(bucket = %self.bucket, %key, error = %e,
                         "workspace save failed; the previous snapshot was deleted so it is never restored as current"),
                     Err(d) => tracing::error!(bucket = %self.bucket, %key, error = %e,
-                        delete_error = %aws_sdk_s3::error::DisplayErrorContext(&d),
+                        delete_error = %d,
                         "workspace save failed AND the previous snapshot could not be deleted: the next invocation may restore an OLDER workspace"),
                 }
                 Err(e)
             }
         }
+    }
+
+    async fn delete_snapshot(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))
     }
 
     async fn put_snapshot(&self, key: &str, dir: &Path) -> Result<(), StoreError> {
@@ -257,7 +266,7 @@ impl S3WorkspaceStore {
             let out = CappedWriter::new(std::io::BufWriter::new(file), cap);
             let mut out = pack_into(&dir, out)?;
             std::io::Write::flush(&mut out)
-                .map_err(|e| StoreError(format!("write the snapshot: {e}")))?;
+                .map_err(|e| crate::snapshot::write_error(&e, "write the snapshot"))?;
             Ok::<_, StoreError>((tmp, out.written()))
         })
         .await
@@ -396,10 +405,13 @@ impl S3WorkspaceStore {
     }
 }
 
+/// The name prefix of the snapshot's temporary files, swept by [`sweep_temp_files`].
+pub const TEMP_FILE_PREFIX: &str = "hands-snapshot-";
+
 /// A temporary file in the system's temp dir (`/tmp` on Lambda), removed when dropped.
 fn temp_file() -> Result<tempfile::NamedTempFile, StoreError> {
     tempfile::Builder::new()
-        .prefix("hands-snapshot-")
+        .prefix(TEMP_FILE_PREFIX)
         .tempfile()
         .map_err(|e| {
             StoreError(format!(
@@ -423,5 +435,81 @@ impl WorkspaceStore for S3WorkspaceStore {
         dir: &'a Path,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.save_inner(session_id, dir))
+    }
+
+    fn discard<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { self.delete_snapshot(&Self::key(session_id)).await })
+    }
+}
+
+/// Removes the snapshot temporary files (`hands-snapshot-*`) in `dir` (the system's temp dir
+/// in the function). A file is removed when dropped, but an invocation Lambda killed at its
+/// deadline never drops it: in a warm execution environment it would keep filling `/tmp`,
+/// and a later session's tools (tier 0) could read another session's archive. Call it only
+/// when no save or restore is running (at the start of an invocation). Symlinks are removed,
+/// never followed; directories of that name are left alone (the store never makes them).
+/// Returns the paths removed.
+pub fn sweep_temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(TEMP_FILE_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover snapshot file")
+            }
+        }
+    }
+    if !removed.is_empty() {
+        tracing::info!(count = removed.len(), dir = %dir.display(),
+            "removed snapshot files an earlier invocation left behind");
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_removes_leftover_snapshot_files_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let left = tempfile::Builder::new()
+            .prefix(TEMP_FILE_PREFIX)
+            .tempfile_in(dir.path())
+            .unwrap();
+        // What a killed invocation leaves: the file without its guard.
+        let (_, left) = left.keep().unwrap();
+        std::fs::write(dir.path().join("other.txt"), "not ours").unwrap();
+        std::fs::create_dir(dir.path().join("hands-snapshot-dir")).unwrap();
+        let target = dir.path().join("target.txt");
+        std::fs::write(&target, "kept").unwrap();
+        let link = dir.path().join("hands-snapshot-link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+
+        let mut removed = sweep_temp_files(dir.path());
+        removed.sort();
+        let mut expected = vec![left.clone(), link.clone()];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(!left.exists());
+        assert!(std::fs::symlink_metadata(&link).is_err());
+        // The link's target, other files and a directory of that name stay.
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept");
+        assert!(dir.path().join("other.txt").exists());
+        assert!(dir.path().join("hands-snapshot-dir").is_dir());
+        assert!(sweep_temp_files(dir.path()).is_empty());
     }
 }

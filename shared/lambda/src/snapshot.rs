@@ -61,15 +61,33 @@ impl<W: Write> Write for CappedWriter<W> {
     }
 }
 
+/// What a failed write of the archive means to the operator: over the cap, or `/tmp` full
+/// (on Lambda it holds the workspace and the archive, so a cap near the ephemeral storage
+/// size fails this way before the cap is reached).
+pub fn write_error(e: &std::io::Error, context: &str) -> StoreError {
+    if let Some(over) = e.get_ref().and_then(|i| i.downcast_ref::<OverCap>()) {
+        return StoreError(over.to_string());
+    }
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        return StoreError(format!(
+            "{context}: no space left for the snapshot in the temporary directory, which holds the workspace and its archive: lower HANDS_WORKSPACE_MAX_BYTES or raise the function's ephemeral storage (/tmp) size ({e})"
+        ));
+    }
+    StoreError(format!("{context}: {e}"))
+}
+
+fn is_write_failure(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.get_ref()
+            .is_some_and(|i| i.downcast_ref::<OverCap>().is_some())
+}
+
 /// Archives `dir` into `out` (gzip'd tar) by walking it (not `tar`'s `append_dir_all`, which fails on the first socket
 /// or unreadable file): regular files, directories, and symlinks stored as links, never
 /// followed. Sockets, FIFOs, devices and entries that cannot be read are skipped with a
 /// warning; tool code leaving a `*.sock` behind must not cost the whole snapshot.
 pub fn pack_into<W: Write>(dir: &Path, out: W) -> Result<W, StoreError> {
-    let io = |e: std::io::Error| match e.get_ref().and_then(|i| i.downcast_ref::<OverCap>()) {
-        Some(over) => StoreError(over.to_string()),
-        None => StoreError(format!("archive {}: {e}", dir.display())),
-    };
+    let io = |e: std::io::Error| write_error(&e, &format!("archive {}", dir.display()));
     let gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     tar.follow_symlinks(false);
@@ -96,6 +114,11 @@ pub fn pack_into<W: Write>(dir: &Path, out: W) -> Result<W, StoreError> {
             let rel = rel.join(&name);
             let abs = dir.join(&rel);
             if let Err(e) = append_entry(&mut tar, &abs, &rel, &mut pending) {
+                // Writing the archive failed (over the cap, or `/tmp` full): nothing more fits,
+                // so stop instead of walking the rest of the tree.
+                if is_write_failure(&e) {
+                    return Err(io(e));
+                }
                 tracing::warn!(path = %abs.display(), error = %e,
                     "cannot read a workspace entry; left out of the snapshot");
             }
@@ -150,6 +173,35 @@ pub fn unpack_from<R: Read>(input: R, dir: &Path) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    /// A writer on a full file system.
+    struct Full;
+
+    impl std::io::Write for Full {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(28))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_temp_dir_names_the_cap_and_the_ephemeral_storage() {
+        let src = tempfile::tempdir().unwrap();
+        // Incompressible content, so the gzip encoder writes through while packing.
+        let bytes: Vec<u8> = (0..4u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(src.path().join("big.bin"), bytes).unwrap();
+        let err = match pack_into(src.path(), super::CappedWriter::new(Full, u64::MAX)) {
+            Ok(_) => panic!("packed into a full file system"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("HANDS_WORKSPACE_MAX_BYTES"), "{err}");
+        assert!(err.contains("ephemeral storage"), "{err}");
+        assert!(err.contains("No space left on device"), "{err}");
+    }
+
     use std::os::unix::fs::FileTypeExt as _;
 
     use super::*;

@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use crate::ledger::{Call, CallKind};
 use crate::runner::Parked;
 
-/// At most this many answered ids travel in a continuation. Only ids whose result event was
-/// not seen yet are carried (normally the last one or two), so the bound is met only when the
-/// stream is not echoing results at all; the newest ids are kept (the oldest have had the
-/// longest to reach the history) and the cut is logged.
+/// At most this many answered ids travel in a continuation: the ids whose result event was
+/// not seen yet (normally the last one or two) plus, as a hedge, the newest
+/// [`crate::ledger::ALWAYS_CARRIED`] answered ones. The bound is met only when the stream is
+/// not echoing results at all; the newest ids are kept (the oldest have had the longest to
+/// reach the history) and the cut is logged.
 pub const MAX_CARRIED_ANSWERED: usize = 256;
 
 /// One result a predecessor could not post. Exactly one of `output` (inline) and `stored` (a

@@ -58,6 +58,11 @@ pub struct WorkerConfig {
     /// must still fit before the invocation's deadline. The session function sets half its
     /// deadline margin.
     pub hand_off_post_budget: Duration,
+    /// With a hand-off point, the workspace save (after the posts) ends at most this long
+    /// after it: a save still running then is abandoned, logged as failed, and the hand-off
+    /// goes on, so the continuation is invoked before the invocation's deadline. The session
+    /// function sets its deadline margin minus a reserve for the invoke.
+    pub hand_off_save_budget: Duration,
 }
 
 impl WorkerConfig {
@@ -76,6 +81,7 @@ impl WorkerConfig {
             memory: hands_memory::MemoryConfig::default(),
             workspace_store: None,
             hand_off_post_budget: Duration::from_secs(10),
+            hand_off_save_budget: Duration::from_secs(15),
         }
     }
 }
@@ -108,6 +114,10 @@ pub enum ItemEnd {
     Failed(String),
 }
 
+/// How long an abandoned hand-off save's clean-up (deleting the previous snapshot) may take;
+/// part of the reserve the session function keeps for the end of a hand-off.
+pub const DISCARD_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What happened to one item.
 #[derive(Clone, Debug)]
 pub struct ItemOutcome {
@@ -126,9 +136,9 @@ pub struct ItemOutcome {
 pub struct Resume {
     /// The last heartbeat value a predecessor stored (the lease's CAS token).
     pub last_heartbeat: Option<String>,
-    /// Tool-use ids a predecessor answered whose result it had not yet seen as an event
-    /// (bounded by [`crate::continuation::MAX_CARRIED_ANSWERED`]; the others are in the
-    /// session's history).
+    /// Tool-use ids a predecessor answered whose result it had not yet seen as an event, and
+    /// the newest [`crate::ledger::ALWAYS_CARRIED`] it answered regardless (bounded by
+    /// [`crate::continuation::MAX_CARRIED_ANSWERED`]; the others are in the session's history).
     #[serde(default)]
     pub answered: Vec<String>,
     /// Results a predecessor computed but could not post: posted first, never run again.
@@ -323,8 +333,37 @@ impl Worker {
             && let Some(store) = &self.config.workspace_store
             && workdir.is_owned()
         {
-            if let Err(e) = store.save(&session_id, workdir.path()).await {
-                tracing::error!(error = %e, "cannot save the workspace; the next invocation starts without it");
+            let save = store.save(&session_id, workdir.path());
+            let save_by = hand_off_at.map(|at| at + self.config.hand_off_save_budget);
+            let saved = match save_by {
+                Some(by) => tokio::time::timeout_at(by, save).await.map_err(|_| ()),
+                None => Ok(save.await),
+            };
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot save the workspace; the next invocation starts without it")
+                }
+                // Abandoned, maybe before the store dropped the previous snapshot: drop it now
+                // (briefly: the continuation's invoke must still fit), so the next invocation
+                // starts empty instead of restoring an older workspace as current.
+                Err(()) => {
+                    let discarded =
+                        tokio::time::timeout(DISCARD_TIMEOUT, store.discard(&session_id)).await;
+                    let budget_ms = self.config.hand_off_save_budget.as_millis() as u64;
+                    match discarded {
+                        Ok(Ok(())) => tracing::error!(
+                            budget_ms,
+                            "the workspace save did not finish in time and was abandoned so the hand-off can go on; the previous snapshot was deleted, the next invocation starts without one"
+                        ),
+                        Ok(Err(e)) => tracing::error!(budget_ms, error = %e,
+                            "the workspace save did not finish in time and was abandoned, AND the previous snapshot could not be deleted: the next invocation may restore an OLDER workspace"),
+                        Err(_) => tracing::error!(
+                            budget_ms,
+                            "the workspace save did not finish in time and was abandoned, and deleting the previous snapshot did not finish either: the next invocation may restore an OLDER workspace"
+                        ),
+                    }
+                }
             }
         } else if keep && end == ItemEnd::Ran(RunEnd::Deadline) {
             tracing::warn!(

@@ -109,8 +109,8 @@ impl Worker {
     }
 
     /// Items in `starting` or `active` whose last heartbeat (or ack) is older than
-    /// `older_than`: their worker is probably gone. Listed, not stopped: the control plane
-    /// queues an item again once its lease lapses.
+    /// `older_than`: their worker is probably gone. Only listed here; the callers stop them
+    /// (`hands janitor --stop-stale`, the webhook function's schedule).
     pub async fn stale_items(&self, older_than: Duration) -> Result<Vec<StaleItem>, ApiError> {
         let key = self
             .config()

@@ -41,6 +41,12 @@ pub enum SessionEnd {
     Deleted,
 }
 
+/// A continuation always carries the newest this many answered ids, even those whose result
+/// event was seen: the stream can be ahead of the history listing the successor reads, so a
+/// result seen as an event seconds before the hand-off may not be listed yet, and its call
+/// would run again. Within the carried bound (`MAX_CARRIED_ANSWERED`).
+pub const ALWAYS_CARRIED: usize = 32;
+
 /// Everything learned from the events so far.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -54,6 +60,10 @@ pub struct Ledger {
     /// continuation: a result seen as an event is in the session's history, where every
     /// successor reads it again.
     unconfirmed: Vec<String>,
+    /// The newest ids answered here (or seeded), oldest first, at most [`ALWAYS_CARRIED`],
+    /// whether or not their result event was seen: carried as a hedge (see
+    /// [`Ledger::carry_over_answered`]).
+    recent: std::collections::VecDeque<String>,
     /// Ids whose result event was seen (an echo can arrive before our post's answer).
     result_events: HashSet<String>,
     /// Ids handed out by [`Ledger::next_call`] and not yet settled.
@@ -158,8 +168,15 @@ impl Ledger {
         self.unconfirmed.retain(|id| id != tool_use_id);
     }
 
-    /// Remembers an id answered without its result event seen yet (see `unconfirmed`).
+    /// Remembers an id answered here or seeded: among the newest (`recent`), and without its
+    /// result event seen yet (see `unconfirmed`).
     fn unconfirmed_push(&mut self, tool_use_id: &str) {
+        if !self.recent.iter().any(|id| id == tool_use_id) {
+            if self.recent.len() == ALWAYS_CARRIED {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(tool_use_id.to_owned());
+        }
         if !self.result_events.contains(tool_use_id)
             && !self.unconfirmed.iter().any(|id| id == tool_use_id)
         {
@@ -245,10 +262,20 @@ impl Ledger {
     /// What a continuation must carry so that nothing runs twice: the ids answered here (or
     /// seeded) whose result event has not been seen yet, newest `max` of them, oldest first.
     /// Every other answered id has its result in the session's history, which the successor
-    /// reads before it runs anything. The second value counts the ids left out by `max`.
+    /// reads before it runs anything; as a hedge against a history listing behind the stream,
+    /// the newest [`ALWAYS_CARRIED`] answered ids come too (first), in what room `max` leaves.
+    /// The second value counts the unconfirmed ids left out by `max`.
     pub fn carry_over_answered(&self, max: usize) -> (Vec<String>, usize) {
         let skip = self.unconfirmed.len().saturating_sub(max);
-        (self.unconfirmed[skip..].to_vec(), skip)
+        let must = &self.unconfirmed[skip..];
+        let room = max - must.len();
+        let hedge: Vec<&String> = self.recent.iter().filter(|id| !must.contains(id)).collect();
+        let mut carried: Vec<String> = hedge[hedge.len().saturating_sub(room)..]
+            .iter()
+            .map(|id| (*id).clone())
+            .collect();
+        carried.extend(must.iter().cloned());
+        (carried, skip)
     }
 
     /// Seeds ids answered in an earlier invocation (a Lambda continuation): they never run
@@ -442,21 +469,52 @@ mod tests {
             let c = l.next_call(builtin_only).unwrap();
             l.answered(&c.id);
         }
+        // The two unconfirmed ones, and as a hedge the 30 newest before them (seen as
+        // events, maybe not listed by the history yet).
         let (carried, left_out) = l.carry_over_answered(64);
-        assert_eq!(carried, vec!["call_10000", "call_10001"]);
+        let expected: Vec<String> = (10_002 - ALWAYS_CARRIED..10_002)
+            .map(|i| format!("call_{i}"))
+            .collect();
+        assert_eq!(carried, expected);
         assert_eq!(left_out, 0);
         assert_eq!(l.answered_ids().count(), 10_002);
+        // With little room, the unconfirmed ones come first and the hedge takes the rest.
+        assert_eq!(
+            l.carry_over_answered(3).0,
+            vec!["call_9999", "call_10000", "call_10001"]
+        );
+        assert_eq!(l.carry_over_answered(1), (vec!["call_10001".to_owned()], 1));
 
-        // A successor seeded with them never runs them, and carries them on until it sees
-        // their results in the history.
+        // A successor seeded with them never runs them (even one its history lists already),
+        // and carries on the newest of them.
         let mut next = Ledger::new();
         next.seed_answered(carried.clone());
         next.observe(&tool_use("call_10000", "bash", json!({})));
         next.observe(&tool_use("call_10001", "bash", json!({})));
+        next.observe(&tool_use("call_9990", "bash", json!({})));
         assert_eq!(next.next_call(builtin_only), None);
         assert_eq!(next.carry_over_answered(64).0, carried);
+        // Its result seen, an id still travels while it is among the newest.
         next.observe(&result("r_10000", "call_10000"));
-        assert_eq!(next.carry_over_answered(64).0, vec!["call_10001"]);
+        let mut again = next.carry_over_answered(64).0;
+        again.sort();
+        let mut sorted = carried.clone();
+        sorted.sort();
+        assert_eq!(again, sorted);
+
+        // Answered and seen as events: only the newest ALWAYS_CARRIED travel.
+        let mut seen = Ledger::new();
+        for i in 0..40 {
+            let id = format!("seen_{i}");
+            seen.observe(&tool_use(&id, "bash", json!({})));
+            let c = seen.next_call(builtin_only).unwrap();
+            seen.answered(&c.id);
+            seen.observe(&result(&format!("rs_{i}"), &id));
+        }
+        let expected: Vec<String> = (40 - ALWAYS_CARRIED..40)
+            .map(|i| format!("seen_{i}"))
+            .collect();
+        assert_eq!(seen.carry_over_answered(64), (expected, 0));
 
         // With no events seen at all, the bound keeps the newest ids and counts the rest.
         let mut blind = Ledger::new();

@@ -212,13 +212,22 @@ async fn drive(
     let mut reconciled = false;
 
     loop {
+        // Past the hand-off point nothing new starts: the hand-off branch below is the last
+        // one of the biased select, so a call finishing (or an event arriving) just after it
+        // must not get the next call dispatched only to be cancelled at once.
+        let handing_off = ctx.hand_off_at.is_some_and(|at| Instant::now() >= at);
         if in_flight.is_none() && reconciled {
             match ledger.end() {
                 Some(SessionEnd::Terminated) => return RunEnd::Terminated,
                 Some(SessionEnd::Deleted) => return RunEnd::Deleted,
                 None => {}
             }
-            if let Some(call) = ledger.next_call(|k, n| owns(ctx, k, n)) {
+            let next = if handing_off {
+                None
+            } else {
+                ledger.next_call(|k, n| owns(ctx, k, n))
+            };
+            if let Some(call) = next {
                 let token = ctx.shutdown.child_token();
                 let ready = unposted.remove(&call.id).map(|(_, out)| out);
                 let window = post_window(ctx, lease);

@@ -26,10 +26,16 @@ pub trait WorkspaceStore: Send + Sync {
         dir: &'a Path,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-    /// Saves `dir` as the session's workspace, replacing any earlier snapshot.
+    /// Saves `dir` as the session's workspace, replacing any earlier snapshot. The worker may
+    /// drop the future before it completes (a hand-off running out of time): a store must then
+    /// leave no snapshot or the new one, never the earlier one (drop it before writing).
     fn save<'a>(
         &'a self,
         session_id: &'a str,
         dir: &'a Path,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Deletes the session's snapshot, if any: after an abandoned save, so that whatever the
+    /// save got to, no earlier workspace is restored as current.
+    fn discard<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 }
