@@ -97,7 +97,7 @@ variable "session_memory_mb" {
 }
 
 variable "session_ephemeral_storage_mb" {
-  description = "Size of /tmp in the session function, where workspaces live (512 to 10240)."
+  description = "Size of /tmp in the session function, where workspaces live (512 to 10240); a snapshot's archive is written there beside the workspace, so keep HANDS_WORKSPACE_MAX_BYTES (512 MiB by default) at about a quarter of it."
   type        = number
   default     = 2048
 
