@@ -54,19 +54,14 @@ impl SessionTmp {
 
 impl Drop for SessionTmp {
     fn drop(&mut self) {
-        // `remove_dir_all` never follows a symlink a tool left inside. A big tree is removed on
-        // the blocking pool, not on an async worker thread.
-        let path = std::mem::take(&mut self.path);
-        let remove = move || {
-            if let Err(e) = std::fs::remove_dir_all(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove a session's temporary directory");
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => drop(handle.spawn_blocking(remove)),
-            Err(_) => remove(),
+        // Removed here and now: a removal left to the blocking pool was lost whenever the
+        // runtime shut down first (one directory per session left in /tmp). The directory holds
+        // what the session's tools put in it, usually little; `remove_dir_all` never follows a
+        // symlink a tool left inside.
+        if let Err(e) = std::fs::remove_dir_all(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not remove a session's temporary directory");
         }
     }
 }

@@ -554,7 +554,7 @@ async fn row_t6_the_session_has_a_private_tmp() {
 
     fx.tools.shutdown().await;
     drop(fx);
-    // Removal runs on the blocking pool; a generous hang guard, not a measurement.
+    // A generous hang guard, not a measurement.
     let guard = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while tmp.exists() {
         assert!(
