@@ -55,7 +55,10 @@ fn remember(path: &Path) {
     let mut files = FILES_READ
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    files.insert(path.to_path_buf());
+    // As an absolute path: tier 1 refuses a relative hidden path and bwrap cannot mask one, so
+    // a relative NAME_FILE would otherwise break every tool call. `absolute` keeps a symlink as
+    // it is (the sandbox masks a link differently from a file).
+    files.insert(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
     // Kubernetes mounts secrets as symlinks into a `..data` directory: the sandbox masks the
     // target too, since a mask over the link alone leaves the target readable.
     if let Ok(real) = std::fs::canonicalize(path) {
@@ -123,6 +126,20 @@ mod tests {
         let target = std::fs::canonicalize(data.join("token")).unwrap();
         assert!(files.contains(&target), "{files:?}");
         assert!(!files.contains(&missing), "{files:?}");
+    }
+
+    #[test]
+    fn a_relative_path_is_remembered_as_an_absolute_one() {
+        let dir = tempfile::tempdir_in(".").unwrap();
+        std::fs::write(dir.path().join("key"), "k").unwrap();
+        let name = dir.path().file_name().unwrap();
+        let relative = Path::new(".").join(name).join("key");
+        assert!(relative.is_relative());
+        read_secret_file("R_FILE", &relative).unwrap();
+        let expected = std::env::current_dir().unwrap().join(name).join("key");
+        let files = secret_files();
+        assert!(files.contains(&expected), "{files:?}");
+        assert!(files.iter().all(|f| f.is_absolute()), "{files:?}");
     }
 
     /// Captures what the crate logs while `f` runs.
