@@ -119,8 +119,9 @@ impl WorkerCa {
         Ok(cfg)
     }
 
-    /// Writes `dir/ca-bundle.pem`: the system's trusted roots plus this CA's certificate (never
-    /// its key), readable by tool code. Returns the path and how many system roots it holds.
+    /// Writes `dir/ca-bundle.pem` (`dir` exists and is the proxy's own): the system's trusted
+    /// roots plus this CA's certificate (never its key), readable by tool code. Returns the path
+    /// and how many system roots it holds.
     pub fn write_bundle(&self, dir: &Path) -> io::Result<(PathBuf, usize)> {
         let native = rustls_native_certs::load_native_certs();
         let mut text = String::new();
@@ -129,7 +130,6 @@ impl WorkerCa {
         }
         text.push_str("# hands egress proxy: per-worker CA\n");
         text.push_str(&self.cert_pem);
-        std::fs::create_dir_all(dir)?;
         let path = dir.join("ca-bundle.pem");
         let tmp = dir.join(".ca-bundle.pem.tmp");
         std::fs::write(&tmp, text)?;

@@ -50,7 +50,10 @@ pub struct EgressConfig {
     pub listen: SocketAddr,
     pub upstream_roots: UpstreamRoots,
     pub resolver: Resolver,
-    /// Where the CA bundle file for tool code is written (must be readable inside the sandbox).
+    /// Where the proxy makes its own directory for the CA bundle file tool code reads (must be
+    /// readable inside the sandbox): `hands-egress-XXXXXX`, created exclusively with a random
+    /// name (so a directory another local user made beforehand is never used), mode 0700 (tool
+    /// code runs as the worker's user), removed when the proxy is dropped.
     pub bundle_dir: PathBuf,
 }
 
@@ -84,6 +87,8 @@ pub struct EgressProxy {
     addr: SocketAddr,
     state: Arc<State>,
     ca_bundle: PathBuf,
+    /// Owns the bundle's directory: removed with the proxy.
+    _bundle_dir: tempfile::TempDir,
     system_roots: usize,
     stop: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
@@ -121,12 +126,22 @@ impl EgressProxy {
             });
         }
         let ca = WorkerCa::generate()?;
-        let (ca_bundle, system_roots) =
-            ca.write_bundle(&config.bundle_dir)
-                .map_err(|error| EgressError::Bundle {
-                    dir: config.bundle_dir.display().to_string(),
-                    error,
-                })?;
+        let bundle_error = |error| EgressError::Bundle {
+            dir: config.bundle_dir.display().to_string(),
+            error,
+        };
+        std::fs::create_dir_all(&config.bundle_dir).map_err(bundle_error)?;
+        let bundle_dir = tempfile::Builder::new()
+            .prefix("hands-egress-")
+            .tempdir_in(&config.bundle_dir)
+            .map_err(bundle_error)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(bundle_dir.path(), std::fs::Permissions::from_mode(0o700))
+                .map_err(bundle_error)?;
+        }
+        let (ca_bundle, system_roots) = ca.write_bundle(bundle_dir.path()).map_err(bundle_error)?;
         let upstream_tls = tokio_rustls::TlsConnector::from(client_config(&config.upstream_roots)?);
         let listener =
             TcpListener::bind(config.listen)
@@ -161,6 +176,7 @@ impl EgressProxy {
             addr,
             state,
             ca_bundle,
+            _bundle_dir: bundle_dir,
             system_roots,
             stop,
             accept_task,
@@ -291,7 +307,9 @@ impl std::fmt::Debug for SessionEgress {
 pub const LOOPBACK_NO_PROXY: &str = "localhost,127.0.0.1,::1";
 
 /// What the worker logs at tier 0, where nothing stops tool code from ignoring the proxy.
-pub const TIER0_NOTICE: &str = "egress proxy: isolation tier 0 cannot force tool code through the proxy; a tool can connect to the network directly and bypass the policy (the proxy's secrets still never enter the tool environment)";
+/// Tool code runs as the worker's user there, so a secret file the worker reads is readable to
+/// it too: the caller names those files (`hands_secrets::secret_files()`) beside this notice.
+pub const TIER0_NOTICE: &str = "egress proxy: isolation tier 0 cannot force tool code through the proxy; a tool can connect to the network directly and bypass the policy. The injected secrets are not put in the tool environment, but tool code runs as the worker's user and can read any secret file the worker reads (NAME_FILE); use isolation tier 1 or 2 to hide them";
 
 async fn resolve_injection(
     rule: &Rule,

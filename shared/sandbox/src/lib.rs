@@ -43,7 +43,7 @@ pub use hardening::{harden_worker_process, is_dumpable};
 pub use kill::{kill_group, pid_is_alive, stop_group};
 pub use oneshot::{OneShotProcess, OneShotSpec, spawn_oneshot};
 pub use probe::{
-    BWRAP_DIRS, HostProbe, IsolationError, IsolationMode, Selection, Tier, find_bwrap,
+    BWRAP_DIRS, HostProbe, IsolationError, IsolationMode, Selection, Tier, find_bwrap, landlock_abi,
 };
 pub use relay::{EgressBridge, EgressRelay};
 pub use spawn::{Isolation, Rlimits, ShellProcess, ShellSpec, spawn_shell};

@@ -275,7 +275,7 @@ impl fmt::Display for HostProbe {
 }
 
 /// The kernel's Landlock ABI version, or why there is none.
-pub(crate) fn landlock_abi() -> Result<u32, String> {
+pub fn landlock_abi() -> Result<u32, String> {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_ulong = 1;
     // SAFETY: `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)` only returns
     // the ABI version (or an error); no memory is passed and no file descriptor is created.
