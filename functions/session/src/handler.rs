@@ -73,8 +73,8 @@ impl SessionFunction {
         // The key acks the item on a first invocation (the webhook only polled it).
         let setup = worker_setup(&secrets, true).await?;
         let mut config = setup.worker;
-        // With HANDS_EGRESS_POLICY, tools go out through the egress proxy (tier 0 here: the log
-        // says plainly that tool code can connect around it).
+        // With HANDS_EGRESS_POLICY, tools go out through the egress proxy (at tier 0 the
+        // isolation step's log says plainly that tool code can connect around it).
         hands_lambda::egress::start_from_env(&mut config, &secrets).await?;
         // HANDS_ISOLATION (auto by default) and HANDS_REQUIRE_ISOLATION, as for `hands poll`; at
         // tier 1 or 2 the tools reach the network only through the egress proxy, if any.

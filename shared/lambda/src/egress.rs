@@ -1,15 +1,14 @@
 //! The egress proxy of a Lambda function: started when `HANDS_EGRESS_POLICY` names a policy
 //! file, the way `hands poll --egress-policy` starts it (same secrets, same upstream roots
-//! variable). Lambda runs tools at tier 0 (no bubblewrap, no Landlock in its runtime), so tool
-//! code can connect around the proxy: the log says so plainly at start. The secrets still never
-//! enter the tools' environment.
+//! variable). Where the isolation selected afterwards ([`crate::isolation::select`]) is tier 0,
+//! tool code can connect around the proxy, and that step says so plainly in the log; at tier 1
+//! or 2 the proxy is the tools' only way out. The secrets never enter the tools' environment.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use hands_egress::{
-    EgressConfig, EgressProxy, Policy, Resolver as DnsResolver, TIER0_NOTICE, UpstreamRoots,
-    WorkerSecrets,
+    EgressConfig, EgressProxy, Policy, Resolver as DnsResolver, UpstreamRoots, WorkerSecrets,
 };
 use hands_worker::WorkerConfig;
 
@@ -65,7 +64,6 @@ async fn start(
     )
     .await
     .map_err(|e| invalid(format!("the egress proxy did not start: {e}")))?;
-    tracing::warn!("{TIER0_NOTICE}");
     worker.egress = Some(Arc::new(proxy));
     Ok(())
 }

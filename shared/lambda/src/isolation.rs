@@ -109,7 +109,13 @@ async fn select_with(
         .as_ref()
         .map(|p| (p.addr(), p.ca_bundle().to_path_buf()));
     let isolation = match selection.tier {
-        Tier::None => Some(Isolation::Tier0),
+        Tier::None => {
+            if proxy.is_some() {
+                // Only at tier 0 can tool code connect around the proxy; say so plainly.
+                tracing::warn!("{}", hands_egress::TIER0_NOTICE);
+            }
+            Some(Isolation::Tier0)
+        }
         Tier::Landlock => probe
             .tier1_sandbox(Tier1Options {
                 hide,
