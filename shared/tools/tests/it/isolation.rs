@@ -12,11 +12,7 @@
 //! cannot pass.
 
 use std::io::Read as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hands_protocol::toolset::ToolOutput;
 use hands_sandbox::{
@@ -25,6 +21,7 @@ use hands_sandbox::{
 };
 use serde_json::json;
 
+use crate::canary_rows::CanaryRows;
 use crate::common::*;
 
 const CHILD: &str = "HANDS_ISOLATION_CHILD";
@@ -61,53 +58,18 @@ fn tier2_rows_hold_under_canaries() {
     if tier2(Tier2Options::default()).is_none() {
         return;
     }
-    // The attacker: listens on every host address; counts connections and bytes.
-    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let bytes = Arc::new(AtomicUsize::new(0));
-    {
-        let (connections, bytes) = (connections.clone(), bytes.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                connections.fetch_add(1, Ordering::SeqCst);
-                let mut buf = Vec::new();
-                let _ = (&stream).take(1 << 20).read_to_end(&mut buf);
-                bytes.fetch_add(buf.len(), Ordering::SeqCst);
-            }
-        });
+    CanaryRows {
+        tier: "tier 2",
+        filter: "isolation::row_",
+        rows: ROWS,
+        child_var: CHILD,
+        port_var: PORT,
+        environment_key: KEY,
+        aws_secret: AWS,
+        aws_key_id: "AKIACANARYISO000",
+        service_key: SERVICE,
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["isolation::row_", "--include-ignored", "--test-threads=1"])
-        .env(CHILD, "1")
-        .env(PORT, port.to_string())
-        .env("ANTHROPIC_ENVIRONMENT_KEY", KEY)
-        .env("AWS_SECRET_ACCESS_KEY", AWS)
-        .env("AWS_ACCESS_KEY_ID", "AKIACANARYISO000")
-        .env("SERVICE_KEY", SERVICE)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success() && stdout.contains(&format!("{ROWS} passed; 0 failed")),
-        "tier 2 rows failed:\n{stdout}\n{stderr}"
-    );
-    for canary in CANARIES {
-        assert!(
-            !stdout.contains(canary) && !stderr.contains(canary),
-            "canary {canary} leaked"
-        );
-    }
-    assert_eq!(
-        (
-            connections.load(Ordering::SeqCst),
-            bytes.load(Ordering::SeqCst)
-        ),
-        (0, 0),
-        "the attacker listener was reached from the sandbox"
-    );
+    .run();
 }
 
 /// In the child: the fixture with the shell in bubblewrap (`None` when tier 2 cannot run).

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod canary;
+mod canary_rows;
 mod catalogue;
 mod common;
 mod isolation;
