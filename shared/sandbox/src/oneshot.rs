@@ -111,12 +111,12 @@ pub fn spawn_oneshot(spec: &OneShotSpec) -> Result<OneShotProcess, SandboxError>
             // Own session and process group: the group is killed as a unit, and the sweep
             // recognises descendants by session id after the process itself is gone.
             rustix::process::setsid().map_err(std::io::Error::from)?;
-            for &(resource, value) in &limits {
+            for &(resource, soft, hard) in &limits {
                 rustix::process::setrlimit(
                     resource,
                     rustix::process::Rlimit {
-                        current: Some(value),
-                        maximum: Some(value),
+                        current: Some(soft),
+                        maximum: Some(hard),
                     },
                 )
                 .map_err(std::io::Error::from)?;

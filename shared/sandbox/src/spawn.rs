@@ -118,7 +118,10 @@ pub struct Rlimits {
     /// `RLIMIT_FSIZE`: bounds a single file written by a tool (T6).
     pub file_size_bytes: Option<u64>,
     /// `RLIMIT_CPU`: CPU seconds of each process (T11); the wall-clock timeout stays the
-    /// outer bound.
+    /// outer bound. This is the soft limit, and the hard one is a second above it: at the soft
+    /// limit the kernel sends SIGXCPU, which ends the process with the words "CPU time limit
+    /// exceeded"; at the hard one SIGKILL, for a process that ignores SIGXCPU. (With both
+    /// equal the kernel sends SIGKILL first, and the result reads only "Killed".)
     pub cpu_seconds: Option<u64>,
     /// Tasks the whole tree may hold at once, through a pids cgroup (T5): unlike
     /// `RLIMIT_NPROC` it works for root and counts only this tree. Setting it on a host
@@ -151,17 +154,23 @@ impl Rlimits {
             .transpose()
     }
 
-    pub(crate) fn pairs(&self) -> Vec<(Resource, u64)> {
+    /// The limits to set: resource, soft limit, hard limit.
+    pub(crate) fn pairs(&self) -> Vec<(Resource, u64, u64)> {
+        let cpu = [(
+            Resource::Cpu,
+            self.cpu_seconds.map(|s| (s, s.saturating_add(1))),
+        )];
         [
             (Resource::Core, self.core_bytes),
             (Resource::Nproc, self.max_processes),
             (Resource::Nofile, self.max_open_files),
             (Resource::As, self.address_space_bytes),
             (Resource::Fsize, self.file_size_bytes),
-            (Resource::Cpu, self.cpu_seconds),
         ]
         .into_iter()
-        .filter_map(|(r, v)| v.map(|v| (r, v)))
+        .map(|(r, v)| (r, v.map(|v| (v, v))))
+        .chain(cpu)
+        .filter_map(|(r, v)| v.map(|(soft, hard)| (r, soft, hard)))
         .collect()
     }
 }
@@ -295,12 +304,12 @@ pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
             // Own session, hence own process group with the shell as leader: the group can be
             // killed as a unit, and the sweep recognises descendants by session id.
             rustix::process::setsid().map_err(std::io::Error::from)?;
-            for &(resource, value) in &limits {
+            for &(resource, soft, hard) in &limits {
                 rustix::process::setrlimit(
                     resource,
                     Rlimit {
-                        current: Some(value),
-                        maximum: Some(value),
+                        current: Some(soft),
+                        maximum: Some(hard),
                     },
                 )
                 .map_err(std::io::Error::from)?;
