@@ -244,6 +244,17 @@ fn drain(proc: &ShellProcess) {
     }
 }
 
+/// How the shell ended, as the result says it: `status N`, or `killed by signal N` (T14: the
+/// signal exactly, never a vague "a signal").
+fn ended_how(status: Option<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match status.map(|s| (s.code(), s.signal())) {
+        Some((Some(code), _)) => format!("status {code}"),
+        Some((None, Some(signal))) => format!("killed by signal {signal}"),
+        _ => "status unknown".to_owned(),
+    }
+}
+
 fn seconds(d: Duration) -> String {
     // Python prints `timeout_ms / 1000.0` with `repr`: `1.0`, `0.5`, `120.0`. Rust's `{:?}`
     // for f64 is the same shortest round-trip form.
@@ -345,24 +356,25 @@ impl BashState {
                 }
             }
             Stop::Ended(Ended::ShellExited) => {
-                let code = match self.shell.take() {
+                let status = match self.shell.take() {
                     Some(mut shell) => {
-                        let code = match shell.proc.as_mut() {
-                            Some(p) => p.child.wait().await.ok().and_then(|s| s.code()),
+                        let status = match shell.proc.as_mut() {
+                            Some(p) => p.child.wait().await.ok(),
                             None => None,
                         };
                         shell.kill().await;
-                        code
+                        status
                     }
                     None => None,
                 };
+                let code = status.and_then(|s| s.code());
                 let (mut text, _) = cap.text(cap.buf.len());
                 if !text.is_empty() {
                     text.push('\n');
                 }
                 let helper_failed = code == Some(hands_sandbox::HELPER_EXIT_CODE)
                     && text.starts_with(hands_sandbox::HELPER_ERROR_PREFIX);
-                let code = code.map_or_else(|| "a signal".to_owned(), |c| format!("status {c}"));
+                let code = ended_how(status);
                 if helper_failed {
                     // The tier-1 helper refused before the shell existed: say so, nothing ran.
                     let _ = write!(
