@@ -3,7 +3,6 @@
 //! `props.rs`.)
 
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,28 +12,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
+use crate::shell_rows::{self, Shell};
 
-/// Live (non-zombie) processes with `arg` as one of their arguments.
-fn alive_with_arg(arg: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes())
-            && hands_sandbox::pid_is_alive(pid)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
+/// The tier-0 fixture's shell for the shared rows (the canary rule at tier 0 is `canary.rs`).
+fn tier0(fx: &Fixture) -> Shell<'_> {
+    Shell { fx, canaries: &[] }
 }
 
 async fn bash(fx: &Fixture, command: &str) -> hands_protocol::toolset::ToolOutput {
@@ -83,27 +65,12 @@ async fn t6_file_size_limit_stops_a_disk_filler() {
 }
 
 // T7: floods are capped to the last bytes with the reference marker; stdout and stderr
-// floods at once do not deadlock.
+// floods at once do not deadlock. (The worker-memory bound is asserted in the tier children,
+// where no other test shares the process.)
 #[tokio::test]
 async fn t7_output_floods_are_bounded() {
     let fx = Fixture::new();
-    let out = bash(
-        &fx,
-        "head -c 50000000 /dev/zero | tr '\\0' y; echo; echo END",
-    )
-    .await;
-    let t = text(&out);
-    assert!(t.starts_with("[output truncated]\n"), "{}", &t[..40]);
-    assert!(t.ends_with("\nEND"));
-    assert!(t.len() <= 100 * 1024 + "[output truncated]\n".len());
-    let out = bash(
-        &fx,
-        "(yes out | head -c 20000000) & (yes err | head -c 20000000 >&2); wait; echo DONE",
-    )
-    .await;
-    assert!(text(&out).ends_with("DONE"));
-    assert!(text(&out).len() <= 100 * 1024 + 32);
-    fx.tools.shutdown().await;
+    shell_rows::t7_output_floods_are_bounded(&tier0(&fx)).await;
 }
 
 // T8: nothing waits on stdin; a never-ending command is killed at the timeout with its
@@ -111,43 +78,7 @@ async fn t7_output_floods_are_bounded() {
 #[tokio::test]
 async fn t8_never_exits() {
     let fx = Fixture::new();
-    assert_eq!(text(&bash(&fx, "cat; read x; echo done").await), "done");
-    let out = fx
-        .call(
-            "bash",
-            json!({"command": "echo partial; tail -f /dev/null --pid=1 7300", "timeout_ms": 300}),
-        )
-        .await;
-    assert!(out.is_error);
-    assert!(
-        text(&out).contains("[output before the timeout]\npartial"),
-        "{out:?}"
-    );
-    let out = fx
-        .call(
-            "bash",
-            json!({"command": "sleep 7301 & sleep infinity", "timeout_ms": 300}),
-        )
-        .await;
-    assert!(
-        text(&out).starts_with("bash: bash command timed out after 0.3s\n"),
-        "{out:?}"
-    );
-    assert_eq!(alive_with_arg("7301"), Vec::<i32>::new());
-    assert_eq!(
-        alive_with_arg("infinity")
-            .into_iter()
-            .filter(|p| is_ours(*p))
-            .count(),
-        0
-    );
-    fx.tools.shutdown().await;
-}
-
-fn is_ours(pid: i32) -> bool {
-    // A `sleep infinity` of some other program on the machine is not ours to judge.
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .is_ok_and(|e| e.windows(15).any(|w| w == b"HANDS_SWEEP_TAG"))
+    shell_rows::t8_never_exits(&tier0(&fx), 0).await;
 }
 
 // T9: background survivors of every kind are gone when the call returns, and the call
@@ -242,93 +173,44 @@ fn t11_grep_does_not_block_the_runtime() {
     });
 }
 
+// T11: a CPU burner on every core is ended by the wall-clock timeout, or by RLIMIT_CPU when
+// set; the runtime keeps answering meanwhile.
+#[tokio::test]
+async fn t11_cpu_burner_is_stopped() {
+    let fx = Fixture::new();
+    shell_rows::t11_cpu_burner_is_timed_out(&tier0(&fx), 0).await;
+    let fx = Fixture::with(|c| c.rlimits.cpu_seconds = Some(shell_rows::CPU_SECONDS));
+    shell_rows::t11_cpu_limit_ends_a_burner(&tier0(&fx)).await;
+}
+
 // T13: binary, invalid UTF-8, NUL bytes, characters split across reads and cuts.
 #[tokio::test]
 async fn t13_binary_output_never_panics() {
     let fx = Fixture::new();
-    let out = bash(&fx, "printf '\\xff\\xfe\\x00'").await;
-    assert!(text(&out).ends_with("[output was not valid UTF-8; shown lossily]"));
-    serde_json::to_string(&out).unwrap();
-    let out = bash(&fx, "head -c 300000 /bin/bash").await;
-    assert!(text(&out).starts_with("[output truncated]\n"));
-    // 'é' is two bytes: 65,535 ASCII bytes first put one across the 64 KiB read boundary.
-    let out = bash(&fx, "head -c 65535 /dev/zero | tr '\\0' a; printf 'éé'").await;
-    assert!(text(&out).ends_with("aéé"), "{}", &text(&out)[65530..]);
-    // A cut of the tail never starts mid-character and never claims invalid UTF-8.
-    let out = bash(
-        &fx,
-        "for i in $(seq 60000); do printf 'é'; done; printf '\\xe2\\x9c\\x93'",
-    )
-    .await;
-    let t = text(&out);
-    assert!(t.starts_with("[output truncated]\né"), "{}", &t[..30]);
-    assert!(!t.contains('\u{fffd}') && t.ends_with('✓'));
-    fx.tools.shutdown().await;
+    shell_rows::t13_binary_output_never_panics(&tier0(&fx)).await;
 }
 
 // T14: exit codes and deaths by signal are errors, never success.
 #[tokio::test]
 async fn t14_exit_status_and_signals() {
     let fx = Fixture::new();
-    let out = bash(&fx, "(exit 255)").await;
-    assert!(out.is_error);
-    assert_eq!(text(&out), "exit 255");
-    let out = bash(
-        &fx,
-        "bash -c 'kill -SEGV $$'; echo \"status=$?\"; (exit 139)",
-    )
-    .await;
-    assert!(out.is_error);
-    assert!(
-        text(&out).contains("Segmentation fault") && text(&out).contains("status=139"),
-        "{out:?}"
-    );
-    fx.tools.shutdown().await;
+    shell_rows::t14_exit_status_and_signals(&tier0(&fx)).await;
+    shell_rows::t14_a_killed_shell_names_the_signal(&tier0(&fx)).await;
 }
 
 // T15: helpers planted in the workspace and environment changes of earlier commands never
-// reach the tools: grep is in process, and the shell is started by absolute path with the
-// configured environment.
+// reach the tools.
 #[tokio::test]
 async fn t15_helper_hijacking() {
     let fx = Fixture::new();
-    for helper in ["rg", "grep", "bash", "sh", "git"] {
-        fx.write(helper, "#!/bin/sh\ntouch \"$(dirname \"$0\")/pwned\"\n");
-        std::fs::set_permissions(fx.path(helper), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    fx.write("code.txt", "needle\n");
-    let out = bash(
-        &fx,
-        "export PATH=.:$PATH LD_PRELOAD=/nonexistent.so BASH_ENV=./sh; echo set",
-    )
-    .await;
-    assert_eq!(text(&out), "set");
-    let out = fx
-        .call("grep", json!({"pattern": "needle", "path": "code.txt"}))
-        .await;
-    assert!(text(&out).ends_with("/ws/code.txt:1:needle"), "{out:?}");
-    let out = fx.call("bash", json!({"restart": true})).await;
-    assert_eq!(text(&out), "bash session restarted");
-    let out = bash(&fx, "echo \"$BASH|${LD_PRELOAD-unset}|${BASH_ENV-unset}\"; case :$PATH: in *:.:*) echo dot;; esac").await;
-    assert_eq!(text(&out), "/bin/bash|unset|unset");
-    assert!(!exists(&fx.path("pwned")));
-    fx.tools.shutdown().await;
+    shell_rows::t15_helper_hijacking(&tier0(&fx)).await;
 }
 
 // T12: the address-space rlimit hook makes a memory hog fail in the tool.
 #[tokio::test]
 async fn t12_memory_hog_fails_in_the_tool() {
-    let fx = Fixture::with(|c| c.rlimits.address_space_bytes = Some(256 * 1024 * 1024));
-    let out = bash(
-        &fx,
-        "/bin/bash -c 'x=$(head -c 400000000 /dev/zero | tr \"\\0\" a); echo survived'",
-    )
-    .await;
-    assert!(out.is_error, "{out:?}");
-    assert!(text(&out).contains("cannot allocate"), "{out:?}");
-    assert!(!text(&out).contains("survived"));
-    assert_eq!(text(&bash(&fx, "echo still").await), "still");
-    fx.tools.shutdown().await;
+    let fx = Fixture::with(|c| c.rlimits.address_space_bytes = Some(shell_rows::HOG_LIMIT));
+    shell_rows::t12_memory_hog_fails_in_the_tool(&tier0(&fx)).await;
 }
 
 // T17: traversal spellings resolve under the policy or are refused; none panics.

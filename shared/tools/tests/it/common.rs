@@ -120,3 +120,27 @@ pub async fn transcript(fx: &Fixture, cases: Vec<Case>) -> String {
 pub fn exists(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
 }
+
+/// Live (non-zombie) processes of the host with `arg` as one of their arguments: how the rows
+/// find what a command left running, whichever tier it ran in.
+pub fn alive_with_arg(arg: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes())
+            && hands_sandbox::pid_is_alive(pid)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}

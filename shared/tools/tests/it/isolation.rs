@@ -1,5 +1,6 @@
-//! Tier 2 (bubblewrap): the CATALOGUE 2c rows the sandbox enforces, each asserting the specific
-//! denial, run under the canary rule.
+//! Tier 2 (bubblewrap): the CATALOGUE 2c rows that concern tool processes (T1-T15), each
+//! asserting the specific denial or outcome, run under the canary rule. The shell rows every
+//! tier shares (T7, T8, T11-T15) are the bodies in `shell_rows.rs`.
 //!
 //! `tier2_rows_hold_under_canaries` re-runs this test binary as a child process whose
 //! environment holds canary credentials and a loopback "attacker" port; the child runs every
@@ -23,6 +24,7 @@ use serde_json::json;
 
 use crate::canary_rows::CanaryRows;
 use crate::common::*;
+use crate::shell_rows::{self, Shell};
 
 const CHILD: &str = "HANDS_ISOLATION_CHILD";
 const PORT: &str = "HANDS_ISOLATION_ATTACKER_PORT";
@@ -31,7 +33,7 @@ const AWS: &str = "canary-aws-iso-0b7c2e";
 const SERVICE: &str = "canary-service-iso-9a4f";
 const CANARIES: [&str; 3] = [KEY, AWS, SERVICE];
 /// The rows the child must run; a filtered-out row would otherwise "pass" by not running.
-const ROWS: usize = 13;
+const ROWS: usize = 18;
 /// Size of the sandbox's `/tmp` in these tests.
 const TMP_BYTES: u64 = 1024 * 1024;
 
@@ -96,22 +98,21 @@ fn options() -> Tier2Options {
     }
 }
 
+/// The fixture's shell, every result checked against the canaries.
+fn shell(fx: &Fixture) -> Shell<'_> {
+    Shell {
+        fx,
+        canaries: &CANARIES,
+    }
+}
+
 /// Runs `command` in the fixture's shell and checks the canary rule on the result.
 async fn bash(fx: &Fixture, command: &str) -> ToolOutput {
-    let out = fx.call("bash", json!({ "command": command })).await;
-    let shown = fx.shown(&out);
-    for canary in CANARIES {
-        assert!(
-            !shown.contains(canary),
-            "canary in the result of {command:?}: {shown}"
-        );
-    }
-    out
+    shell(fx).bash(command).await
 }
 
 async fn shown(fx: &Fixture, command: &str) -> String {
-    let out = bash(fx, command).await;
-    fx.shown(&out)
+    shell(fx).shown(command).await
 }
 
 /// A directory outside `/tmp` (which is a fresh tmpfs inside the sandbox), removed on drop.
@@ -427,56 +428,35 @@ async fn row_t9_namespace_teardown_leaves_no_survivor() {
     .await;
     assert_eq!(fx.shown(&out), "started");
     fx.tools.shutdown().await;
-    let alive = host_processes_with_arg(marker);
+    let alive = alive_with_arg(marker);
     assert!(alive.is_empty(), "survivors: {alive:?}");
 }
 
-// T8 in tier 2: a command that never exits is timed out with its partial output, and what it
-// started in the background is gone with it.
+// T8 in tier 2: stdin is /dev/null; `tail -f` and `sleep infinity` end at the timeout with
+// their partial output, and what they started in the background is gone with them.
 #[tokio::test]
 #[ignore = "run by tier2_rows_hold_under_canaries"]
 async fn row_t8_never_exits() {
     let Some(fx) = fixture(options(), |_| {}) else {
         return;
     };
-    let out = fx
-        .call(
-            "bash",
-            json!({"command": "echo partial; sleep 7432.25 & sleep infinity", "timeout_ms": 500}),
-        )
-        .await;
-    assert!(out.is_error, "{out:?}");
-    let shown = fx.shown(&out);
-    assert!(
-        shown.starts_with("bash: bash command timed out after 0.5s\n") && shown.contains("partial"),
-        "{shown}"
-    );
-    assert!(host_processes_with_arg("7432.25").is_empty());
-    fx.tools.shutdown().await;
+    shell_rows::t8_never_exits(&shell(&fx), 2).await;
 }
 
-// T14 in tier 2: exit codes and deaths by signal are errors with the status, never success.
+// T14 in tier 2: exit 255 and deaths by SIGSEGV and SIGKILL are errors that say which.
 #[tokio::test]
 #[ignore = "run by tier2_rows_hold_under_canaries"]
 async fn row_t14_exit_status_and_signals() {
     let Some(fx) = fixture(options(), |_| {}) else {
         return;
     };
-    let out = bash(&fx, "(exit 255)").await;
-    assert!(out.is_error);
-    assert_eq!(fx.shown(&out), "exit 255");
-    let out = bash(
-        &fx,
-        "bash -c 'kill -SEGV $$'; echo \"status=$?\"; (exit 139)",
-    )
-    .await;
-    assert!(out.is_error);
-    let shown = fx.shown(&out);
-    assert!(
-        shown.contains("Segmentation fault") && shown.contains("status=139"),
-        "{shown}"
+    // The shell is pid 1 of the sandbox's namespace: a signal it has no handler for is not
+    // delivered, so it cannot be killed from inside.
+    assert_eq!(
+        shown(&fx, "kill -KILL $$; kill -SEGV $$; echo alive").await,
+        "alive"
     );
-    fx.tools.shutdown().await;
+    shell_rows::t14_exit_status_and_signals(&shell(&fx)).await;
 }
 
 // T10 in tier 2: the worker cannot be signalled: its pid names nothing in the sandbox's pid
@@ -499,28 +479,6 @@ async fn row_t10_the_worker_cannot_be_signalled() {
         "{shown}"
     );
     fx.tools.shutdown().await;
-}
-
-fn host_processes_with_arg(arg: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes())
-            && hands_sandbox::pid_is_alive(pid)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 // Custom tools (one-shot processes) run in the same sandbox: own pid namespace, no network,
@@ -556,4 +514,67 @@ async fn row_oneshot_runs_in_the_sandbox() {
     assert_eq!(status.code(), Some(3), "{out}{err}");
     assert_eq!(out, "pid=1\n0\n");
     assert!(err.contains("Network is unreachable"), "{err}");
+}
+
+// T7 in tier 2: floods (one huge line, binary, never ending, stdout and stderr at once) are
+// bounded with the reference marker, and the worker's memory stays bounded.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t7_output_floods_are_bounded() {
+    let Some(fx) = fixture(options(), |_| {}) else {
+        return;
+    };
+    shell_rows::t7_output_floods_are_bounded_in_bounded_memory(&shell(&fx)).await;
+}
+
+// T11 in tier 2: a burner on every core is killed by the wall-clock timeout (with the pid
+// namespace) while the tools keep answering; RLIMIT_CPU reaches through bubblewrap and ends a
+// burner by itself.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t11_cpu_burner_is_stopped() {
+    let Some(fx) = fixture(options(), |_| {}) else {
+        return;
+    };
+    shell_rows::t11_cpu_burner_is_timed_out(&shell(&fx), 2).await;
+    let Some(fx) = fixture(options(), |c| {
+        c.rlimits.cpu_seconds = Some(shell_rows::CPU_SECONDS);
+    }) else {
+        return;
+    };
+    shell_rows::t11_cpu_limit_ends_a_burner(&shell(&fx)).await;
+}
+
+// T12 in tier 2: the address-space limit reaches through bubblewrap; a hog fails in the tool,
+// the session's shell and the worker go on.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t12_memory_hog_fails_in_the_tool() {
+    let Some(fx) = fixture(options(), |c| {
+        c.rlimits.address_space_bytes = Some(shell_rows::HOG_LIMIT);
+    }) else {
+        return;
+    };
+    shell_rows::t12_memory_hog_fails_in_the_tool(&shell(&fx)).await;
+}
+
+// T13 in tier 2: binary and invalid UTF-8 output never panics; lossy and truncation markers.
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t13_binary_output_never_panics() {
+    let Some(fx) = fixture(options(), |_| {}) else {
+        return;
+    };
+    shell_rows::t13_binary_output_never_panics(&shell(&fx)).await;
+}
+
+// T15 in tier 2: planted helpers, PATH=. and LD_PRELOAD never reach grep or a new shell
+// (bubblewrap is found by the probe in fixed directories, the shell is an absolute path).
+#[tokio::test]
+#[ignore = "run by tier2_rows_hold_under_canaries"]
+async fn row_t15_helper_hijacking() {
+    let Some(fx) = fixture(options(), |_| {}) else {
+        return;
+    };
+    shell_rows::t15_helper_hijacking(&shell(&fx)).await;
 }

@@ -10,6 +10,7 @@ mod common;
 mod isolation;
 mod openat2_filtered;
 mod props;
+mod shell_rows;
 mod symlink_race;
 mod tables;
 mod tier1;

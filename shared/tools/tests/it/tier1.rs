@@ -1,5 +1,6 @@
-//! Tier 1 (Landlock + seccomp): the CATALOGUE 2c rows the tier-2 suite covers (and M5, T10,
-//! which tier 1 enforces too), each asserting the specific denial, run under the canary rule.
+//! Tier 1 (Landlock + seccomp): the CATALOGUE 2c rows that concern tool processes (T1-T15) and
+//! M5, each asserting the specific denial or outcome, run under the canary rule. The shell rows
+//! every tier shares (T7, T8, T11-T15) are the bodies in `shell_rows.rs`.
 //!
 //! `tier1_rows_hold_under_canaries` re-runs this test binary as a child process whose
 //! environment holds canary credentials and a loopback "attacker" port; the child runs every
@@ -26,6 +27,7 @@ use serde_json::json;
 
 use crate::canary_rows::CanaryRows;
 use crate::common::*;
+use crate::shell_rows::{self, Shell};
 
 const CHILD: &str = "HANDS_TIER1_CHILD";
 const PORT: &str = "HANDS_TIER1_ATTACKER_PORT";
@@ -34,7 +36,7 @@ const AWS: &str = "canary-aws-t1-77c0d1";
 const SERVICE: &str = "canary-service-t1-5b2a";
 const CANARIES: [&str; 3] = [KEY, AWS, SERVICE];
 /// The rows the child must run; a filtered-out row would otherwise "pass" by not running.
-const ROWS: usize = 14;
+const ROWS: usize = 21;
 
 fn required() -> bool {
     std::env::var("REQUIRE_ISOLATION").is_ok_and(|v| v == "1")
@@ -98,22 +100,21 @@ async fn fixture(
     Some(fx)
 }
 
+/// The fixture's shell, every result checked against the canaries.
+fn shell(fx: &Fixture) -> Shell<'_> {
+    Shell {
+        fx,
+        canaries: &CANARIES,
+    }
+}
+
 /// Runs `command` in the fixture's shell and checks the canary rule on the result.
 async fn bash(fx: &Fixture, command: &str) -> ToolOutput {
-    let out = fx.call("bash", json!({ "command": command })).await;
-    let shown = fx.shown(&out);
-    for canary in CANARIES {
-        assert!(
-            !shown.contains(canary),
-            "canary in the result of {command:?}: {shown}"
-        );
-    }
-    out
+    shell(fx).bash(command).await
 }
 
 async fn shown(fx: &Fixture, command: &str) -> String {
-    let out = bash(fx, command).await;
-    fx.shown(&out)
+    shell(fx).shown(command).await
 }
 
 /// A directory outside the fixture, removed on drop.
@@ -664,30 +665,8 @@ async fn row_t9_no_survivor() {
     .await;
     assert_eq!(fx.shown(&out), "started");
     fx.tools.shutdown().await;
-    let alive = host_processes_with_arg(marker);
+    let alive = alive_with_arg(marker);
     assert!(alive.is_empty(), "survivors: {alive:?}");
-}
-
-fn host_processes_with_arg(arg: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes())
-            && hands_sandbox::pid_is_alive(pid)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 // Custom tools (one-shot processes) run under the same restrictions, and the exit status comes
@@ -727,4 +706,93 @@ async fn row_oneshot_runs_restricted() {
             && err.contains("/etc/oneshot-probe': Permission denied"),
         "{err}"
     );
+}
+
+// T7 at tier 1: floods (one huge line, binary, never ending, stdout and stderr at once) are
+// bounded with the reference marker, and the worker's memory stays bounded.
+#[tokio::test]
+#[ignore = "run by tier1_rows_hold_under_canaries"]
+async fn row_t7_output_floods_are_bounded() {
+    let Some(fx) = fixture(Tier1Options::default(), |_| {}).await else {
+        return;
+    };
+    shell_rows::t7_output_floods_are_bounded_in_bounded_memory(&shell(&fx)).await;
+}
+
+// T8 at tier 1: stdin is /dev/null; `tail -f` and `sleep infinity` end at the timeout with
+// their partial output, and the whole tree is gone.
+#[tokio::test]
+#[ignore = "run by tier1_rows_hold_under_canaries"]
+async fn row_t8_never_exits() {
+    let Some(fx) = fixture(Tier1Options::default(), |_| {}).await else {
+        return;
+    };
+    shell_rows::t8_never_exits(&shell(&fx), 1).await;
+}
+
+// T11 at tier 1: a burner on every core is killed by the wall-clock timeout while the tools
+// keep answering; RLIMIT_CPU reaches through the helper and ends a burner by itself.
+#[tokio::test]
+#[ignore = "run by tier1_rows_hold_under_canaries"]
+async fn row_t11_cpu_burner_is_stopped() {
+    let Some(fx) = fixture(Tier1Options::default(), |_| {}).await else {
+        return;
+    };
+    shell_rows::t11_cpu_burner_is_timed_out(&shell(&fx), 1).await;
+    let Some(fx) = fixture(Tier1Options::default(), |c| {
+        c.rlimits.cpu_seconds = Some(shell_rows::CPU_SECONDS);
+    })
+    .await
+    else {
+        return;
+    };
+    shell_rows::t11_cpu_limit_ends_a_burner(&shell(&fx)).await;
+}
+
+// T12 at tier 1: the address-space limit reaches through the helper; a hog fails in the tool,
+// the session's shell and the worker go on.
+#[tokio::test]
+#[ignore = "run by tier1_rows_hold_under_canaries"]
+async fn row_t12_memory_hog_fails_in_the_tool() {
+    let Some(fx) = fixture(Tier1Options::default(), |c| {
+        c.rlimits.address_space_bytes = Some(shell_rows::HOG_LIMIT);
+    })
+    .await
+    else {
+        return;
+    };
+    shell_rows::t12_memory_hog_fails_in_the_tool(&shell(&fx)).await;
+}
+
+// T13 at tier 1: binary and invalid UTF-8 output never panics; lossy and truncation markers.
+#[tokio::test]
+#[ignore = "run by tier1_rows_hold_under_canaries"]
+async fn row_t13_binary_output_never_panics() {
+    let Some(fx) = fixture(Tier1Options::default(), |_| {}).await else {
+        return;
+    };
+    shell_rows::t13_binary_output_never_panics(&shell(&fx)).await;
+}
+
+// T14 at tier 1: exit 255 and deaths by SIGSEGV and SIGKILL, of a command or of the shell
+// itself, are errors that say which.
+#[tokio::test]
+#[ignore = "run by tier1_rows_hold_under_canaries"]
+async fn row_t14_exit_status_and_signals() {
+    let Some(fx) = fixture(Tier1Options::default(), |_| {}).await else {
+        return;
+    };
+    shell_rows::t14_exit_status_and_signals(&shell(&fx)).await;
+    shell_rows::t14_a_killed_shell_names_the_signal(&shell(&fx)).await;
+}
+
+// T15 at tier 1: planted helpers, PATH=. and LD_PRELOAD never reach grep or a new shell (the
+// helper is the worker's own binary by its /proc path, the shell an absolute path).
+#[tokio::test]
+#[ignore = "run by tier1_rows_hold_under_canaries"]
+async fn row_t15_helper_hijacking() {
+    let Some(fx) = fixture(Tier1Options::default(), |_| {}).await else {
+        return;
+    };
+    shell_rows::t15_helper_hijacking(&shell(&fx)).await;
 }

@@ -1,0 +1,387 @@
+//! The shell rows of CATALOGUE 2c that every tier runs with the same assertions (T7, T8,
+//! T11-T15): tier 0 in `catalogue.rs`, tier 1 in `tier1.rs`, tier 2 in `isolation.rs`. The shell
+//! is the same code at every tier, but what it runs inside is not (the tier-1 helper, bubblewrap,
+//! limits inherited through either), so each tier proves the rows for itself.
+//!
+//! The tiers' tests run at the same time on one machine, so each body takes the tier's number
+//! and derives the markers it looks for among the host's processes from it.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hands_protocol::toolset::ToolOutput;
+use hands_tools::output::{LOSSY_NOTE, TRUNCATED_PREFIX};
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+/// The bash output kept by default (`Limits::bash_output_bytes`).
+const OUTPUT_LIMIT: usize = 100 * 1024;
+/// The size of the one-line flood of T7: far above what may stay in the worker's memory.
+const FLOOD_BYTES: u64 = 64 * 1024 * 1024;
+/// The address-space limit the T12 rows set (`Rlimits::address_space_bytes`).
+pub const HOG_LIMIT: u64 = 256 * 1024 * 1024;
+/// The CPU-time limit the T11 limit rows set (`Rlimits::cpu_seconds`).
+pub const CPU_SECONDS: u64 = 1;
+
+/// A fixture's shell, and the canaries no result may contain.
+pub struct Shell<'a> {
+    pub fx: &'a Fixture,
+    /// Empty at tier 0, whose canary rule is `canary.rs`.
+    pub canaries: &'a [&'a str],
+}
+
+impl Shell<'_> {
+    /// Calls `bash` with `input` and checks the canary rule on the result.
+    pub async fn call(&self, input: Value) -> ToolOutput {
+        let what = input.to_string();
+        let out = self.fx.call("bash", input).await;
+        let shown = self.fx.shown(&out);
+        for canary in self.canaries {
+            assert!(
+                !shown.contains(canary),
+                "canary in the result of {what}: {shown}"
+            );
+        }
+        out
+    }
+
+    pub async fn bash(&self, command: &str) -> ToolOutput {
+        self.call(json!({ "command": command })).await
+    }
+
+    pub async fn shown(&self, command: &str) -> String {
+        let out = self.bash(command).await;
+        self.fx.shown(&out)
+    }
+}
+
+/// Awaits `call` while the `read` tool reads `note.txt` again and again on the same runtime;
+/// returns the call's result and how many reads answered before it ended (every read must
+/// succeed). A call that blocked the runtime would leave at most the first read answered.
+pub async fn while_reading<F: Future>(fx: &Fixture, call: F) -> (F::Output, u32) {
+    fx.write("note.txt", "still here");
+    let done = AtomicBool::new(false);
+    let call = async {
+        let out = call.await;
+        done.store(true, Ordering::SeqCst);
+        out
+    };
+    let reads = async {
+        let mut answered = 0;
+        while !done.load(Ordering::SeqCst) {
+            let out = fx.call("read", json!({"file_path": "note.txt"})).await;
+            assert!(
+                !out.is_error && fx.shown(&out).contains("still here"),
+                "{out:?}"
+            );
+            if !done.load(Ordering::SeqCst) {
+                answered += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        answered
+    };
+    tokio::join!(call, reads)
+}
+
+/// T7: a flood is cut to its last bytes behind the reference marker, whatever its shape (one
+/// huge line, binary, never ending), and floods on stdout and stderr at once do not deadlock.
+pub async fn t7_output_floods_are_bounded(sh: &Shell<'_>) {
+    let out = sh
+        .bash(&format!(
+            "head -c {FLOOD_BYTES} /dev/zero | tr '\\0' y; echo; echo END"
+        ))
+        .await;
+    let t = text(&out);
+    assert!(t.starts_with(TRUNCATED_PREFIX), "{}", &t[..40]);
+    assert!(t.ends_with("\nEND"));
+    assert!(t.len() <= OUTPUT_LIMIT + TRUNCATED_PREFIX.len());
+    let out = sh
+        .bash("(yes out | head -c 20000000) & (yes err | head -c 20000000 >&2); wait; echo DONE")
+        .await;
+    let t = text(&out);
+    assert!(
+        t.starts_with(TRUNCATED_PREFIX) && t.ends_with("\nDONE"),
+        "{}",
+        last_chars(t, 80)
+    );
+    assert!(t.len() <= OUTPUT_LIMIT + TRUNCATED_PREFIX.len());
+    // Random bytes: cut, then shown lossily (each invalid byte may become a three-byte
+    // replacement character, so the bound is on the bytes kept, not on the text).
+    let out = sh
+        .bash("head -c 5000000 /dev/urandom; echo; echo END")
+        .await;
+    let t = text(&out);
+    assert!(
+        t.starts_with(TRUNCATED_PREFIX) && t.ends_with(&format!("\nEND\n{LOSSY_NOTE}")),
+        "{}",
+        last_chars(t, 80)
+    );
+    assert!(t.len() <= 3 * OUTPUT_LIMIT + TRUNCATED_PREFIX.len() + LOSSY_NOTE.len() + 1);
+    // `yes` never ends: the timeout stops it and keeps a bounded tail of what it printed.
+    let out = sh
+        .call(json!({"command": "yes flood", "timeout_ms": 1000}))
+        .await;
+    let t = text(&out);
+    assert!(
+        out.is_error && t.starts_with("bash: bash command timed out after 1.0s\n"),
+        "{}",
+        &t[..t.len().min(300)]
+    );
+    let (_, tail) = t.split_once("[output before the timeout]\n").unwrap();
+    assert!(
+        tail.contains("flood\nflood"),
+        "{}",
+        &tail[..tail.len().min(300)]
+    );
+    assert!(tail.len() <= OUTPUT_LIMIT + TRUNCATED_PREFIX.len());
+    assert_eq!(text(&sh.bash("echo alive").await), "alive");
+    sh.fx.tools.shutdown().await;
+}
+
+/// The last `n` characters of `t`, for a message.
+fn last_chars(t: &str, n: usize) -> String {
+    let skip = t.chars().count().saturating_sub(n);
+    t.chars().skip(skip).collect()
+}
+
+/// T7 where the worker's process runs nothing else at the same time (the tier children run one
+/// row at a time): the rows of [`t7_output_floods_are_bounded`], and the worker's peak resident
+/// memory meanwhile grows by less than a quarter of the one-line flood.
+pub async fn t7_output_floods_are_bounded_in_bounded_memory(sh: &Shell<'_>) {
+    let peak = PeakMemory::reset();
+    t7_output_floods_are_bounded(sh).await;
+    let grown = peak.growth_bytes();
+    println!(
+        "T7: the worker's peak memory grew by {grown} bytes during a {FLOOD_BYTES}-byte flood"
+    );
+    assert!(
+        grown < FLOOD_BYTES / 4,
+        "the worker's peak memory grew by {grown} bytes during a {FLOOD_BYTES}-byte flood"
+    );
+}
+
+/// The process's peak resident memory since [`PeakMemory::reset`].
+struct PeakMemory {
+    start_kib: u64,
+}
+
+impl PeakMemory {
+    /// Resets the peak (`VmHWM`) to the current resident size (`/proc/self/clear_refs`, 5).
+    fn reset() -> PeakMemory {
+        std::fs::write("/proc/self/clear_refs", "5").unwrap();
+        PeakMemory {
+            start_kib: status_kib("VmHWM"),
+        }
+    }
+
+    fn growth_bytes(&self) -> u64 {
+        status_kib("VmHWM").saturating_sub(self.start_kib) * 1024
+    }
+}
+
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+/// T8: nothing waits on stdin; a never-ending command (`tail -f`, `sleep infinity`) is killed at
+/// the timeout with its partial output, and everything it started is gone.
+pub async fn t8_never_exits(sh: &Shell<'_>, tier: u8) {
+    // Markers (`sleep` adds its arguments up; `tail` follows a missing file name in vain).
+    let [tail, background, infinity] = [1, 2, 3].map(|n| format!("73{tier}0.{n}"));
+    assert_eq!(text(&sh.bash("cat; read x; echo done").await), "done");
+    let out = sh
+        .call(json!({
+            "command": format!("echo partial; tail -f /dev/null --pid=1 {tail}"),
+            "timeout_ms": 300,
+        }))
+        .await;
+    assert!(out.is_error);
+    assert!(
+        text(&out).contains("[output before the timeout]\npartial"),
+        "{out:?}"
+    );
+    let out = sh
+        .call(json!({
+            "command": format!("sleep {background} & sleep infinity {infinity}"),
+            "timeout_ms": 300,
+        }))
+        .await;
+    assert!(
+        out.is_error && text(&out).starts_with("bash: bash command timed out after 0.3s\n"),
+        "{out:?}"
+    );
+    for marker in [tail, background, infinity] {
+        assert_eq!(alive_with_arg(&marker), Vec::<i32>::new(), "{marker}");
+    }
+    assert_eq!(text(&sh.bash("echo alive").await), "alive");
+    sh.fx.tools.shutdown().await;
+}
+
+/// T11: a CPU burner on every core is ended by the wall-clock timeout with its whole tree, and
+/// the worker's runtime keeps answering other tools while it burns.
+pub async fn t11_cpu_burner_is_timed_out(sh: &Shell<'_>, tier: u8) {
+    let marker = format!("hands-t11-burner-tier{tier}");
+    let burn = format!("bash -c 'while :; do :; done' {marker}");
+    let command = format!("for i in $(seq $(nproc)); do {burn} & done; {burn}");
+    let (out, reads) = while_reading(
+        sh.fx,
+        sh.call(json!({"command": command, "timeout_ms": 2000})),
+    )
+    .await;
+    let t = text(&out);
+    assert!(
+        out.is_error
+            && t.starts_with(
+                "bash: bash command timed out after 2.0s\n[the command and everything it started were killed"
+            ),
+        "{t}"
+    );
+    assert!(reads >= 3, "only {reads} reads answered during the burn");
+    assert_eq!(alive_with_arg(&marker), Vec::<i32>::new());
+    assert_eq!(text(&sh.bash("echo alive").await), "alive");
+    sh.fx.tools.shutdown().await;
+}
+
+/// T11 with `RLIMIT_CPU` ([`CPU_SECONDS`], set by the caller): a burner is ended by the limit,
+/// well before the call's timeout, and bash says so in plain words.
+pub async fn t11_cpu_limit_ends_a_burner(sh: &Shell<'_>) {
+    let out = sh
+        .call(json!({
+            "command": "bash -c 'while :; do :; done'; echo \"status=$?\"",
+            "timeout_ms": 120_000,
+        }))
+        .await;
+    let t = text(&out);
+    // 152: 128 + SIGXCPU.
+    assert!(
+        t.contains("CPU time limit exceeded") && t.ends_with("status=152"),
+        "{t}"
+    );
+    sh.fx.tools.shutdown().await;
+}
+
+/// T12 with the address-space limit [`HOG_LIMIT`] (set by the caller): a memory hog fails in the
+/// tool with the program's own words, while the session's shell (its variables kept) and the
+/// file tools go on.
+pub async fn t12_memory_hog_fails_in_the_tool(sh: &Shell<'_>) {
+    assert_eq!(
+        text(&sh.bash("export T12_SHELL=kept; echo set").await),
+        "set"
+    );
+    let hog = "/bin/bash -c 'x=$(head -c 400000000 /dev/zero | tr \"\\0\" a); echo survived'";
+    let (out, _) = while_reading(sh.fx, sh.bash(hog)).await;
+    let t = text(&out);
+    assert!(out.is_error && t.contains("cannot allocate"), "{t}");
+    assert!(!t.contains("survived"), "{t}");
+    let out = sh.bash("python3 -c 'a = \" \" * 10**10'").await;
+    let t = text(&out);
+    assert!(out.is_error && t.contains("MemoryError"), "{t}");
+    assert_eq!(text(&sh.bash("echo $T12_SHELL").await), "kept");
+    sh.fx.tools.shutdown().await;
+}
+
+/// T13: binary, invalid UTF-8, NUL bytes, characters split across reads and cuts, ANSI escapes.
+pub async fn t13_binary_output_never_panics(sh: &Shell<'_>) {
+    let out = sh.bash("printf '\\xff\\xfe\\x00'").await;
+    assert!(text(&out).ends_with(LOSSY_NOTE), "{out:?}");
+    serde_json::to_string(&out).unwrap();
+    let out = sh.bash("head -c 300000 /bin/bash").await;
+    assert!(text(&out).starts_with(TRUNCATED_PREFIX) && text(&out).ends_with(LOSSY_NOTE));
+    // 'é' is two bytes: 65,535 ASCII bytes first put one across the 64 KiB read boundary.
+    let out = sh
+        .bash("head -c 65535 /dev/zero | tr '\\0' a; printf 'éé'")
+        .await;
+    assert!(text(&out).ends_with("aéé"), "{}", &text(&out)[65530..]);
+    // A cut of the tail never starts mid-character and never claims invalid UTF-8.
+    let out = sh
+        .bash("for i in $(seq 60000); do printf 'é'; done; printf '\\xe2\\x9c\\x93'")
+        .await;
+    let t = text(&out);
+    assert!(t.starts_with("[output truncated]\né"), "{}", &t[..30]);
+    assert!(!t.contains('\u{fffd}') && t.ends_with('✓'));
+    // Colour escapes are stripped; a carriage return is kept as it is.
+    let out = sh.bash("printf '\\033[31mred\\033[0m\\rover\\n'").await;
+    assert_eq!(text(&out), "red\rover");
+    sh.fx.tools.shutdown().await;
+}
+
+/// T14: exit codes and deaths by signal are errors that say which, never success.
+pub async fn t14_exit_status_and_signals(sh: &Shell<'_>) {
+    let out = sh.bash("(exit 255)").await;
+    assert!(out.is_error);
+    assert_eq!(text(&out), "exit 255");
+    for (signal, words, status) in [("SEGV", "Segmentation fault", 139), ("KILL", "Killed", 137)] {
+        let out = sh
+            .bash(&format!(
+                "bash -c 'kill -{signal} $$'; echo \"status=$?\"; (exit {status})"
+            ))
+            .await;
+        let t = text(&out);
+        assert!(
+            out.is_error && t.contains(words) && t.ends_with(&format!("status={status}")),
+            "{signal}: {t}"
+        );
+        // Killed as the last thing the command does, with nothing else printed.
+        let out = sh.bash(&format!("bash -c 'kill -{signal} $$'")).await;
+        assert!(
+            out.is_error && text(&out).contains(words),
+            "{signal}: {out:?}"
+        );
+    }
+    sh.fx.tools.shutdown().await;
+}
+
+/// T14 where the shell itself can be killed from inside (tiers 0 and 1; at tier 2 it is pid 1 of
+/// its namespace, which ignores signals it has no handler for): the result names the signal.
+pub async fn t14_a_killed_shell_names_the_signal(sh: &Shell<'_>) {
+    let out = sh.bash("echo before; kill -KILL $$").await;
+    let t = text(&out);
+    assert!(
+        out.is_error
+            && t.starts_with("before\n[the shell exited (killed by signal 9); the next command starts a new shell"),
+        "{t}"
+    );
+    assert_eq!(text(&sh.bash("echo after").await), "after");
+    sh.fx.tools.shutdown().await;
+}
+
+/// T15: helpers planted in the workspace and environment changes of earlier commands never reach
+/// the tools: grep is in process, and a new shell (after `restart` or a timeout) is started by
+/// absolute path with the configured environment.
+pub async fn t15_helper_hijacking(sh: &Shell<'_>) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let fx = sh.fx;
+    for helper in ["rg", "grep", "bash", "sh", "git", "bwrap"] {
+        fx.write(helper, "#!/bin/sh\ntouch \"$(dirname \"$0\")/pwned\"\n");
+        std::fs::set_permissions(fx.path(helper), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fx.write("code.txt", "needle\n");
+    let hijack = "export PATH=.:$PATH LD_PRELOAD=/nonexistent.so BASH_ENV=./sh; echo set";
+    let clean = "echo \"$BASH|${LD_PRELOAD-unset}|${BASH_ENV-unset}\"; case :$PATH: in *:.:*) echo dot;; esac";
+    assert_eq!(text(&sh.bash(hijack).await), "set");
+    let out = fx
+        .call("grep", json!({"pattern": "needle", "path": "code.txt"}))
+        .await;
+    assert!(text(&out).ends_with("/ws/code.txt:1:needle"), "{out:?}");
+    let out = fx.call("bash", json!({"restart": true})).await;
+    assert_eq!(text(&out), "bash session restarted");
+    assert_eq!(text(&sh.bash(clean).await), "/bin/bash|unset|unset");
+    // The shell a timeout restarts is as clean.
+    assert_eq!(text(&sh.bash(hijack).await), "set");
+    let out = sh
+        .call(json!({"command": "sleep 30", "timeout_ms": 300}))
+        .await;
+    assert!(out.is_error, "{out:?}");
+    assert_eq!(text(&sh.bash(clean).await), "/bin/bash|unset|unset");
+    assert!(!exists(&fx.path("pwned")));
+    sh.fx.tools.shutdown().await;
+}
