@@ -106,6 +106,17 @@ fn shell(fx: &Fixture) -> Shell<'_> {
     }
 }
 
+/// In the child: runs the shared shell row `row` (`shell_rows.rs`) in bubblewrap, in a fixture
+/// `configure` adjusts.
+async fn shell_row(
+    configure: impl FnOnce(&mut hands_tools::ToolsetConfig),
+    row: impl AsyncFnOnce(&Shell<'_>),
+) {
+    if let Some(fx) = fixture(options(), configure) {
+        row(&shell(&fx)).await;
+    }
+}
+
 /// Runs `command` in the fixture's shell and checks the canary rule on the result.
 async fn bash(fx: &Fixture, command: &str) -> ToolOutput {
     shell(fx).bash(command).await
@@ -437,26 +448,26 @@ async fn row_t9_namespace_teardown_leaves_no_survivor() {
 #[tokio::test]
 #[ignore = "run by tier2_rows_hold_under_canaries"]
 async fn row_t8_never_exits() {
-    let Some(fx) = fixture(options(), |_| {}) else {
-        return;
-    };
-    shell_rows::t8_never_exits(&shell(&fx), 2).await;
+    shell_row(|_| {}, async |sh| shell_rows::t8_never_exits(sh, 2).await).await;
 }
 
 // T14 in tier 2: exit 255 and deaths by SIGSEGV and SIGKILL are errors that say which.
 #[tokio::test]
 #[ignore = "run by tier2_rows_hold_under_canaries"]
 async fn row_t14_exit_status_and_signals() {
-    let Some(fx) = fixture(options(), |_| {}) else {
-        return;
-    };
-    // The shell is pid 1 of the sandbox's namespace: a signal it has no handler for is not
-    // delivered, so it cannot be killed from inside.
-    assert_eq!(
-        shown(&fx, "kill -KILL $$; kill -SEGV $$; echo alive").await,
-        "alive"
-    );
-    shell_rows::t14_exit_status_and_signals(&shell(&fx)).await;
+    shell_row(
+        |_| {},
+        async |sh| {
+            // The shell is pid 1 of the sandbox's namespace: a signal it has no handler for is not
+            // delivered, so it cannot be killed from inside.
+            assert_eq!(
+                sh.shown("kill -KILL $$; kill -SEGV $$; echo alive").await,
+                "alive"
+            );
+            shell_rows::t14_exit_status_and_signals(sh).await;
+        },
+    )
+    .await;
 }
 
 // T10 in tier 2: the worker cannot be signalled: its pid names nothing in the sandbox's pid
@@ -521,10 +532,11 @@ async fn row_oneshot_runs_in_the_sandbox() {
 #[tokio::test]
 #[ignore = "run by tier2_rows_hold_under_canaries"]
 async fn row_t7_output_floods_are_bounded() {
-    let Some(fx) = fixture(options(), |_| {}) else {
-        return;
-    };
-    shell_rows::t7_output_floods_are_bounded_in_bounded_memory(&shell(&fx)).await;
+    shell_row(
+        |_| {},
+        shell_rows::t7_output_floods_are_bounded_in_bounded_memory,
+    )
+    .await;
 }
 
 // T11 in tier 2: a burner on every core is killed by the wall-clock timeout (with the pid
@@ -533,16 +545,18 @@ async fn row_t7_output_floods_are_bounded() {
 #[tokio::test]
 #[ignore = "run by tier2_rows_hold_under_canaries"]
 async fn row_t11_cpu_burner_is_stopped() {
-    let Some(fx) = fixture(options(), |_| {}) else {
-        return;
-    };
-    shell_rows::t11_cpu_burner_is_timed_out(&shell(&fx), 2).await;
-    let Some(fx) = fixture(options(), |c| {
-        c.rlimits.cpu_seconds = Some(shell_rows::CPU_SECONDS);
-    }) else {
-        return;
-    };
-    shell_rows::t11_cpu_limit_ends_a_burner(&shell(&fx)).await;
+    shell_row(
+        |_| {},
+        async |sh| {
+            shell_rows::t11_cpu_burner_is_timed_out(sh, 2).await;
+        },
+    )
+    .await;
+    shell_row(
+        |c| c.rlimits.cpu_seconds = Some(shell_rows::CPU_SECONDS),
+        shell_rows::t11_cpu_limit_ends_a_burner,
+    )
+    .await;
 }
 
 // T12 in tier 2: the address-space limit reaches through bubblewrap; a hog fails in the tool,
@@ -550,22 +564,18 @@ async fn row_t11_cpu_burner_is_stopped() {
 #[tokio::test]
 #[ignore = "run by tier2_rows_hold_under_canaries"]
 async fn row_t12_memory_hog_fails_in_the_tool() {
-    let Some(fx) = fixture(options(), |c| {
-        c.rlimits.address_space_bytes = Some(shell_rows::HOG_LIMIT);
-    }) else {
-        return;
-    };
-    shell_rows::t12_memory_hog_fails_in_the_tool(&shell(&fx)).await;
+    shell_row(
+        |c| c.rlimits.address_space_bytes = Some(shell_rows::HOG_LIMIT),
+        shell_rows::t12_memory_hog_fails_in_the_tool,
+    )
+    .await;
 }
 
 // T13 in tier 2: binary and invalid UTF-8 output never panics; lossy and truncation markers.
 #[tokio::test]
 #[ignore = "run by tier2_rows_hold_under_canaries"]
 async fn row_t13_binary_output_never_panics() {
-    let Some(fx) = fixture(options(), |_| {}) else {
-        return;
-    };
-    shell_rows::t13_binary_output_never_panics(&shell(&fx)).await;
+    shell_row(|_| {}, shell_rows::t13_binary_output_never_panics).await;
 }
 
 // T15 in tier 2: planted helpers, PATH=. and LD_PRELOAD never reach grep or a new shell
@@ -573,8 +583,5 @@ async fn row_t13_binary_output_never_panics() {
 #[tokio::test]
 #[ignore = "run by tier2_rows_hold_under_canaries"]
 async fn row_t15_helper_hijacking() {
-    let Some(fx) = fixture(options(), |_| {}) else {
-        return;
-    };
-    shell_rows::t15_helper_hijacking(&shell(&fx)).await;
+    shell_row(|_| {}, shell_rows::t15_helper_hijacking).await;
 }

@@ -108,6 +108,17 @@ fn shell(fx: &Fixture) -> Shell<'_> {
     }
 }
 
+/// In the child: runs the shared shell row `row` (`shell_rows.rs`) at tier 1, in a fixture
+/// `configure` adjusts.
+async fn shell_row(
+    configure: impl FnOnce(&mut hands_tools::ToolsetConfig),
+    row: impl AsyncFnOnce(&Shell<'_>),
+) {
+    if let Some(fx) = fixture(Tier1Options::default(), configure).await {
+        row(&shell(&fx)).await;
+    }
+}
+
 /// Runs `command` in the fixture's shell and checks the canary rule on the result.
 async fn bash(fx: &Fixture, command: &str) -> ToolOutput {
     shell(fx).bash(command).await
@@ -713,10 +724,11 @@ async fn row_oneshot_runs_restricted() {
 #[tokio::test]
 #[ignore = "run by tier1_rows_hold_under_canaries"]
 async fn row_t7_output_floods_are_bounded() {
-    let Some(fx) = fixture(Tier1Options::default(), |_| {}).await else {
-        return;
-    };
-    shell_rows::t7_output_floods_are_bounded_in_bounded_memory(&shell(&fx)).await;
+    shell_row(
+        |_| {},
+        shell_rows::t7_output_floods_are_bounded_in_bounded_memory,
+    )
+    .await;
 }
 
 // T8 at tier 1: stdin is /dev/null; `tail -f` and `sleep infinity` end at the timeout with
@@ -724,10 +736,7 @@ async fn row_t7_output_floods_are_bounded() {
 #[tokio::test]
 #[ignore = "run by tier1_rows_hold_under_canaries"]
 async fn row_t8_never_exits() {
-    let Some(fx) = fixture(Tier1Options::default(), |_| {}).await else {
-        return;
-    };
-    shell_rows::t8_never_exits(&shell(&fx), 1).await;
+    shell_row(|_| {}, async |sh| shell_rows::t8_never_exits(sh, 1).await).await;
 }
 
 // T11 at tier 1: a burner on every core is killed by the wall-clock timeout while the tools
@@ -735,18 +744,18 @@ async fn row_t8_never_exits() {
 #[tokio::test]
 #[ignore = "run by tier1_rows_hold_under_canaries"]
 async fn row_t11_cpu_burner_is_stopped() {
-    let Some(fx) = fixture(Tier1Options::default(), |_| {}).await else {
-        return;
-    };
-    shell_rows::t11_cpu_burner_is_timed_out(&shell(&fx), 1).await;
-    let Some(fx) = fixture(Tier1Options::default(), |c| {
-        c.rlimits.cpu_seconds = Some(shell_rows::CPU_SECONDS);
-    })
-    .await
-    else {
-        return;
-    };
-    shell_rows::t11_cpu_limit_ends_a_burner(&shell(&fx)).await;
+    shell_row(
+        |_| {},
+        async |sh| {
+            shell_rows::t11_cpu_burner_is_timed_out(sh, 1).await;
+        },
+    )
+    .await;
+    shell_row(
+        |c| c.rlimits.cpu_seconds = Some(shell_rows::CPU_SECONDS),
+        shell_rows::t11_cpu_limit_ends_a_burner,
+    )
+    .await;
 }
 
 // T12 at tier 1: the address-space limit reaches through the helper; a hog fails in the tool,
@@ -754,24 +763,18 @@ async fn row_t11_cpu_burner_is_stopped() {
 #[tokio::test]
 #[ignore = "run by tier1_rows_hold_under_canaries"]
 async fn row_t12_memory_hog_fails_in_the_tool() {
-    let Some(fx) = fixture(Tier1Options::default(), |c| {
-        c.rlimits.address_space_bytes = Some(shell_rows::HOG_LIMIT);
-    })
-    .await
-    else {
-        return;
-    };
-    shell_rows::t12_memory_hog_fails_in_the_tool(&shell(&fx)).await;
+    shell_row(
+        |c| c.rlimits.address_space_bytes = Some(shell_rows::HOG_LIMIT),
+        shell_rows::t12_memory_hog_fails_in_the_tool,
+    )
+    .await;
 }
 
 // T13 at tier 1: binary and invalid UTF-8 output never panics; lossy and truncation markers.
 #[tokio::test]
 #[ignore = "run by tier1_rows_hold_under_canaries"]
 async fn row_t13_binary_output_never_panics() {
-    let Some(fx) = fixture(Tier1Options::default(), |_| {}).await else {
-        return;
-    };
-    shell_rows::t13_binary_output_never_panics(&shell(&fx)).await;
+    shell_row(|_| {}, shell_rows::t13_binary_output_never_panics).await;
 }
 
 // T14 at tier 1: exit 255 and deaths by SIGSEGV and SIGKILL, of a command or of the shell
@@ -779,11 +782,14 @@ async fn row_t13_binary_output_never_panics() {
 #[tokio::test]
 #[ignore = "run by tier1_rows_hold_under_canaries"]
 async fn row_t14_exit_status_and_signals() {
-    let Some(fx) = fixture(Tier1Options::default(), |_| {}).await else {
-        return;
-    };
-    shell_rows::t14_exit_status_and_signals(&shell(&fx)).await;
-    shell_rows::t14_a_killed_shell_names_the_signal(&shell(&fx)).await;
+    shell_row(
+        |_| {},
+        async |sh| {
+            shell_rows::t14_exit_status_and_signals(sh).await;
+            shell_rows::t14_a_killed_shell_names_the_signal(sh).await;
+        },
+    )
+    .await;
 }
 
 // T15 at tier 1: planted helpers, PATH=. and LD_PRELOAD never reach grep or a new shell (the
@@ -791,8 +797,5 @@ async fn row_t14_exit_status_and_signals() {
 #[tokio::test]
 #[ignore = "run by tier1_rows_hold_under_canaries"]
 async fn row_t15_helper_hijacking() {
-    let Some(fx) = fixture(Tier1Options::default(), |_| {}).await else {
-        return;
-    };
-    shell_rows::t15_helper_hijacking(&shell(&fx)).await;
+    shell_row(|_| {}, shell_rows::t15_helper_hijacking).await;
 }
