@@ -3,8 +3,8 @@
 //! is the same code at every tier, but what it runs inside is not (the tier-1 helper, bubblewrap,
 //! limits inherited through either), so each tier proves the rows for itself.
 //!
-//! The tiers' tests run at the same time on one machine, so each body takes the tier's number
-//! and derives the markers it looks for among the host's processes from it.
+//! The tiers' tests run at the same time on one machine, so the bodies that look for leftover
+//! processes (T8, T11) take the tier's number and derive their markers from it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -192,12 +192,23 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
 }
 
-/// T8: nothing waits on stdin; a never-ending command (`tail -f`, `sleep infinity`) is killed at
-/// the timeout with its partial output, and everything it started is gone.
+/// T8: nothing waits on stdin or a prompt; a never-ending command (`tail -f`, `sleep infinity`)
+/// is killed at the timeout with its partial output, and everything it started is gone.
 pub async fn t8_never_exits(sh: &Shell<'_>, tier: u8) {
     // Markers (`sleep` adds its arguments up; `tail` follows a missing file name in vain).
     let [tail, background, infinity] = [1, 2, 3].map(|n| format!("73{tier}0.{n}"));
     assert_eq!(text(&sh.bash("cat; read x; echo done").await), "done");
+    // Interactive prompts fail at once instead of waiting: git is told not to prompt
+    // (GIT_TERMINAL_PROMPT=0 from the environment policy), the Python REPL reads the end of
+    // /dev/null.
+    let out = sh
+        .bash("printf 'protocol=https\\nhost=example.com\\n\\n' | git -c credential.helper= credential fill")
+        .await;
+    assert!(
+        out.is_error && text(&out).contains("terminal prompts disabled"),
+        "{out:?}"
+    );
+    assert_eq!(text(&sh.bash("python3; echo rc=$?").await), "rc=0");
     let out = sh
         .call(json!({
             "command": format!("echo partial; tail -f /dev/null --pid=1 {tail}"),
