@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use hands_protocol::error::ErrorType;
 use tokio::task::JoinHandle;
 
@@ -127,6 +128,15 @@ impl DevPlane {
                 addr: listen.to_owned(),
                 source,
             })?;
+        // No Nagle: an SSE stream writes one small chunk per event, and a chunk written while
+        // the one before is still unacknowledged would otherwise wait for that ACK, which the
+        // reader (who sends nothing on the stream) delays by up to 40 ms. The real API answers
+        // events as they happen; the emulator must not add a stall it does not have.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "devplane: TCP_NODELAY could not be set");
+            }
+        });
         let state = Shared::new(config);
         let app = router(state.clone());
         let server = tokio::spawn(async move {
