@@ -1,21 +1,35 @@
 //! `glob`: files and directories matching a doublestar pattern under the workdir (or `path`),
 //! newest first.
 //!
-//! Built on `ignore`'s walker with every filter off (the reference lists hidden and ignored
-//! files too) and `globset` with `literal_separator` (`*` stays within one component, `**`
-//! crosses them). Symlinks are never followed, so a link to `/` or a link loop is one entry,
-//! not a way out or a hang (T24); a matching symlink is listed only if its target is inside
-//! the permitted roots, as the reference filters. The walk is bounded by an entry count and a
-//! time budget, and is cancellable.
+//! The tree is walked over directory descriptors, as `grep` walks it (`grep::walk`): every
+//! directory opened beneath the walk's root without following a symlink anywhere on the way,
+//! read with `getdents64`, its entries sorted by name, and each matching entry stated relative
+//! to its directory, so a symlink swapped in mid-walk is never followed and a path is never
+//! looked up from `/`. Nothing is filtered (the reference lists hidden files, `.git` and
+//! ignored files too). Patterns are `globset` globs with `literal_separator` (`*` stays within
+//! one component, `**` crosses them), matched against the path relative to the root. Symlinks
+//! are never followed, so a link to `/` or a link loop is one entry, not a way out or a hang
+//! (T24); a matching symlink is listed only if its target is inside the permitted roots, as
+//! the reference filters. The walk reads at most `Limits::walk_entries` directory entries (one
+//! directory's listing included), checks a time budget, and is cancellable.
 
-use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::ffi::OsString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use globset::GlobBuilder;
+use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
 use hands_protocol::toolset::{GlobInput, ToolOutput};
+use rustix::fs::{AtFlags, FileType};
 use tokio_util::sync::CancellationToken;
 
 use crate::Session;
+use crate::grep::walk::{self, Target};
+
+/// Entries matched between two looks at the clock and the token (every directory opened
+/// looks too).
+const CHECK_EVERY: usize = 256;
 
 pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToken) -> ToolOutput {
     let err = |msg: String| ToolOutput::error(format!("glob: {msg}"));
@@ -38,80 +52,64 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
             limits.pattern_bytes
         ));
     }
-    let root = match input.path.as_deref().filter(|p| !p.is_empty()) {
-        Some(p) => match session.roots.resolve(p) {
-            Ok(r) => r.path,
-            Err(e) => return err(e.to_string()),
-        },
-        None => session.roots.workdir.path.clone(),
-    };
-    let matcher = match GlobBuilder::new(pattern)
+    let glob = match GlobBuilder::new(pattern)
         .literal_separator(true)
         .backslash_escape(true)
         .empty_alternates(true)
         .build()
     {
-        Ok(g) => g.compile_matcher(),
+        Ok(g) => g,
         Err(e) => return err(format!("invalid pattern: {e}")),
+    };
+    // A set of one: the set picks a cheap strategy (an extension, a literal, a prefix) where
+    // the pattern allows one, instead of running the glob's regex on every path.
+    let matcher = match GlobSetBuilder::new().add(glob).build() {
+        Ok(set) => set,
+        Err(e) => return err(format!("invalid pattern: {e}")),
+    };
+    let (root_path, root_fd) = match input.path.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => match session.roots.resolve(p) {
+            Ok(r) => match walk::target(r) {
+                Ok(Target::Dir(path, fd)) => (path, fd),
+                // A file or a missing path has nothing beneath it.
+                Ok(Target::File { .. } | Target::Missing) => return ToolOutput::ok("no matches"),
+                Err(e) => return err(e.to_string()),
+            },
+            Err(e) => return err(e.to_string()),
+        },
+        None => match session.roots.workdir.fd().try_clone_to_owned() {
+            Ok(fd) => (session.roots.workdir.path.clone(), fd),
+            Err(e) => return err(e.to_string()),
+        },
     };
     // Python's pathlib yields only directories for a pattern ending in `**`.
     let dirs_only = pattern.trim_end_matches('/').rsplit('/').next() == Some("**");
 
-    let started = Instant::now();
-    let mut matches: Vec<(SystemTime, String)> = Vec::new();
-    let mut visited = 0usize;
-    let mut stopped: Option<&str> = None;
-    let walker = ignore::WalkBuilder::new(&root)
-        .standard_filters(false)
-        .follow_links(false)
-        .sort_by_file_name(|a, b| a.cmp(b))
-        .build();
-    for entry in walker {
-        let Ok(entry) = entry else { continue };
-        if entry.depth() == 0 {
-            continue;
-        }
-        visited += 1;
-        if visited > limits.walk_entries {
-            stopped = Some("entry");
-            break;
-        }
-        if visited.is_multiple_of(256) {
-            if cancel.is_cancelled() {
-                return err("cancelled".into());
-            }
-            if started.elapsed() > limits.search_time {
-                stopped = Some("time");
-                break;
-            }
-        }
-        let Some(rel) = crate::grep::relative(entry.path(), &root) else {
-            continue;
-        };
-        if !matcher.is_match(rel) {
-            continue;
-        }
-        let Some(kind) = entry.file_type() else {
-            continue;
-        };
-        if dirs_only && !kind.is_dir() {
-            continue;
-        }
-        if kind.is_symlink() && !symlink_target_permitted(session, entry.path()) {
-            continue;
-        }
-        let mtime = entry
-            .metadata()
-            .ok()
-            .and_then(|m| m.modified().ok())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        matches.push((mtime, entry.path().to_string_lossy().into_owned()));
+    let mut globber = Globber {
+        session,
+        matcher: &matcher,
+        dirs_only,
+        root_path: &root_path,
+        started: Instant::now(),
+        cancel,
+        matches: Vec::new(),
+        read: 0,
+        unchecked: 0,
+        stopped: None,
+    };
+    if globber.walk(root_fd.as_fd()).is_err() {
+        return err("cancelled".into());
     }
+    let Globber {
+        mut matches,
+        stopped,
+        ..
+    } = globber;
     if matches.is_empty() && stopped.is_none() {
         return ToolOutput::ok("no matches");
     }
     // Newest first; equal times by path, so the order is deterministic.
-    matches.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    matches.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let total = matches.len();
     let mut text = matches
         .into_iter()
@@ -126,11 +124,11 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
         ));
     }
     match stopped {
-        Some("entry") => text.push_str(&format!(
+        Some(Stop::Entries) => text.push_str(&format!(
             "\n[walk stopped after {} entries; narrow the pattern or path]",
             limits.walk_entries
         )),
-        Some(_) => text.push_str(&format!(
+        Some(Stop::Time) => text.push_str(&format!(
             "\n[walk stopped after {}s; narrow the pattern or path]",
             limits.search_time.as_secs_f64()
         )),
@@ -139,7 +137,151 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
     ToolOutput::ok(text.trim_start_matches('\n').to_owned())
 }
 
-fn symlink_target_permitted(session: &Session, path: &Path) -> bool {
-    path.to_str()
-        .is_some_and(|p| session.roots.resolve(p).is_ok())
+/// Why the walk ended before the end of the tree.
+#[derive(Clone, Copy)]
+enum Stop {
+    Entries,
+    Time,
+}
+
+/// The walk was cancelled.
+struct Cancelled;
+
+/// One glob call's walk and what it found.
+struct Globber<'a> {
+    session: &'a Session,
+    matcher: &'a GlobSet,
+    dirs_only: bool,
+    root_path: &'a Path,
+    started: Instant,
+    cancel: &'a CancellationToken,
+    /// Each match's modification time (seconds, nanoseconds) and shown path.
+    matches: Vec<((i64, i64), String)>,
+    /// Directory entries read so far.
+    read: usize,
+    /// Entries since the last look at the clock and the token.
+    unchecked: usize,
+    stopped: Option<Stop>,
+}
+
+impl Globber<'_> {
+    /// Whether to stop: the token (an error) or the time budget (recorded).
+    fn check(&mut self) -> Result<bool, Cancelled> {
+        self.unchecked = 0;
+        if self.cancel.is_cancelled() {
+            return Err(Cancelled);
+        }
+        if self.started.elapsed() > self.session.limits.search_time {
+            self.stopped = Some(Stop::Time);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Walks the tree beneath `root` depth first, each directory's entries in name order. The
+    /// stack holds, per level, the names of the subdirectories still to visit (not paths), so
+    /// what it holds is bounded by the entries read.
+    fn walk(&mut self, root: BorrowedFd<'_>) -> Result<(), Cancelled> {
+        let mut buf = walk::dents_buffer();
+        let mut current = PathBuf::new();
+        let mut stack: Vec<std::vec::IntoIter<OsString>> = Vec::new();
+        if let Some(subdirs) = self.read_dir(root, &current, &mut buf)? {
+            stack.push(subdirs.into_iter());
+        }
+        while let Some(level) = stack.last_mut() {
+            let Some(name) = level.next() else {
+                stack.pop();
+                current.pop();
+                continue;
+            };
+            if self.stopped.is_some() {
+                break;
+            }
+            current.push(&name);
+            match self.read_dir(root, &current, &mut buf)? {
+                Some(subdirs) => stack.push(subdirs.into_iter()),
+                // Unreadable (permissions, swapped for a symlink): skipped.
+                None => {
+                    current.pop();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads directory `rel` (relative to the root), records its matching entries, and
+    /// returns its subdirectories in name order; `None` when it cannot be opened.
+    fn read_dir(
+        &mut self,
+        root: BorrowedFd<'_>,
+        rel: &Path,
+        buf: &mut walk::DentsBuffer,
+    ) -> Result<Option<Vec<OsString>>, Cancelled> {
+        if self.check()? {
+            return Ok(None);
+        }
+        let Ok(fd) = walk::open_dir(root, rel, false) else {
+            return Ok(None);
+        };
+        let budget = self.session.limits.walk_entries - self.read;
+        let listing = walk::read_entries(&fd, budget, buf);
+        self.read += listing.read;
+        if listing.truncated {
+            self.stopped = Some(Stop::Entries);
+        }
+        let mut subdirs = Vec::new();
+        let mut path = rel.as_os_str().as_bytes().to_vec();
+        let prefix = path.len();
+        for (name, kind) in listing.entries {
+            self.unchecked += 1;
+            if self.unchecked >= CHECK_EVERY && self.check()? {
+                break;
+            }
+            path.truncate(prefix);
+            if prefix > 0 {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name.as_bytes());
+            if (!self.dirs_only || kind == FileType::Directory)
+                && self
+                    .matcher
+                    .is_match_candidate(&Candidate::new(std::ffi::OsStr::from_bytes(&path)))
+            {
+                self.record(&fd, &name, kind, &path);
+            }
+            if kind == FileType::Directory {
+                subdirs.push(name);
+            }
+        }
+        Ok(Some(subdirs))
+    }
+
+    /// Lists the matching entry `name` of directory `dir`, `rel` beneath the root: with its
+    /// own modification time (a symlink's, not its target's), and a symlink only when its
+    /// target is within the permitted roots.
+    fn record(&mut self, dir: &OwnedFd, name: &OsString, kind: FileType, rel: &[u8]) {
+        let mut shown = self.root_path.as_os_str().as_bytes().to_vec();
+        if !shown.ends_with(b"/") {
+            shown.push(b'/');
+        }
+        shown.extend_from_slice(rel);
+        let shown = match String::from_utf8(shown) {
+            Ok(s) => s,
+            // A symlink whose path is not UTF-8 cannot be resolved to check its target.
+            Err(_) if kind == FileType::Symlink => return,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        if kind == FileType::Symlink && self.session.roots.resolve(&shown).is_err() {
+            return;
+        }
+        let mtime = rustix::fs::statat(dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_or((0, 0), |st| mtime_of(&st));
+        self.matches.push((mtime, shown));
+    }
+}
+
+// The field types of `struct stat` differ between architectures; these casts only widen.
+#[allow(clippy::unnecessary_cast)]
+fn mtime_of(st: &rustix::fs::Stat) -> (i64, i64) {
+    (st.st_mtime as i64, st.st_mtime_nsec as i64)
 }

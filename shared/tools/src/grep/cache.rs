@@ -31,6 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use super::grams::Grams;
+
 /// The bytes of file content the process keeps in memory at most (plus [`ENTRY_OVERHEAD`] per
 /// file). 32 MiB holds a 2,000-file, 20 MB tree whole.
 pub(crate) const CACHE_BYTES: usize = 32 << 20;
@@ -78,12 +80,14 @@ impl Stamp {
     }
 }
 
-/// A cached file's content.
+/// A file's content as read.
 pub(crate) struct Content {
     pub bytes: Box<[u8]>,
     /// No NUL byte and no byte-order-mark lead byte at the start: a search of the slice in
     /// memory is then exactly the search of the file (no binary detection, no transcoding).
     pub plain: bool,
+    /// The trigrams of plain content, once it is cached (`grams`).
+    pub grams: Option<Grams>,
 }
 
 impl Content {
@@ -93,7 +97,17 @@ impl Content {
         Content {
             bytes: bytes.into_boxed_slice(),
             plain,
+            grams: None,
         }
+    }
+
+    /// Content to be cached: with its trigram filter when it is plain (built once here, used
+    /// by every later search of it).
+    pub(crate) fn with_grams(mut self) -> Content {
+        if self.plain {
+            self.grams = Some(Grams::of(&self.bytes));
+        }
+        self
     }
 }
 
@@ -147,7 +161,7 @@ pub(crate) struct ContentCache {
 }
 
 fn cost(content: &Content) -> usize {
-    content.bytes.len() + ENTRY_OVERHEAD
+    content.bytes.len() + content.grams.as_ref().map_or(0, Grams::size) + ENTRY_OVERHEAD
 }
 
 impl ContentCache {

@@ -18,52 +18,27 @@
 //! checks a time budget and the cancellation token as it goes (T11).
 
 mod cache;
+mod grams;
 mod search;
 #[cfg(test)]
 mod tests;
-mod walk;
+pub(crate) mod walk;
 #[cfg(test)]
 mod walk_tests;
 
-use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use grep_regex::RegexMatcherBuilder;
 use hands_protocol::toolset::{GrepInput, ToolOutput};
-use rustix::fs::{FileType, Mode, OFlags};
 use tokio_util::sync::CancellationToken;
 
 use crate::Session;
 pub(crate) use cache::ContentCache;
 use search::{FileHits, Search, Searchers};
-use walk::{FileRef, Listing};
-
-/// `path` relative to `root`: the walker's paths are `root` joined with names, so a byte
-/// prefix test answers without `Path::strip_prefix`'s component walk (a visible share of
-/// the per-file cost); anything else falls back to it.
-pub(crate) fn relative<'p>(path: &'p Path, root: &Path) -> Option<&'p Path> {
-    let root_bytes = root.as_os_str().as_bytes();
-    let fast = path
-        .as_os_str()
-        .as_bytes()
-        .strip_prefix(root_bytes)
-        .and_then(|rest| {
-            if root_bytes.ends_with(b"/") {
-                Some(rest)
-            } else {
-                rest.strip_prefix(b"/")
-            }
-        })
-        .filter(|rest| !rest.is_empty() && !rest.starts_with(b"/"));
-    match fast {
-        Some(rest) => Some(Path::new(OsStr::from_bytes(rest))),
-        None => path.strip_prefix(root).ok(),
-    }
-}
+use walk::{FileRef, Listing, Target};
 
 /// Below this many files the search stays on the calling thread.
 const PARALLEL_MIN_FILES: usize = 64;
@@ -208,6 +183,7 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
         Ok(m) => m,
         Err(e) => return err(format!("invalid regex: {e}")),
     };
+    let needs = grams::Needs::of(&input.pattern);
     let resolved = match input.path.as_deref().filter(|p| !p.is_empty()) {
         Some(p) => match session.roots.resolve(p) {
             Ok(r) => Some(r),
@@ -222,31 +198,11 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
                 Ok(fd) => (session.roots.workdir.path.clone(), fd, None),
                 Err(e) => return err(e.to_string()),
             },
-            Some(r) => match r.rest.as_slice() {
-                [] => (r.path, r.dir, None),
-                [leaf] => match rustix::fs::statat(
-                    r.dir.as_fd(),
-                    leaf.as_os_str(),
-                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-                ) {
-                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                        match rustix::fs::openat(
-                            r.dir.as_fd(),
-                            leaf.as_os_str(),
-                            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                            Mode::empty(),
-                        ) {
-                            Ok(fd) => (r.path, fd, None),
-                            Err(e) => return err(e.to_string()),
-                        }
-                    }
-                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-                        let parent = r.path.parent().map(Path::to_path_buf).unwrap_or_default();
-                        (parent, r.dir, Some(leaf.clone()))
-                    }
-                    _ => return ToolOutput::ok("no matches"),
-                },
-                _ => return ToolOutput::ok("no matches"),
+            Some(r) => match walk::target(r) {
+                Ok(Target::Dir(path, fd)) => (path, fd, None),
+                Ok(Target::File { parent, dir, name }) => (parent, dir, Some(name)),
+                Ok(Target::Missing) => return ToolOutput::ok("no matches"),
+                Err(e) => return err(e.to_string()),
             },
         };
 
@@ -271,6 +227,7 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
         cache,
         call: cache.begin_call(),
         settle: limits.grep_cache_settle,
+        needs: needs.as_ref(),
     };
     // The lines of each file with hits, in walk order.
     let found: Vec<(usize, FileHits)> = if let Some(leaf) = single {

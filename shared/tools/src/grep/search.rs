@@ -15,6 +15,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{CACHE_FILE_MAX, Content, ContentCache, Stamp};
+use super::grams::Needs;
 use crate::Limits;
 
 /// Largest line buffer the searcher may grow to; a longer line aborts that file's search.
@@ -42,6 +43,9 @@ pub(crate) struct Search<'a> {
     pub call: u64,
     /// Content changed more recently than this is not cached (see the cache's module doc).
     pub settle: Duration,
+    /// The literals every match needs, when the pattern has them: cached content whose
+    /// trigrams rule all of them out is not searched.
+    pub needs: Option<&'a Needs>,
 }
 
 struct Collector<'a> {
@@ -186,9 +190,11 @@ impl Search<'_> {
             }
             return self.stream(searchers, &file, shown);
         }
-        let content = Arc::new(Content::new(bytes));
+        let content = Content::new(bytes);
         if content.bytes.len() as u64 == size && stamp.settled(self.settle, now) {
+            let content = Arc::new(content.with_grams());
             self.cache.insert(stamp, Arc::clone(&content), self.call);
+            return self.content(searchers, &content, shown);
         }
         self.content(searchers, &content, shown)
     }
@@ -200,6 +206,11 @@ impl Search<'_> {
         content: &Content,
         shown: &dyn Fn() -> String,
     ) -> FileHits {
+        if let (Some(needs), Some(grams)) = (self.needs, &content.grams)
+            && !needs.may_match(grams)
+        {
+            return FileHits::default();
+        }
         let mut sink = self.collector(shown);
         // A search of a slice counts lines only up to each match, so one numbered pass is
         // cheap. Content with a NUL byte or a byte-order mark goes through the reader, whose

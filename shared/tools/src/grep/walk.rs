@@ -59,11 +59,6 @@ pub(crate) struct Listing {
 #[derive(Debug)]
 pub(crate) struct Cancelled;
 
-enum Kind {
-    Dir,
-    File,
-}
-
 /// How directories beneath the root are opened, decided by the first answer of `openat2`.
 static OPENER: AtomicU8 = AtomicU8::new(UNDECIDED);
 const UNDECIDED: u8 = 0;
@@ -168,27 +163,28 @@ pub(crate) fn open_components(
     rustix::fs::openat(parent, *last, dir_flags(path_only), Mode::empty())
 }
 
-/// One directory's listing, read up to a number of entries.
-struct DirEntries {
-    /// Its directories and regular files, sorted by name.
-    entries: Vec<(OsString, Kind)>,
+/// One directory's entries, read up to a number of them.
+pub(crate) struct DirEntries {
+    /// Every entry but `.` and `..`, sorted by name, with its type (asked with a stat that
+    /// does not follow symlinks where the file system does not say; an entry that cannot be
+    /// stated is left out).
+    pub entries: Vec<(OsString, FileType)>,
     /// Entries read (every kind).
-    read: usize,
+    pub read: usize,
     /// The directory had more entries than it was allowed to read.
-    truncated: bool,
+    pub truncated: bool,
 }
 
-/// Reads directory `rel`, at most `budget` of its entries. `buf` is the `getdents64` buffer,
-/// reused from directory to directory.
-fn read_dir(
-    root: BorrowedFd<'_>,
-    rel: &Path,
-    open: Opener,
-    budget: usize,
-    buf: &mut [MaybeUninit<u8>],
-) -> rustix::io::Result<DirEntries> {
-    let fd = open(root, rel, false)?;
-    let mut dir = RawDir::new(&fd, buf);
+/// The `getdents64` buffer, reused from directory to directory.
+pub(crate) type DentsBuffer = Vec<MaybeUninit<u8>>;
+
+pub(crate) fn dents_buffer() -> DentsBuffer {
+    vec![MaybeUninit::<u8>::uninit(); DENTS_BUFFER]
+}
+
+/// Reads the open directory `fd`, at most `budget` of its entries.
+pub(crate) fn read_entries(fd: &OwnedFd, budget: usize, buf: &mut [MaybeUninit<u8>]) -> DirEntries {
+    let mut dir = RawDir::new(fd, buf);
     let mut out = DirEntries {
         entries: Vec::new(),
         read: 0,
@@ -208,20 +204,31 @@ fn read_dir(
         let mut kind = entry.file_type();
         if kind == FileType::Unknown {
             // File systems without d_type: ask, without following a symlink.
-            kind = match rustix::fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+            kind = match rustix::fs::statat(fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => FileType::from_raw_mode(st.st_mode),
                 Err(_) => continue,
             };
         }
-        let kind = match kind {
-            FileType::Directory => Kind::Dir,
-            FileType::RegularFile => Kind::File,
-            _ => continue,
-        };
         out.entries.push((OsString::from_vec(name.to_vec()), kind));
     }
     out.entries
         .sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out
+}
+
+/// Reads directory `rel`, at most `budget` of its entries, keeping its directories and regular
+/// files (what grep walks into and searches).
+fn read_dir(
+    root: BorrowedFd<'_>,
+    rel: &Path,
+    open: Opener,
+    budget: usize,
+    buf: &mut [MaybeUninit<u8>],
+) -> rustix::io::Result<DirEntries> {
+    let fd = open(root, rel, false)?;
+    let mut out = read_entries(&fd, budget, buf);
+    out.entries
+        .retain(|(_, kind)| matches!(kind, FileType::Directory | FileType::RegularFile));
     Ok(out)
 }
 
@@ -252,7 +259,7 @@ pub(crate) fn list(
 /// listed, and its remaining entries.
 struct Frame {
     index: Option<usize>,
-    entries: std::vec::IntoIter<(OsString, Kind)>,
+    entries: std::vec::IntoIter<(OsString, FileType)>,
 }
 
 /// [`list`], opening directories with `open`.
@@ -273,7 +280,7 @@ pub(crate) fn list_with(
     if cancel.is_cancelled() {
         return Err(Cancelled);
     }
-    let mut buf = vec![MaybeUninit::<u8>::uninit(); DENTS_BUFFER];
+    let mut buf = dents_buffer();
     let Ok(top) = read_dir(root, Path::new(""), open, max_entries, &mut buf) else {
         return Ok(listing);
     };
@@ -310,7 +317,7 @@ pub(crate) fn list_with(
             }
         }
         match kind {
-            Kind::Dir => {
+            FileType::Directory => {
                 // Past the cap, only the files already read are listed.
                 if listing.stopped.is_some() || matches!(name.as_bytes(), b".git" | b"node_modules")
                 {
@@ -345,7 +352,8 @@ pub(crate) fn list_with(
                     }
                 }
             }
-            Kind::File => {
+            // A regular file: `read_dir` keeps nothing else.
+            _ => {
                 let dir = match frame.index {
                     Some(dir) => dir,
                     None => {
@@ -360,4 +368,46 @@ pub(crate) fn list_with(
         }
     }
     Ok(listing)
+}
+
+/// What a resolved `path` argument of `grep` or `glob` names.
+pub(crate) enum Target {
+    /// A directory: its path and a descriptor of it (`O_PATH`).
+    Dir(PathBuf, OwnedFd),
+    /// A regular file: its directory's path and descriptor, and its name.
+    File {
+        parent: PathBuf,
+        dir: OwnedFd,
+        name: OsString,
+    },
+    /// Nothing, or something that is neither.
+    Missing,
+}
+
+/// Opens what `resolved` names, without following a symlink in its last component.
+pub(crate) fn target(resolved: crate::paths::Resolved) -> rustix::io::Result<Target> {
+    let crate::paths::Resolved { path, dir, rest } = resolved;
+    let [leaf] = rest.as_slice() else {
+        // No name left: `dir` is the target itself; several: directories are missing.
+        return Ok(if rest.is_empty() {
+            Target::Dir(path, dir)
+        } else {
+            Target::Missing
+        });
+    };
+    let Ok(st) = rustix::fs::statat(&dir, leaf.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+        return Ok(Target::Missing);
+    };
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => {
+            let fd = rustix::fs::openat(&dir, leaf.as_os_str(), dir_flags(true), Mode::empty())?;
+            Ok(Target::Dir(path, fd))
+        }
+        FileType::RegularFile => Ok(Target::File {
+            parent: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            dir,
+            name: leaf.clone(),
+        }),
+        _ => Ok(Target::Missing),
+    }
 }

@@ -1,0 +1,220 @@
+//! Trigram filters: which files cannot match a pattern, told without reading their content.
+//!
+//! Each cached file's content gets a bit set of the byte trigrams it contains (hashed, one bit
+//! each: a Bloom filter with one hash), built once when the content is cached. A pattern's
+//! literal prefixes are extracted from its syntax tree with `regex-syntax`'s extractor, the
+//! one the regex engine itself uses for its prefilters: a finite set of literals such that
+//! every match starts with one of them. A file whose filter lacks some trigram of every one of
+//! those literals cannot contain any of them, so it cannot match and is not searched. The
+//! filter has false positives (a file searched in vain), never false negatives: a skipped file
+//! is one the search would have found nothing in.
+//!
+//! Only content searched as the bytes on disk gets a filter (no NUL byte, no byte-order mark:
+//! `Content::plain`); content that is transcoded or binary-checked is always searched. A
+//! pattern whose matches need no literal of three bytes or more (`\w+`, `a|bc`, `x*`) gets no
+//! filter, and every file is searched as before.
+
+use regex_syntax::hir::literal::{Extractor, Seq};
+
+/// Bits per byte of content in a file's filter, rounded to a power of two and bounded by
+/// [`MIN_BITS`] and [`MAX_BITS`]: half a bit per byte keeps the filter about a sixteenth of
+/// the content. Source code has far fewer distinct trigrams than bytes (a 10 KiB file a few
+/// thousand), so such a filter is around a third full and a literal of six bytes (four
+/// trigrams) passes a file that lacks it about 1 % of the time.
+const MIN_BITS: usize = 512;
+const MAX_BITS: usize = 64 * 1024;
+
+/// The trigrams a file's content holds.
+pub(crate) struct Grams {
+    bits: Box<[u64]>,
+    /// `64 - log2(bits)`: the hash's top bits pick the bit.
+    shift: u32,
+}
+
+/// The bit a trigram sets.
+fn slot(trigram: u32, shift: u32) -> usize {
+    // Fibonacci hashing of the 24-bit trigram; the top bits are the well-mixed ones.
+    ((u64::from(trigram)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
+}
+
+impl Grams {
+    pub(crate) fn of(content: &[u8]) -> Grams {
+        let nbits = (content.len() / 2)
+            .next_power_of_two()
+            .clamp(MIN_BITS, MAX_BITS);
+        let mut bits = vec![0u64; nbits / 64].into_boxed_slice();
+        let shift = 64 - nbits.trailing_zeros();
+        let mut trigram = 0u32;
+        for (i, &b) in content.iter().enumerate() {
+            trigram = ((trigram << 8) | u32::from(b)) & 0x00FF_FFFF;
+            if i >= 2 {
+                let s = slot(trigram, shift);
+                bits[s / 64] |= 1 << (s % 64);
+            }
+        }
+        Grams { bits, shift }
+    }
+
+    /// The filter's size in bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.bits.len() * 8
+    }
+
+    /// Whether `literal` (three bytes or more) may occur in the content: every one of its
+    /// trigrams is set.
+    fn may_contain(&self, literal: &[u8]) -> bool {
+        literal.windows(3).all(|w| {
+            let trigram = u32::from(w[0]) << 16 | u32::from(w[1]) << 8 | u32::from(w[2]);
+            let s = slot(trigram, self.shift);
+            self.bits[s / 64] & (1 << (s % 64)) != 0
+        })
+    }
+}
+
+/// What every match of a pattern contains: one of these literals, each three bytes or more.
+pub(crate) struct Needs {
+    literals: Vec<Vec<u8>>,
+}
+
+impl Needs {
+    /// The literals of `pattern`, parsed as `grep-regex` parses it (Unicode on, invalid UTF-8
+    /// allowed, the same nesting limit); `None` when a match needs no such literal or the
+    /// pattern is not understood here (the search then reads every file, and the matcher,
+    /// built separately, still decides what matches). `grep-regex` also strips the line
+    /// terminator from the pattern's classes, which only removes matches: the literals of the
+    /// unstripped pattern cover every match of the stripped one.
+    pub(crate) fn of(pattern: &str) -> Option<Needs> {
+        let hir = regex_syntax::ParserBuilder::new()
+            .utf8(false)
+            .nest_limit(250)
+            .build()
+            .parse(pattern)
+            .ok()?;
+        let seq: Seq = Extractor::new().extract(&hir);
+        let literals = seq.literals()?;
+        if literals.is_empty() || literals.iter().any(|l| l.len() < 3) {
+            return None;
+        }
+        Some(Needs {
+            literals: literals.iter().map(|l| l.as_bytes().to_vec()).collect(),
+        })
+    }
+
+    /// Whether content with these trigrams may hold a match.
+    pub(crate) fn may_match(&self, grams: &Grams) -> bool {
+        self.literals.iter().any(|l| grams.may_contain(l))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_literal_present_is_never_filtered_out() {
+        let text = b"fn main() {\n    let needle_42 = 1;\n}\n";
+        let grams = Grams::of(text);
+        for lit in [&b"needle_42"[..], b"fn ", b"}\n", b"main() {\n    let"] {
+            assert!(grams.may_contain(lit), "{lit:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_without_a_long_enough_literal_have_no_filter() {
+        for p in [r"\w+", "a|bc", "x*", "", "(?i)ab", "[a-z]{3}", "a.b.c"] {
+            assert!(Needs::of(p).is_none(), "{p}");
+        }
+        for p in [
+            "needle",
+            "foo|barbaz",
+            r"err(or)?\d",
+            "(?i)needle",
+            r"\bfn main",
+        ] {
+            assert!(Needs::of(p).is_some(), "{p}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod props {
+    #![allow(clippy::unwrap_used)]
+    use grep_matcher::Matcher;
+    use grep_regex::RegexMatcherBuilder;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Pieces of patterns: literals over a small alphabet (so that random content contains
+    /// them), case-insensitivity, classes, repetitions, alternations, anchors, Unicode case
+    /// folds (`k` and the Kelvin sign, `é` and `É`).
+    fn pattern() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            "[abcK_]{1,4}",
+            Just("(?i)".to_string()),
+            Just("é".to_string()),
+            Just("|".to_string()),
+            Just("?".to_string()),
+            Just("*".to_string()),
+            Just(".".to_string()),
+            Just("[ab]".to_string()),
+            Just(r"\w".to_string()),
+            Just(r"\b".to_string()),
+            Just("^".to_string()),
+            Just("$".to_string()),
+            Just("(ab|bc)".to_string()),
+            Just("(?-u:\\xE9)".to_string()),
+        ];
+        prop::collection::vec(piece, 1..6).prop_map(|v| v.concat())
+    }
+
+    fn content() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                Just('a'),
+                Just('b'),
+                Just('c'),
+                Just('A'),
+                Just('B'),
+                Just('K'),
+                Just('k'),
+                Just('\u{212A}'),
+                Just('é'),
+                Just('É'),
+                Just('_'),
+                Just(' '),
+                Just('\n'),
+            ],
+            0..200,
+        )
+        .prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A pattern that matches some line of the content is never ruled out by the
+        /// content's trigrams: the matcher is built as `grep` builds it.
+        #[test]
+        fn the_filter_never_hides_a_match(pattern in pattern(), content in content()) {
+            let Ok(matcher) = RegexMatcherBuilder::new()
+                .line_terminator(Some(b'\n'))
+                .build(&pattern)
+            else {
+                return Ok(());
+            };
+            let Some(needs) = Needs::of(&pattern) else {
+                return Ok(());
+            };
+            let grams = Grams::of(content.as_bytes());
+            let matched = content
+                .as_bytes()
+                .split(|b| *b == b'\n')
+                .any(|line| matcher.is_match(line).unwrap());
+            if matched {
+                prop_assert!(needs.may_match(&grams), "{pattern:?} in {content:?}");
+            }
+        }
+    }
+}
