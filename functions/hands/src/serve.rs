@@ -187,6 +187,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Reads the secrets while the probe runs, then waits for the isolation and builds the ingress.
 async fn start(args: &ServeArgs, probe: PendingProbe) -> anyhow::Result<Started> {
+    // Session temporary directories of workers that were killed (P3, P4); live ones stay.
+    hands_worker::startup::sweep_leftover_tmp_dirs();
     // One resolver: the AWS configuration is loaded once for both secrets.
     let secrets = Resolver::new();
     let environment_key = args.worker.connect.environment_key(&secrets).await?;

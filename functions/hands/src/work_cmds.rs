@@ -47,6 +47,8 @@ pub struct StatsArgs {
 /// The worker, once the isolation is chosen. The host probe started with the command and ran
 /// while the environment key was read; no item is claimed before its result is known.
 async fn worker(args: &WorkerArgs, probe: PendingProbe) -> anyhow::Result<Worker> {
+    // Session temporary directories of workers that were killed (P3, P4); live ones stay.
+    hands_worker::startup::sweep_leftover_tmp_dirs();
     let environment_key = args.connect.environment_key(&Resolver::new()).await?;
     let isolation = crate::isolation_start::select(args, probe).await?;
     let mut config = args.worker_config(isolation)?;

@@ -133,6 +133,8 @@ impl SessionFunction {
         // A warm environment resumes whatever the previous invocation left running.
         startup::kill_leftover_processes();
         startup::wipe_stale_workspaces(&self.workdir);
+        // A killed invocation's session temporary directory (its lock died with the process).
+        startup::sweep_leftover_tmp_dirs();
         // A killed invocation's snapshot archive too (its temp file was never dropped).
         hands_lambda::s3_store::sweep_temp_files(&std::env::temp_dir());
 

@@ -106,13 +106,7 @@ impl PidsCgroup {
     /// The sentence the model reads when forks were refused since the count was `since`
     /// (read with [`PidsCgroup::refused_forks`] before the call).
     pub fn limit_note(&self, since: u64) -> Option<String> {
-        let refused = self.refused_forks().saturating_sub(since);
-        (refused > 0).then(|| {
-            format!(
-                "[resource limit: the process limit ({} at once) was reached; {refused} attempt(s)                  to start a process were refused]",
-                self.max
-            )
-        })
+        process_limit_note(self.max, self.refused_forks().saturating_sub(since))
     }
 
     fn members(dir: &Path) -> Vec<i32> {
@@ -120,6 +114,16 @@ impl PidsCgroup {
             .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
     }
+}
+
+/// The note for `refused` forks refused at a limit of `max`, or `None` when none were.
+fn process_limit_note(max: u64, refused: u64) -> Option<String> {
+    (refused > 0).then(|| {
+        format!(
+            "[resource limit: the process limit ({max} at once) was reached; {refused} attempt(s) \
+             to start a process were refused]"
+        )
+    })
 }
 
 /// Runs in the forked child: joins the cgroup behind `fd`. Async-signal-safe (one `write`).
@@ -157,5 +161,21 @@ impl Drop for PidsCgroup {
                 .name("hands-cgroup-cleanup".into())
                 .spawn(clean);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_limit_note_reads_as_one_sentence() {
+        assert_eq!(process_limit_note(64, 0), None);
+        assert_eq!(
+            process_limit_note(64, 3).as_deref(),
+            Some(
+                "[resource limit: the process limit (64 at once) was reached; 3 attempt(s) to start a process were refused]"
+            )
+        );
     }
 }

@@ -47,7 +47,9 @@ pub use probe::{
 };
 pub use relay::{EgressBridge, EgressRelay};
 pub use spawn::{Isolation, Rlimits, ShellProcess, ShellSpec, spawn_shell};
-pub use sweep::{ProcessTag, SweepScope, has_descendants, sweep};
+pub use sweep::{
+    ProcStat, ProcessTag, SweepScope, has_descendants, parse_stat, sandbox_root, sweep,
+};
 pub use tier1::{
     HELPER_ERROR_PREFIX, HELPER_EXIT_CODE, MIN_LANDLOCK_ABI, NET_LANDLOCK_ABI, TIER1_MARKER,
     Tier1Options, Tier1Sandbox,

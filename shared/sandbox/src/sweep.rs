@@ -84,18 +84,21 @@ pub struct SweepScope {
     pub wrapped: bool,
 }
 
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Stat {
+/// The fields of `/proc/<pid>/stat` the sweeps use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// `R`, `S`, `Z`, ...
     pub state: u8,
     pub ppid: i32,
     pub pgrp: i32,
     pub session: i32,
+    /// Clock ticks since boot.
     pub start: u64,
 }
 
 /// Parses the fields we need from `/proc/<pid>/stat`. The command name (field 2) is chosen by
 /// the process and may contain spaces and parentheses, so parsing starts after the *last* `)`.
-pub(crate) fn parse_stat(raw: &[u8]) -> Option<Stat> {
+pub fn parse_stat(raw: &[u8]) -> Option<ProcStat> {
     let close = raw.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(raw.get(close + 1..)?).ok()?;
     let mut fields = rest.split_ascii_whitespace();
@@ -105,7 +108,7 @@ pub(crate) fn parse_stat(raw: &[u8]) -> Option<Stat> {
     let session = fields.next()?.parse().ok()?;
     // Fields 7..=21 (tty_nr .. itrealvalue) are not needed; starttime is the 16th after session.
     let start = fields.nth(15)?.parse().ok()?;
-    Some(Stat {
+    Some(ProcStat {
         state,
         ppid,
         pgrp,
@@ -124,7 +127,7 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
 
 struct Entry {
     pid: i32,
-    stat: Stat,
+    stat: ProcStat,
 }
 
 fn scan(buf: &mut Vec<u8>) -> Vec<Entry> {
@@ -222,6 +225,17 @@ fn shell_chain(scope: &SweepScope) -> Vec<i32> {
         chain.extend(children_of(scope.leader).unwrap_or_default());
     }
     chain
+}
+
+/// Where a tier-2 sandbox's own filesystem is seen from outside: `/proc/<shell>/root` of the
+/// shell inside the wrapper (its `/tmp` is the sandbox's tmpfs). `None` when `scope` is not
+/// wrapped or the shell is gone.
+pub fn sandbox_root(scope: &SweepScope) -> Option<std::path::PathBuf> {
+    if !scope.wrapped {
+        return None;
+    }
+    let shell = *children_of(scope.leader)?.first()?;
+    Some(format!("/proc/{shell}/root").into())
 }
 
 /// Whether the shell has any child (live or not yet reaped). `None` when the kernel has no

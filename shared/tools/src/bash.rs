@@ -32,6 +32,7 @@ use hands_sandbox::{ShellProcess, ShellSpec, SweepScope, kill_group, spawn_shell
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::disk_full::{DiskPlace, full_disk_note};
 use crate::output::shape_tail;
 
 /// Read size from the output pipe.
@@ -42,6 +43,8 @@ pub(crate) struct BashState {
     spec: ShellSpec,
     default_timeout: Duration,
     output_limit: usize,
+    /// Filesystems a command writes to, looked at when it fails (a full one is named).
+    disk: Vec<DiskPlace>,
     shell: Option<Shell>,
 }
 
@@ -262,11 +265,17 @@ fn seconds(d: Duration) -> String {
 }
 
 impl BashState {
-    pub(crate) fn new(spec: ShellSpec, default_timeout: Duration, output_limit: usize) -> Self {
+    pub(crate) fn new(
+        spec: ShellSpec,
+        default_timeout: Duration,
+        output_limit: usize,
+        disk: Vec<DiskPlace>,
+    ) -> Self {
         BashState {
             spec,
             default_timeout,
             output_limit,
+            disk,
             shell: None,
         }
     }
@@ -334,8 +343,19 @@ impl BashState {
             .pids
             .as_ref()
             .and_then(|p| p.limit_note(refused_before));
+        // A failed command may have filled a disk: which ones to look at (tier 2's tmpfs mounts
+        // through the shell inside, while it is alive).
+        let mut disk_check: Option<Vec<DiskPlace>> = None;
         let mut result = match stop {
             Stop::Ended(Ended::Marker { status, at }) => {
+                if status != 0 {
+                    let root = hands_sandbox::sandbox_root(&proc.scope);
+                    disk_check = Some(
+                        root.iter()
+                            .flat_map(|r| ["/tmp", "/dev/shm"].map(|m| DiskPlace::in_sandbox(r, m)))
+                            .collect(),
+                    );
+                }
                 // Fast path: one small read says whether the command left anything behind.
                 if hands_sandbox::has_descendants(&proc.scope) != Some(false) {
                     sweep_blocking(proc.scope.clone(), true).await;
@@ -419,6 +439,12 @@ impl BashState {
         };
         if let Some(note) = limit_note {
             crate::output::append_note(&mut result, &note);
+        }
+        if let Some(mut places) = disk_check {
+            places.splice(0..0, self.disk.iter().cloned());
+            if let Some(note) = full_disk_note(&places) {
+                crate::output::append_note(&mut result, &note);
+            }
         }
         result
     }

@@ -19,6 +19,7 @@
 
 mod bash;
 mod config;
+mod disk_full;
 mod edit;
 mod glob;
 mod grep;
@@ -38,8 +39,10 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Limits, ToolsetConfig};
+pub use disk_full::{DiskPlace, full_disk_note};
 pub use hands_protocol::toolset::{ContentBlock, MediaSource};
 pub use paths::{PathError, Resolved, Roots};
+pub use tmp_dir::{set_tmp_vars, sweep_leftover_tmp_dirs};
 
 /// Why a toolset could not be built. Tool failures are never errors of this type: they are
 /// results with `is_error: true`.
@@ -82,9 +85,9 @@ pub(crate) struct Session {
     /// Where `grep` keeps file contents between calls (the process's cache).
     pub(crate) grep_cache: &'static grep::ContentCache,
     bash: tokio::sync::Mutex<bash::BashState>,
-    /// The shell's private temporary directory (tiers 0 and 1); last, so it is removed after
-    /// the shell is gone.
-    _tmp: Option<tmp_dir::SessionTmp>,
+    /// The session's private temporary directory (tiers 0 and 1), for the shell and custom
+    /// tools; last, so it is removed after the shell is gone.
+    tmp: Option<tmp_dir::SessionTmp>,
 }
 
 /// The toolset of one session. Cheap to clone; calls are meant to be serialised by the
@@ -163,13 +166,18 @@ impl Toolset {
                     .collect(),
             },
         };
+        // Where a failed command may have run out of space (tier 2's own tmpfs is found
+        // through the shell when it matters).
+        let mut disk = vec![DiskPlace::workspace(&roots.workdir.path)];
         if let Some(tmp) = &tmp {
             spec.binds.read_write.push(tmp.path().to_path_buf());
+            disk.push(DiskPlace::tmp_dir(tmp.path()));
         }
         let bash = bash::BashState::new(
             spec,
             config.limits.bash_timeout,
             config.limits.bash_output_bytes,
+            disk,
         );
         Ok(Toolset {
             session: Arc::new(Session {
@@ -178,7 +186,7 @@ impl Toolset {
                 seen: seen::SeenFiles::default(),
                 grep_cache,
                 bash: tokio::sync::Mutex::new(bash),
-                _tmp: tmp,
+                tmp,
             }),
         })
     }
@@ -191,6 +199,12 @@ impl Toolset {
     /// The canonical workdir.
     pub fn workdir(&self) -> &Path {
         &self.session.roots.workdir.path
+    }
+
+    /// The session's private temporary directory, when it has one (tiers 0 and 1): custom
+    /// tools get it too ([`set_tmp_vars`], granted writable like the shell's).
+    pub fn tmp_dir(&self) -> Option<&Path> {
+        self.session.tmp.as_ref().map(tmp_dir::SessionTmp::path)
     }
 
     /// Executes one tool call. Never panics and never fails: every problem is a result with

@@ -12,10 +12,12 @@
 //!
 //! A call runs the program once, with the same isolation as the `bash` tool (cleared environment
 //! plus the toolset's allow-list, own session and process group, child subreaper, capabilities
-//! dropped, limits set before `exec`; `hands_sandbox::spawn_oneshot`), in the session's workdir.
+//! dropped, limits set before `exec`; `hands_sandbox::spawn_oneshot`), in the session's workdir,
+//! with the session's private temporary directory as `TMPDIR` (tiers 0 and 1; writable at tier 1
+//! like the shell's; tier 2 has a tmpfs of its own on `/tmp`).
 //! The call's input is written to stdin as one line of compact JSON, then stdin is closed.
 //! Exit 0: stdout is the result. Non-zero exit, a signal, a timeout: an error result naming the
-//! cause, with stderr and stdout.
+//! cause, with stderr and stdout, and a note when a filesystem the tool writes to is full.
 //!
 //! What it must never do:
 //! - run a tool through a shell or look its program up on `PATH` (T15);
@@ -41,6 +43,7 @@ use hands_sandbox::{
     spawn_oneshot, stop_group, sweep,
 };
 use hands_tools::output::{append_note, shape_tail};
+use hands_tools::{DiskPlace, full_disk_note};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -301,19 +304,28 @@ impl CustomTools {
         workdir: &Path,
         cancel: &CancellationToken,
     ) -> ToolOutput {
-        self.call_with_env(name, input, workdir, &[], cancel).await
+        let session = SessionSide {
+            workdir,
+            tmp_dir: None,
+            env: &[],
+        };
+        self.call_in(name, input, &session, cancel).await
     }
 
-    /// [`CustomTools::call`] with per-session variables added to the environment (the egress
-    /// proxy's); the deny-list still applies to them.
-    pub async fn call_with_env(
+    /// [`CustomTools::call`] in a session: its temporary directory, and per-session variables
+    /// added to the environment (the egress proxy's; the deny-list still applies to them).
+    pub async fn call_in(
         &self,
         name: &str,
         input: serde_json::Value,
-        workdir: &Path,
-        session_env: &[(String, String)],
+        session: &SessionSide<'_>,
         cancel: &CancellationToken,
     ) -> ToolOutput {
+        let SessionSide {
+            workdir,
+            tmp_dir,
+            env: session_env,
+        } = *session;
         let Some(tool) = self.tools.get(name) else {
             return ToolOutput::error(format!("unknown custom tool: {name}"));
         };
@@ -323,26 +335,47 @@ impl CustomTools {
         };
         // One line: line-oriented tools (`read`, `readline()`) see a complete line.
         stdin.push(b'\n');
+        let mut env = if session_env.is_empty() {
+            self.env.build(std::env::vars_os())
+        } else {
+            let mut env = self.env.clone();
+            env.set.extend(session_env.iter().cloned());
+            env.build(std::env::vars_os())
+        };
+        let mut binds = Binds::default();
+        let mut disk = vec![DiskPlace::workspace(workdir)];
+        if let Some(dir) = tmp_dir {
+            // As for the shell: named by TMPDIR, TMP and TEMP, and writable at tier 1 (where
+            // `/tmp` itself is not).
+            hands_tools::set_tmp_vars(dir, &mut env);
+            binds.read_write.push(dir.to_path_buf());
+            disk.push(DiskPlace::tmp_dir(dir));
+        }
         let spec = OneShotSpec {
             program: tool.program.clone(),
             args: tool.args.clone(),
             cwd: workdir.to_path_buf(),
-            env: if session_env.is_empty() {
-                self.env.build(std::env::vars_os())
-            } else {
-                let mut env = self.env.clone();
-                env.set.extend(session_env.iter().cloned());
-                env.build(std::env::vars_os())
-            },
+            env,
             rlimits: self.rlimits.clone(),
             isolation: self.isolation.clone(),
-            binds: Binds::default(),
+            binds,
         };
         match spawn_oneshot(&spec) {
-            Ok(proc) => run(tool, proc, stdin, cancel).await,
+            Ok(proc) => run(tool, proc, stdin, &disk, cancel).await,
             Err(e) => ToolOutput::error(format!("{name}: {e}")),
         }
     }
+}
+
+/// What a call takes from the session it runs in.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionSide<'a> {
+    /// The session's workdir: the tool's working directory.
+    pub workdir: &'a Path,
+    /// The session's private temporary directory ([`hands_tools::Toolset::tmp_dir`]).
+    pub tmp_dir: Option<&'a Path>,
+    /// Variables added to the environment (the egress proxy's).
+    pub env: &'a [(String, String)],
 }
 
 /// The bounded tail of one output pipe.
@@ -424,6 +457,7 @@ async fn run(
     tool: &CustomTool,
     proc: OneShotProcess,
     input: Vec<u8>,
+    disk: &[DiskPlace],
     cancel: &CancellationToken,
 ) -> ToolOutput {
     let OneShotProcess {
@@ -497,6 +531,9 @@ async fn run(
     // A hit process limit is said in plain words, after everything else (T5).
     let limit = pids.as_ref().and_then(|p| p.limit_note(0));
     drop(pids);
+    // A tool that failed may have filled a disk it writes to. (At tier 2 its own tmpfs is gone
+    // with it by now: only the workspace is looked at.)
+    let failed = matches!(&end, End::Exited(Ok(status)) if !status.success());
     let mut result = match end {
         End::Exited(Ok(status)) if status.success() => ToolOutput::ok(out.text()),
         End::Exited(Ok(status)) => {
@@ -529,6 +566,9 @@ async fn run(
         )),
     };
     if let Some(note) = limit {
+        append_note(&mut result, &note);
+    }
+    if failed && let Some(note) = full_disk_note(disk) {
         append_note(&mut result, &note);
     }
     result
@@ -982,6 +1022,99 @@ mod tests {
             "{}",
             text(&out)
         );
+    }
+
+    /// Makes a file with `mktemp`, shows it and where it is, checks the three variables agree,
+    /// and tries to write into `/tmp` itself.
+    const MKTEMP: &str = r#"f=$(mktemp) && echo data > "$f" && cat "$f" && dirname "$f"
+[ "$TMP" = "$TMPDIR" ] && [ "$TEMP" = "$TMPDIR" ] && echo same
+if (echo x > /tmp/hands-custom-tmp-probe-$$) 2>/dev/null; then
+    rm -f /tmp/hands-custom-tmp-probe-$$; echo tmp-writable
+else
+    echo tmp-refused
+fi"#;
+
+    /// A session's private temporary directory (canonical, as `SessionTmp` makes it).
+    fn session_tmp() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::Builder::new()
+            .prefix("hands-custom-tmp-")
+            .tempdir()
+            .unwrap();
+        let path = std::fs::canonicalize(dir.path()).unwrap();
+        (dir, path)
+    }
+
+    async fn call_in_session(
+        fx: &Fixture,
+        tools: &CustomTools,
+        tmp_dir: &Path,
+        input: serde_json::Value,
+    ) -> ToolOutput {
+        let workdir = fx.path();
+        let session = SessionSide {
+            workdir: &workdir,
+            tmp_dir: Some(tmp_dir),
+            env: &[],
+        };
+        tools
+            .call_in("t", input, &session, &CancellationToken::new())
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_tool_makes_its_temporary_files_in_the_session_directory() {
+        let fx = Fixture::new();
+        let (_keep, tmp) = session_tmp();
+        let tools = fx.tool(MKTEMP, "10s");
+        let out = call_in_session(&fx, &tools, &tmp, json!({})).await;
+        assert!(!out.is_error, "{}", text(&out));
+        // Tier 0: `/tmp` stays writable, but the tool's files go to the session's directory.
+        assert_eq!(
+            text(&out),
+            format!("data\n{}\nsame\ntmp-writable", tmp.display())
+        );
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1);
+        // A tool that fails on a disk with room gets no disk note.
+        let tools = fx.tool("echo 'bad input' >&2; exit 1", "10s");
+        let out = call_in_session(&fx, &tools, &tmp, json!({})).await;
+        assert_eq!(text(&out), "t: exited with status 1\n[stderr]\nbad input");
+    }
+
+    /// Tier 1 (Landlock + seccomp) as the tier-1 suite gets it: `None` after printing why it
+    /// cannot run here, a failure with `REQUIRE_ISOLATION=1`.
+    fn tier1() -> Option<hands_sandbox::Tier1Sandbox> {
+        use hands_sandbox::{HostProbe, IsolationMode, Tier, Tier1Options};
+        let probe = HostProbe::run();
+        match probe.select(IsolationMode::Tier(Tier::Landlock), true) {
+            Ok(_) => probe.tier1_sandbox(Tier1Options::default()),
+            Err(e) if std::env::var("REQUIRE_ISOLATION").is_ok_and(|v| v == "1") => {
+                panic!("REQUIRE_ISOLATION=1 but tier 1 cannot engage: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipping: {e}");
+                None
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn at_tier1_a_tool_writes_temporary_files_in_the_session_directory_only() {
+        let Some(sandbox) = tier1() else {
+            return;
+        };
+        let fx = Fixture::new();
+        let (_keep, tmp) = session_tmp();
+        let tools = fx
+            .tool(MKTEMP, "10s")
+            .with_sandbox(Isolation::Landlock(sandbox));
+        let out = call_in_session(&fx, &tools, &tmp, json!({})).await;
+        assert!(!out.is_error, "{}", text(&out));
+        // `/tmp` itself is refused: the sandbox is in force, and `mktemp` works all the same.
+        assert_eq!(
+            text(&out),
+            format!("data\n{}\nsame\ntmp-refused", tmp.display())
+        );
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1);
     }
 
     const CANARY_CHILD: &str = "HANDS_CUSTOM_TOOLS_CANARY_CHILD";

@@ -28,7 +28,7 @@ pub mod workdir;
 pub mod workspace_store;
 
 pub use continuation::{CarriedResult, MAX_CARRIED_ANSWERED};
-pub use custom_tools::{CustomTools, CustomToolsError};
+pub use custom_tools::{CustomTools, CustomToolsError, SessionSide};
 pub use item::{ItemEnd, ItemOutcome, Resume, Worker, WorkerConfig, default_worker_id};
 pub use janitor::{Cleanup, FailedInvocation, StaleItem};
 pub use lease::{Lease, LeaseConfig, LeaseStatus};
@@ -37,3 +37,7 @@ pub use poll::{Ack, Claim, PollError};
 pub use runner::RunEnd;
 pub use workdir::WorkdirTemplate;
 pub use workspace_store::{StoreError, WorkspaceStore};
+
+// The unit tests' harness is the tier-1 helper of the custom-tool tests that run through it.
+#[cfg(test)]
+hands_sandbox::helper_dispatch_for_tests!();

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::custom_tools::CustomTools;
+use crate::custom_tools::{CustomTools, SessionSide};
 use crate::feed::{Feed, run_feed};
 use crate::lease::{Lease, LeaseStatus};
 use crate::ledger::{Call, CallKind, Ledger, SessionEnd};
@@ -442,10 +442,13 @@ async fn run_tool(ctx: &SessionContext, call: &Call, cancel: &CancellationToken)
                     .await
             }
             CallKind::Custom => {
-                let workdir = ctx.toolset.workdir();
-                let session_env = ctx.egress.as_ref().map_or(&[][..], |e| &e.env[..]);
+                let session = SessionSide {
+                    workdir: ctx.toolset.workdir(),
+                    tmp_dir: ctx.toolset.tmp_dir(),
+                    env: ctx.egress.as_ref().map_or(&[][..], |e| &e.env[..]),
+                };
                 (ctx.custom_tools)
-                    .call_with_env(&call.name, call.input.clone(), workdir, session_env, cancel)
+                    .call_in(&call.name, call.input.clone(), &session, cancel)
                     .await
             }
         }

@@ -14,7 +14,11 @@
 //!
 //! Files: [`wipe_stale_workspaces`] removes session directories left beside the template's
 //! `{session_id}` by earlier invocations; what a session needs again comes from the workspace
-//! store, never from a previous invocation's leftovers.
+//! store, never from a previous invocation's leftovers. [`sweep_leftover_tmp_dirs`] removes
+//! the private temporary directories of sessions whose worker died without ending them
+//! (SIGKILL, OOM: CATALOGUE P3, P4); it runs at the start of every serving command (`hands
+//! poll`, `run`, `serve`) and of every Lambda invocation, and never touches a directory a live
+//! session holds, whichever worker process on the host it belongs to.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -52,20 +56,13 @@ impl ChildrenSource {
     }
 }
 
-/// State and parent pid of a `/proc/<pid>/stat` line. The state follows the last ')' (the
-/// command name may contain spaces and parentheses), the parent pid follows the state.
-fn state_and_ppid(stat: &str) -> Option<(char, i32)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
+/// State and parent pid of `pid`, from `/proc/<pid>/stat` (parsed as the per-call sweep does,
+/// hostile command names included).
 fn stat_of(pid: i32) -> Option<(char, i32)> {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    std::fs::read(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| state_and_ppid(&s))
+        .and_then(|raw| hands_sandbox::parse_stat(&raw))
+        .map(|s| (char::from(s.state), s.ppid))
 }
 
 /// The children of `pid`, zombies included, from every thread's `children` file.
@@ -228,6 +225,19 @@ pub fn wipe_stale_workspaces(template: &WorkdirTemplate) -> Vec<PathBuf> {
     removed
 }
 
+/// Removes the private temporary directories (`hands-tmp-*` in the worker's temporary
+/// directory) of sessions no live process holds: what workers killed without a clean end left.
+/// Returns the paths removed.
+pub fn sweep_leftover_tmp_dirs() -> Vec<PathBuf> {
+    let parent = std::env::temp_dir();
+    let removed = hands_tools::sweep_leftover_tmp_dirs(&parent);
+    if !removed.is_empty() {
+        tracing::info!(count = removed.len(), parent = %parent.display(),
+            "removed temporary directories of sessions whose worker died");
+    }
+    removed
+}
+
 fn remove_entry(path: &Path) -> std::io::Result<()> {
     // A symlink (planted, T26) is removed itself, never followed.
     match std::fs::symlink_metadata(path) {
@@ -240,17 +250,6 @@ fn remove_entry(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_lines_with_hostile_names_parse() {
-        assert_eq!(
-            state_and_ppid("42 (a) b) (c) S 17 42 42 0 -1"),
-            Some(('S', 17))
-        );
-        assert_eq!(state_and_ppid("42 (x) Z 1"), Some(('Z', 1)));
-        assert_eq!(state_and_ppid("42 (x)"), None);
-        assert_eq!(state_and_ppid("42 (x) S notapid"), None);
-    }
 
     /// The fallback for kernels without `children` files (no CONFIG_PROC_CHILDREN): the stat
     /// scan sees the same tree as the files (when they exist) and kills all of it. Only the

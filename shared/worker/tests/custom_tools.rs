@@ -1,7 +1,8 @@
 //! Custom tools end to end against devplane: a declared tool's `agent.custom_tool_use` is run
 //! and answered with `user.custom_tool_result` (devplane refuses any other answer to a custom
 //! call); an undeclared custom tool, and a built-in call that merely carries a declared custom
-//! name, get nothing at all (PROTOCOL.md §7.5 rule 4).
+//! name, get nothing at all (PROTOCOL.md §7.5 rule 4). A custom tool's temporary files land in
+//! the session's private directory, the shell's `TMPDIR`.
 
 // Setup failures in helpers panic, which is what a test wants.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -24,8 +25,9 @@ fn executable(path: &Path, body: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// Declares `lookup_order` (records its input in the session workdir, answers one line) and
-/// `failing` (exits 2 with a diagnostic on stderr).
+/// Declares `lookup_order` (records its input in the session workdir, answers one line),
+/// `failing` (exits 2 with a diagnostic on stderr) and `scratch` (writes a temporary file and
+/// says in which directory).
 fn declare(dir: &Path) -> CustomTools {
     let lookup = dir.join("lookup-order");
     executable(
@@ -34,14 +36,21 @@ fn declare(dir: &Path) -> CustomTools {
     );
     let failing = dir.join("failing");
     executable(&failing, "echo 'no such order' >&2; exit 2");
+    let scratch = dir.join("scratch");
+    executable(
+        &scratch,
+        "f=$(mktemp) && echo scratch-data > \"$f\" && dirname \"$f\"",
+    );
     let file = dir.join("tools.toml");
     std::fs::write(
         &file,
         format!(
             "[[tool]]\nname = \"lookup_order\"\ncommand = [{:?}]\ntimeout = \"20s\"\n\n\
-             [[tool]]\nname = \"failing\"\ncommand = [{:?}]\n",
+             [[tool]]\nname = \"failing\"\ncommand = [{:?}]\n\n\
+             [[tool]]\nname = \"scratch\"\ncommand = [{:?}]\n",
             lookup.display().to_string(),
-            failing.display().to_string()
+            failing.display().to_string(),
+            scratch.display().to_string()
         ),
     )
     .unwrap();
@@ -86,6 +95,12 @@ async fn declared_custom_tools_are_answered_and_others_are_left_alone() {
                 // The custom tool ran in the session's workdir, where the built-ins work.
                 {"step": "tool_use", "label": "cwd", "name": "bash", "input": {"command": "cat lookup.log"},
                  "expect": {"is_error": false, "text_equals": "{\"order_id\":42}"}},
+                // A custom tool's temporary files go to the session's private directory, the
+                // one the shell's TMPDIR names.
+                {"step": "custom_tool_use", "label": "scratch", "name": "scratch", "input": {},
+                 "expect": {"is_error": false, "text_matches": "^/.+/hands-tmp-[0-9a-f]{16}$"}},
+                {"step": "tool_use", "label": "shared-tmp", "name": "bash", "input": {"command": "cat \"$TMPDIR\"/tmp.*"},
+                 "expect": {"is_error": false, "text_equals": "scratch-data"}},
                 {"step": "idle", "stop_reason": "requires_action", "event_ids": ["undeclared", "builtin-named"]},
                 {"step": "terminated"},
                 {"step": "expect_stopped", "within_ms": 30000}
@@ -102,5 +117,5 @@ async fn declared_custom_tools_are_answered_and_others_are_left_alone() {
     // Each answered call was posted once, and nothing was posted for the unowned ones.
     let mut posts: Vec<u32> = report.result_attempts.values().copied().collect();
     posts.sort_unstable();
-    assert_eq!(posts, [0, 0, 1, 1, 1], "{:?}", report.result_attempts);
+    assert_eq!(posts, [0, 0, 1, 1, 1, 1, 1], "{:?}", report.result_attempts);
 }

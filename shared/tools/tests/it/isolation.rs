@@ -381,10 +381,16 @@ async fn row_t6_disk_quota() {
     }) else {
         return;
     };
+    // A command that fails while there is room gets no disk note.
+    let out = shown(&fx, "ls /nonexistent").await;
+    assert!(!out.contains("[resource limit"), "{out}");
     let fill = 2 * TMP_BYTES;
     for dir in ["/tmp", "/dev/shm"] {
         let out = shown(&fx, &format!("head -c {fill} /dev/zero > {dir}/fill")).await;
         assert!(out.contains("No space left on device"), "{dir}: {out}");
+        // And in plain words, with the mount's size.
+        let note = format!("[resource limit: no space left on the sandbox's {dir} (1 MiB in all);");
+        assert!(out.contains(&note), "{dir}: {out}");
     }
     let out = shown(&fx, "head -c 8388608 /dev/zero > big; echo rc=$?").await;
     assert!(out.contains("File size limit exceeded"), "{out}");
