@@ -32,6 +32,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use super::grams::Grams;
+use super::listings::ListingCache;
 
 /// The bytes of file content the process keeps in memory at most (plus [`ENTRY_OVERHEAD`] per
 /// file). 32 MiB holds a 2,000-file, 20 MB tree whole.
@@ -154,6 +155,8 @@ struct Shard {
 const SHARDS: usize = 16;
 
 pub(crate) struct ContentCache {
+    /// The listings of directories, kept on the same terms (`listings`).
+    pub listings: ListingCache,
     /// Each shard's share of the budget.
     shard_budget: usize,
     shards: [Mutex<Shard>; SHARDS],
@@ -167,6 +170,7 @@ fn cost(content: &Content) -> usize {
 impl ContentCache {
     pub(crate) fn new(budget: usize) -> ContentCache {
         ContentCache {
+            listings: ListingCache::default(),
             shard_budget: budget / SHARDS,
             shards: std::array::from_fn(|_| Mutex::default()),
             calls: AtomicU64::new(0),

@@ -19,6 +19,7 @@
 
 mod cache;
 mod grams;
+mod listings;
 mod search;
 #[cfg(test)]
 mod tests;
@@ -235,8 +236,17 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
         let hits = search.file(&mut Searchers::new(), root_fd.as_fd(), &leaf, &shown);
         vec![(0, hits)]
     } else {
-        let Ok(listing) = walk::list(root_fd.as_fd(), limits.walk_entries, cancel, &deadline)
-        else {
+        let reuse = walk::Reuse {
+            listings: &cache.listings,
+            settle: limits.grep_cache_settle,
+        };
+        let Ok(listing) = walk::list(
+            root_fd.as_fd(),
+            limits.walk_entries,
+            cancel,
+            &deadline,
+            Some(reuse),
+        ) else {
             return err("cancelled".into());
         };
         tracing::debug!(

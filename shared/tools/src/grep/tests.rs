@@ -260,3 +260,35 @@ async fn a_file_rewritten_by_bash_between_two_greps_is_searched_anew() {
     assert_eq!(t.files("gamma"), ["b.txt"]);
     t.tools.shutdown().await;
 }
+
+/// Directory listings are kept between searches like file contents: an entry added, removed,
+/// renamed or replaced by a directory in a kept directory is seen by the next search.
+#[test]
+fn a_changed_directory_is_listed_again() {
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    for name in ["a", "b", "c", "d"] {
+        t.write(&format!("sub/{name}.txt"), "hit\n");
+    }
+    settle();
+    assert_eq!(
+        t.files("hit"),
+        ["sub/a.txt", "sub/b.txt", "sub/c.txt", "sub/d.txt"]
+    );
+    // The root and sub.
+    assert_eq!(t.cache.listings.len(), 2);
+    assert_eq!(t.files("hit").len(), 4);
+    std::fs::remove_file(t.ws.join("sub/a.txt")).unwrap();
+    std::fs::rename(t.ws.join("sub/b.txt"), t.ws.join("sub/b2.txt")).unwrap();
+    std::fs::remove_file(t.ws.join("sub/c.txt")).unwrap();
+    t.write("sub/c.txt/inner.txt", "hit\n");
+    t.write("sub/e.txt", "hit\n");
+    assert_eq!(
+        t.files("hit"),
+        [
+            "sub/b2.txt",
+            "sub/c.txt/inner.txt",
+            "sub/d.txt",
+            "sub/e.txt"
+        ]
+    );
+}

@@ -21,10 +21,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags};
 use rustix::io::Errno;
 use tokio_util::sync::CancellationToken;
+
+use super::cache::Stamp;
+use super::listings::ListingCache;
 
 /// A file to search: the index of its directory in [`Listing::dirs`], and its name.
 pub(crate) struct FileRef {
@@ -216,19 +220,50 @@ pub(crate) fn read_entries(fd: &OwnedFd, budget: usize, buf: &mut [MaybeUninit<u
     out
 }
 
+/// Where [`list`] finds and keeps the listings of unchanged directories.
+#[derive(Clone, Copy)]
+pub(crate) struct Reuse<'a> {
+    pub listings: &'a ListingCache,
+    /// Directories changed more recently than this are not kept (see `listings`).
+    pub settle: Duration,
+}
+
 /// Reads directory `rel`, at most `budget` of its entries, keeping its directories and regular
-/// files (what grep walks into and searches).
+/// files (what grep walks into and searches); with `reuse`, from the listing kept of it when
+/// the directory is unchanged, and keeping the listing read when it may be.
 fn read_dir(
     root: BorrowedFd<'_>,
     rel: &Path,
     open: Opener,
     budget: usize,
     buf: &mut [MaybeUninit<u8>],
+    reuse: Option<Reuse<'_>>,
 ) -> rustix::io::Result<DirEntries> {
     let fd = open(root, rel, false)?;
+    // The stamp of what is read, taken before reading, and the time before that (as for file
+    // content: a change during or after the read gets a later ctime).
+    let now = SystemTime::now();
+    let stamp = match reuse {
+        Some(reuse) => match rustix::fs::fstat(&fd) {
+            Ok(st) => {
+                let stamp = Stamp::of(&st);
+                if let Some(kept) = reuse.listings.get(&stamp, budget) {
+                    return Ok(kept);
+                }
+                Some((reuse, stamp))
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
     let mut out = read_entries(&fd, budget, buf);
     out.entries
         .retain(|(_, kind)| matches!(kind, FileType::Directory | FileType::RegularFile));
+    if let Some((reuse, stamp)) = stamp
+        && stamp.settled(reuse.settle, now)
+    {
+        reuse.listings.insert(stamp, &out);
+    }
     Ok(out)
 }
 
@@ -251,8 +286,9 @@ pub(crate) fn list(
     max_entries: usize,
     cancel: &CancellationToken,
     deadline: &dyn Fn() -> bool,
+    reuse: Option<Reuse<'_>>,
 ) -> Result<Listing, Cancelled> {
-    list_with(root, max_entries, cancel, deadline, open_dir)
+    list_with(root, max_entries, cancel, deadline, open_dir, reuse)
 }
 
 /// One directory being listed: its index in [`Listing::dirs`] once one of its files is
@@ -269,6 +305,7 @@ pub(crate) fn list_with(
     cancel: &CancellationToken,
     deadline: &dyn Fn() -> bool,
     open: Opener,
+    reuse: Option<Reuse<'_>>,
 ) -> Result<Listing, Cancelled> {
     let mut listing = Listing {
         dirs: Vec::new(),
@@ -281,7 +318,7 @@ pub(crate) fn list_with(
         return Err(Cancelled);
     }
     let mut buf = dents_buffer();
-    let Ok(top) = read_dir(root, Path::new(""), open, max_entries, &mut buf) else {
+    let Ok(top) = read_dir(root, Path::new(""), open, max_entries, &mut buf, reuse) else {
         return Ok(listing);
     };
     listing.entries_read = top.read;
@@ -334,7 +371,7 @@ pub(crate) fn list_with(
                 let budget = max_entries.saturating_sub(listing.entries_read);
                 // A directory that cannot be read (permissions, swapped for a symlink) is
                 // skipped, as the walk of `ignore` skips it.
-                match read_dir(root, &current, open, budget, &mut buf) {
+                match read_dir(root, &current, open, budget, &mut buf, reuse) {
                     Ok(children) => {
                         listing.entries_read += children.read;
                         if children.truncated {

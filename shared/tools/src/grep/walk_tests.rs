@@ -94,7 +94,7 @@ fn many_empty_directories_stay_within_the_entry_cap() {
     let cap = crate::Limits::default().walk_entries;
     assert_eq!(cap, 50_000);
 
-    let listing = walk::list(root.as_fd(), cap, &CancellationToken::new(), &never).unwrap();
+    let listing = walk::list(root.as_fd(), cap, &CancellationToken::new(), &never, None).unwrap();
     assert_eq!(listing.stopped, Some(Stop::Entries));
     assert_eq!(listing.entries_read, cap);
     assert!(listing.peak_held <= cap, "{}", listing.peak_held);
@@ -103,14 +103,21 @@ fn many_empty_directories_stay_within_the_entry_cap() {
     assert_eq!(listed(&listing), ["a.txt"]);
 
     // One directory bigger than the cap is read only up to it.
-    let listing = walk::list(root.as_fd(), 10_000, &CancellationToken::new(), &never).unwrap();
+    let listing = walk::list(
+        root.as_fd(),
+        10_000,
+        &CancellationToken::new(),
+        &never,
+        None,
+    )
+    .unwrap();
     assert_eq!(listing.stopped, Some(Stop::Entries));
     assert_eq!(listing.entries_read, 10_000);
     assert!(listing.peak_held <= 10_000, "{}", listing.peak_held);
     assert_eq!(listing.dirs.len(), 1);
 
     // The files already read when the cap is reached are still listed, in walk order.
-    let listing = walk::list(root.as_fd(), 4, &CancellationToken::new(), &never).unwrap();
+    let listing = walk::list(root.as_fd(), 4, &CancellationToken::new(), &never, None).unwrap();
     assert_eq!(listing.stopped, Some(Stop::Entries));
     assert_eq!(listed(&listing), ["a.txt"]);
 
@@ -134,12 +141,12 @@ fn a_tree_within_the_cap_is_listed_whole() {
     std::fs::write(ws.join("x/g.txt"), "needle\n").unwrap();
     // root: empty, x (2); empty: 10; x: g.txt, y (2); y: f.txt (1): 15 entries.
     let root = open_root(&ws);
-    let listing = walk::list(root.as_fd(), 15, &CancellationToken::new(), &never).unwrap();
+    let listing = walk::list(root.as_fd(), 15, &CancellationToken::new(), &never, None).unwrap();
     assert_eq!(listing.stopped, None);
     assert_eq!(listing.entries_read, 15);
     assert_eq!(listed(&listing), ["x/g.txt", "x/y/f.txt"]);
     assert_eq!(listing.dirs.len(), 2);
-    let listing = walk::list(root.as_fd(), 14, &CancellationToken::new(), &never).unwrap();
+    let listing = walk::list(root.as_fd(), 14, &CancellationToken::new(), &never, None).unwrap();
     assert_eq!(listing.stopped, Some(Stop::Entries));
     assert_eq!(listed(&listing), ["x/g.txt"]);
 }
@@ -158,7 +165,14 @@ fn a_tree_without_files_checks_the_clock_and_the_token() {
         looks.set(looks.get() + 1);
         looks.get() > 5
     };
-    let listing = walk::list(root.as_fd(), 50_000, &CancellationToken::new(), &deadline).unwrap();
+    let listing = walk::list(
+        root.as_fd(),
+        50_000,
+        &CancellationToken::new(),
+        &deadline,
+        None,
+    )
+    .unwrap();
     assert_eq!(listing.stopped, Some(Stop::Time));
     assert_eq!(looks.get(), 6);
     assert!(
@@ -176,7 +190,7 @@ fn a_tree_without_files_checks_the_clock_and_the_token() {
         }
         false
     };
-    assert!(walk::list(root.as_fd(), 50_000, &cancel, &deadline).is_err());
+    assert!(walk::list(root.as_fd(), 50_000, &cancel, &deadline, None).is_err());
     assert_eq!(looks.get(), 5);
 }
 
@@ -253,9 +267,16 @@ fn the_walk_lists_the_same_files_with_either_opener() {
     let root = open_root(&ws);
     let expected = ["a.txt", "d/b.txt", "d/e/c.txt", "d/e/f/g/h.txt", "z/y.txt"];
     let cancel = CancellationToken::new();
-    let with_openat2 = walk::list(root.as_fd(), 1000, &cancel, &never).unwrap();
-    let by_components =
-        walk::list_with(root.as_fd(), 1000, &cancel, &never, walk::open_components).unwrap();
+    let with_openat2 = walk::list(root.as_fd(), 1000, &cancel, &never, None).unwrap();
+    let by_components = walk::list_with(
+        root.as_fd(),
+        1000,
+        &cancel,
+        &never,
+        walk::open_components,
+        None,
+    )
+    .unwrap();
     assert_eq!(listed(&with_openat2), expected);
     assert_eq!(listed(&by_components), expected);
     assert_eq!(by_components.entries_read, with_openat2.entries_read);
