@@ -63,6 +63,12 @@ pub struct MemoryConfig {
     /// Entries looked at per walk of a store folder ([`crate::MAX_WALK_ENTRIES`]); tests
     /// shorten it, operators have no flag for it.
     pub walk_cap: usize,
+    /// Whether tool code runs at isolation tier 0, where only file modes keep it from writing
+    /// into a read-only store and a root worker's tools ignore them: a root worker then warns
+    /// about each read-only store. Tiers 1 and 2 make read-only stores read-only themselves
+    /// (Landlock, a read-only bind), so the worker clears it there. On by default: warn when the
+    /// tier is unknown.
+    pub file_modes_only: bool,
 }
 
 impl Default for MemoryConfig {
@@ -74,6 +80,7 @@ impl Default for MemoryConfig {
             delete_corroboration: DELETE_CORROBORATION,
             flush_timeout: FLUSH_TIMEOUT,
             walk_cap: crate::scan::MAX_WALK_ENTRIES,
+            file_modes_only: true,
         }
     }
 }

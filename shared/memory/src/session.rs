@@ -130,7 +130,7 @@ impl SessionStores {
                     continue;
                 }
             }
-            if r.read_only() && rustix::process::geteuid().is_root() {
+            if r.read_only() && ctx.config.file_modes_only && rustix::process::geteuid().is_root() {
                 tracing::warn!(memory_store_id = %r.memory_store_id,
                     "the worker runs as root: at isolation tier 0 file modes cannot stop tool code from writing to this read-only store (the file tools still refuse, and nothing written is uploaded)");
             }

@@ -83,6 +83,7 @@ pub async fn prepare(
         tracing::warn!(memory_store_id = %store, %reason,
             "malformed memory_store resource ignored: memory is off (--memory off)");
     }
+    let config = &for_tier(config, &tool_config.isolation);
     let mut memory = None;
     if !resources.is_empty() {
         if !config.enabled {
@@ -113,6 +114,16 @@ pub async fn prepare(
             }
             Err(e.into())
         }
+    }
+}
+
+/// `config` for tools running in `isolation`: only at tier 0 do file modes alone guard a
+/// read-only store (tiers 1 and 2 enforce it themselves), so only there is a root worker's
+/// warning about it due.
+fn for_tier(config: &MemoryConfig, isolation: &hands_sandbox::Isolation) -> MemoryConfig {
+    MemoryConfig {
+        file_modes_only: isolation.tier() == hands_sandbox::Tier::None,
+        ..config.clone()
     }
 }
 
@@ -171,5 +182,22 @@ mod tests {
             matches!(&out.content[1], ContentBlock::Text { text } if text == "[memory]\n- a\n- b")
         );
         assert_eq!(with_notes(ToolOutput::ok("x"), vec![]).content.len(), 1);
+    }
+
+    #[test]
+    fn only_tier_0_leaves_read_only_stores_to_file_modes() {
+        use hands_sandbox::{BwrapSandbox, Isolation, Tier1Options, Tier1Sandbox, Tier2Options};
+        let base = MemoryConfig::default();
+        assert!(for_tier(&base, &Isolation::Tier0).file_modes_only);
+        let tier1 = Isolation::Landlock(Tier1Sandbox::this_binary(Tier1Options::default()));
+        let tier2 = Isolation::Bwrap(BwrapSandbox {
+            program: "/usr/bin/bwrap".into(),
+            options: Tier2Options::default(),
+        });
+        for isolation in [tier1, tier2] {
+            let config = for_tier(&base, &isolation);
+            assert!(!config.file_modes_only, "{:?}", isolation.tier());
+            assert_eq!(config.sync_interval, base.sync_interval);
+        }
     }
 }
