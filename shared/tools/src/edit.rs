@@ -17,9 +17,25 @@ use crate::Session;
 use crate::output::fs_reason;
 use crate::write::replace_file;
 
+/// Whether the text has line endings and every one is CRLF.
 fn is_crlf_only(text: &str) -> bool {
-    let crlf = text.matches("\r\n").count();
-    crlf > 0 && crlf == text.matches('\n').count()
+    let bytes = text.as_bytes();
+    let mut lines = memchr::memchr_iter(b'\n', bytes).peekable();
+    lines.peek().is_some() && lines.all(|i| i > 0 && bytes[i - 1] == b'\r')
+}
+
+/// `text` with the occurrences at `at` (non-overlapping, ascending) of a string `old_len`
+/// bytes long replaced by `new`.
+fn splice(text: &[u8], at: &[usize], old_len: usize, new: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() - at.len() * old_len + at.len() * new.len());
+    let mut last = 0;
+    for &i in at {
+        out.extend_from_slice(&text[last..i]);
+        out.extend_from_slice(new);
+        last = i + old_len;
+    }
+    out.extend_from_slice(&text[last..]);
+    out
 }
 
 fn to_crlf(s: &str) -> Cow<'_, str> {
@@ -109,7 +125,10 @@ pub(crate) fn run(session: &Session, input: EditInput) -> ToolOutput {
             Cow::Borrowed(input.new_string.as_str()),
         )
     };
-    let count = text.matches(old.as_ref()).count();
+    // One search (memchr's SIMD substring search) finds every occurrence, non-overlapping as
+    // `str::matches` counts them; the replacement splices at those positions.
+    let at: Vec<usize> = memchr::memmem::find_iter(text.as_bytes(), old.as_bytes()).collect();
+    let count = at.len();
     if count == 0 {
         return err(format!("old_string not found in {p}"));
     }
@@ -119,16 +138,41 @@ pub(crate) fn run(session: &Session, input: EditInput) -> ToolOutput {
             "old_string appears {count} times in {p} (must be unique)"
         ));
     }
-    let updated = if replace_all {
-        text.replace(old.as_ref(), &new)
-    } else {
-        text.replacen(old.as_ref(), &new, 1)
-    };
+    let take = if replace_all { count } else { 1 };
+    let updated = splice(text.as_bytes(), &at[..take], old.len(), new.as_bytes());
     let mode = st.st_mode & 0o777;
-    if let Err(e) = replace_file(dir, leaf, updated.as_bytes(), Some(mode)) {
+    if let Err(e) = replace_file(dir, leaf, &updated, Some(mode)) {
         return fs_err(&e);
     }
-    session.seen.record(&resolved.path, updated.as_bytes());
+    session.seen.record(&resolved.path, &updated);
     let n = if replace_all { count } else { 1 };
     ToolOutput::ok(format!("edited {p} ({n} replacement(s))"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_only_means_every_line_ending_is_crlf() {
+        for (text, crlf) in [
+            ("", false),
+            ("no ending", false),
+            ("\r\n", true),
+            ("a\r\nb\r\nc", true),
+            ("\n", false),
+            ("a\r\nb\n", false),
+            ("\r", false),
+            ("\r\r\n\n", false),
+        ] {
+            assert_eq!(is_crlf_only(text), crlf, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn splice_replaces_at_the_positions_given() {
+        assert_eq!(splice(b"abcabc", &[0, 3], 1, b"XY"), b"XYbcXYbc");
+        assert_eq!(splice(b"abcabc", &[3], 3, b""), b"abc");
+        assert_eq!(splice(b"abc", &[], 1, b"z"), b"abc");
+    }
 }
