@@ -117,10 +117,13 @@ static NO_EXCHANGE: AtomicBool = AtomicBool::new(false);
 /// power loss or kernel crash within the kernel's writeback delay (by default up to ~35 s:
 /// 30 s dirty expiry plus the 5 s journal commit) a file replaced by `write` or `edit` may be
 /// empty on ext4, where the rename would have left the old or the new content. A process crash
-/// (the worker's or a tool's) loses nothing either way. The trade-off is taken because a
-/// session's workspace is created fresh and removed at teardown (it does not outlive a crash
-/// of its host), the reference does not `fsync` either, and an `fsync` per write would cost
-/// 8-10 ms here. File systems without the exchange (`EINVAL`) get the plain rename.
+/// (the worker's or a tool's) loses nothing either way. The trade-off is taken because the
+/// per-session workspaces of `hands serve` and the Lambda functions are created fresh and
+/// removed at teardown (they do not outlive a crash of their host) and an `fsync` per write
+/// would cost 8-10 ms here. With a persistent `--workdir` (the `.` default of `hands poll` and
+/// `hands run`) it is weaker than the rename was, and than the reference's truncate-and-write,
+/// which ext4 also flushes on close; neither `fsync`s. File systems without the exchange
+/// (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`) get the plain rename.
 fn put_in_place(dir: BorrowedFd<'_>, tmp: &str, leaf: &OsStr) -> io::Result<()> {
     if !NO_EXCHANGE.load(Ordering::Relaxed) {
         match rustix::fs::renameat_with(dir, tmp, dir, leaf, RenameFlags::EXCHANGE) {

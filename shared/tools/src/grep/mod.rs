@@ -11,10 +11,12 @@
 //! file relative to its directory with `O_NOFOLLOW` (`walk`), so a directory swapped for a
 //! symlink during the walk cannot lead the search out of the root. The walk reads at most
 //! `Limits::walk_entries` directory entries (files and directories alike), which bounds its
-//! memory however many directories a tool made. File contents are kept
-//! between calls in a bounded cache validated by a stat of each file (`cache`), so a search of
-//! an unchanged tree reads nothing from disk. The searcher's buffer is capped, so a 1 GB
-//! single line costs bounded memory. It runs on the blocking pool, on up to four threads, and
+//! memory however many directories a tool made. File contents and directory listings are kept
+//! between calls in bounded caches validated by a stat of each file and directory (`cache`,
+//! `listings`), so a search of an unchanged tree reads nothing from disk, and cached content
+//! carries a trigram filter that rules out files which cannot hold a literal every match needs
+//! (`grams`). The searcher's buffer is capped, so a 1 GB single line costs bounded memory.
+//! It runs on the blocking pool, on up to four threads, and
 //! checks a time budget and the cancellation token as it goes (T11).
 
 mod cache;
