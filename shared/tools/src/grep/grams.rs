@@ -120,6 +120,16 @@ mod tests {
         }
     }
 
+    /// The filter does rule files out: content without the literal (one trigram, one bit set)
+    /// cannot pass for every alternative.
+    #[test]
+    fn content_without_the_literals_is_ruled_out() {
+        let grams = Grams::of(&[b'a'; 4096]);
+        assert!(!Needs::of("needle").unwrap().may_match(&grams));
+        assert!(!Needs::of("(?i)needle|haystack").unwrap().may_match(&grams));
+        assert!(Needs::of("needle|aaaa").unwrap().may_match(&grams));
+    }
+
     #[test]
     fn patterns_without_a_long_enough_literal_have_no_filter() {
         for p in [r"\w+", "a|bc", "x*", "", "(?i)ab", "[a-z]{3}", "a.b.c"] {
@@ -191,8 +201,65 @@ mod props {
         .prop_map(|v| v.into_iter().collect())
     }
 
+    /// Content with many distinct trigrams (so filters are sparse and a wrong bit shows).
+    fn varied_content() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9_ \n\u{e9}\u{c9}\u{212A}]{3,300}"
+    }
+
+    /// A pattern made from a piece of `content` (so it often matches), wrapped in syntax that
+    /// keeps a literal prefix: case-insensitivity, alternation, optional and repeated prefixes,
+    /// word boundaries.
+    fn pattern_from(content: &str, start: usize, len: usize, wrap: usize) -> String {
+        let chars: Vec<char> = content.chars().collect();
+        let start = start % chars.len();
+        let piece: String = chars[start..(start + len).min(chars.len())]
+            .iter()
+            .collect();
+        let piece = regex_syntax::escape(&piece);
+        let wraps = [
+            "{}",
+            "(?i){}",
+            "{}|qqqq",
+            "zz?{}",
+            "{}\\w*",
+            "(?:{})+",
+            "\\b{}",
+            "[ab]{}",
+            "(?i:{})x?",
+        ];
+        wraps[wrap % wraps.len()].replace("{}", &piece)
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// As below, for patterns taken from the content: most of them match.
+        #[test]
+        fn the_filter_never_hides_a_match_of_a_piece_of_the_content(
+            content in varied_content(),
+            start in 0usize..300,
+            len in 3usize..9,
+            wrap in 0usize..9,
+        ) {
+            let pattern = pattern_from(&content, start, len, wrap);
+            let Ok(matcher) = RegexMatcherBuilder::new()
+                .line_terminator(Some(b'\n'))
+                .build(&pattern)
+            else {
+                return Ok(());
+            };
+            let Some(needs) = Needs::of(&pattern) else {
+                return Ok(());
+            };
+            let grams = Grams::of(content.as_bytes());
+            let matched = content
+                .as_bytes()
+                .split(|b| *b == b'\n')
+                .any(|line| matcher.is_match(line).unwrap());
+            if matched {
+                prop_assert!(needs.may_match(&grams), "{pattern:?} in {content:?}");
+            }
+        }
 
         /// A pattern that matches some line of the content is never ruled out by the
         /// content's trigrams: the matcher is built as `grep` builds it.
