@@ -9,7 +9,6 @@
 use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use hands_protocol::toolset::{ToolOutput, WriteInput};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
@@ -101,10 +100,6 @@ pub(crate) fn replace_file(
     result
 }
 
-/// Whether `renameat2(RENAME_EXCHANGE)` was refused by this kernel or a file system once
-/// (then a plain rename is used from then on).
-static NO_EXCHANGE: AtomicBool = AtomicBool::new(false);
-
 /// Puts the complete temporary file `tmp` at `leaf`, atomically for readers: the name always
 /// names the old file or the new one, never nothing and never a partial file.
 ///
@@ -125,16 +120,13 @@ static NO_EXCHANGE: AtomicBool = AtomicBool::new(false);
 /// which ext4 also flushes on close; neither `fsync`s. File systems without the exchange
 /// (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`) get the plain rename.
 fn put_in_place(dir: BorrowedFd<'_>, tmp: &str, leaf: &OsStr) -> io::Result<()> {
-    if !NO_EXCHANGE.load(Ordering::Relaxed) {
-        match rustix::fs::renameat_with(dir, tmp, dir, leaf, RenameFlags::EXCHANGE) {
-            Ok(()) => return drop_replaced(dir, tmp, leaf),
-            // Nothing to exchange with: a new file.
-            Err(Errno::NOENT) => {}
-            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
-                NO_EXCHANGE.store(true, Ordering::Relaxed);
-            }
-            Err(e) => return Err(e.into()),
-        }
+    // Asked every time (a failed call costs about a microsecond): the roots may span file
+    // systems that differ.
+    match rustix::fs::renameat_with(dir, tmp, dir, leaf, RenameFlags::EXCHANGE) {
+        Ok(()) => return drop_replaced(dir, tmp, leaf),
+        // Nothing to exchange with (a new file), or no exchange on this kernel or file system.
+        Err(Errno::NOENT | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {}
+        Err(e) => return Err(e.into()),
     }
     rustix::fs::renameat(dir, tmp, dir, leaf)?;
     Ok(())
@@ -165,6 +157,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::path::Path;
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
 
