@@ -77,10 +77,14 @@ impl PendingProbe {
     }
 }
 
-/// The isolation tools run in. Tier 0 asked and not required needs nothing from the probe:
-/// its result is only logged when it comes. Otherwise this waits for the probe and fails when
-/// isolation is required and the tier cannot be fully enforced.
-pub async fn select(args: &WorkerArgs, pending: PendingProbe) -> anyhow::Result<Isolation> {
+/// The isolation tools run in, and the probe's result it was chosen from (for the egress
+/// proxy's check). Tier 0 asked and not required needs nothing from the probe: its result is
+/// only logged when it comes (and `None` returned). Otherwise this waits for the probe and fails
+/// when isolation is required and the tier cannot be fully enforced.
+pub async fn select(
+    args: &WorkerArgs,
+    pending: PendingProbe,
+) -> anyhow::Result<(Isolation, Option<HostProbe>)> {
     if args.isolation == IsolationMode::Tier(Tier::None) && !args.isolation_required() {
         tokio::spawn(async move {
             if let Ok(probe) = pending.wait().await {
@@ -88,8 +92,8 @@ pub async fn select(args: &WorkerArgs, pending: PendingProbe) -> anyhow::Result<
                     required = false, tier = %Tier::None, "isolation");
             }
         });
-        return Ok(Isolation::Tier0);
+        return Ok((Isolation::Tier0, None));
     }
     let probe = pending.wait().await?;
-    args.isolation(&probe)
+    Ok((args.isolation(&probe)?, Some(probe)))
 }

@@ -53,7 +53,7 @@ mod tests {
             isolation: isolation.clone(),
             binds: Default::default(),
         };
-        let mut p = hands_sandbox::spawn_oneshot(&spec).unwrap();
+        let mut p = hands_sandbox::spawn_oneshot(&spec).await.unwrap();
         drop(p.stdin);
         let mut out = String::new();
         p.stdout.read_to_string(&mut out).await.unwrap();

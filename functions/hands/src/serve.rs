@@ -200,9 +200,9 @@ async fn start(args: &ServeArgs, probe: PendingProbe) -> anyhow::Result<Started>
         tracing::info!(%source, "webhook signing key source");
     }
     let (verifier, key_value) = read_verifier(key_source.as_ref(), &secrets).await?;
-    let isolation = crate::isolation_start::select(&args.worker, probe).await?;
+    let (isolation, probe) = crate::isolation_start::select(&args.worker, probe).await?;
     let mut worker = args.worker.worker_config(isolation)?;
-    crate::egress_cmd::attach(&args.worker, &mut worker).await?;
+    crate::egress_cmd::attach(&args.worker, &mut worker, probe.as_ref()).await?;
     worker.environment_key = environment_key;
     // Every secret is read by now (a rotation re-reads the same file): tool code must not read
     // their files either.

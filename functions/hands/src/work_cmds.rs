@@ -50,9 +50,9 @@ async fn worker(args: &WorkerArgs, probe: PendingProbe) -> anyhow::Result<Worker
     // Session temporary directories of workers that were killed (P3, P4); live ones stay.
     hands_worker::startup::sweep_leftover_tmp_dirs();
     let environment_key = args.connect.environment_key(&Resolver::new()).await?;
-    let isolation = crate::isolation_start::select(args, probe).await?;
+    let (isolation, probe) = crate::isolation_start::select(args, probe).await?;
     let mut config = args.worker_config(isolation)?;
-    crate::egress_cmd::attach(args, &mut config).await?;
+    crate::egress_cmd::attach(args, &mut config, probe.as_ref()).await?;
     config.environment_key = environment_key;
     // Every secret is read by now: tool code must not read their files either.
     crate::secret_files::hide_from_tools(&mut config);

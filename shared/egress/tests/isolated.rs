@@ -163,7 +163,7 @@ impl Harness {
             isolation: self.isolation.clone(),
             binds: Default::default(),
         };
-        let mut p = hands_sandbox::spawn_oneshot(&spec).unwrap();
+        let mut p = hands_sandbox::spawn_oneshot(&spec).await.unwrap();
         assert_eq!(
             p.egress_relay.is_some(),
             self.isolation.tier() == Tier::Bwrap,

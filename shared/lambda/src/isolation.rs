@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 
 use hands_sandbox::{
-    DEFAULT_HIDDEN, EgressBridge, HostProbe, Isolation, IsolationMode, Tier, Tier1Options,
-    Tier2Options,
+    DEFAULT_HIDDEN, HostProbe, Isolation, IsolationMode, ProxyRoute, Tier, Tier1Options,
+    Tier2Options, route_to_proxy,
 };
 use hands_worker::WorkerConfig;
 use tokio::sync::oneshot;
@@ -21,6 +21,16 @@ use crate::env_config::{ConfigError, var};
 
 /// A host probe running on its own thread.
 pub struct PendingProbe(oneshot::Receiver<HostProbe>);
+
+impl PendingProbe {
+    /// A probe already done (tests force what the host has).
+    #[cfg(test)]
+    fn ready(probe: HostProbe) -> PendingProbe {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(probe);
+        PendingProbe(rx)
+    }
+}
 
 /// Starts the host probe; returns at once.
 pub fn start_probe() -> PendingProbe {
@@ -67,7 +77,8 @@ fn asked(lookup: &dyn Fn(&str) -> Option<String>) -> Result<(IsolationMode, bool
 
 /// Waits for the probe and sets the tier of `worker`'s tools (and of its custom tools). Call it
 /// once every secret is read: their files are hidden from tools at tiers 1 and 2. With the
-/// egress proxy started, tier 1 lets tools connect to its port and tier 2 relays to it.
+/// egress proxy started, tier 1 lets tools connect to its port and tier 2 relays to it, after
+/// the checks `hands_sandbox::route_to_proxy` makes (the same as `hands poll`'s).
 pub async fn select(worker: &mut WorkerConfig, probe: PendingProbe) -> Result<(), ConfigError> {
     select_with(worker, probe, &var).await
 }
@@ -104,37 +115,22 @@ async fn select_with(
     }
     let mut hide: Vec<PathBuf> = DEFAULT_HIDDEN.iter().map(PathBuf::from).collect();
     hide.extend(hands_secrets::secret_files());
-    let proxy = worker
-        .egress
-        .as_ref()
-        .map(|p| (p.addr(), p.ca_bundle().to_path_buf()));
     let isolation = match selection.tier {
-        Tier::None => {
-            if proxy.is_some() {
-                // Only at tier 0 can tool code connect around the proxy; say so plainly.
-                tracing::warn!("{}", hands_egress::TIER0_NOTICE);
-            }
-            Some(Isolation::Tier0)
-        }
+        Tier::None => Some(Isolation::Tier0),
         Tier::Landlock => probe
             .tier1_sandbox(Tier1Options {
                 hide,
-                proxy_port: proxy.as_ref().map(|(addr, _)| addr.port()),
+                proxy_port: None,
             })
             .map(Isolation::Landlock),
-        Tier::Bwrap => {
-            let mut options = Tier2Options {
+        Tier::Bwrap => probe
+            .bwrap_sandbox(Tier2Options {
                 hide,
                 ..Tier2Options::default()
-            };
-            if let Some((addr, bundle)) = &proxy {
-                options.egress = Some(EgressBridge::new(addr.port(), *addr));
-                options.read_only.extend(bundle.parent().map(PathBuf::from));
-            }
-            probe.bwrap_sandbox(options).map(Isolation::Bwrap)
-        }
+            })
+            .map(Isolation::Bwrap),
     };
-    let Some(isolation) = isolation else {
+    let Some(mut isolation) = isolation else {
         return Err(ConfigError::Invalid {
             var: "HANDS_ISOLATION",
             value: mode.to_string(),
@@ -144,9 +140,32 @@ async fn select_with(
             ),
         });
     };
-    if proxy.is_some() && isolation.tier() != Tier::None {
-        tracing::info!(tier = %isolation.tier(),
-            "egress: tools reach the network only through the proxy at this tier");
+    if let Some(proxy) = &worker.egress {
+        // The same check as `hands poll --egress-policy`: tier 1 needs Landlock's network
+        // rules, tier 2 a relay that works; a required tier fails the start, else the tools
+        // fall back.
+        let route = ProxyRoute {
+            addr: proxy.addr(),
+            bundle_dir: proxy.ca_bundle().parent().map(PathBuf::from),
+        };
+        let routed = route_to_proxy(isolation, &route, &probe, mode, required)
+            .await
+            .map_err(|e| ConfigError::Invalid {
+                var: "HANDS_REQUIRE_ISOLATION",
+                value: "1".into(),
+                why: e.to_string(),
+            })?;
+        if let Some(why) = &routed.fell_back {
+            tracing::warn!("isolation: {why}");
+        }
+        isolation = routed.isolation;
+        if isolation.tier() == Tier::None {
+            // Only at tier 0 can tool code connect around the proxy; say so plainly.
+            tracing::warn!("{}", hands_egress::TIER0_NOTICE);
+        } else {
+            tracing::info!(tier = %isolation.tier(),
+                "egress: tools reach the network only through the proxy at this tier");
+        }
     }
     worker.toolset.isolation = isolation.clone();
     worker.custom_tools =
@@ -215,5 +234,107 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A worker with the egress proxy started (an allow-only policy, so no secret is needed).
+    async fn worker_with_proxy(dir: &std::path::Path) -> WorkerConfig {
+        let mut worker =
+            WorkerConfig::new("env_test", WorkdirTemplate::new("/tmp/hands/{session_id}"));
+        let proxy = hands_egress::EgressProxy::start(
+            hands_egress::EgressConfig {
+                policy: hands_egress::Policy::parse(
+                    "[[rule]]\nhost = \"example.com\"\naction = \"allow\"\n",
+                    "egress.toml",
+                )
+                .unwrap(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                upstream_roots: hands_egress::UpstreamRoots::Webpki,
+                resolver: hands_egress::Resolver::system(),
+                bundle_dir: dir.to_path_buf(),
+            },
+            &hands_egress::StaticSecrets::new(),
+        )
+        .await
+        .unwrap();
+        worker.egress = Some(std::sync::Arc::new(proxy));
+        worker
+    }
+
+    /// Tier 1 works on this forced host, with Landlock ABI `abi`; `bwrap` is its "bubblewrap".
+    fn forced(abi: u32, bwrap: Result<PathBuf, String>) -> HostProbe {
+        HostProbe {
+            landlock_abi: Ok(abi),
+            seccomp_filter: true,
+            user_namespaces: Ok(()),
+            bwrap,
+            tier1: Ok(()),
+        }
+    }
+
+    async fn selected_with_proxy(
+        probe: HostProbe,
+        vars: &[(&str, &str)],
+    ) -> Result<(Isolation, u16), String> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut worker = worker_with_proxy(dir.path()).await;
+        let port = worker.egress.as_ref().unwrap().addr().port();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        select_with(&mut worker, PendingProbe::ready(probe), &move |k: &str| {
+            map.get(k).cloned()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok((worker.toolset.isolation, port))
+    }
+
+    /// The egress proxy's start checks run here as in `hands poll` (`route_to_proxy`): tier 1
+    /// needs Landlock ABI 4, tier 2 a relay that starts.
+    #[tokio::test]
+    async fn with_the_egress_proxy_the_tier_is_checked_like_the_cli_does() {
+        let landlock = [("HANDS_ISOLATION", "landlock")];
+        let required = [
+            ("HANDS_ISOLATION", "landlock"),
+            ("HANDS_REQUIRE_ISOLATION", "1"),
+        ];
+        // ABI 4: tier 1, tools kept to the proxy's port.
+        let (isolation, port) = selected_with_proxy(forced(4, Err("none".into())), &landlock)
+            .await
+            .unwrap();
+        let Isolation::Landlock(sandbox) = isolation else {
+            panic!("not tier 1: {isolation:?}")
+        };
+        assert_eq!(sandbox.options.proxy_port, Some(port));
+        // ABI 3: required, the start fails naming the ABI; else tier 0.
+        let err = selected_with_proxy(forced(3, Err("none".into())), &required)
+            .await
+            .unwrap_err();
+        assert!(
+            err.starts_with("HANDS_REQUIRE_ISOLATION=") && err.contains("this kernel has ABI 3"),
+            "{err}"
+        );
+        let (isolation, _) = selected_with_proxy(forced(3, Err("none".into())), &landlock)
+            .await
+            .unwrap();
+        assert_eq!(isolation, Isolation::Tier0);
+        // A "bubblewrap" whose sandbox never reports: the relay's trial fails the required
+        // start, and otherwise the tools fall back to tier 1 with the proxy's port.
+        let broken = || forced(6, Ok(PathBuf::from("/bin/false")));
+        let err = selected_with_proxy(
+            broken(),
+            &[("HANDS_ISOLATION", "bwrap"), ("HANDS_REQUIRE_ISOLATION", "1")],
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("relay into isolation tier 2"), "{err}");
+        let (isolation, port) = selected_with_proxy(broken(), &[("HANDS_ISOLATION", "bwrap")])
+            .await
+            .unwrap();
+        let Isolation::Landlock(sandbox) = isolation else {
+            panic!("not tier 1: {isolation:?}")
+        };
+        assert_eq!(sandbox.options.proxy_port, Some(port));
     }
 }

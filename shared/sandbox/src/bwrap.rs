@@ -410,7 +410,7 @@ mod tests {
             isolation: crate::Isolation::Bwrap(sandbox),
             binds: Binds::default(),
         };
-        let mut p = crate::spawn_oneshot(&spec).unwrap();
+        let mut p = crate::spawn_oneshot(&spec).await.unwrap();
         drop(p.stdin);
         let mut out = String::new();
         p.stdout.read_to_string(&mut out).await.unwrap();

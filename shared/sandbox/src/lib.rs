@@ -29,6 +29,7 @@ pub mod helper;
 mod kill;
 mod oneshot;
 mod probe;
+mod proxy_route;
 mod relay;
 mod spawn;
 mod sweep;
@@ -45,6 +46,7 @@ pub use oneshot::{OneShotProcess, OneShotSpec, spawn_oneshot};
 pub use probe::{
     BWRAP_DIRS, HostProbe, IsolationError, IsolationMode, Selection, Tier, find_bwrap, landlock_abi,
 };
+pub use proxy_route::{ProxyRoute, Routed, route_to_proxy};
 pub use relay::{EgressBridge, EgressRelay};
 pub use spawn::{Isolation, Rlimits, ShellProcess, ShellSpec, spawn_shell};
 pub use sweep::{

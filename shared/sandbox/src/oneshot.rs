@@ -58,8 +58,9 @@ pub struct OneShotProcess {
     pub egress_relay: Option<EgressRelay>,
 }
 
-/// Starts the process described by `spec`. Must be called within a tokio runtime.
-pub fn spawn_oneshot(spec: &OneShotSpec) -> Result<OneShotProcess, SandboxError> {
+/// Starts the process described by `spec`. Must be called within a tokio runtime. Async because
+/// of the tier-2 relay, whose set-up waits for bubblewrap (off the runtime's threads).
+pub async fn spawn_oneshot(spec: &OneShotSpec) -> Result<OneShotProcess, SandboxError> {
     let program = spec.program.display().to_string();
     let spawn_error = |source: std::io::Error| SandboxError::Spawn {
         program: program.clone(),
@@ -130,10 +131,15 @@ pub fn spawn_oneshot(spec: &OneShotSpec) -> Result<OneShotProcess, SandboxError>
     let mut child = cmd.spawn().map_err(spawn_error)?;
     drop(cmd);
     // On failure `child` is dropped, which kills bubblewrap and with it the waiting sandbox.
-    let egress_relay = bridge
-        .map(PendingBridge::start)
-        .transpose()
-        .map_err(|e| relay_failed(&program, e))?;
+    let egress_relay = match bridge {
+        Some(bridge) => Some(
+            bridge
+                .start()
+                .await
+                .map_err(|e| relay_failed(&program, e))?,
+        ),
+        None => None,
+    };
     let missing = |what: &str| spawn_error(std::io::Error::other(format!("{what} pipe missing")));
     let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
     let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
@@ -182,7 +188,9 @@ mod tests {
 
     #[tokio::test]
     async fn pipes_are_separate_and_the_process_leads_its_own_session() {
-        let mut p = spawn_oneshot(&spec("read line; echo \"out:$line\"; echo err >&2")).unwrap();
+        let mut p = spawn_oneshot(&spec("read line; echo \"out:$line\"; echo err >&2"))
+            .await
+            .unwrap();
         // Blocked on `read` now: its own session and group, led by itself.
         let stat = std::fs::read(format!("/proc/{}/stat", p.scope.leader)).unwrap();
         let stat = crate::sweep::parse_stat(&stat).unwrap();
@@ -202,12 +210,15 @@ mod tests {
     async fn a_relative_program_is_refused() {
         let mut s = spec("true");
         s.program = "sh".into();
-        assert!(matches!(spawn_oneshot(&s), Err(SandboxError::Spawn { .. })));
+        assert!(matches!(
+            spawn_oneshot(&s).await,
+            Err(SandboxError::Spawn { .. })
+        ));
     }
 
     #[tokio::test]
     async fn the_tag_reaches_the_process_and_nothing_else_leaks() {
-        let mut p = spawn_oneshot(&spec("env")).unwrap();
+        let mut p = spawn_oneshot(&spec("env")).await.unwrap();
         drop(p.stdin);
         let mut out = String::new();
         p.stdout.read_to_string(&mut out).await.unwrap();

@@ -105,6 +105,10 @@ pub enum IsolationError {
          install bubblewrap (apt-get install bubblewrap) or allow user namespaces"
     )]
     NothingAvailable { probe: String },
+    /// Isolation was required, and the tier cannot keep tools to the egress proxy (see
+    /// [`crate::route_to_proxy`]); the text says why and what to do.
+    #[error("isolation was required, but {0}")]
+    NoProxyRoute(String),
 }
 
 /// The tier chosen, and why it is weaker than asked when it is.

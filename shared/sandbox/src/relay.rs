@@ -27,12 +27,14 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::spawn::Isolation;
-use tokio::task::{JoinHandle, JoinSet};
 
 /// Where the tier-2 relay listens inside the sandbox and where it sends what it accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +60,13 @@ impl EgressBridge {
 
 /// How long bubblewrap may take to set up the namespaces before the spawn fails.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Connections one sandbox may have open through its relay at a time. Each costs the worker two
+/// descriptors (the sandbox's end and the proxy's), and tool code decides how many it opens:
+/// without a cap one session could exhaust the worker's descriptors and stall every other
+/// session. 256 is far above what a package manager opens at once (npm's `maxsockets` default
+/// is 15 per origin).
+pub(crate) const MAX_CONNECTIONS: usize = 256;
 
 /// `NS_GET_USERNS` (`_IO(0xb7, 0x1)`, linux/nsfs.h): the user namespace owning a namespace.
 const NS_GET_USERNS: libc::c_ulong = 0xb701;
@@ -141,10 +150,15 @@ impl PendingBridge {
     }
 
     /// After bubblewrap was spawned: waits for the sandbox's pid, listens inside it, starts the
-    /// relay and lets the sandbox run its program. Blocks the calling thread for as long as
-    /// bubblewrap takes to set up the namespaces (milliseconds, bounded by [`SETUP_TIMEOUT`]).
-    /// Must be called within a tokio runtime.
-    pub(crate) fn start(self) -> io::Result<EgressRelay> {
+    /// relay and lets the sandbox run its program. The waiting (as long as bubblewrap takes to
+    /// set up the namespaces: milliseconds, bounded by [`SETUP_TIMEOUT`]) and the fork into the
+    /// namespaces run on tokio's blocking pool: a runtime thread (a `current_thread` runtime
+    /// has only one) goes on with other sessions' work meanwhile.
+    pub(crate) async fn start(self) -> io::Result<EgressRelay> {
+        self.start_within(SETUP_TIMEOUT).await
+    }
+
+    async fn start_within(self, timeout: Duration) -> io::Result<EgressRelay> {
         let PendingBridge {
             bridge,
             isolation: _,
@@ -156,12 +170,17 @@ impl PendingBridge {
         // Our copies of bubblewrap's ends: the info pipe must reach EOF if bubblewrap dies.
         drop(info_write);
         drop(block_read);
-        let pid = read_child_pid(&info_read, SETUP_TIMEOUT)?;
-        let listener = listen_in_netns(pid, bridge.port)?;
+        let port = bridge.port;
+        let (pid, listener) = tokio::task::spawn_blocking(move || {
+            let pid = read_child_pid(&info_read, timeout)?;
+            Ok::<_, io::Error>((pid, listen_in_netns(pid, port)?))
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("the relay's set-up did not finish: {e}")))??;
         let std_listener = std::net::TcpListener::from(listener);
         std_listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(std_listener)?;
-        let task = tokio::spawn(relay(listener, bridge.upstream));
+        let task = tokio::spawn(relay(listener, bridge.upstream, MAX_CONNECTIONS, pid));
         // Release the sandbox: one byte on the block pipe.
         rustix::io::write(&block_write, b"1")
             .map_err(|e| io::Error::new(io::Error::from(e).kind(), "releasing the sandbox"))?;
@@ -443,21 +462,62 @@ fn receive_listener(sock: &OwnedFd) -> io::Result<OwnedFd> {
     ))
 }
 
-/// Accepts in the sandbox, connects to the proxy, copies both ways. Ends (with every relayed
-/// connection) when the task is aborted.
-async fn relay(listener: TcpListener, upstream: SocketAddr) {
+/// Accepts in the sandbox, connects to the proxy, copies both ways, at most `cap` connections
+/// at a time; one over that is closed at once (see [`MAX_CONNECTIONS`]). Ends (with every
+/// relayed connection) when the task is aborted.
+async fn relay(listener: TcpListener, upstream: SocketAddr, cap: usize, sandbox_pid: i32) {
+    let slots = Arc::new(Semaphore::new(cap));
+    let mut refusals = Refusals::default();
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((client, _)) => {
-                    conns.spawn(pipe(client, upstream));
-                }
+                Ok((client, _)) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        if let Some(refused) = refusals.accepted() {
+                            tracing::info!(sandbox_pid, refused, limit = cap,
+                                "egress relay: accepting connections again");
+                        }
+                        conns.spawn(async move {
+                            pipe(client, upstream).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => {
+                        drop(client);
+                        if refusals.refused() {
+                            tracing::warn!(sandbox_pid, limit = cap,
+                                "egress relay: the sandbox has {cap} connections open through \
+                                 the relay; further ones are closed until some end");
+                        }
+                    }
+                },
                 // EMFILE and friends: back off instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
+    }
+}
+
+/// Connections refused over the cap since the last one accepted: a burst is logged when it
+/// starts and counted when it ends, not once per connection (tool code can retry in a loop).
+#[derive(Debug, Default)]
+struct Refusals {
+    in_burst: u64,
+}
+
+impl Refusals {
+    /// One refused; true when it starts a burst (log it).
+    fn refused(&mut self) -> bool {
+        self.in_burst += 1;
+        self.in_burst == 1
+    }
+
+    /// One accepted; the number refused in the burst it ends, if it ends one.
+    fn accepted(&mut self) -> Option<u64> {
+        let refused = std::mem::take(&mut self.in_burst);
+        (refused > 0).then_some(refused)
     }
 }
 
@@ -539,7 +599,7 @@ mod tests {
             isolation,
             binds: crate::Binds::default(),
         };
-        let mut p = crate::spawn_oneshot(&spec).unwrap();
+        let mut p = crate::spawn_oneshot(&spec).await.unwrap();
         assert!(p.egress_relay.is_some());
         drop(p.stdin);
         let mut out = String::new();
@@ -564,6 +624,140 @@ mod tests {
             host_only.accept().is_err(),
             "the host-only port was reached"
         );
+    }
+
+    /// While the relay waits for bubblewrap to report the sandbox, the runtime's only thread
+    /// stays free: here "bubblewrap" is a task on that same thread, which can only answer if
+    /// the set-up waits elsewhere. (Blocking in place, the set-up would time out instead.)
+    #[test]
+    fn setting_up_a_relay_leaves_a_current_thread_runtime_free() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (info_read, info_write) = cloexec_pipe().unwrap();
+            let (block_read, block_write) = cloexec_pipe().unwrap();
+            let bubblewrap_end = info_write.try_clone().unwrap();
+            let upstream = "127.0.0.1:9".parse().unwrap();
+            let pending = PendingBridge {
+                bridge: EgressBridge::new(9, upstream),
+                isolation: Isolation::Tier0,
+                info_read,
+                info_write,
+                block_read,
+                block_write,
+            };
+            let setup = tokio::spawn(pending.start_within(Duration::from_secs(30)));
+            let bubblewrap = tokio::spawn(async move {
+                // A timer on the same thread must fire first.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                // A pid with no namespace to join: the set-up fails one step later.
+                let info = format!("{{\"child-pid\": {}}}", i32::MAX);
+                rustix::io::write(&bubblewrap_end, info.as_bytes()).unwrap();
+            });
+            bubblewrap.await.unwrap();
+            let err = setup.await.unwrap().unwrap_err().to_string();
+            assert!(err.contains("opening the sandbox's namespace"), "{err}");
+        });
+    }
+
+    /// An upstream that echoes every connection back.
+    async fn echo_upstream() -> SocketAddr {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = upstream.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = upstream.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A connection through the relay, checked to carry data both ways.
+    async fn relayed(relay: SocketAddr, n: usize) -> std::io::Result<TcpStream> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = TcpStream::connect(relay).await?;
+        let msg = format!("conn{n:04}");
+        c.write_all(msg.as_bytes()).await?;
+        let mut back = vec![0u8; msg.len()];
+        c.read_exact(&mut back).await?;
+        assert_eq!(back, msg.as_bytes());
+        Ok(c)
+    }
+
+    #[tokio::test]
+    async fn a_relay_carries_at_most_its_cap_of_connections_and_closes_the_rest_at_once() {
+        use tokio::io::AsyncReadExt;
+        let upstream = echo_upstream().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        const CAP: usize = 4;
+        let task = tokio::spawn(relay(listener, upstream, CAP, 1));
+        let mut open = Vec::new();
+        for n in 0..CAP {
+            open.push(relayed(addr, n).await.unwrap());
+        }
+        // One over the cap: accepted by the kernel, closed by the relay without a byte (were it
+        // relayed, the byte sent would come back).
+        let closed_at_once = || async {
+            use tokio::io::AsyncWriteExt;
+            let mut extra = TcpStream::connect(addr).await.unwrap();
+            let _ = extra.write_all(b"x").await;
+            let mut buf = [0u8; 1];
+            match extra.read(&mut buf).await {
+                Ok(0) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                other => panic!("the connection over the cap was not closed: {other:?}"),
+            }
+        };
+        closed_at_once().await;
+        // The ones within the cap still work.
+        for (n, c) in open.iter_mut().enumerate() {
+            use tokio::io::AsyncWriteExt;
+            c.write_all(b"again").await.unwrap();
+            let mut back = [0u8; 5];
+            c.read_exact(&mut back).await.unwrap();
+            assert_eq!(&back, b"again", "connection {n}");
+        }
+        // Two close; new ones get their places once the relay has seen those end.
+        open.truncate(CAP - 2);
+        let mut accepted = 0;
+        for attempt in 0..2000 {
+            match relayed(addr, CAP + attempt).await {
+                Ok(c) => {
+                    open.push(c);
+                    accepted += 1;
+                    if accepted == 2 {
+                        break;
+                    }
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        assert_eq!(
+            accepted, 2,
+            "no new connection was accepted after two closed"
+        );
+        // And the cap holds again.
+        closed_at_once().await;
+        task.abort();
+    }
+
+    #[test]
+    fn refusals_are_reported_once_per_burst() {
+        let mut r = Refusals::default();
+        assert_eq!(r.accepted(), None);
+        assert!(r.refused(), "the first refusal starts a burst");
+        assert!(!r.refused());
+        assert!(!r.refused());
+        assert_eq!(r.accepted(), Some(3), "the burst ends with its count");
+        assert_eq!(r.accepted(), None);
+        assert!(r.refused(), "a new burst");
     }
 
     #[test]

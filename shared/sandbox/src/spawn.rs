@@ -248,8 +248,9 @@ pub(crate) fn become_subreaper() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Starts the shell described by `spec`. Must be called within a tokio runtime.
-pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
+/// Starts the shell described by `spec`. Must be called within a tokio runtime. Async because
+/// of the tier-2 relay, whose set-up waits for bubblewrap (off the runtime's threads).
+pub async fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
     let program = spec.program.display().to_string();
     let tag = ProcessTag::random().map_err(|e| SandboxError::Spawn {
         program: program.clone(),
@@ -328,10 +329,15 @@ pub fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError> {
     // never see EOF when the shell dies.
     drop(cmd);
     // On failure `child` is dropped, which kills bubblewrap and with it the waiting sandbox.
-    let egress_relay = bridge
-        .map(PendingBridge::start)
-        .transpose()
-        .map_err(|e| relay_failed(&program, e))?;
+    let egress_relay = match bridge {
+        Some(bridge) => Some(
+            bridge
+                .start()
+                .await
+                .map_err(|e| relay_failed(&program, e))?,
+        ),
+        None => None,
+    };
     let stdin = child.stdin.take().ok_or_else(|| SandboxError::Spawn {
         program: program.clone(),
         source: std::io::Error::other("stdin pipe missing"),

@@ -191,7 +191,7 @@ pub(crate) fn is_marker(arg: &OsStr) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -260,7 +260,7 @@ mod tests {
             .unwrap();
         let out = rt.block_on(async {
             use tokio::io::AsyncReadExt as _;
-            let mut p = crate::spawn_oneshot(&spec).unwrap();
+            let mut p = crate::spawn_oneshot(&spec).await.unwrap();
             drop(p.stdin);
             let mut out = String::new();
             let mut err = String::new();
@@ -273,7 +273,8 @@ mod tests {
         Some(out)
     }
 
-    fn tempdir() -> PathBuf {
+    /// A fresh directory under the temporary directory (its canonical path).
+    pub(crate) fn tempdir() -> PathBuf {
         let mut bytes = [0u8; 8];
         rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).unwrap();
         let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

@@ -75,7 +75,7 @@ async fn sweep_blocking(scope: SweepScope, spare_leader: bool) {
 }
 
 impl Shell {
-    fn start(spec: &ShellSpec) -> Result<Shell, hands_sandbox::SandboxError> {
+    async fn start(spec: &ShellSpec) -> Result<Shell, hands_sandbox::SandboxError> {
         Ok(Shell {
             proc: Some(spawn_shell(spec)?),
         })
@@ -280,9 +280,13 @@ impl BashState {
         }
     }
 
-    fn ensure_shell(&mut self) -> Result<&mut Shell, String> {
+    async fn ensure_shell(&mut self) -> Result<&mut Shell, String> {
         if self.shell.is_none() {
-            self.shell = Some(Shell::start(&self.spec).map_err(|e| format!("bash: {e}"))?);
+            self.shell = Some(
+                Shell::start(&self.spec)
+                    .await
+                    .map_err(|e| format!("bash: {e}"))?,
+            );
         }
         self.shell
             .as_mut()
@@ -303,7 +307,7 @@ impl BashState {
     ) -> ToolOutput {
         if input.restart == Some(true) {
             self.shutdown().await;
-            return match self.ensure_shell() {
+            return match self.ensure_shell().await {
                 Ok(_) => ToolOutput::ok("bash session restarted"),
                 Err(e) => ToolOutput::error(e),
             };
@@ -319,7 +323,7 @@ impl BashState {
             _ => self.default_timeout,
         };
         let limit = self.output_limit;
-        let shell = match self.ensure_shell() {
+        let shell = match self.ensure_shell().await {
             Ok(s) => s,
             Err(e) => return ToolOutput::error(e),
         };
@@ -417,7 +421,7 @@ impl BashState {
             }
             Stop::Timeout => {
                 self.shutdown().await;
-                let restarted = self.ensure_shell().is_ok();
+                let restarted = self.ensure_shell().await.is_ok();
                 let mut text = format!("bash: bash command timed out after {}s", seconds(timeout));
                 text.push_str(if restarted {
                     "\n[the command and everything it started were killed, and the shell was restarted: working directory and variables are reset]"

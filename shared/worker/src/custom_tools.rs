@@ -360,7 +360,7 @@ impl CustomTools {
             isolation: self.isolation.clone(),
             binds,
         };
-        match spawn_oneshot(&spec) {
+        match spawn_oneshot(&spec).await {
             Ok(proc) => run(tool, proc, stdin, &disk, cancel).await,
             Err(e) => ToolOutput::error(format!("{name}: {e}")),
         }

@@ -522,7 +522,7 @@ async fn row_oneshot_runs_in_the_sandbox() {
         isolation: Isolation::Bwrap(sandbox),
         binds: hands_sandbox::Binds::default(),
     };
-    let mut p = hands_sandbox::spawn_oneshot(&spec).unwrap();
+    let mut p = hands_sandbox::spawn_oneshot(&spec).await.unwrap();
     drop(p.stdin);
     let (mut out, mut err) = (String::new(), String::new());
     p.stdout.read_to_string(&mut out).await.unwrap();

@@ -111,7 +111,7 @@ async fn measure(tier: Tier, isolation: Isolation, calls: usize, starts: usize) 
             binds: hands_sandbox::Binds::default(),
         };
         let t = Instant::now();
-        let mut p = hands_sandbox::spawn_oneshot(&spec).unwrap();
+        let mut p = hands_sandbox::spawn_oneshot(&spec).await.unwrap();
         drop(p.stdin);
         let status = p.child.wait().await.unwrap();
         oneshot.push(micros(t));
