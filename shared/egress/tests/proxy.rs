@@ -1,7 +1,9 @@
-//! The proxy end to end, with real clients (git, curl) as child processes that get only what a
-//! session's tool environment would: the proxy URL with their credential and the CA bundle.
+//! The proxy end to end, with real clients (git, curl; pip, npm and cargo in `package_clients`)
+//! as child processes that get only what a session's tool environment would: the proxy URL
+//! with their credential and the CA bundle.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod package_clients;
 mod support;
 
 use std::net::IpAddr;
