@@ -115,6 +115,10 @@ fn hands_poll(dp: &Devplane, key: &str, dir: &Path, log: &str) -> Proc {
 }
 
 fn hands_poll_with(dp: &Devplane, key: &str, dir: &Path, log: &str, extra: &[&str]) -> Proc {
+    // A temporary directory of the test's own: the sessions' private directories and the
+    // start's sweep of leftover ones stay in it, away from the machine's shared /tmp.
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
     let mut cmd = Command::new(HANDS);
     for (k, _) in std::env::vars() {
         if k.starts_with("ANTHROPIC_") || k.starts_with("HANDS_") || k == "RUST_LOG" {
@@ -129,6 +133,7 @@ fn hands_poll_with(dp: &Devplane, key: &str, dir: &Path, log: &str, extra: &[&st
         .env("ANTHROPIC_ENVIRONMENT_ID", &dp.environment_id)
         .env("ANTHROPIC_ENVIRONMENT_KEY", key)
         .env("ANTHROPIC_BASE_URL", &dp.base_url)
+        .env("TMPDIR", &tmp)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.join(format!("{log}.out"))).unwrap())
         .stderr(std::fs::File::create(dir.join(format!("{log}.err"))).unwrap())
@@ -138,6 +143,19 @@ fn hands_poll_with(dp: &Devplane, key: &str, dir: &Path, log: &str, extra: &[&st
         child,
         name: "hands poll",
     }
+}
+
+/// The sessions' private temporary directories in the `TMPDIR` [`hands_poll_with`] gives.
+fn session_tmp_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("hands-tmp-"))
+        })
+        .collect()
 }
 
 fn report(dp: &Devplane) -> serde_json::Value {
@@ -263,12 +281,19 @@ fn p3_sigkill_mid_session_then_a_second_worker_runs_no_answered_call_again() {
         }
     );
 
+    // The killed worker's session temporary directory is left behind: no destructor ran.
+    let leftovers = session_tmp_dirs(dir.path());
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+
     let mut second = hands_poll_with(&dp, &key, dir.path(), "second", &tier0);
     let dp_status = dp.proc.wait();
     let report = report(&dp);
     assert!(dp_status.success(), "{}", failed_steps(&report));
     second.signal("-TERM");
     assert!(second.wait().success());
+    // The second worker's start removed it (P4); its own session's went with the session.
+    assert!(!leftovers[0].exists(), "{}", leftovers[0].display());
+    assert!(session_tmp_dirs(dir.path()).is_empty());
 
     let runs = std::fs::read_to_string(&log).unwrap();
     let count = |tag: &str| runs.lines().filter(|l| *l == tag).count();

@@ -77,7 +77,7 @@ async fn sweep_blocking(scope: SweepScope, spare_leader: bool) {
 impl Shell {
     async fn start(spec: &ShellSpec) -> Result<Shell, hands_sandbox::SandboxError> {
         Ok(Shell {
-            proc: Some(spawn_shell(spec).await?),
+            proc: Some(spawn_shell(spec)?),
         })
     }
 
@@ -291,14 +291,6 @@ impl BashState {
         self.shell
             .as_mut()
             .ok_or_else(|| "bash: no shell".to_owned())
-    }
-
-    /// Starts the shell ahead of the first command. A start that fails is not kept: the first
-    /// command tries again and its result says why.
-    pub(crate) async fn warm(&mut self) {
-        if let Err(e) = self.ensure_shell().await {
-            tracing::debug!(error = %e, "bash: the shell could not be started ahead of use");
-        }
     }
 
     /// Kills the shell and its whole tree; the next command starts a new one.
