@@ -285,3 +285,43 @@ impl Globber<'_> {
 fn mtime_of(st: &rustix::fs::Stat) -> (i64, i64) {
     (st.st_mtime as i64, st.st_mtime_nsec as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use hands_protocol::toolset::ContentBlock;
+
+    use super::*;
+    use crate::{Toolset, ToolsetConfig};
+
+    /// A symlink that matches is listed only when what it points at is inside the roots: one
+    /// to a file or a directory outside is left out, one to a file inside is listed.
+    #[test]
+    fn a_matching_symlink_to_outside_the_roots_is_not_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let (ws, outside) = (root.join("ws"), root.join("outside"));
+        std::fs::create_dir(&ws).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret.txt"), "s").unwrap();
+        std::fs::write(ws.join("in.txt"), "i").unwrap();
+        std::os::unix::fs::symlink("in.txt", ws.join("in-link.txt")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.txt"), ws.join("out-link.txt")).unwrap();
+        std::os::unix::fs::symlink(&outside, ws.join("outdir.txt")).unwrap();
+        std::os::unix::fs::symlink("../outside/secret.txt", ws.join("rel-out.txt")).unwrap();
+        let tools = Toolset::new(ToolsetConfig::new(&ws)).unwrap();
+        let input = GlobInput {
+            pattern: "*.txt".into(),
+            path: None,
+        };
+        let out = run(&tools.session, input, &CancellationToken::new());
+        assert!(!out.is_error, "{out:?}");
+        let [ContentBlock::Text { text }] = out.content.as_slice() else {
+            panic!("expected one text block, got {out:?}");
+        };
+        let mut listed: Vec<&str> = text.lines().collect();
+        listed.sort_unstable();
+        let (a, b) = (ws.join("in-link.txt"), ws.join("in.txt"));
+        assert_eq!(listed, [a.to_str().unwrap(), b.to_str().unwrap()]);
+    }
+}

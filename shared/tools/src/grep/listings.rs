@@ -10,8 +10,13 @@
 //! again; what its entries hold is checked file by file as before. Only complete listings are
 //! kept (a directory read up to the entry cap is read again next time), and one is used only
 //! when all its entries fit in what is left of the cap, so the cap counts exactly as without it.
-//! The names held are bounded by [`LISTING_BYTES`]; past it everything is dropped and the cache
-//! fills again.
+//! The memory held (entries, names and their allocations, counted by [`cost`]) is bounded by
+//! [`LISTING_BYTES`]; past it everything is dropped and the cache fills again.
+//!
+//! What this cannot see, as for cached content (`cache`): directories on file systems whose
+//! ctime this kernel does not maintain (a network or FUSE file system changed on the other
+//! side) can be listed from a stale listing, and so can any directory after the system clock
+//! is set backwards past its ctime.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -22,9 +27,11 @@ use rustix::fs::FileType;
 use super::cache::Stamp;
 use super::walk::DirEntries;
 
-/// What the listings may hold at most: their names' bytes plus [`ENTRY_OVERHEAD`] per entry.
+/// What the listings may hold at most, as counted by [`cost`].
 const LISTING_BYTES: usize = 4 << 20;
-const ENTRY_OVERHEAD: usize = 40;
+/// What the allocator adds to every allocation: glibc's malloc puts an 8-byte header before
+/// each block and rounds it up to 16 bytes, so 16 is its cost on average or more.
+const ALLOC_OVERHEAD: usize = 16;
 
 struct Cached {
     stamp: Stamp,
@@ -44,16 +51,25 @@ pub(crate) struct ListingCache {
     held: Mutex<Held>,
 }
 
-fn cost(entries: &[(OsString, FileType)]) -> usize {
-    entries
+/// The heap a kept listing takes: its map slot, its entry vector (every slot of its capacity)
+/// and every name's buffer (its capacity), each allocation with [`ALLOC_OVERHEAD`]. For short
+/// names that is ~70 bytes per entry, most of it the vector slot and the name's allocation.
+fn cost(entries: &Vec<(OsString, FileType)>) -> usize {
+    let names: usize = entries
         .iter()
-        .map(|(name, _)| name.len() + ENTRY_OVERHEAD)
-        .sum()
+        .map(|(name, _)| name.capacity() + ALLOC_OVERHEAD)
+        .sum();
+    size_of::<((u64, u64), Cached)>()
+        + entries.capacity() * size_of::<(OsString, FileType)>()
+        + ALLOC_OVERHEAD
+        + names
 }
 
 impl ListingCache {
     /// The listing of the directory stamped `stamp`, if kept and if its entries fit in
-    /// `budget`. A listing of the same directory with another stamp is dropped.
+    /// `budget`. A listing of the same directory with another stamp is dropped. A copy: the
+    /// walk takes every file's name into its result anyway, so sharing the kept entries would
+    /// save only the copies of the subdirectories' names.
     pub(crate) fn get(&self, stamp: &Stamp, budget: usize) -> Option<DirEntries> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (stamp.dev, stamp.ino);
@@ -76,7 +92,8 @@ impl ListingCache {
         if listing.truncated {
             return;
         }
-        let need = cost(&listing.entries);
+        let entries = listing.entries.clone();
+        let need = cost(&entries);
         if need > LISTING_BYTES {
             return;
         }
@@ -94,7 +111,7 @@ impl ListingCache {
             key,
             Cached {
                 stamp,
-                entries: listing.entries.clone(),
+                entries,
                 read: listing.read,
             },
         );

@@ -292,3 +292,58 @@ fn a_changed_directory_is_listed_again() {
         ]
     );
 }
+
+/// `grep` with `tools`, its one text block.
+fn grep_with(tools: &Toolset, pattern: &str) -> String {
+    let input = GrepInput {
+        pattern: pattern.into(),
+        path: None,
+    };
+    let out = super::run(&tools.session, input, &CancellationToken::new());
+    assert!(!out.is_error, "{out:?}");
+    match out.content.as_slice() {
+        [ContentBlock::Text { text }] => text.clone(),
+        other => panic!("expected one text block, got {other:?}"),
+    }
+}
+
+/// The entry cap counts as without the listing cache: a kept listing with more entries than
+/// are left under the cap is not used (the directory is read up to the cap, and the search
+/// says it stopped, word for word as a search without kept listings); one that fits changes
+/// nothing either.
+#[test]
+fn a_kept_listing_larger_than_the_cap_left_is_not_used() {
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    t.write("a.txt", "hit\n");
+    for i in 0..10 {
+        t.write(&format!("sub/f{i}.txt"), "hit\n");
+    }
+    settle();
+    // The root (a.txt, sub) and sub (10 files) are kept.
+    assert_eq!(t.files("hit").len(), 11);
+    assert_eq!(t.cache.listings.len(), 2);
+    let capped = |cap: usize, cache: &'static ContentCache, settle: Duration| {
+        let mut config = ToolsetConfig::new(&t.ws);
+        config.limits.walk_entries = cap;
+        config.limits.grep_cache_settle = settle;
+        Toolset::with_grep_cache(config, cache).unwrap()
+    };
+    // Without kept listings: a cache of its own that keeps nothing (nothing is that settled).
+    let never = Duration::from_secs(100 * 365 * 24 * 3600);
+    let fresh = || -> &'static ContentCache { Box::leak(Box::new(ContentCache::new(8 << 20))) };
+    let settle_time = crate::Limits::default().grep_cache_settle;
+    // 2 root entries read, 4 left for sub's 10.
+    let with_kept = grep_with(&capped(6, t.cache, settle_time), "hit");
+    let without = grep_with(&capped(6, fresh(), never), "hit");
+    assert_eq!(with_kept, without);
+    assert!(
+        with_kept.contains("[search stopped after 6 entries; narrow the path]"),
+        "{with_kept}"
+    );
+    assert_eq!(with_kept.lines().filter(|l| l.ends_with(":hit")).count(), 5);
+    // Exactly enough left for sub: the kept listing is used, and nothing is cut.
+    let fits = grep_with(&capped(12, t.cache, settle_time), "hit");
+    assert_eq!(fits, grep_with(&capped(12, fresh(), never), "hit"));
+    assert!(!fits.contains("search stopped"), "{fits}");
+    assert_eq!(fits.lines().filter(|l| l.ends_with(":hit")).count(), 11);
+}
