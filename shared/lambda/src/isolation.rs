@@ -324,7 +324,10 @@ mod tests {
         let broken = || forced(6, Ok(PathBuf::from("/bin/false")));
         let err = selected_with_proxy(
             broken(),
-            &[("HANDS_ISOLATION", "bwrap"), ("HANDS_REQUIRE_ISOLATION", "1")],
+            &[
+                ("HANDS_ISOLATION", "bwrap"),
+                ("HANDS_REQUIRE_ISOLATION", "1"),
+            ],
         )
         .await
         .unwrap_err();

@@ -77,7 +77,7 @@ async fn sweep_blocking(scope: SweepScope, spare_leader: bool) {
 impl Shell {
     async fn start(spec: &ShellSpec) -> Result<Shell, hands_sandbox::SandboxError> {
         Ok(Shell {
-            proc: Some(spawn_shell(spec)?),
+            proc: Some(spawn_shell(spec).await?),
         })
     }
 
