@@ -1,17 +1,16 @@
 //! `write`: replace a whole file, creating parent directories.
 //!
-//! The new content goes to a temporary file in the target's directory, which then takes the
-//! target's place (an exchange of the two names, or a rename for a new file): readers see the
-//! old file or the new one, never a missing or truncated one (T23), and a hard link from the
-//! target to a file outside the root is replaced rather than written through (T19).
-//! Permission bits of an existing file are kept.
+//! The new content goes to a temporary file in the target's directory, which is then renamed
+//! over the target: readers see the old file or the new one, never a missing or truncated one
+//! (T23), and a hard link from the target to a file outside the root is replaced rather than
+//! written through (T19). Permission bits of an existing file are kept.
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use hands_protocol::toolset::{ToolOutput, WriteInput};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::Session;
@@ -68,10 +67,19 @@ fn temp_name() -> io::Result<String> {
     ))
 }
 
-/// Writes `data` to a new temporary file in `dir` and puts it in place of `leaf`. `mode` is
+/// Writes `data` to a new temporary file in `dir` and renames it over `leaf`. `mode` is
 /// applied with `fchmod` (so the umask does not change a preserved mode); without it the file
-/// gets `0666 & !umask`, as a plain `open` would give. No `fsync`, as the reference: see
-/// [`put_in_place`] for what a crash of the host can leave.
+/// gets `0666 & !umask`, as a plain `open` would give.
+///
+/// No `fsync` (it would cost milliseconds per call): the rename is atomic against a crash of
+/// the worker or a tool, as the reference's write is. Against a power loss the rename is what
+/// protects the file on ext4: renaming over an existing file makes ext4 start writing the new
+/// data out (`auto_da_alloc`, on by default), so after a power loss the file holds the old or
+/// the new content, never nothing (T23). That writeback is most of a write's cost on ext4,
+/// and it is kept on purpose: a `renameat2(RENAME_EXCHANGE)` and unlink of the old file skips
+/// it (tens of microseconds less per call on ext4) but can leave a replaced file empty after a
+/// power loss, and `--workdir` may be the user's own checkout (README, "How fast the tools
+/// are").
 pub(crate) fn replace_file(
     dir: BorrowedFd<'_>,
     leaf: &OsStr,
@@ -92,62 +100,14 @@ pub(crate) fn replace_file(
         let mut file = std::fs::File::from(fd);
         file.write_all(data)?;
         drop(file);
-        put_in_place(dir, tmp.as_str(), leaf)
+        // A directory swapped in after `existing_mode` makes this fail with EISDIR and stays.
+        rustix::fs::renameat(dir, tmp.as_str(), dir, leaf)?;
+        Ok(())
     })();
     if result.is_err() {
         let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
     }
     result
-}
-
-/// Puts the complete temporary file `tmp` at `leaf`, atomically for readers: the name always
-/// names the old file or the new one, never nothing and never a partial file.
-///
-/// An existing file is swapped with the new one by `renameat2(RENAME_EXCHANGE)`, and the old
-/// file, now under the temporary name, is unlinked; a name that does not exist yet is a plain
-/// rename. Why not rename over the old file: on ext4 (`auto_da_alloc`, the default), renaming
-/// over an existing file starts writeback of the new file's data inside the rename, which made
-/// a 1 KiB write cost 0.3-0.9 ms on this project's VMs against ~0.1 ms for the exchange (the
-/// exchange path of ext4 has no such hook). What that hook bought, and this gives up: after a
-/// power loss or kernel crash within the kernel's writeback delay (by default up to ~35 s:
-/// 30 s dirty expiry plus the 5 s journal commit) a file replaced by `write` or `edit` may be
-/// empty on ext4, where the rename would have left the old or the new content. A process crash
-/// (the worker's or a tool's) loses nothing either way. The trade-off is taken because the
-/// per-session workspaces of `hands serve` and the Lambda functions are created fresh and
-/// removed at teardown (they do not outlive a crash of their host) and an `fsync` per write
-/// would cost 8-10 ms here. With a persistent `--workdir` (the `.` default of `hands poll` and
-/// `hands run`) it is weaker than the rename was, and than the reference's truncate-and-write,
-/// which ext4 also flushes on close; neither `fsync`s. File systems without the exchange
-/// (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`) get the plain rename.
-fn put_in_place(dir: BorrowedFd<'_>, tmp: &str, leaf: &OsStr) -> io::Result<()> {
-    // Asked every time (a failed call costs about a microsecond): the roots may span file
-    // systems that differ.
-    match rustix::fs::renameat_with(dir, tmp, dir, leaf, RenameFlags::EXCHANGE) {
-        Ok(()) => return drop_replaced(dir, tmp, leaf),
-        // Nothing to exchange with (a new file), or no exchange on this kernel or file system.
-        Err(Errno::NOENT | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {}
-        Err(e) => return Err(e.into()),
-    }
-    rustix::fs::renameat(dir, tmp, dir, leaf)?;
-    Ok(())
-}
-
-/// Unlinks the file the exchange put under the temporary name `tmp`. The leaf was checked to
-/// be a file, but something could have swapped a directory in since; a rename over a directory
-/// fails, so the exchange is undone and the write fails the same way.
-fn drop_replaced(dir: BorrowedFd<'_>, tmp: &str, leaf: &OsStr) -> io::Result<()> {
-    match rustix::fs::unlinkat(dir, tmp, AtFlags::empty()) {
-        Ok(()) => Ok(()),
-        Err(Errno::ISDIR) => {
-            rustix::fs::renameat_with(dir, tmp, dir, leaf, RenameFlags::EXCHANGE)?;
-            Err(io::Error::from_raw_os_error(libc::EISDIR))
-        }
-        // The new content is in place; only the old file's name is left over.
-        Err(e) => {
-            tracing::warn!(error = %e, file = tmp, "write: could not remove the replaced file");
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]
@@ -222,8 +182,8 @@ mod tests {
         assert!(temp_files(tmp.path()).is_empty());
     }
 
-    /// The replaced file is unlinked, never written: another name for it keeps the old content
-    /// (T19), and only that name is left.
+    /// The replaced file is only unlinked by the rename, never written: another name for it
+    /// keeps the old content (T19), and only that name is left.
     #[test]
     fn a_hard_link_keeps_the_old_content() {
         let tmp = tempfile::tempdir().unwrap();
