@@ -2,9 +2,10 @@
 `agent_toolset_20260401`) on a plan written by `cargo run --release -p hands-tools --example
 toolbench`, so both implementations run the same calls on the same tree in the same run.
 
-Usage: python ref_toolset.py PLAN.json  -> prints {"tool": [nanoseconds per call, ...], ...}
+Usage: python ref_toolset.py PLAN.json  -> prints {"label": [nanoseconds per call, ...], ...}
 
-The plan is {"workdir": str, "tools": [{"name": str, "inputs": [dict, ...], "iterations": int}]};
+The plan is {"workdir": str, "tools": [{"name": str, "label": str, "inputs": [dict, ...], "iterations": int}]}
+(a missing label is the tool's name);
 inputs are cycled, after one untimed call with the first. Errors raised as ToolError count as calls (the reference reports them as
 results), anything else aborts the run.
 """
@@ -38,7 +39,7 @@ async def main(plan_path: str) -> None:
                 except ToolError:
                     pass
                 samples.append(time.perf_counter_ns() - started)
-            out[step["name"]] = samples
+            out[step.get("label", step["name"])] = samples
     finally:
         for tool in tools.values():
             await aclose_runnable_tool(tool)
