@@ -293,6 +293,14 @@ impl BashState {
             .ok_or_else(|| "bash: no shell".to_owned())
     }
 
+    /// Starts the shell ahead of the first command. A start that fails is not kept: the first
+    /// command tries again and its result says why.
+    pub(crate) async fn warm(&mut self) {
+        if let Err(e) = self.ensure_shell().await {
+            tracing::debug!(error = %e, "bash: the shell could not be started ahead of use");
+        }
+    }
+
     /// Kills the shell and its whole tree; the next command starts a new one.
     pub(crate) async fn shutdown(&mut self) {
         if let Some(shell) = self.shell.take() {

@@ -274,6 +274,17 @@ impl Toolset {
         }
     }
 
+    /// Starts the session's shell in the background, so that the first `bash` call does not
+    /// wait for it: building the sandbox of tier 1 or 2 and starting bash take 3-60 ms, which
+    /// would otherwise be the slowest round trip of most sessions. The model's first turn
+    /// takes far longer, so the shell is ready by then. The first call waits for a start in
+    /// progress (the shell's lock); a start that failed is retried by that call, which
+    /// reports the reason. Needs a Tokio runtime.
+    pub fn prewarm_shell(&self) {
+        let session = Arc::clone(&self.session);
+        tokio::spawn(async move { session.bash.lock().await.warm().await });
+    }
+
     /// Kills the shell and every process it started. The toolset stays usable: a later `bash`
     /// call starts a new shell.
     pub async fn shutdown(&self) {

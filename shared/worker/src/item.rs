@@ -439,6 +439,8 @@ impl Worker {
             Ok(t) => t,
             Err(e) => return (ItemEnd::Failed(e.to_string()), resume),
         };
+        // While the event stream attaches and the model thinks, not on the first call's clock.
+        toolset.prewarm_shell();
         let ctx = SessionContext {
             cp: self.cp.clone(),
             credential: credential.clone(),

@@ -9,6 +9,7 @@ mod catalogue;
 mod common;
 mod isolation;
 mod openat2_filtered;
+mod prewarm;
 mod props;
 mod shell_rows;
 mod symlink_race;
