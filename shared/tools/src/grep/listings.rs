@@ -29,9 +29,6 @@ use super::walk::DirEntries;
 
 /// What the listings may hold at most, as counted by [`cost`].
 const LISTING_BYTES: usize = 4 << 20;
-/// What the allocator adds to every allocation: glibc's malloc puts an 8-byte header before
-/// each block and rounds it up to 16 bytes, so 16 is its cost on average or more.
-const ALLOC_OVERHEAD: usize = 16;
 
 struct Cached {
     stamp: Stamp,
@@ -51,17 +48,22 @@ pub(crate) struct ListingCache {
     held: Mutex<Held>,
 }
 
+/// What an allocation of `bytes` takes from glibc's malloc: an 8-byte header, rounded up to
+/// 16 bytes, 32 at least.
+fn block(bytes: usize) -> usize {
+    if bytes == 0 {
+        return 0;
+    }
+    (bytes + 8).next_multiple_of(16).max(32)
+}
+
 /// The heap a kept listing takes: its map slot, its entry vector (every slot of its capacity)
-/// and every name's buffer (its capacity), each allocation with [`ALLOC_OVERHEAD`]. For short
-/// names that is ~70 bytes per entry, most of it the vector slot and the name's allocation.
+/// and every name's buffer (its capacity), each as the allocator's block. An entry whose name
+/// has up to 24 bytes costs 64 bytes: a 32-byte slot and a 32-byte block.
 fn cost(entries: &Vec<(OsString, FileType)>) -> usize {
-    let names: usize = entries
-        .iter()
-        .map(|(name, _)| name.capacity() + ALLOC_OVERHEAD)
-        .sum();
+    let names: usize = entries.iter().map(|(name, _)| block(name.capacity())).sum();
     size_of::<((u64, u64), Cached)>()
-        + entries.capacity() * size_of::<(OsString, FileType)>()
-        + ALLOC_OVERHEAD
+        + block(entries.capacity() * size_of::<(OsString, FileType)>())
         + names
 }
 
