@@ -16,12 +16,16 @@ use crate::SandboxError;
 pub fn harden_worker_process() -> Result<(), SandboxError> {
     rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable)
         .map_err(|e| SandboxError::Hardening(e.into()))?;
-    // A core file would be a plain copy of the worker's memory, keys included, in the cwd.
+    // A core file would be a plain copy of the worker's memory, keys included, in the cwd. 1
+    // byte, not 0: no core file is that small, and a `core_pattern` that pipes cores to a helper
+    // (systemd-coredump, apport; with `fs.suid_dumpable = 2` even a non-dumpable process's)
+    // ignores any other value, while 1 makes the kernel refuse the dump before starting the
+    // helper (see `Rlimits::core_bytes`). Tool processes inherit this hard limit and set 1 too.
     rustix::process::setrlimit(
         Resource::Core,
         Rlimit {
-            current: Some(0),
-            maximum: Some(0),
+            current: Some(1),
+            maximum: Some(1),
         },
     )
     .map_err(|e| SandboxError::Hardening(e.into()))?;

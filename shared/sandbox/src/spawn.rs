@@ -105,7 +105,15 @@ fn with_workspace(binds: &Binds, cwd: &std::path::Path) -> Binds {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rlimits {
     /// `RLIMIT_CORE`: a crashing tool must not write a core file into the workspace (and a
-    /// core of a tool is no secret, but the disk is the user's). Default 0.
+    /// core of a tool is no secret, but the disk is the user's). Default 1, not 0: a host whose
+    /// `core_pattern` pipes cores to a helper (systemd-coredump, apport) ignores the limit and
+    /// starts the helper for every SIGSEGV or SIGXCPU of a tool (core(5): "RLIMIT_CORE is not
+    /// enforced for core dumps that are piped to a program"), except for the value 1, which
+    /// the kernel reserves to stop a crashing helper's recursion and answers with "RLIMIT_CORE
+    /// is set to 1, aborting core" before starting anything (fs/coredump.c). A core file is
+    /// still never written, since 1 byte is below the smallest core (a page). Lowered to the
+    /// inherited hard limit when that is lower (0 in some containers), which a process cannot
+    /// raise.
     pub core_bytes: Option<u64>,
     /// `RLIMIT_NPROC`: bounds a fork bomb (T5). It counts every task of the uid, threads
     /// included, and root ignores it, so it is off by default and set by the operator who
@@ -132,7 +140,7 @@ pub struct Rlimits {
 impl Default for Rlimits {
     fn default() -> Self {
         Rlimits {
-            core_bytes: Some(0),
+            core_bytes: Some(1),
             max_processes: None,
             max_open_files: None,
             address_space_bytes: None,
@@ -156,12 +164,20 @@ impl Rlimits {
 
     /// The limits to set: resource, soft limit, hard limit.
     pub(crate) fn pairs(&self) -> Vec<(Resource, u64, u64)> {
+        self.pairs_under(rustix::process::getrlimit(Resource::Core).maximum)
+    }
+
+    /// [`Self::pairs`] with the inherited hard limit of core files given (`None` = unlimited).
+    fn pairs_under(&self, core_hard: Option<u64>) -> Vec<(Resource, u64, u64)> {
         let cpu = [(
             Resource::Cpu,
             self.cpu_seconds.map(|s| (s, s.saturating_add(1))),
         )];
+        // Never above the inherited hard limit (a worker or container may have made it 0):
+        // raising it would fail every spawn, and any value this low writes no core file.
+        let core = self.core_bytes.map(|c| core_hard.map_or(c, |h| c.min(h)));
         [
-            (Resource::Core, self.core_bytes),
+            (Resource::Core, core),
             (Resource::Nproc, self.max_processes),
             (Resource::Nofile, self.max_open_files),
             (Resource::As, self.address_space_bytes),
@@ -375,5 +391,34 @@ pub(crate) fn relay_failed(program: &str, e: std::io::Error) -> SandboxError {
             e.kind(),
             format!("the egress relay into the tier 2 sandbox failed: {e}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core(pairs: &[(Resource, u64, u64)]) -> Option<(u64, u64)> {
+        pairs
+            .iter()
+            .find(|(r, _, _)| *r == Resource::Core)
+            .map(|&(_, soft, hard)| (soft, hard))
+    }
+
+    #[test]
+    fn core_is_one_byte_and_never_above_the_inherited_hard_limit() {
+        let r = Rlimits::default();
+        assert_eq!(core(&r.pairs_under(None)), Some((1, 1)));
+        assert_eq!(core(&r.pairs_under(Some(1))), Some((1, 1)));
+        assert_eq!(core(&r.pairs_under(Some(0))), Some((0, 0)));
+        // The CPU limit's hard limit is a second above its soft one; the others are equal.
+        let r = Rlimits {
+            cpu_seconds: Some(5),
+            max_open_files: Some(64),
+            ..Rlimits::default()
+        };
+        let pairs = r.pairs_under(None);
+        assert!(pairs.contains(&(Resource::Cpu, 5, 6)), "{pairs:?}");
+        assert!(pairs.contains(&(Resource::Nofile, 64, 64)), "{pairs:?}");
     }
 }
