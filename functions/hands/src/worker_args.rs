@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use hands_client::{ClientConfig, ControlPlane, Credential};
 use hands_sandbox::{
-    DEFAULT_HIDDEN, HostProbe, Isolation, IsolationMode, Tier, Tier1Options, Tier2Options,
+    DEFAULT_HIDDEN, HostProbe, Isolation, IsolationMode, LimitSetting, LimitSettings, Tier,
+    Tier1Options, Tier2Options,
 };
 use hands_secrets::{Resolver, SecretSource, SecretValue, SecretVars};
 use hands_worker::{CustomTools, WorkdirTemplate, WorkerConfig, default_worker_id};
@@ -77,6 +78,27 @@ pub struct WorkerArgs {
     /// above tier 0 can). Also set by `REQUIRE_ISOLATION=1`.
     #[arg(long, env = "HANDS_REQUIRE_ISOLATION", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0..=1, default_missing_value = "true")]
     pub require_isolation: bool,
+    /// Largest file a tool process may write (RLIMIT_FSIZE), e.g. `512MiB`, or `off`. Default
+    /// 4GiB. A command that reaches it ends with "File size limit exceeded".
+    #[arg(long, env = "HANDS_LIMIT_FILE_SIZE", value_name = "BYTES|off", value_parser = LimitSetting::parse_bytes)]
+    pub limit_file_size: Option<LimitSetting>,
+    /// Open files per tool process (RLIMIT_NOFILE), or `off`. Default 4096, or this worker's
+    /// own hard limit if lower.
+    #[arg(long, env = "HANDS_LIMIT_OPEN_FILES", value_name = "N|off", value_parser = LimitSetting::parse_count)]
+    pub limit_open_files: Option<LimitSetting>,
+    /// CPU seconds per tool process (RLIMIT_CPU; killed a second later if it ignores SIGXCPU).
+    /// Default off: the call's timeout already bounds a command's CPU.
+    #[arg(long, env = "HANDS_LIMIT_CPU_SECONDS", value_name = "S|off", value_parser = LimitSetting::parse_count)]
+    pub limit_cpu_seconds: Option<LimitSetting>,
+    /// Address space per tool process (RLIMIT_AS), e.g. `4GiB`. Default off: JVMs, Go programs
+    /// and node reserve far more than they use and fail under a cap that would matter.
+    #[arg(long, env = "HANDS_LIMIT_MEMORY", value_name = "BYTES|off", value_parser = LimitSetting::parse_bytes)]
+    pub limit_memory: Option<LimitSetting>,
+    /// Processes and threads a tool call's whole tree may hold at once (fork bombs), through a
+    /// pids cgroup. Default off: it needs a cgroup this worker may write (a delegated cgroup v2
+    /// subtree or cgroup v1 pids), else every tool call fails.
+    #[arg(long, env = "HANDS_LIMIT_PROCESSES", value_name = "N|off", value_parser = LimitSetting::parse_count)]
+    pub limit_processes: Option<LimitSetting>,
     /// Memory stores: `on` mounts each store a session attaches at its mount path and keeps it
     /// in sync; `off` runs such sessions without them (logged).
     #[arg(long, env = "HANDS_MEMORY", default_value = "on", value_parser = ["on", "off"])]
@@ -170,6 +192,7 @@ impl WorkerArgs {
         config.max_idle = (!self.max_idle.is_zero()).then_some(self.max_idle);
         config.worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
         config.toolset.isolation = isolation;
+        config.toolset.rlimits = self.limits().rlimits().map_err(anyhow::Error::msg)?;
         config.memory = hands_memory::MemoryConfig {
             enabled: self.memory == "on",
             sync_interval: self.memory_sync_interval,
@@ -189,6 +212,17 @@ impl WorkerArgs {
 }
 
 impl WorkerArgs {
+    /// The `--limit-*` flags as given (unset ones take the defaults of [`LimitSettings`]).
+    fn limits(&self) -> LimitSettings {
+        LimitSettings {
+            file_size: self.limit_file_size,
+            open_files: self.limit_open_files,
+            cpu_seconds: self.limit_cpu_seconds,
+            memory: self.limit_memory,
+            processes: self.limit_processes,
+        }
+    }
+
     /// Whether isolation must be fully enforced: the flag, `HANDS_REQUIRE_ISOLATION`, or
     /// `REQUIRE_ISOLATION=1` (what CI sets).
     pub fn isolation_required(&self) -> bool {
@@ -440,6 +474,82 @@ mod tests {
             .to_string();
         assert!(err.contains("/nonexistent/tools.toml"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn limit_flags_reach_the_toolset_with_safe_defaults() {
+        use clap::Parser;
+        if std::env::vars().any(|(k, _)| k.starts_with("HANDS_LIMIT_")) {
+            eprintln!("skipping: the environment sets HANDS_LIMIT_*");
+            return;
+        }
+        let defaults = args(&["--isolation", "none"]).config().unwrap();
+        let r = &defaults.toolset.rlimits;
+        assert_eq!(
+            r.file_size_bytes,
+            Some(hands_sandbox::DEFAULT_FILE_SIZE_BYTES)
+        );
+        // This process's hard limit of open files, as the kernel shows it (`unlimited` or N).
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let hard: Option<u64> = line.split_whitespace().nth(4).unwrap().parse().ok();
+        let open = hard.map_or(hands_sandbox::DEFAULT_OPEN_FILES, |h| {
+            h.min(hands_sandbox::DEFAULT_OPEN_FILES)
+        });
+        assert_eq!(r.max_open_files, Some(open));
+        assert_eq!(
+            (r.cpu_seconds, r.address_space_bytes, r.max_pids),
+            (None, None, None)
+        );
+
+        let config = args(&[
+            "--isolation",
+            "none",
+            "--limit-file-size",
+            "1MiB",
+            "--limit-open-files",
+            "200",
+            "--limit-cpu-seconds",
+            "30",
+            "--limit-memory",
+            "off",
+            "--limit-processes",
+            "64",
+        ])
+        .config()
+        .unwrap();
+        let r = &config.toolset.rlimits;
+        assert_eq!(r.file_size_bytes, Some(1 << 20));
+        assert_eq!(r.max_open_files, Some(200));
+        assert_eq!(r.cpu_seconds, Some(30));
+        assert_eq!(r.address_space_bytes, None);
+        assert_eq!(r.max_pids, Some(64));
+        let off = args(&["--isolation", "none", "--limit-file-size", "off"])
+            .config()
+            .unwrap();
+        assert_eq!(off.toolset.rlimits.file_size_bytes, None);
+
+        for bad in [
+            &["--limit-file-size", "4GB"][..],
+            &["--limit-open-files", "0"],
+            &["--limit-cpu-seconds", "soon"],
+        ] {
+            let mut argv = vec!["hands", "--environment-id", "env_test"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+        if let Some(h) = hard {
+            let above = (h + 1).to_string();
+            let err = args(&["--isolation", "none", "--limit-open-files", &above])
+                .config()
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("--limit-open-files"), "{err}");
+        }
     }
 
     #[test]

@@ -195,6 +195,50 @@ fn marker(secs: u32, tag: u32) -> String {
     format!("sleep {secs}.{}{tag}", std::process::id())
 }
 
+// The `--limit-*` flags reach the tool processes: bash's `ulimit` prints what the shell got
+// (`-f` in 1024-byte blocks, `-t` the soft CPU limit).
+#[test]
+fn limit_flags_are_applied_to_bash_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = serde_json::json!({
+        "name": "limits",
+        "steps": [
+            {"step": "tool_use", "label": "ulimit", "name": "bash",
+             "input": {"command": "ulimit -f; ulimit -n; ulimit -t"},
+             "expect": {"is_error": false, "text_equals": "1024\n200\n30"}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 30000}
+        ]
+    });
+    let mut dp = devplane(dir.path(), Some(&script), &[]);
+    let flags = [
+        "--limit-file-size",
+        "1MiB",
+        "--limit-open-files",
+        "200",
+        "--limit-cpu-seconds",
+        "30",
+    ];
+    let mut worker = hands_poll_with(
+        &dp,
+        &dp.environment_key.clone(),
+        dir.path(),
+        "worker",
+        &flags,
+    );
+    let dp_status = dp.proc.wait();
+    let report = report(&dp);
+    assert!(dp_status.success(), "{}", failed_steps(&report));
+    assert_eq!(report["passed"], true);
+    worker.signal("-TERM");
+    let status = worker.wait();
+    assert!(
+        status.success(),
+        "hands poll exited with {status}; stderr:\n{}",
+        std::fs::read_to_string(dir.path().join("worker.err")).unwrap()
+    );
+}
+
 #[test]
 fn p2_sigterm_mid_call_posts_the_error_stops_the_item_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();

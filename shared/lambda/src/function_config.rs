@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use hands_client::{ClientConfig, ControlPlane, Credential};
+use hands_sandbox::{LimitSetting, LimitSettings, Rlimits};
 use hands_secrets::Resolver;
 use hands_worker::{WorkdirTemplate, WorkerConfig, default_worker_id};
 
@@ -20,7 +21,8 @@ pub struct WorkerSetup {
 
 /// Reads `ANTHROPIC_ENVIRONMENT_ID`, `ANTHROPIC_ENVIRONMENT_KEY` (any form of
 /// [`secret_from_env`]),
-/// `ANTHROPIC_BASE_URL`, `ANTHROPIC_WORKER_ID`, `HANDS_WORKDIR` and `HANDS_MAX_IDLE`.
+/// `ANTHROPIC_BASE_URL`, `ANTHROPIC_WORKER_ID`, `HANDS_WORKDIR`, `HANDS_MAX_IDLE` and the
+/// `HANDS_LIMIT_*` limits of tool processes.
 /// `key_required`: both functions require it (the `webhook` function polls, the `session`
 /// function acks the items it is handed); without it only serving with the item's sessions
 /// token would work.
@@ -52,9 +54,40 @@ pub async fn worker_setup(
     let max_idle = duration_var("HANDS_MAX_IDLE", Duration::from_secs(60))?;
     worker.max_idle = (!max_idle.is_zero()).then_some(max_idle);
     worker.worker_id = var("ANTHROPIC_WORKER_ID").unwrap_or_else(default_worker_id);
+    worker.toolset.rlimits = tool_limits(var)?;
     Ok(WorkerSetup {
         control_plane,
         worker,
+    })
+}
+
+/// The limits of tool processes from `HANDS_LIMIT_FILE_SIZE`, `_OPEN_FILES`, `_CPU_SECONDS`,
+/// `_MEMORY` and `_PROCESSES`: the variables of `hands poll`'s `--limit-*` flags, with the same
+/// defaults (file size 4 GiB, open files 4096; the rest off, and processes must stay off on
+/// Lambda, which has no pids cgroup the function can write).
+fn tool_limits(get: impl Fn(&str) -> Option<String>) -> Result<Rlimits, ConfigError> {
+    let setting = |name: &'static str, parse: fn(&str) -> Result<LimitSetting, String>| {
+        get(name)
+            .map(|value| {
+                parse(&value).map_err(|why| ConfigError::Invalid {
+                    var: name,
+                    value,
+                    why,
+                })
+            })
+            .transpose()
+    };
+    let settings = LimitSettings {
+        file_size: setting("HANDS_LIMIT_FILE_SIZE", LimitSetting::parse_bytes)?,
+        open_files: setting("HANDS_LIMIT_OPEN_FILES", LimitSetting::parse_count)?,
+        cpu_seconds: setting("HANDS_LIMIT_CPU_SECONDS", LimitSetting::parse_count)?,
+        memory: setting("HANDS_LIMIT_MEMORY", LimitSetting::parse_bytes)?,
+        processes: setting("HANDS_LIMIT_PROCESSES", LimitSetting::parse_count)?,
+    };
+    settings.rlimits().map_err(|why| ConfigError::Invalid {
+        var: "HANDS_LIMIT_*",
+        value: String::new(),
+        why,
     })
 }
 
@@ -67,4 +100,44 @@ pub fn tenant_isolation() -> bool {
             .as_deref(),
         Some("1" | "true" | "yes")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(vars: &[(&str, &str)]) -> Result<Rlimits, ConfigError> {
+        tool_limits(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn tool_limits_come_from_the_variables_with_the_binarys_defaults() {
+        let defaults = limits(&[]).unwrap();
+        assert_eq!(defaults, LimitSettings::default().rlimits().unwrap());
+        assert_eq!(
+            defaults.file_size_bytes,
+            Some(hands_sandbox::DEFAULT_FILE_SIZE_BYTES)
+        );
+        assert_eq!(defaults.cpu_seconds, None);
+        let set = limits(&[
+            ("HANDS_LIMIT_FILE_SIZE", "64MiB"),
+            ("HANDS_LIMIT_OPEN_FILES", "100"),
+            ("HANDS_LIMIT_CPU_SECONDS", "20"),
+            ("HANDS_LIMIT_MEMORY", "2GiB"),
+        ])
+        .unwrap();
+        assert_eq!(set.file_size_bytes, Some(64 << 20));
+        assert_eq!(set.max_open_files, Some(100));
+        assert_eq!(set.cpu_seconds, Some(20));
+        assert_eq!(set.address_space_bytes, Some(2 << 30));
+        assert_eq!(set.max_pids, None);
+        let err = limits(&[("HANDS_LIMIT_FILE_SIZE", "4GB")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("HANDS_LIMIT_FILE_SIZE=\"4GB\": "), "{err}");
+    }
 }

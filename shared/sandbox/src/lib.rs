@@ -27,6 +27,7 @@ mod fs_rules;
 mod hardening;
 pub mod helper;
 mod kill;
+mod limits;
 mod oneshot;
 mod probe;
 mod proxy_route;
@@ -42,6 +43,7 @@ pub use env::{DEFAULT_ALLOW, DEFAULT_DENY, EnvPolicy};
 pub use error::SandboxError;
 pub use hardening::{harden_worker_process, is_dumpable};
 pub use kill::{kill_group, pid_is_alive, stop_group};
+pub use limits::{DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, LimitSetting, LimitSettings};
 pub use oneshot::{OneShotProcess, OneShotSpec, spawn_oneshot};
 pub use probe::{
     BWRAP_DIRS, HostProbe, IsolationError, IsolationMode, Selection, Tier, find_bwrap, landlock_abi,
