@@ -248,13 +248,38 @@ fn drain(proc: &ShellProcess) {
 }
 
 /// How the shell ended, as the result says it: `status N`, or `killed by signal N` (T14: the
-/// signal exactly, never a vague "a signal").
-fn ended_how(status: Option<std::process::ExitStatus>) -> String {
+/// signal exactly, never a vague "a signal"), and in plain words when that was the CPU time
+/// limit (issue 7: every limit hit is said as such).
+///
+/// `pid1_shell`: the shell ran as pid 1 of a tier-2 sandbox, so the status is bubblewrap's,
+/// which reports a signal N as status 128+N; and pid 1 ignores SIGXCPU, so a shell burning CPU
+/// itself runs on to the hard limit (a second above `cpu_seconds`) and is killed by SIGKILL.
+fn ended_how(
+    status: Option<std::process::ExitStatus>,
+    cpu_seconds: Option<u64>,
+    pid1_shell: bool,
+) -> String {
     use std::os::unix::process::ExitStatusExt as _;
-    match status.map(|s| (s.code(), s.signal())) {
-        Some((Some(code), _)) => format!("status {code}"),
-        Some((None, Some(signal))) => format!("killed by signal {signal}"),
-        _ => "status unknown".to_owned(),
+    const SIGKILL: i32 = 9;
+    const SIGXCPU: i32 = 24;
+    let (how, signal) = match status.map(|s| (s.code(), s.signal())) {
+        Some((Some(code), _)) if pid1_shell && (129..=192).contains(&code) => (
+            format!(
+                "killed by signal {}, status {code} from the sandbox",
+                code - 128
+            ),
+            Some(code - 128),
+        ),
+        Some((Some(code), _)) => (format!("status {code}"), None),
+        Some((None, Some(signal))) => (format!("killed by signal {signal}"), Some(signal)),
+        _ => ("status unknown".to_owned(), None),
+    };
+    match (cpu_seconds, signal) {
+        (Some(n), Some(SIGXCPU)) => format!("{how}: the CPU time limit ({n} s) was reached"),
+        (Some(n), Some(SIGKILL)) if pid1_shell => {
+            format!("{how}: the CPU time limit ({n} s) was reached")
+        }
+        _ => how,
     }
 }
 
@@ -406,7 +431,11 @@ impl BashState {
                 }
                 let helper_failed = code == Some(hands_sandbox::HELPER_EXIT_CODE)
                     && text.starts_with(hands_sandbox::HELPER_ERROR_PREFIX);
-                let code = ended_how(status);
+                let code = ended_how(
+                    status,
+                    self.spec.rlimits.cpu_seconds,
+                    matches!(self.spec.isolation, hands_sandbox::Isolation::Bwrap(_)),
+                );
                 if helper_failed {
                     // The tier-1 helper refused before the shell existed: say so, nothing ran.
                     let _ = write!(
@@ -459,5 +488,46 @@ impl BashState {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ended_how;
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::ExitStatus;
+
+    /// A wait status: exited with `code`, or killed by `signal`.
+    fn exited(code: i32) -> Option<ExitStatus> {
+        Some(ExitStatus::from_raw(code << 8))
+    }
+    fn killed(signal: i32) -> Option<ExitStatus> {
+        Some(ExitStatus::from_raw(signal))
+    }
+
+    #[test]
+    fn the_end_of_the_shell_is_said_with_the_cpu_limit_in_plain_words() {
+        assert_eq!(ended_how(exited(3), None, false), "status 3");
+        assert_eq!(ended_how(killed(9), None, false), "killed by signal 9");
+        assert_eq!(ended_how(None, Some(1), false), "status unknown");
+        // Tiers 0 and 1: the shell itself dies of SIGXCPU.
+        assert_eq!(
+            ended_how(killed(24), Some(5), false),
+            "killed by signal 24: the CPU time limit (5 s) was reached"
+        );
+        // Without a CPU limit SIGXCPU came from elsewhere; SIGKILL outside tier 2 is no limit.
+        assert_eq!(ended_how(killed(24), None, false), "killed by signal 24");
+        assert_eq!(ended_how(killed(9), Some(5), false), "killed by signal 9");
+        // Tier 2: bubblewrap's status 128+N; pid 1 ignores SIGXCPU and meets the hard limit.
+        assert_eq!(
+            ended_how(exited(137), Some(5), true),
+            "killed by signal 9, status 137 from the sandbox: the CPU time limit (5 s) was reached"
+        );
+        assert_eq!(
+            ended_how(exited(137), None, true),
+            "killed by signal 9, status 137 from the sandbox"
+        );
+        assert_eq!(ended_how(exited(1), Some(5), true), "status 1");
+        assert_eq!(ended_how(exited(200), Some(5), true), "status 200");
     }
 }

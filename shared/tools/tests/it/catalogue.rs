@@ -180,7 +180,7 @@ async fn t11_cpu_burner_is_stopped() {
     let fx = Fixture::new();
     shell_rows::t11_cpu_burner_is_timed_out(&tier0(&fx), 0).await;
     let fx = Fixture::with(|c| c.rlimits.cpu_seconds = Some(shell_rows::CPU_SECONDS));
-    shell_rows::t11_cpu_limit_ends_a_burner(&tier0(&fx)).await;
+    shell_rows::t11_cpu_limit_ends_a_burner(&tier0(&fx), 0).await;
 }
 
 // T13: binary, invalid UTF-8, NUL bytes, characters split across reads and cuts.
@@ -202,7 +202,7 @@ async fn t14_exit_status_and_signals() {
 // reach the tools.
 #[tokio::test]
 async fn t15_helper_hijacking() {
-    let fx = Fixture::new();
+    let fx = Fixture::with(shell_rows::workspace_first_on_path);
     shell_rows::t15_helper_hijacking(&tier0(&fx)).await;
 }
 

@@ -107,13 +107,19 @@ fn shell(fx: &Fixture) -> Shell<'_> {
 }
 
 /// In the child: runs the shared shell row `row` (`shell_rows.rs`) in bubblewrap, in a fixture
-/// `configure` adjusts.
+/// `configure` adjusts. The shared rows pass at tier 0 too, so first the proof that bubblewrap
+/// engaged: the shell is pid 1 of its own pid namespace, and `/tmp` is the sandbox's tmpfs.
 async fn shell_row(
     configure: impl FnOnce(&mut hands_tools::ToolsetConfig),
     row: impl AsyncFnOnce(&Shell<'_>),
 ) {
     if let Some(fx) = fixture(options(), configure) {
-        row(&shell(&fx)).await;
+        let sh = shell(&fx);
+        assert_eq!(
+            text(&sh.bash("echo $$; stat -f -c %T /tmp").await),
+            "1\ntmpfs"
+        );
+        row(&sh).await;
     }
 }
 
@@ -560,7 +566,7 @@ async fn row_t11_cpu_burner_is_stopped() {
     .await;
     shell_row(
         |c| c.rlimits.cpu_seconds = Some(shell_rows::CPU_SECONDS),
-        shell_rows::t11_cpu_limit_ends_a_burner,
+        async |sh| shell_rows::t11_cpu_limit_ends_a_burner(sh, 2).await,
     )
     .await;
 }
@@ -589,5 +595,9 @@ async fn row_t13_binary_output_never_panics() {
 #[tokio::test]
 #[ignore = "run by tier2_rows_hold_under_canaries"]
 async fn row_t15_helper_hijacking() {
-    shell_row(|_| {}, shell_rows::t15_helper_hijacking).await;
+    shell_row(
+        shell_rows::workspace_first_on_path,
+        shell_rows::t15_helper_hijacking,
+    )
+    .await;
 }

@@ -263,8 +263,12 @@ pub async fn t11_cpu_burner_is_timed_out(sh: &Shell<'_>, tier: u8) {
 }
 
 /// T11 with `RLIMIT_CPU` ([`CPU_SECONDS`], set by the caller): a burner is ended by the limit,
-/// well before the call's timeout, and bash says so in plain words.
-pub async fn t11_cpu_limit_ends_a_burner(sh: &Shell<'_>) {
+/// well before the call's timeout, and bash says so in plain words; and so is the bare burner
+/// `while :; do :; done`, which burns in the session's shell itself. At tiers 0 and 1 that shell
+/// dies of SIGXCPU; at tier 2 it is pid 1 of its namespace, which ignores SIGXCPU, so it runs on
+/// to the hard limit a second later and is killed by SIGKILL, which bubblewrap reports as
+/// status 137. Either way the result names the limit.
+pub async fn t11_cpu_limit_ends_a_burner(sh: &Shell<'_>, tier: u8) {
     let out = sh
         .call(json!({
             "command": "bash -c 'while :; do :; done'; echo \"status=$?\"",
@@ -277,6 +281,19 @@ pub async fn t11_cpu_limit_ends_a_burner(sh: &Shell<'_>) {
         t.contains("CPU time limit exceeded") && t.ends_with("status=152"),
         "{t}"
     );
+    let out = sh
+        .call(json!({"command": "echo burning; while :; do :; done", "timeout_ms": 120_000}))
+        .await;
+    let how = match tier {
+        2 => "killed by signal 9, status 137 from the sandbox",
+        _ => "killed by signal 24",
+    };
+    let expected = format!(
+        "burning\n[the shell exited ({how}: the CPU time limit ({CPU_SECONDS} s) was reached); the next command starts a new shell"
+    );
+    let t = text(&out);
+    assert!(out.is_error && t.starts_with(&expected), "{t}");
+    assert_eq!(text(&sh.bash("echo after").await), "after");
     sh.fx.tools.shutdown().await;
 }
 
@@ -365,9 +382,20 @@ pub async fn t14_a_killed_shell_names_the_signal(sh: &Shell<'_>) {
     sh.fx.tools.shutdown().await;
 }
 
-/// T15: helpers planted in the workspace and environment changes of earlier commands never reach
-/// the tools: grep is in process, and a new shell (after `restart` or a timeout) is started by
-/// absolute path with the configured environment.
+/// For T15: the tools' `PATH` is the worker's with the workspace first, so that a worker that
+/// started a helper (the shell, bubblewrap, git) by name would find the one planted there: the
+/// process that starts the shell resolves a bare name on the `PATH` it gives the child.
+pub fn workspace_first_on_path(c: &mut hands_tools::ToolsetConfig) {
+    let path = std::env::var("PATH").unwrap_or_default();
+    c.env
+        .set
+        .push(("PATH".to_owned(), format!("{}:{path}", c.workdir.display())));
+}
+
+/// T15 (in a fixture configured with [`workspace_first_on_path`]): helpers planted in the
+/// workspace and environment changes of earlier commands never reach the tools: grep is in
+/// process, and a new shell (after `restart` or a timeout) is started by absolute path with the
+/// configured environment.
 pub async fn t15_helper_hijacking(sh: &Shell<'_>) {
     use std::os::unix::fs::PermissionsExt as _;
     let fx = sh.fx;
@@ -375,6 +403,12 @@ pub async fn t15_helper_hijacking(sh: &Shell<'_>) {
         fx.write(helper, "#!/bin/sh\ntouch \"$(dirname \"$0\")/pwned\"\n");
         std::fs::set_permissions(fx.path(helper), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    // The planted helpers are what a lookup by name finds: the row could not pass by luck.
+    let found = sh.bash("command -v git bash").await;
+    assert_eq!(
+        text(&found),
+        format!("{}\n{}", fx.path("git").display(), fx.path("bash").display())
+    );
     fx.write("code.txt", "needle\n");
     let hijack = "export PATH=.:$PATH LD_PRELOAD=/nonexistent.so BASH_ENV=./sh; echo set";
     let clean = "echo \"$BASH|${LD_PRELOAD-unset}|${BASH_ENV-unset}\"; case :$PATH: in *:.:*) echo dot;; esac";

@@ -753,7 +753,7 @@ async fn row_t11_cpu_burner_is_stopped() {
     .await;
     shell_row(
         |c| c.rlimits.cpu_seconds = Some(shell_rows::CPU_SECONDS),
-        shell_rows::t11_cpu_limit_ends_a_burner,
+        async |sh| shell_rows::t11_cpu_limit_ends_a_burner(sh, 1).await,
     )
     .await;
 }
@@ -797,5 +797,9 @@ async fn row_t14_exit_status_and_signals() {
 #[tokio::test]
 #[ignore = "run by tier1_rows_hold_under_canaries"]
 async fn row_t15_helper_hijacking() {
-    shell_row(|_| {}, shell_rows::t15_helper_hijacking).await;
+    shell_row(
+        shell_rows::workspace_first_on_path,
+        shell_rows::t15_helper_hijacking,
+    )
+    .await;
 }
