@@ -32,6 +32,7 @@ mod oneshot;
 mod probe;
 mod proxy_route;
 mod relay;
+mod remove_tree;
 mod spawn;
 mod sweep;
 mod syscall_filter;
@@ -50,6 +51,7 @@ pub use probe::{
 };
 pub use proxy_route::{ProxyRoute, Routed, route_to_proxy};
 pub use relay::{EgressBridge, EgressRelay};
+pub use remove_tree::remove_tree;
 pub use spawn::{Isolation, Rlimits, ShellProcess, ShellSpec, spawn_shell};
 pub use sweep::{
     ProcStat, ProcessTag, SweepScope, has_descendants, parse_stat, sandbox_root, sweep,

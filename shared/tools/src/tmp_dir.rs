@@ -12,8 +12,9 @@
 //! liveness is held, not guessed: each directory is locked (`flock`, exclusive) through a
 //! descriptor its [`SessionTmp`] keeps open for its whole life, and the kernel drops the lock
 //! when the process dies however it dies. The sweep removes only a directory whose lock it can
-//! take without waiting. The descriptor is close-on-exec, so no tool process inherits it (a
-//! leftover tool cannot keep a dead worker's directory "alive").
+//! take without waiting. The descriptor is close-on-exec, so no tool process inherits the lock.
+//! That is all it guarantees: a process of the same user (a tool left running after its worker
+//! died) can still open the directory and `flock` it itself, and the sweep then keeps it.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
@@ -129,12 +130,11 @@ impl Drop for SessionTmp {
     fn drop(&mut self) {
         // Removed here and now: a removal left to the blocking pool was lost whenever the
         // runtime shut down first (one directory per session left in /tmp). The directory holds
-        // what the session's tools put in it, usually little; `remove_dir_all` never follows a
-        // symlink a tool left inside. The lock is released after (the field drops last), so no
-        // sweep can start on a half-removed live directory.
-        if let Err(e) = std::fs::remove_dir_all(&self.path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+        // what the session's tools put in it, usually little; `remove_tree` never follows a
+        // symlink a tool left inside and reopens directories a tool closed with `chmod`. The
+        // lock is released after (the field drops last), so no sweep can start on a
+        // half-removed live directory.
+        if let Err(e) = hands_sandbox::remove_tree(&self.path) {
             tracing::warn!(path = %self.path.display(), error = %e, "could not remove a session's temporary directory");
         }
     }
@@ -180,7 +180,7 @@ fn sweep_one(path: &Path, uid: u32) -> std::io::Result<Swept> {
     }
     // Removed with the lock held: a worker that made this directory a moment ago and has not
     // locked it yet finds it locked (or gone) and takes another name.
-    std::fs::remove_dir_all(path)?;
+    hands_sandbox::remove_tree(path)?;
     Ok(Swept::Removed)
 }
 

@@ -5,7 +5,7 @@
 //! The force-stop is skipped only when the lease was lost: the item then belongs to the queue or
 //! to another worker, and stopping it would kill their session.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -576,10 +576,9 @@ fn lease_lost(status: LeaseStatus) -> bool {
     matches!(status, LeaseStatus::Lost(_))
 }
 
-pub(crate) fn remove_dir_logged(dir: &PathBuf) {
-    if let Err(e) = std::fs::remove_dir_all(dir)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
+pub(crate) fn remove_dir_logged(dir: &Path) {
+    // Directories tool code closed with `chmod` are reopened; links are never followed.
+    if let Err(e) = hands_sandbox::remove_tree(dir) {
         tracing::warn!(path = %dir.display(), error = %e, "cannot remove directory");
     }
 }

@@ -239,12 +239,10 @@ pub fn sweep_leftover_tmp_dirs() -> Vec<PathBuf> {
 }
 
 fn remove_entry(path: &Path) -> std::io::Result<()> {
-    // A symlink (planted, T26) is removed itself, never followed.
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) => Err(e),
-    }
+    // A symlink (planted, T26) is removed itself, never followed; directories tool code closed
+    // with `chmod` are reopened.
+    std::fs::symlink_metadata(path)?;
+    hands_sandbox::remove_tree(path)
 }
 
 #[cfg(test)]

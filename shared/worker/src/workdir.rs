@@ -63,10 +63,9 @@ impl WorkdirTemplate {
         match std::fs::symlink_metadata(&path) {
             Ok(_) => {
                 tracing::warn!(path = %path.display(), "leftover workspace found; removing it before use");
-                if std::fs::remove_dir_all(&path).is_err() {
-                    // A planted file or symlink in its place (T26): remove the entry itself.
-                    std::fs::remove_file(&path).map_err(io(&path))?;
-                }
+                // A planted file or symlink in its place (T26) is removed itself, not followed;
+                // directories tool code closed with `chmod` are reopened.
+                hands_sandbox::remove_tree(&path).map_err(io(&path))?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(&path)(e)),
