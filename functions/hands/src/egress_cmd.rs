@@ -275,7 +275,7 @@ mod tests {
     /// The CLI goes through the same check as the Lambda function (`route_to_proxy`, tested
     /// in hands-sandbox): here a kernel whose Landlock has no network rules.
     #[tokio::test]
-    async fn tier_1_without_network_rules_fails_when_required_and_falls_back_otherwise() {
+    async fn tier_1_without_network_rules_fails_the_start_unless_tier_0_is_asked() {
         let dir = tempfile::tempdir().unwrap();
         let policy = policy_file(dir.path());
         let probe = HostProbe {
@@ -299,7 +299,18 @@ mod tests {
         if std::env::var("REQUIRE_ISOLATION").as_deref() == Ok("1") {
             return; // every start is required then
         }
-        let config = attached(landlock, &policy, &probe, &["--isolation", "landlock"])
+        // Not required: still no tier 0, whose tools could go around the policy.
+        let err = attached(landlock, &policy, &probe, &["--isolation", "landlock"])
+            .await
+            .err()
+            .expect("the start fails")
+            .to_string();
+        assert!(
+            err.contains("this kernel has ABI 3") && err.contains("install bubblewrap"),
+            "{err}"
+        );
+        // `--isolation none`: the operator's choice, the proxy without a sandbox.
+        let config = attached(Isolation::Tier0, &policy, &probe, &["--isolation", "none"])
             .await
             .unwrap();
         assert_eq!(config.toolset.isolation, Isolation::Tier0);

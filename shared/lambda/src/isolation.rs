@@ -47,8 +47,13 @@ pub fn start_probe() -> PendingProbe {
     PendingProbe(rx)
 }
 
+/// The variable that required isolation, and its value: an error about the requirement names it.
+type RequiredBy = Option<(&'static str, String)>;
+
 /// What the variables ask for.
-fn asked(lookup: &dyn Fn(&str) -> Option<String>) -> Result<(IsolationMode, bool), ConfigError> {
+fn asked(
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(IsolationMode, RequiredBy), ConfigError> {
     let mode = match lookup("HANDS_ISOLATION") {
         None => IsolationMode::Auto,
         Some(v) => v.parse().map_err(|why| ConfigError::Invalid {
@@ -57,7 +62,11 @@ fn asked(lookup: &dyn Fn(&str) -> Option<String>) -> Result<(IsolationMode, bool
             why,
         })?,
     };
-    let required = match lookup("HANDS_REQUIRE_ISOLATION").map(|v| v.trim().to_ascii_lowercase()) {
+    let hands_required = lookup("HANDS_REQUIRE_ISOLATION");
+    let required = match hands_required
+        .as_deref()
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
         None => false,
         Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => true,
         Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => false,
@@ -69,10 +78,14 @@ fn asked(lookup: &dyn Fn(&str) -> Option<String>) -> Result<(IsolationMode, bool
             });
         }
     };
-    Ok((
-        mode,
-        required || lookup("REQUIRE_ISOLATION").as_deref() == Some("1"),
-    ))
+    let required_by = if required {
+        hands_required.map(|v| ("HANDS_REQUIRE_ISOLATION", v))
+    } else if lookup("REQUIRE_ISOLATION").as_deref() == Some("1") {
+        Some(("REQUIRE_ISOLATION", "1".into()))
+    } else {
+        None
+    };
+    Ok((mode, required_by))
 }
 
 /// Waits for the probe and sets the tier of `worker`'s tools (and of its custom tools). Call it
@@ -88,7 +101,22 @@ async fn select_with(
     probe: PendingProbe,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), ConfigError> {
-    let (mode, required) = asked(lookup)?;
+    let (mode, required_by) = asked(lookup)?;
+    let required = required_by.is_some();
+    // An isolation error names the variable that required isolation, else the one that chose
+    // the tier.
+    let invalid = |why: String| match &required_by {
+        Some((var, value)) => ConfigError::Invalid {
+            var,
+            value: value.clone(),
+            why,
+        },
+        None => ConfigError::Invalid {
+            var: "HANDS_ISOLATION",
+            value: mode.to_string(),
+            why,
+        },
+    };
     let probe = probe.0.await.map_err(|_| ConfigError::Invalid {
         var: "HANDS_ISOLATION",
         value: mode.to_string(),
@@ -96,19 +124,7 @@ async fn select_with(
     })?;
     let selection = probe
         .select(mode, required)
-        .map_err(|e| ConfigError::Invalid {
-            var: if required {
-                "HANDS_REQUIRE_ISOLATION"
-            } else {
-                "HANDS_ISOLATION"
-            },
-            value: if required {
-                "1".into()
-            } else {
-                mode.to_string()
-            },
-            why: e.to_string(),
-        })?;
+        .map_err(|e| invalid(e.to_string()))?;
     tracing::info!(probe = %probe, asked = %mode, required, tier = %selection.tier, "isolation");
     if let Some(why) = &selection.fell_back {
         tracing::warn!("isolation: {why}");
@@ -142,19 +158,15 @@ async fn select_with(
     };
     if let Some(proxy) = &worker.egress {
         // The same check as `hands poll --egress-policy`: tier 1 needs Landlock's network
-        // rules, tier 2 a relay that works; a required tier fails the start, else the tools
-        // fall back.
+        // rules, tier 2 a relay that works; a required tier fails the start, else tier 2 falls
+        // back to tier 1, never to tier 0 unless HANDS_ISOLATION=none.
         let route = ProxyRoute {
             addr: proxy.addr(),
             bundle_dir: proxy.ca_bundle().parent().map(PathBuf::from),
         };
         let routed = route_to_proxy(isolation, &route, &probe, mode, required)
             .await
-            .map_err(|e| ConfigError::Invalid {
-                var: "HANDS_REQUIRE_ISOLATION",
-                value: "1".into(),
-                why: e.to_string(),
-            })?;
+            .map_err(|e| invalid(e.to_string()))?;
         if let Some(why) = &routed.fell_back {
             tracing::warn!("isolation: {why}");
         }
@@ -307,17 +319,41 @@ mod tests {
             panic!("not tier 1: {isolation:?}")
         };
         assert_eq!(sandbox.options.proxy_port, Some(port));
-        // ABI 3: required, the start fails naming the ABI; else tier 0.
+        // ABI 3: required, the start fails naming the ABI and the variable that required it.
         let err = selected_with_proxy(forced(3, Err("none".into())), &required)
             .await
             .unwrap_err();
         assert!(
-            err.starts_with("HANDS_REQUIRE_ISOLATION=") && err.contains("this kernel has ABI 3"),
+            err.starts_with("HANDS_REQUIRE_ISOLATION=\"1\"")
+                && err.contains("this kernel has ABI 3"),
             "{err}"
         );
-        let (isolation, _) = selected_with_proxy(forced(3, Err("none".into())), &landlock)
-            .await
-            .unwrap();
+        let err = selected_with_proxy(
+            forced(3, Err("none".into())),
+            &[("HANDS_ISOLATION", "landlock"), ("REQUIRE_ISOLATION", "1")],
+        )
+        .await
+        .unwrap_err();
+        assert!(err.starts_with("REQUIRE_ISOLATION=\"1\""), "{err}");
+        // Not required, by name or auto: no tier 0 either (tools would go around the policy).
+        for vars in [&landlock[..], &[]] {
+            let err = selected_with_proxy(forced(3, Err("none".into())), vars)
+                .await
+                .unwrap_err();
+            assert!(
+                err.starts_with("HANDS_ISOLATION=")
+                    && err.contains("this kernel has ABI 3")
+                    && err.contains("ask for isolation none"),
+                "{err}"
+            );
+        }
+        // HANDS_ISOLATION=none: tier 0, the operator's choice, with nothing to check.
+        let (isolation, _) = selected_with_proxy(
+            forced(3, Err("none".into())),
+            &[("HANDS_ISOLATION", "none")],
+        )
+        .await
+        .unwrap();
         assert_eq!(isolation, Isolation::Tier0);
         // A "bubblewrap" whose sandbox never reports: the relay's trial fails the required
         // start, and otherwise the tools fall back to tier 1 with the proxy's port.

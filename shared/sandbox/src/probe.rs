@@ -109,6 +109,11 @@ pub enum IsolationError {
     /// [`crate::route_to_proxy`]); the text says why and what to do.
     #[error("isolation was required, but {0}")]
     NoProxyRoute(String),
+    /// An egress policy is set, no tier above 0 can keep tools to its proxy, and tier 0 was not
+    /// asked for by name (see [`crate::route_to_proxy`]); the text says what is missing and what
+    /// to do.
+    #[error("{0}")]
+    OnlyTier0Left(String),
 }
 
 /// The tier chosen, and why it is weaker than asked when it is.

@@ -8,7 +8,10 @@
 //! `setns` refuse it). Where either is missing, every tool start would fail while the worker kept
 //! claiming work. So [`route_to_proxy`] checks once, before any work is claimed, and applies the
 //! rules of [`HostProbe::select`]: a tier the operator required fails the start with the reason;
-//! otherwise the tools go down to the next tier that can reach the proxy, and the caller logs why.
+//! otherwise the tools go down from tier 2 to tier 1 if tier 1 can keep them to the proxy, and the
+//! caller logs why. Never down to tier 0: there tools have the host's network (around the policy)
+//! and can read the secret files the proxy injects from, so a policy meant to restrict would
+//! weaken the sandbox instead. Tier 0 with a policy is only ever the operator's explicit choice.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,8 +42,9 @@ pub struct Routed {
 /// directory (then `/bin/true` runs once in the sandbox with the relay), tier 1 Landlock's one
 /// allowed port (after checking the kernel's ABI), tier 0 nothing. `mode` and `required` are what
 /// the operator asked for (the same values `probe.select` was given): with `required`, a tier
-/// asked by name that cannot reach the proxy is an error, and `auto` must still end above tier
-/// 0; otherwise the tools fall back to the next tier down that works.
+/// asked by name that cannot reach the proxy is an error; otherwise tier 2 falls back to tier 1
+/// where tier 1 works. Where nothing above tier 0 can reach the proxy the start fails, unless
+/// tier 0 is what was asked (`isolation` is then tier 0 and needs nothing).
 pub async fn route_to_proxy(
     isolation: Isolation,
     proxy: &ProxyRoute,
@@ -82,16 +86,16 @@ pub async fn route_to_proxy(
             return Err(IsolationError::NoProxyRoute(why));
         }
         why_not.push(why);
-        isolation = below(tier, probe, &hide);
+        isolation = match below(tier, probe, &hide) {
+            Some(lower) => lower,
+            None => return Err(only_tier0_left(&why_not)),
+        };
     }
     if why_not.is_empty() {
         return Ok(Routed {
             isolation,
             fell_back: None,
         });
-    }
-    if required && isolation.tier() == Tier::None {
-        return Err(IsolationError::NoProxyRoute(why_not.join("; and ")));
     }
     Ok(Routed {
         fell_back: Some(format!(
@@ -103,15 +107,28 @@ pub async fn route_to_proxy(
     })
 }
 
-/// The next tier down from `tier` that the probe found usable, not yet routed.
-fn below(tier: Tier, probe: &HostProbe, hide: &[PathBuf]) -> Isolation {
-    if tier == Tier::Bwrap && probe.check(Tier::Landlock).is_ok() {
-        return Isolation::Landlock(Tier1Sandbox::this_binary(Tier1Options {
+/// The next tier down from `tier` that the probe found usable, not yet routed; `None` when only
+/// tier 0 is left, which is never taken without being asked (see the module's doc).
+fn below(tier: Tier, probe: &HostProbe, hide: &[PathBuf]) -> Option<Isolation> {
+    (tier == Tier::Bwrap && probe.check(Tier::Landlock).is_ok()).then(|| {
+        Isolation::Landlock(Tier1Sandbox::this_binary(Tier1Options {
             hide: hide.to_vec(),
             proxy_port: None,
-        }));
-    }
-    Isolation::Tier0
+        }))
+    })
+}
+
+/// The start's failure when no tier above 0 can keep tools to the proxy: what is missing, and
+/// the ways out.
+fn only_tier0_left(why_not: &[String]) -> IsolationError {
+    IsolationError::OnlyTier0Left(format!(
+        "with an egress policy no isolation tier on this host can keep tools to the proxy ({}), \
+         and tier 0 is not taken without being asked: install bubblewrap and use isolation bwrap, \
+         run on a kernel with Landlock ABI {NET_LANDLOCK_ABI} (Linux 6.7 or newer), or ask for \
+         isolation none to accept that tool code can bypass the proxy and read the secret files \
+         it injects from",
+        why_not.join("; and ")
+    ))
 }
 
 /// Tier 1 keeps tools to the proxy with Landlock's TCP rules, which need ABI 4 (Linux 6.7). The
@@ -243,22 +260,20 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("use isolation bwrap"), "{err}");
-        // Not required: tier 0, and why.
-        let routed = route_to_proxy(tier1(), &route(), &probe, IsolationMode::Auto, false)
-            .await
-            .unwrap();
-        assert_eq!(routed.isolation, Isolation::Tier0);
-        let why = routed.fell_back.unwrap();
-        assert!(
-            why.contains("this kernel has ABI 3") && why.ends_with("using tier 0 (none)"),
-            "{why}"
-        );
-        // Auto, required: nothing above tier 0 is left, so the start fails.
-        let err = route_to_proxy(tier1(), &route(), &probe, IsolationMode::Auto, true)
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("this kernel has ABI 3"), "{err}");
+        // Not required, tier 1 by name or auto: still no tier 0 (it would bypass the policy);
+        // the start fails naming what is missing and the ways out. Auto, required: the same.
+        for (mode, required) in [
+            (asked(Tier::Landlock), false),
+            (IsolationMode::Auto, false),
+            (IsolationMode::Auto, true),
+        ] {
+            let err = route_to_proxy(tier1(), &route(), &probe, mode, required)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, IsolationError::OnlyTier0Left(_)), "{err:?}");
+            assert_only_tier0_left(&err.to_string());
+            assert!(err.to_string().contains("this kernel has ABI 3"), "{err}");
+        }
         // No Landlock at all: the reason is passed on.
         let probe = host(Err("no Landlock".into()), Err("none".into()));
         let err = route_to_proxy(tier1(), &route(), &probe, asked(Tier::Landlock), true)
@@ -266,6 +281,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no Landlock"), "{err}");
+    }
+
+    /// The refusal to drop to tier 0 names both ways out and the explicit choice.
+    fn assert_only_tier0_left(err: &str) {
+        for part in [
+            "no isolation tier on this host can keep tools to the proxy",
+            "install bubblewrap and use isolation bwrap",
+            "Landlock ABI 4 (Linux 6.7 or newer)",
+            "ask for isolation none to accept that tool code can bypass the proxy",
+        ] {
+            assert!(err.contains(part), "{part:?} not in {err}");
+        }
     }
 
     #[tokio::test]
@@ -296,17 +323,30 @@ mod tests {
                 .unwrap()
                 .ends_with("using tier 1 (landlock)")
         );
-        // And where tier 1 cannot either, not required: tier 0, with both reasons.
+        // And where tier 1 cannot either, not required: no tier 0, the start fails with both
+        // reasons.
         let probe = host(Ok(3), Ok("/bin/false".into()));
-        let routed = route_to_proxy(broken_tier2(), &route(), &probe, asked(Tier::Bwrap), false)
+        for mode in [asked(Tier::Bwrap), IsolationMode::Auto] {
+            let err = route_to_proxy(broken_tier2(), &route(), &probe, mode, false)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert_only_tier0_left(&err);
+            assert!(
+                err.contains("relay into isolation tier 2") && err.contains("ABI 3"),
+                "{err}"
+            );
+        }
+        // Where tier 1 does not work at all, the same.
+        let probe = HostProbe {
+            tier1: Err("no Landlock".into()),
+            ..host(Err("no Landlock".into()), Ok("/bin/false".into()))
+        };
+        let err = route_to_proxy(broken_tier2(), &route(), &probe, IsolationMode::Auto, false)
             .await
-            .unwrap();
-        assert_eq!(routed.isolation, Isolation::Tier0);
-        let why = routed.fell_back.unwrap();
-        assert!(
-            why.contains("relay into isolation tier 2") && why.contains("ABI 3"),
-            "{why}"
-        );
+            .unwrap_err()
+            .to_string();
+        assert_only_tier0_left(&err);
     }
 
     #[tokio::test]
