@@ -82,6 +82,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         "info"
     };
     init_logging(&cli.global.log_format, default_level);
+    // Before any command runs: the worker's connections (proxy, relay) and sessions need more
+    // descriptors than a default soft limit of 1024 allows; tools get their own limit.
+    hands_sandbox::raise_open_files_limit();
     match cli.command {
         Command::Dev(args) => Ok(verdict(crate::dev::run(args).await?)),
         Command::Poll(args) => {

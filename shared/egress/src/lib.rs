@@ -28,7 +28,9 @@ pub mod worker_secrets;
 
 pub use audit::EgressMetrics;
 pub use policy::{Policy, PolicyError};
-pub use proxy::{EgressConfig, EgressError, EgressProxy, SessionEgress, TIER0_NOTICE};
+pub use proxy::{
+    EgressConfig, EgressError, EgressProxy, MAX_SESSION_CONNECTIONS, SessionEgress, TIER0_NOTICE,
+};
 pub use resolve::Resolver;
 pub use secrets::{SecretError, SecretSource, StaticSecrets};
 pub use sessions::{SessionGrant, SessionRegistry};

@@ -34,7 +34,7 @@ use crate::policy::{
 use crate::redact::{MIN_SECRET_LEN, Needles, Redactor};
 use crate::resolve::Resolver;
 use crate::secrets::{SecretError, SecretSource};
-use crate::sessions::{SessionEntry, SessionGrant, SessionRegistry};
+use crate::sessions::{Admission, SessionEntry, SessionGrant, SessionRegistry};
 use crate::tls::{UpstreamRoots, UpstreamTlsError, client_config};
 
 /// How long a connection to an upstream may take before the request fails.
@@ -407,6 +407,14 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stopped: watc
     }
 }
 
+/// Connections (client connections and the tunnels they became) one session may have open
+/// through the proxy at a time; one more is answered 429 and closed. Tool code decides how many
+/// it opens, and each costs the worker descriptors every other session needs too. The same
+/// number as the tier-2 relay's cap per sandbox (`hands_sandbox::MAX_EGRESS_CONNECTIONS`, a test
+/// keeps them equal; this crate does not depend on the sandbox's), far above what a package
+/// manager opens at once (npm's default is 15 per origin).
+pub const MAX_SESSION_CONNECTIONS: usize = 256;
+
 /// How long a client may take to send a request head: a tool that opens connections and
 /// sends nothing must not hold the worker's sockets forever.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -438,7 +446,23 @@ async fn handle(
         );
         return Ok(resp);
     };
-    session.hold(connection);
+    if let Admission::Refused { first } = session.admit(connection, MAX_SESSION_CONNECTIONS) {
+        if first {
+            tracing::warn!(session = %session.session_id, max = MAX_SESSION_CONNECTIONS,
+                "egress proxy: the session has the most connections it may have open at once; \
+                 refusing more until some close");
+        }
+        let mut resp = text(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "this session has {MAX_SESSION_CONNECTIONS} connections open through the egress proxy, \
+                 the most it may have at once; close some and retry"
+            ),
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(resp);
+    }
     if req.method() == Method::CONNECT {
         return Ok(connect(state, session, req).await);
     }

@@ -40,6 +40,18 @@ pub struct SessionEntry {
     /// would otherwise go on injecting the secret for it).
     connections: Mutex<Vec<tokio::task::AbortHandle>>,
     revoked: AtomicBool,
+    /// Set by a refused connection, cleared by the next one admitted: a burst is logged once.
+    over_cap: AtomicBool,
+}
+
+/// Whether [`SessionEntry::admit`] held a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// Refused; `first` for the first refusal since a connection was last admitted.
+    Refused {
+        first: bool,
+    },
 }
 
 /// What the worker hands to one session's tool environment.
@@ -70,6 +82,7 @@ impl SessionRegistry {
             tool_call: Mutex::new(None),
             connections: Mutex::new(Vec::new()),
             revoked: AtomicBool::new(false),
+            over_cap: AtomicBool::new(false),
         });
         let mut maps = self.write();
         if let Some(old) = maps.users.insert(session_id.to_string(), user.clone())
@@ -171,14 +184,29 @@ impl SessionEntry {
     /// Ties a connection's task to this credential: it is aborted (its sockets closed) when the
     /// credential is revoked, at once if that already happened.
     pub fn hold(&self, task: tokio::task::AbortHandle) {
+        let _ = self.admit(task, usize::MAX);
+    }
+
+    /// Like [`Self::hold`] for a client connection, which is refused (not held) when the session
+    /// already holds `cap` live connections and tunnels: tool code decides how many it opens,
+    /// and each costs the worker descriptors that every other session needs too (tiers 0 and 1
+    /// connect straight to the proxy; tier 2's relay has the same cap per sandbox). A keep-alive
+    /// connection authenticates on every request and is held once, so it is always admitted
+    /// again.
+    #[must_use]
+    pub fn admit(&self, task: tokio::task::AbortHandle, cap: usize) -> Admission {
         let mut held = self
             .connections
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         held.retain(|t| !t.is_finished());
-        // A keep-alive connection authenticates on every request; it is held once.
         if !held.iter().any(|t| t.id() == task.id()) {
+            if held.len() >= cap {
+                let first = !self.over_cap.swap(true, Ordering::Relaxed);
+                return Admission::Refused { first };
+            }
             held.push(task);
+            self.over_cap.store(false, Ordering::Relaxed);
         }
         drop(held);
         // Checked after the push: a revocation in between has either drained the list (and
@@ -186,6 +214,7 @@ impl SessionEntry {
         if self.revoked.load(Ordering::SeqCst) {
             self.abort_all();
         }
+        Admission::Admitted
     }
 
     /// Whether the credential has been revoked.
@@ -343,5 +372,48 @@ mod tests {
             .unwrap();
         let _second = reg.register("sesn_b");
         assert!(old.is_revoked());
+    }
+
+    #[tokio::test]
+    async fn a_session_is_admitted_at_most_cap_connections_at_once() {
+        let reg = SessionRegistry::new();
+        let grant = reg.register("sesn_a");
+        let entry = reg
+            .authenticate(Some(&header(&grant.proxy_authorization())))
+            .unwrap();
+        let open: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(std::future::pending::<()>()))
+            .collect();
+        for task in &open {
+            assert_eq!(entry.admit(task.abort_handle(), 3), Admission::Admitted);
+        }
+        // Held ones come back (keep-alive), a fourth does not; a burst is reported once.
+        assert_eq!(entry.admit(open[1].abort_handle(), 3), Admission::Admitted);
+        let fourth = tokio::spawn(std::future::pending::<()>());
+        let fifth = tokio::spawn(std::future::pending::<()>());
+        assert_eq!(
+            entry.admit(fourth.abort_handle(), 3),
+            Admission::Refused { first: true }
+        );
+        assert_eq!(
+            entry.admit(fifth.abort_handle(), 3),
+            Admission::Refused { first: false }
+        );
+        assert_eq!(entry.connections.lock().unwrap().len(), 3, "not held");
+        // One ends: the next is admitted, and the next refusal starts a new burst.
+        open[0].abort();
+        assert!(open.into_iter().next().unwrap().await.is_err());
+        assert_eq!(entry.admit(fourth.abort_handle(), 3), Admission::Admitted);
+        assert_eq!(
+            entry.admit(fifth.abort_handle(), 3),
+            Admission::Refused { first: true }
+        );
+        // Another session's count is its own.
+        let other = reg.register("sesn_b");
+        let other = reg
+            .authenticate(Some(&header(&other.proxy_authorization())))
+            .unwrap();
+        let theirs = tokio::spawn(std::future::pending::<()>());
+        assert_eq!(other.admit(theirs.abort_handle(), 3), Admission::Admitted);
     }
 }

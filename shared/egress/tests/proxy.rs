@@ -666,6 +666,93 @@ async fn tunnels_and_plain_http_for_allowed_hosts() {
     );
 }
 
+/// One request on a new connection to the proxy as the holder of `auth` (a
+/// `Proxy-Authorization` value): the connection (kept open) and the answer's head, or the whole
+/// answer where the proxy closes the connection.
+async fn ask_on_a_new_connection(
+    proxy: std::net::SocketAddr,
+    auth: &str,
+) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut conn = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    conn.write_all(
+        format!(
+            "GET http://api.nowhere.test/ HTTP/1.1\r\nHost: api.nowhere.test\r\n\
+             Proxy-Authorization: {auth}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    if String::from_utf8_lossy(&answer)
+        .to_ascii_lowercase()
+        .contains("connection: close")
+    {
+        conn.read_to_end(&mut answer).await.unwrap();
+    }
+    (conn, String::from_utf8_lossy(&answer).to_string())
+}
+
+/// At tiers 0 and 1 tools connect to the proxy itself (no relay in between), so the proxy caps
+/// each session's open connections, at the tier-2 relay's number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_has_at_most_the_capped_number_of_connections_open() {
+    use hands_egress::MAX_SESSION_CONNECTIONS;
+    assert_eq!(
+        MAX_SESSION_CONNECTIONS,
+        hands_sandbox::MAX_EGRESS_CONNECTIONS
+    );
+    // Both ends of every connection are in this process.
+    hands_sandbox::raise_open_files_limit();
+    let h = Harness::new().await;
+    let a = h.proxy.sessions().register("sesn_cap_a");
+    let b = h.proxy.sessions().register("sesn_cap_b");
+    let (a_auth, b_auth) = (a.proxy_authorization(), b.proxy_authorization());
+    let mut open = Vec::new();
+    for _ in 0..MAX_SESSION_CONNECTIONS {
+        let (conn, head) = ask_on_a_new_connection(h.proxy.addr(), a_auth.expose_secret()).await;
+        // A denied host: answered by the proxy, and the connection stays open (keep-alive).
+        assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+        open.push(conn);
+    }
+    let (_, refused) = ask_on_a_new_connection(h.proxy.addr(), a_auth.expose_secret()).await;
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    assert!(
+        refused.contains(&format!(
+            "this session has {MAX_SESSION_CONNECTIONS} connections open through the egress proxy"
+        )),
+        "{refused}"
+    );
+    // Another session's count is its own.
+    let (_b_conn, head) = ask_on_a_new_connection(h.proxy.addr(), b_auth.expose_secret()).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    // One closes: once the proxy has seen it go, a new one is admitted.
+    drop(open.pop());
+    let mut admitted = false;
+    for _ in 0..500 {
+        let (conn, head) = ask_on_a_new_connection(h.proxy.addr(), a_auth.expose_secret()).await;
+        if head.starts_with("HTTP/1.1 403") {
+            open.push(conn);
+            admitted = true;
+            break;
+        }
+        assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(admitted, "no connection admitted after one closed");
+    assert!(
+        captured_log().contains("the session has the most connections it may have open at once"),
+        "the burst is logged"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_cannot_use_another_sessions_credential() {
     let h = Harness::new().await;

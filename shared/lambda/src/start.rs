@@ -23,6 +23,8 @@ where
         return ExitCode::FAILURE;
     }
     crate::logging::init();
+    // As `hands` does: the worker's connections need more descriptors than a soft limit of 1024.
+    hands_sandbox::raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -29,6 +29,7 @@ pub mod helper;
 mod kill;
 mod limits;
 mod oneshot;
+mod open_files;
 mod probe;
 mod proxy_route;
 mod relay;
@@ -46,11 +47,12 @@ pub use hardening::{harden_worker_process, is_dumpable};
 pub use kill::{kill_group, pid_is_alive, stop_group};
 pub use limits::{DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, LimitSetting, LimitSettings};
 pub use oneshot::{OneShotProcess, OneShotSpec, spawn_oneshot};
+pub use open_files::{OpenFilesLimit, raise_open_files_limit};
 pub use probe::{
     BWRAP_DIRS, HostProbe, IsolationError, IsolationMode, Selection, Tier, find_bwrap, landlock_abi,
 };
 pub use proxy_route::{ProxyRoute, Routed, route_to_proxy};
-pub use relay::{EgressBridge, EgressRelay};
+pub use relay::{EgressBridge, EgressRelay, MAX_CONNECTIONS as MAX_EGRESS_CONNECTIONS};
 pub use remove_tree::remove_tree;
 pub use spawn::{Isolation, Rlimits, ShellProcess, ShellSpec, spawn_shell};
 pub use sweep::{

@@ -61,12 +61,16 @@ impl EgressBridge {
 /// How long bubblewrap may take to set up the namespaces before the spawn fails.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Connections one sandbox may have open through its relay at a time. Each costs the worker two
-/// descriptors (the sandbox's end and the proxy's), and tool code decides how many it opens:
+/// Connections one sandbox may have open through its relay at a time. Each costs the worker four
+/// descriptors (the relay's accepted socket, the relay's connection to the proxy, the proxy's
+/// accepted socket and its connection upstream), and tool code decides how many it opens:
 /// without a cap one session could exhaust the worker's descriptors and stall every other
-/// session. 256 is far above what a package manager opens at once (npm's `maxsockets` default
+/// session (the worker raises its soft limit to the hard one at start:
+/// [`crate::raise_open_files_limit`]). The egress proxy caps each session's connections at
+/// tiers 0 and 1, where tools connect to it directly, with the same number (exported as
+/// `MAX_EGRESS_CONNECTIONS`). 256 is far above what a package manager opens at once (npm's `maxsockets` default
 /// is 15 per origin).
-pub(crate) const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// `NS_GET_USERNS` (`_IO(0xb7, 0x1)`, linux/nsfs.h): the user namespace owning a namespace.
 const NS_GET_USERNS: libc::c_ulong = 0xb701;
