@@ -5,10 +5,12 @@
 //! reading stops; the server caps hyper's read buffer at 64 KiB, so at most `limit + 64 KiB`
 //! bytes are ever read from the socket.
 
-use axum::body::Body;
+use std::fmt::Display;
+
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body_util::BodyExt as _;
+use hyper::body::Body as HttpBody;
 
 /// Why a body was not read.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +37,11 @@ pub fn declared_too_large(headers: &HeaderMap, limit: usize) -> bool {
 ///
 /// A body that arrives as one data frame (the usual case for a small delivery) is returned as
 /// that frame, without a copy; bytes are copied into one buffer only from the second frame on.
-pub async fn read_bounded(body: Body, limit: usize) -> Result<Bytes, BodyError> {
-    let mut body = body;
+pub async fn read_bounded<B>(mut body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Display,
+{
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
     while let Some(frame) = body.frame().await {
@@ -67,6 +72,8 @@ pub async fn read_bounded(body: Body, limit: usize) -> Result<Bytes, BodyError> 
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+
     use super::*;
 
     #[tokio::test]

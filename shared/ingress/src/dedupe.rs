@@ -10,7 +10,7 @@
 //!
 //! Bounded in entries and in age; the oldest entry goes first when full.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque, hash_map};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,15 +74,22 @@ impl RecentDeliveries {
         let now = Instant::now();
         let mut inner = self.lock();
         self.evict(&mut inner, now);
-        let seen = match inner.entries.get(id) {
-            Some(e) if e.body_hash == body_hash => return Seen::Duplicate,
-            Some(_) => Seen::Reused,
-            None => Seen::New,
-        };
+        // One lookup: the key is allocated first, which a new delivery (the usual case) needs
+        // anyway.
         let id: Arc<str> = Arc::from(id);
-        inner
-            .entries
-            .insert(Arc::clone(&id), Entry { body_hash, at: now });
+        let seen = match inner.entries.entry(Arc::clone(&id)) {
+            hash_map::Entry::Occupied(e) if e.get().body_hash == body_hash => {
+                return Seen::Duplicate;
+            }
+            hash_map::Entry::Occupied(mut e) => {
+                e.insert(Entry { body_hash, at: now });
+                Seen::Reused
+            }
+            hash_map::Entry::Vacant(e) => {
+                e.insert(Entry { body_hash, at: now });
+                Seen::New
+            }
+        };
         inner.order.push_back((id, now));
         seen
     }
@@ -109,16 +116,20 @@ impl RecentDeliveries {
     }
 
     fn evict(&self, inner: &mut Inner, now: Instant) {
-        while let Some((id, at)) = inner.order.front().cloned() {
+        while let Some(&(_, at)) = inner.order.front() {
             let expired = now.duration_since(at) >= self.ttl;
             let full = inner.entries.len() >= self.capacity;
             if !expired && !full && inner.order.len() <= self.capacity.saturating_mul(2) {
                 break;
             }
-            inner.order.pop_front();
+            let Some((id, at)) = inner.order.pop_front() else {
+                break;
+            };
             // Only remove the entry this order record created, not a newer one with the same id.
-            if inner.entries.get(&*id).is_some_and(|e| e.at == at) {
-                inner.entries.remove(&*id);
+            if let hash_map::Entry::Occupied(e) = inner.entries.entry(id)
+                && e.get().at == at
+            {
+                e.remove();
             }
         }
     }

@@ -65,6 +65,89 @@ impl Labeled {
     }
 }
 
+/// How a delivery was answered: the `outcome` label of `hands_webhook_deliveries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    BadRequest,
+    BodyTimeout,
+    Drained,
+    Duplicate,
+    Gone,
+    Ignored,
+    Malformed,
+    NotConfigured,
+    OverBudget,
+    Rejected,
+    ShuttingDown,
+    TooLarge,
+    Unavailable,
+}
+
+impl Outcome {
+    /// Every outcome, in the order of their labels (the exposition's order).
+    const ALL: [Outcome; 13] = [
+        Outcome::BadRequest,
+        Outcome::BodyTimeout,
+        Outcome::Drained,
+        Outcome::Duplicate,
+        Outcome::Gone,
+        Outcome::Ignored,
+        Outcome::Malformed,
+        Outcome::NotConfigured,
+        Outcome::OverBudget,
+        Outcome::Rejected,
+        Outcome::ShuttingDown,
+        Outcome::TooLarge,
+        Outcome::Unavailable,
+    ];
+
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Outcome::BadRequest => "bad_request",
+            Outcome::BodyTimeout => "body_timeout",
+            Outcome::Drained => "drained",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Gone => "gone",
+            Outcome::Ignored => "ignored",
+            Outcome::Malformed => "malformed",
+            Outcome::NotConfigured => "not_configured",
+            Outcome::OverBudget => "over_budget",
+            Outcome::Rejected => "rejected",
+            Outcome::ShuttingDown => "shutting_down",
+            Outcome::TooLarge => "too_large",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// One atomic per delivery outcome: counted on every delivery, so no lock and no map.
+#[derive(Default)]
+struct DeliveryCounts([AtomicU64; Outcome::ALL.len()]);
+
+impl DeliveryCounts {
+    fn inc(&self, outcome: Outcome) {
+        // `ALL` lists the variants in declaration order, so the discriminant is the index.
+        if let Some(c) = self.0.get(outcome as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self, outcome: Outcome) -> u64 {
+        self.0
+            .get(outcome as usize)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// The outcomes seen so far with their counts, in label order.
+    fn snapshot(&self) -> Vec<(String, u64)> {
+        Outcome::ALL
+            .iter()
+            .map(|&o| (o.label().to_owned(), self.get(o)))
+            .filter(|&(_, v)| v > 0)
+            .collect()
+    }
+}
+
 /// The queue's numbers from the stats endpoint (PROTOCOL.md §5.8), for autoscalers.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct QueueGauges {
@@ -77,7 +160,7 @@ pub struct QueueGauges {
 /// Every counter and gauge the ingress exports.
 #[derive(Default)]
 pub struct Metrics {
-    deliveries: Labeled,
+    deliveries: DeliveryCounts,
     rejections: Labeled,
     stale_rejections: AtomicU64,
     id_reuse: AtomicU64,
@@ -132,7 +215,7 @@ impl Metrics {
         m
     }
 
-    pub(crate) fn delivery(&self, outcome: &'static str) {
+    pub(crate) fn delivery(&self, outcome: Outcome) {
         self.deliveries.inc(outcome);
     }
 
@@ -190,7 +273,10 @@ impl Metrics {
 
     /// Deliveries answered with `outcome` so far (see the README for the outcome names).
     pub fn deliveries(&self, outcome: &str) -> u64 {
-        self.deliveries.get(outcome)
+        Outcome::ALL
+            .iter()
+            .find(|o| o.label() == outcome)
+            .map_or(0, |&o| self.deliveries.get(o))
     }
 
     /// Items claimed by drains so far.
@@ -231,8 +317,8 @@ impl Metrics {
         let counter = |out: &mut String, name: &str, help: &str, kind: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        let labeled = |out: &mut String, name: &str, label: &str, c: &Labeled| {
-            for (k, v) in c.snapshot() {
+        let labeled = |out: &mut String, name: &str, label: &str, values: Vec<(String, u64)>| {
+            for (k, v) in values {
                 let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", escape(&k));
             }
         };
@@ -247,7 +333,7 @@ impl Metrics {
             &mut out,
             "hands_webhook_deliveries_total",
             "outcome",
-            &self.deliveries,
+            self.deliveries.snapshot(),
         );
         counter(
             &mut out,
@@ -259,7 +345,7 @@ impl Metrics {
             &mut out,
             "hands_webhook_rejections_total",
             "reason",
-            &self.rejections,
+            self.rejections.snapshot(),
         );
         counter(
             &mut out,
@@ -348,7 +434,7 @@ impl Metrics {
             &mut out,
             "hands_sessions_finished_total",
             "end",
-            &self.sessions_finished,
+            self.sessions_finished.snapshot(),
         );
         counter(
             &mut out,
@@ -381,7 +467,7 @@ impl Metrics {
             &mut out,
             "hands_result_posts_total",
             "outcome",
-            &self.result_posts,
+            self.result_posts.snapshot(),
         );
         counter(
             &mut out,
@@ -517,8 +603,8 @@ mod tests {
     #[test]
     fn exposition_has_help_type_and_values() {
         let m = Metrics::new(4);
-        m.delivery("drained");
-        m.delivery("drained");
+        m.delivery(Outcome::Drained);
+        m.delivery(Outcome::Drained);
         m.rejection("stale_too_old", true);
         m.drain("webhook", "ok");
         let call = Call {
@@ -557,6 +643,34 @@ mod tests {
         let down = m.render(None);
         assert!(down.contains("hands_queue_stats_up 0"));
         assert!(!down.contains("hands_queue_depth"));
+    }
+
+    #[test]
+    fn delivery_outcomes_are_indexed_by_declaration_and_listed_by_label() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i, "{o:?}");
+        }
+        assert!(
+            Outcome::ALL.windows(2).all(|w| w[0].label() < w[1].label()),
+            "ALL must be sorted by label"
+        );
+        let m = Metrics::new(1);
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            for _ in 0..=i {
+                m.delivery(*o);
+            }
+        }
+        let text = m.render(None);
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(m.deliveries(o.label()), i as u64 + 1, "{o:?}");
+            let line = format!(
+                "hands_webhook_deliveries_total{{outcome=\"{}\"}} {}",
+                o.label(),
+                i + 1
+            );
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+        assert_eq!(m.deliveries("no_such_outcome"), 0);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{ServerConfig, serve_connection};
+use crate::server::{Routes, ServerConfig, serve_connection};
 
 /// Serves the starting answers on `listener` until `starting` completes, then returns its
 /// output with the listener free for [`crate::server::serve`]. Connections opened meanwhile
@@ -24,9 +24,13 @@ pub async fn serve_while<F: Future>(
     config: &ServerConfig,
     starting: F,
 ) -> F::Output {
-    let router = Router::new()
-        .route("/healthz", get(healthz))
-        .fallback(starting_answer);
+    // Everything through this Router: no delivery is handled while starting.
+    let routes = Routes {
+        router: Router::new()
+            .route("/healthz", get(healthz))
+            .fallback(starting_answer),
+        webhook: None,
+    };
     let stop = CancellationToken::new();
     let mut conns = JoinSet::new();
     tokio::pin!(starting);
@@ -44,7 +48,7 @@ pub async fn serve_while<F: Future>(
                 conns.spawn(serve_connection(
                     stream,
                     peer,
-                    router.clone(),
+                    routes.clone(),
                     config.header_timeout,
                     stop.clone(),
                 ));

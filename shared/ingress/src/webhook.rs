@@ -10,29 +10,44 @@
 //! | 422 | authentic, but the body is not a webhook event (an alert: a contract bug) |
 //! | 503 + Retry-After | no signing key yet, shutting down, control plane unreachable or key rejected, drain over budget |
 
+use std::fmt::Display;
+use std::future::poll_fn;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use hands_protocol::webhook::WebhookHeaders;
 use hands_protocol::webhook_event::WebhookEventHead;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use hyper::body::Body as HttpBody;
 use tracing::Instrument as _;
 
 use crate::body::{BodyError, declared_too_large, read_bounded};
 use crate::dedupe::{Seen, body_hash};
 use crate::drain::{DrainError, Trigger};
 use crate::ingress::Ingress;
+use crate::metrics::Outcome;
 
 /// The one 401 body, whatever failed (a forger learns nothing from it).
 pub(crate) const REJECTED_BODY: &str = "webhook verification failed\n";
+
+/// The path deliveries are posted to.
+pub(crate) const WEBHOOK_PATH: &str = "/webhook";
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
     let mut resp = (status, text).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// 204 for the most frequent answers (ignored event types, duplicates): no body and no header
+/// of ours, so nothing to allocate, cache or encode beyond what hyper writes.
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
 }
 
 fn retry_later(text: &'static str, after: Duration) -> Response {
@@ -50,26 +65,41 @@ fn closing(mut resp: Response) -> Response {
     resp
 }
 
+/// `POST /webhook` as a Router handler (the Lambda function, `oneshot` in tests).
 pub(crate) async fn post_webhook(State(ingress): State<Ingress>, request: Request) -> Response {
-    // The whole request rather than a `HeaderMap` extractor, which would copy every header.
+    webhook(&ingress, request).await
+}
+
+/// One delivery, handled, counted and answered. Generic over the body so that the container
+/// server can call it with hyper's own body, without the Router (server.rs); the whole request
+/// is taken rather than a `HeaderMap` extractor, which would copy every header.
+pub(crate) async fn webhook<B>(ingress: &Ingress, request: http::Request<B>) -> Response
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Display,
+{
     let (parts, body) = request.into_parts();
-    let (outcome, resp) = handle(&ingress, &parts.headers, body).await;
+    let (outcome, resp) = handle(ingress, &parts.headers, body).await;
     ingress.metrics().delivery(outcome);
     resp
 }
 
-async fn handle(ingress: &Ingress, headers: &HeaderMap, body: Body) -> (&'static str, Response) {
+async fn handle<B>(ingress: &Ingress, headers: &HeaderMap, body: B) -> (Outcome, Response)
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Display,
+{
     let inner = ingress.inner();
     let config = &inner.config;
     if !ingress.is_ready() {
         return (
-            "shutting_down",
+            Outcome::ShuttingDown,
             retry_later("shutting down\n", config.retry_after),
         );
     }
     let Some(verifier) = inner.secrets.get() else {
         return (
-            "not_configured",
+            Outcome::NotConfigured,
             retry_later("webhook signing key not configured\n", config.retry_after),
         );
     };
@@ -77,33 +107,35 @@ async fn handle(ingress: &Ingress, headers: &HeaderMap, body: Body) -> (&'static
     // 1. The raw body, bounded in size and time (W14, W19).
     if declared_too_large(headers, config.max_body_bytes) {
         return (
-            "too_large",
+            Outcome::TooLarge,
             closing(plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")),
         );
     }
-    let raw = match tokio::time::timeout(
-        config.body_timeout,
-        read_bounded(body, config.max_body_bytes),
-    )
-    .await
-    {
+    // Nearly always the whole body came with the head and the first poll finds it; the timer
+    // is armed only for a body still on its way, from that first poll on.
+    let mut read = pin!(read_bounded(body, config.max_body_bytes));
+    let read = match poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+        Poll::Ready(done) => Ok(done),
+        Poll::Pending => tokio::time::timeout(config.body_timeout, read).await,
+    };
+    let raw = match read {
         Ok(Ok(raw)) => raw,
         Ok(Err(BodyError::TooLarge { .. })) => {
             return (
-                "too_large",
+                Outcome::TooLarge,
                 closing(plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")),
             );
         }
         Ok(Err(BodyError::Read(e))) => {
             tracing::debug!(error = %e, "request body unreadable");
             return (
-                "bad_request",
+                Outcome::BadRequest,
                 closing(plain(StatusCode::BAD_REQUEST, "unreadable body\n")),
             );
         }
         Err(_) => {
             return (
-                "body_timeout",
+                Outcome::BodyTimeout,
                 closing(plain(StatusCode::REQUEST_TIMEOUT, "body timeout\n")),
             );
         }
@@ -123,7 +155,10 @@ async fn handle(ingress: &Ingress, headers: &HeaderMap, body: Body) -> (&'static
             // Debug, not info: a flood of forgeries (W21) must not become a flood of log lines;
             // rejections are counted by reason in /metrics.
             tracing::debug!(reason = %reason, "webhook rejected");
-            return ("rejected", plain(StatusCode::UNAUTHORIZED, REJECTED_BODY));
+            return (
+                Outcome::Rejected,
+                plain(StatusCode::UNAUTHORIZED, REJECTED_BODY),
+            );
         }
     };
     // No span per delivery: most deliveries are ignored event types, and a span costs about a
@@ -145,7 +180,7 @@ async fn handle(ingress: &Ingress, headers: &HeaderMap, body: Body) -> (&'static
         Err(e) => {
             tracing::error!(webhook_id, error = %e, "authentic webhook body is not a webhook event");
             return (
-                "malformed",
+                Outcome::Malformed,
                 plain(StatusCode::UNPROCESSABLE_ENTITY, "malformed event\n"),
             );
         }
@@ -159,7 +194,7 @@ async fn handle(ingress: &Ingress, headers: &HeaderMap, body: Body) -> (&'static
     match inner.recent.check_and_remember(&verified.id, hash) {
         Seen::Duplicate => {
             tracing::debug!(webhook_id, "duplicate delivery; already handled");
-            return ("duplicate", plain(StatusCode::NO_CONTENT, ""));
+            return (Outcome::Duplicate, no_content());
         }
         Seen::Reused => {
             ingress.metrics().id_reused();
@@ -171,21 +206,24 @@ async fn handle(ingress: &Ingress, headers: &HeaderMap, body: Body) -> (&'static
     // 5. Only run-started wakes the drain; everything else is acknowledged (W17).
     if !event.is_run_started() {
         tracing::debug!(webhook_id, event_type = %event.data.kind, "event type ignored");
-        return ("ignored", plain(StatusCode::NO_CONTENT, ""));
+        return (Outcome::Ignored, no_content());
     }
     let span = tracing::info_span!("webhook", webhook_id,
         environment_id = %ingress.worker().config().environment_id);
     async move {
         tracing::debug!(session_id = %event.data.id, "run started; draining");
         match ingress.drain(Trigger::Webhook).await {
-            Ok(_) => ("drained", plain(StatusCode::OK, "drained\n")),
-            Err(DrainError::Gone(_)) => ("gone", plain(StatusCode::OK, "environment not found\n")),
+            Ok(_) => (Outcome::Drained, plain(StatusCode::OK, "drained\n")),
+            Err(DrainError::Gone(_)) => (
+                Outcome::Gone,
+                plain(StatusCode::OK, "environment not found\n"),
+            ),
             Err(e) => {
                 // Not acted on: the sender's retry must drain again.
                 inner.recent.forget(&verified.id, hash);
                 let outcome = match e {
-                    DrainError::OverBudget => "over_budget",
-                    _ => "unavailable",
+                    DrainError::OverBudget => Outcome::OverBudget,
+                    _ => Outcome::Unavailable,
                 };
                 (
                     outcome,

@@ -93,3 +93,45 @@ async fn metrics_export_the_queue_gauges_from_the_stats_endpoint() {
     }
     assert!(text.contains("hands_queue_oldest_age_seconds "), "{text}");
 }
+
+/// The server answers `POST /webhook` without the Router (server.rs): for any request, the
+/// server and the Router must answer alike, including the near misses the direct path has to
+/// leave to the Router (404, 405).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_and_the_router_answer_alike() {
+    let s = Stack::start(Options::default()).await;
+    let requests = [
+        ("POST", "/webhook"),
+        ("POST", "/webhook?source=console"),
+        ("POST", "/webhook/"),
+        ("POST", "/Webhook"),
+        ("POST", "//webhook"),
+        ("PUT", "/webhook"),
+        ("post", "/webhook"),
+        ("GET", "/healthz"),
+    ];
+    for (method, path) in requests {
+        for secret in [SECRET, OTHER_SECRET] {
+            // Two deliveries, so that neither path sees the other's as a duplicate.
+            let a = Delivery::of_type(secret, "session.status_idled");
+            let b = Delivery::of_type(secret, "session.status_idled");
+            let mut raw = a.request(path);
+            raw.splice(0..4, method.bytes());
+            let server = exchange(s.addr, &raw).await;
+            let mut req = post(&b);
+            *req.method_mut() = http::Method::from_bytes(method.as_bytes()).unwrap();
+            *req.uri_mut() = path.parse().unwrap();
+            let (status, _, body) = call(&s, req).await;
+            assert_eq!(
+                (server.status, server.body.as_str()),
+                (status.as_u16(), body.as_str()),
+                "{method} {path}"
+            );
+        }
+    }
+    assert_eq!(s.polls(), 0);
+    // Only the two forms of POST /webhook reach the handler: each sent through both paths,
+    // signed with the configured secret (ignored type) and with another one (rejected).
+    assert_eq!(s.ingress.metrics().deliveries("ignored"), 4);
+    assert_eq!(s.ingress.metrics().deliveries("rejected"), 4);
+}
