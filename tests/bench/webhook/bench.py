@@ -6,6 +6,8 @@ Receivers:
           deduped, answered 204 without any control-plane call
   python  FastAPI + standardwebhooks under uvicorn (uvloop, httptools), same verification
   hello   shared/ingress/examples/hello_webhook.rs: same Rust HTTP stack, no verification
+  hello-direct  the same with `--direct`: POST /webhook answered without the Router, the
+          dispatch hands serve uses
 
 Per run: idle RSS after start-up, a 1 s warm-up, then DURATION of valid deliveries (unique
 ids, timestamps of the run's start) and DURATION of forged ones (bad signature, must be 401).
@@ -131,6 +133,8 @@ def start(kind: str, args, port: int) -> subprocess.Popen:
         cmd = [f"{args.venv}/bin/uvicorn", "--app-dir", str(HERE), "python_receiver:app",
                "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
                "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    elif kind == "hello-direct":
+        cmd = [args.hello, f"127.0.0.1:{port}", "--direct"]
     else:
         cmd = [args.hello, f"127.0.0.1:{port}"]
     p = subprocess.Popen(["taskset", "-c", "0", *cmd], env=env, stdout=subprocess.DEVNULL,
@@ -157,7 +161,7 @@ def one_run(kind: str, args, run: int, tmp: Path) -> dict:
         idle = rss_mib(p.pid)
         wrk(port, warm, "1s", args.conns, p.pid)
         res = {"idle_rss": idle, "valid": wrk(port, valid, args.duration, args.conns, p.pid)}
-        if kind != "hello":
+        if not kind.startswith("hello"):
             res["forged"] = wrk(port, forged, args.duration, args.conns, p.pid)
         if kind == "hands":
             res["outcomes"] = hands_outcomes(port)
@@ -177,6 +181,21 @@ def med(values: list[float], fmt: str) -> str:
         return "-"
     m = statistics.median(values)
     return f"{fmt.format(m)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def round_ratios(results: dict[str, list[dict]], run: int) -> None:
+    """Prints hands' verified deliveries per CPU-second over each hello-world's in this round:
+    the receivers ran one after the other, so load from elsewhere disturbs them alike."""
+    if "hands" not in results or len(results["hands"]) <= run:
+        return
+    hands = results["hands"][run]["valid"]
+    for base in ("hello", "hello-direct"):
+        rs = results.get(base, [])
+        if len(rs) > run and rs[run]["valid"]["per_cpu_s"] > 0:
+            ratio = hands["per_cpu_s"] / rs[run]["valid"]["per_cpu_s"]
+            hands["ratio_" + base] = ratio
+            print(f"run {run + 1} hands ÷ {base}: {ratio:.0%} (load average "
+                  f"{os.getloadavg()[0]:.1f})", flush=True)
 
 
 def main() -> None:
@@ -214,6 +233,7 @@ def main() -> None:
                 if "outcomes" in r:
                     line += f"; hands outcomes: {r['outcomes']}"
                 print(line, flush=True)
+            round_ratios(results, run)
 
     print(f"\nmedian (min–max) of {args.runs} runs, {args.conns} connections, "
           f"{args.duration} per phase, receiver on CPU 0, wrk on CPU 1")
@@ -230,6 +250,12 @@ def main() -> None:
               f"| {med([x['per_cpu_s'] for x in f], '{:.0f}')} "
               f"| {med([r['idle_rss'] for r in rs], '{:.1f}')} "
               f"| {med([x['rss_load'] for x in v], '{:.1f}')} |")
+    if "hands" in results:
+        for base in ("hello", "hello-direct"):
+            ratios = [r["valid"]["ratio_" + base] for r in results["hands"]
+                      if "ratio_" + base in r["valid"]]
+            if ratios:
+                print(f"hands ÷ {base} per CPU-s, same rounds: {med(ratios, '{:.0%}')}")
     print(f"\nreceiver logs: {args.logdir}")
 
 

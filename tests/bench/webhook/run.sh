@@ -4,9 +4,10 @@
 #   hands   `hands serve` (release build) answering session.status_idled deliveries (204)
 #   python  FastAPI + standardwebhooks 1.1.0 under uvicorn (uvloop, httptools), same check
 #   hello   a no-verification hello-world on the same Rust stack (hands-ingress example)
+#   hello-direct  the same answering POST /webhook without the Router, as hands serve does
 # The receiver is pinned to CPU 0 and wrk to CPU 1. Prints figures; asserts nothing.
 #
-#   tests/bench/webhook/run.sh [--runs 3] [--duration 5s] [--conns 16] [--only hands,python,hello]
+#   tests/bench/webhook/run.sh [--runs 3] [--duration 5s] [--conns 16] [--only hands,python,hello,hello-direct]
 #
 # Needs: wrk (apt-get install -y wrk), taskset, python3 (a venv with the Python receiver's
 # packages is created under target/), two CPUs.

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# User-space instructions per delivery of one receiver, counted by valgrind's callgrind: unlike
+# CPU time, the count does not move with what else the machine is running, so it compares two
+# builds (or hands and the hello-world) on a busy machine. Kernel work (the socket reads and
+# writes) is not counted. Prints figures; asserts nothing.
+#
+#   tests/bench/webhook/instructions.sh hands|hello|hello-direct BINARY [SECONDS] [CONNS]
+#
+# BINARY is target/release/hands for `hands`, target/release/examples/hello_webhook otherwise.
+# The receiver answers 20 s of warm-up under callgrind, then its counters are zeroed, wrk sends
+# SECONDS of valid, unique deliveries (session.status_idled, answered 204 by hands), and the
+# counters are dumped: instructions / deliveries answered. Needs valgrind and wrk.
+set -uo pipefail
+kind=$1; bin=$2; secs=${3:-10}; conns=${4:-4}
+here=$(cd "$(dirname "$0")" && pwd)
+secret="whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+port=$((19100 + RANDOM % 500))
+work=$(mktemp -d /tmp/webhook-instructions-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+for tool in valgrind callgrind_control wrk python3; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 2; }
+done
+run="i$RANDOM"
+# Under callgrind a receiver answers a few thousand deliveries per second: 60,000 unique ones
+# last well beyond SECONDS.
+python3 "$here/gen_deliveries.py" --secret "$secret" --count 60000 --run "${run}v" > "$work/valid.tsv"
+python3 "$here/gen_deliveries.py" --secret "$secret" --count 20000 --run "${run}w" > "$work/warm.tsv"
+export ANTHROPIC_WEBHOOK_SIGNING_KEY=$secret
+case $kind in
+    hands)
+        export ANTHROPIC_ENVIRONMENT_ID=env_bench ANTHROPIC_ENVIRONMENT_KEY=sk-bench-never-used \
+            ANTHROPIC_BASE_URL=http://127.0.0.1:9
+        cmd=("$bin" serve --listen "127.0.0.1:$port" --drain-interval 0) ;;
+    hello) cmd=("$bin" "127.0.0.1:$port") ;;
+    hello-direct) cmd=("$bin" "127.0.0.1:$port" --direct) ;;
+    *) echo "unknown receiver $kind" >&2; exit 2 ;;
+esac
+valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "${cmd[@]}" \
+    2>"$work/receiver.log" &
+pid=$!
+up=
+for _ in $(seq 1 300); do
+    (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && { up=1; break; }
+    sleep 0.2
+done
+[ -n "$up" ] || { echo "the receiver did not start; its log:" >&2; cat "$work/receiver.log" >&2; exit 1; }
+load() {
+    DELIVERIES=$1 wrk -t1 -c"$conns" -d"$2" -s "$here/deliveries.lua" \
+        "http://127.0.0.1:$port/webhook"
+}
+# Warm-up long enough to fill hands' dedupe memory (10,000 ids), so the measured deliveries
+# pay for evictions as they do in a long run.
+load "$work/warm.tsv" 20s > "$work/warm.txt"
+sleep 0.5
+callgrind_control -z "$pid" >/dev/null 2>&1
+load "$work/valid.tsv" "${secs}s" > "$work/valid.txt"
+# Deliveries still in flight when wrk stops are answered but not counted by wrk: at most
+# CONNS of them, noise against thousands.
+sleep 1
+callgrind_control -d "$pid" >/dev/null 2>&1
+sleep 0.5
+kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+total=$(grep -oE '[0-9]+ requests in' "$work/valid.txt" | cut -d' ' -f1)
+non2xx=$(grep -oE 'Non-2xx or 3xx responses: [0-9]+' "$work/valid.txt" | grep -oE '[0-9]+$')
+dump=$(ls "$work"/callgrind.out.* 2>/dev/null | sort | head -1)
+instructions=$(grep -E '^summary:' "$dump" 2>/dev/null | awk '{print $2}')
+if [ -z "$total" ] || [ -z "$instructions" ]; then
+    echo "no figures; wrk said:" >&2; cat "$work/valid.txt" >&2; exit 1
+fi
+echo "$kind: $total deliveries answered (non-2xx: ${non2xx:-0}), $instructions instructions," \
+    "$((instructions / total)) per delivery"
