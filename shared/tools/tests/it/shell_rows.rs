@@ -407,7 +407,11 @@ pub async fn t15_helper_hijacking(sh: &Shell<'_>) {
     let found = sh.bash("command -v git bash").await;
     assert_eq!(
         text(&found),
-        format!("{}\n{}", fx.path("git").display(), fx.path("bash").display())
+        format!(
+            "{}\n{}",
+            fx.path("git").display(),
+            fx.path("bash").display()
+        )
     );
     fx.write("code.txt", "needle\n");
     let hijack = "export PATH=.:$PATH LD_PRELOAD=/nonexistent.so BASH_ENV=./sh; echo set";
