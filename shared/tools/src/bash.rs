@@ -457,6 +457,10 @@ impl BashState {
                 ))
             }
             Stop::Timeout => {
+                // A command that ran out its time may have been stuck on a full disk (or filled
+                // it): the session's own places are looked at (a tier-2 sandbox's tmpfs goes
+                // with the shell killed below, so not those).
+                disk_check = Some(Vec::new());
                 self.shutdown().await;
                 let restarted = self.ensure_shell().await.is_ok();
                 let mut text = format!("bash: bash command timed out after {}s", seconds(timeout));

@@ -2,8 +2,13 @@
 //! Without it a filled workspace or `/tmp` shows only as some program's "No space left on
 //! device", or as a failure that names nothing at all (a compiler that dies half-way). After a
 //! `bash` command or a custom tool fails, the filesystems the call could write to are looked at
-//! (`statvfs`, one system call each), and a full one is named in the result with its size and
-//! what to do.
+//! (`statvfs`, one system call each), and a full one is named in the result with its size.
+//!
+//! Only a place private to the session (tier 2's own tmpfs mounts) is said to need files
+//! removed. The workspace's filesystem and the session temp dir's may be shared with other
+//! sessions and other work on the host, and a command may fail for its own reasons (grep finding
+//! nothing, a failing test) while another writer fills them: there the note says the filesystem
+//! is full and may be shared, and does not push the model to delete its work.
 //!
 //! No false alarm: only a writable filesystem with (almost) nothing available counts, so a
 //! command that fails for any other reason on a roomy disk gets no note, and neither does one
@@ -26,6 +31,8 @@ pub struct DiskPlace {
     pub label: String,
     /// Where the worker looks at it (for a sandbox's own mounts, through `/proc/<pid>/root`).
     pub path: PathBuf,
+    /// Only this session writes there (tier 2's tmpfs): what fills it is the session's own.
+    pub private: bool,
 }
 
 impl DiskPlace {
@@ -33,6 +40,7 @@ impl DiskPlace {
         DiskPlace {
             label: label.into(),
             path: path.into(),
+            private: false,
         }
     }
 
@@ -58,10 +66,41 @@ impl DiskPlace {
     /// A mount of a tier-2 sandbox (its `/tmp` tmpfs), seen through `root`, the
     /// `/proc/<pid>/root` of a process inside.
     pub fn in_sandbox(root: &Path, mount: &str) -> Self {
-        DiskPlace::new(
-            format!("the sandbox's {mount}"),
-            root.join(mount.trim_start_matches('/')),
-        )
+        DiskPlace {
+            private: true,
+            ..DiskPlace::new(
+                format!("the sandbox's {mount}"),
+                root.join(mount.trim_start_matches('/')),
+            )
+        }
+    }
+
+    /// The note for this place when it has no space left; `size` is the filesystem's, in bytes.
+    pub fn no_space_note(&self, size: u64) -> String {
+        let (label, size) = (&self.label, size_words(size));
+        if self.private {
+            format!(
+                "[resource limit: no space left on {label} ({size} in all); files must be removed there before anything more can be written]"
+            )
+        } else {
+            format!(
+                "[resource limit: {label} is full ({size} in all; it may be shared with other work on this host)]"
+            )
+        }
+    }
+
+    /// The note for this place when it has no free inodes; `inodes` is the filesystem's count.
+    pub fn no_inodes_note(&self, inodes: u64) -> String {
+        let label = &self.label;
+        if self.private {
+            format!(
+                "[resource limit: no free inodes left on {label} ({inodes} files in all); files must be removed there before more can be created]"
+            )
+        } else {
+            format!(
+                "[resource limit: {label} has no free inodes left ({inodes} files in all; it may be shared with other work on this host)]"
+            )
+        }
     }
 }
 
@@ -133,16 +172,10 @@ fn size_words(bytes: u64) -> String {
     }
 }
 
-fn sentence(label: &str, usage: &Usage, full: Full) -> String {
+fn sentence(place: &DiskPlace, usage: &Usage, full: Full) -> String {
     match full {
-        Full::Space => format!(
-            "[resource limit: no space left on {label} ({} in all); files must be removed there before anything more can be written]",
-            size_words(usage.size)
-        ),
-        Full::Inodes => format!(
-            "[resource limit: no free inodes left on {label} ({} files in all); files must be removed there before more can be created]",
-            usage.inodes
-        ),
+        Full::Space => place.no_space_note(usage.size),
+        Full::Inodes => place.no_inodes_note(usage.inodes),
     }
 }
 
@@ -162,7 +195,7 @@ pub fn full_disk_note(places: &[DiskPlace]) -> Option<String> {
         if let Some(usage) = Usage::of(&place.path)
             && let Some(full) = usage.full()
         {
-            lines.push(sentence(&place.label, &usage, full));
+            lines.push(sentence(place, &usage, full));
         }
     }
     (!lines.is_empty()).then(|| lines.join("\n"))
@@ -219,19 +252,48 @@ mod tests {
         assert_eq!(size_words(20 * 1024 * MIB + 600 * MIB), "20.6 GiB");
     }
 
+    /// The sandbox's own tmpfs mounts are the session's alone: the note says what to do there.
     #[test]
-    fn the_sentence_names_the_place_its_size_and_what_to_do() {
-        let tmp = DiskPlace::in_sandbox(Path::new("/proc/42/root"), "/tmp");
+    fn a_private_place_is_named_with_what_to_do() {
+        let root = Path::new("/proc/42/root");
+        let tmp = DiskPlace::in_sandbox(root, "/tmp");
         assert_eq!(tmp.path, Path::new("/proc/42/root/tmp"));
         assert_eq!(
-            sentence(&tmp.label, &usage(256 * MIB, 0), Full::Space),
+            sentence(&tmp, &usage(256 * MIB, 0), Full::Space),
             "[resource limit: no space left on the sandbox's /tmp (256 MiB in all); files must be removed there before anything more can be written]"
         );
+        let shm = DiskPlace::in_sandbox(root, "/dev/shm");
+        assert_eq!(
+            sentence(&shm, &usage(MIB, 0), Full::Inodes),
+            "[resource limit: no free inodes left on the sandbox's /dev/shm (1000 files in all); files must be removed there before more can be created]"
+        );
+    }
+
+    /// The workspace's filesystem and the session temp dir's may be shared with other work: the
+    /// note says it is full and may be shared, and never asks for files to be removed.
+    #[test]
+    fn a_shared_place_is_said_full_without_asking_for_deletions() {
         let ws = DiskPlace::workspace(Path::new("/srv/ws"));
         assert_eq!(
-            sentence(&ws.label, &usage(20 * 1024 * MIB, 0), Full::Space),
-            "[resource limit: no space left on the filesystem of the workspace /srv/ws (20 GiB in all); files must be removed there before anything more can be written]"
+            sentence(&ws, &usage(20 * 1024 * MIB, 0), Full::Space),
+            "[resource limit: the filesystem of the workspace /srv/ws is full (20 GiB in all; it may be shared with other work on this host)]"
         );
+        let tmp = DiskPlace::tmp_dir(Path::new("/tmp/hands-tmp-0123456789abcdef"));
+        assert_eq!(
+            sentence(&tmp, &usage(512 * MIB, 0), Full::Space),
+            "[resource limit: the filesystem of the temporary directory /tmp/hands-tmp-0123456789abcdef is full (512 MiB in all; it may be shared with other work on this host)]"
+        );
+        assert_eq!(
+            sentence(&ws, &usage(20 * MIB, 10 * MIB), Full::Inodes),
+            "[resource limit: the filesystem of the workspace /srv/ws has no free inodes left (1000 files in all; it may be shared with other work on this host)]"
+        );
+        for place in [&ws, &tmp] {
+            assert!(!place.private);
+            for full in [Full::Space, Full::Inodes] {
+                let note = sentence(place, &usage(MIB, 0), full);
+                assert!(!note.contains("removed"), "{note}");
+            }
+        }
     }
 
     /// The machine running the tests has room in its temporary directory (or the suite would

@@ -343,13 +343,12 @@ impl CustomTools {
             env.build(std::env::vars_os())
         };
         let mut binds = Binds::default();
-        let mut disk = vec![DiskPlace::workspace(workdir)];
+        let disk = disk_places(workdir, tmp_dir);
         if let Some(dir) = tmp_dir {
             // As for the shell: named by TMPDIR, TMP and TEMP, and writable at tier 1 (where
             // `/tmp` itself is not).
             hands_tools::set_tmp_vars(dir, &mut env);
             binds.read_write.push(dir.to_path_buf());
-            disk.push(DiskPlace::tmp_dir(dir));
         }
         let spec = OneShotSpec {
             program: tool.program.clone(),
@@ -365,6 +364,14 @@ impl CustomTools {
             Err(e) => ToolOutput::error(format!("{name}: {e}")),
         }
     }
+}
+
+/// Where a custom tool writes, looked at when it fails: the workspace and the session's
+/// temporary directory. Both may be on filesystems other work shares, and their notes say so.
+fn disk_places(workdir: &Path, tmp_dir: Option<&Path>) -> Vec<DiskPlace> {
+    let mut disk = vec![DiskPlace::workspace(workdir)];
+    disk.extend(tmp_dir.map(DiskPlace::tmp_dir));
+    disk
 }
 
 /// What a call takes from the session it runs in.
@@ -532,8 +539,10 @@ async fn run(
     let limit = pids.as_ref().and_then(|p| p.limit_note(0));
     drop(pids);
     // A tool that failed may have filled a disk it writes to. (At tier 2 its own tmpfs is gone
-    // with it by now: only the workspace is looked at.)
-    let failed = matches!(&end, End::Exited(Ok(status)) if !status.success());
+    // with it by now: only the workspace is looked at.) A timed-out tool may have been stuck
+    // on a full disk.
+    let failed = matches!(&end, End::Exited(Ok(status)) if !status.success())
+        || matches!(end, End::TimedOut);
     let mut result = match end {
         End::Exited(Ok(status)) if status.success() => ToolOutput::ok(out.text()),
         End::Exited(Ok(status)) => {
@@ -1078,6 +1087,30 @@ fi"#;
         let tools = fx.tool("echo 'bad input' >&2; exit 1", "10s");
         let out = call_in_session(&fx, &tools, &tmp, json!({})).await;
         assert_eq!(text(&out), "t: exited with status 1\n[stderr]\nbad input");
+    }
+
+    /// A custom tool writes to the workspace and the session temp dir, which other work may
+    /// share: a full one is said to be full and maybe shared, never that files must be removed.
+    #[test]
+    fn a_custom_tools_disk_note_does_not_ask_for_deletions() {
+        let places = disk_places(
+            Path::new("/srv/ws"),
+            Some(Path::new("/tmp/hands-tmp-0123456789abcdef")),
+        );
+        let notes: Vec<String> = places.iter().map(|p| p.no_space_note(1 << 30)).collect();
+        assert_eq!(
+            notes,
+            [
+                "[resource limit: the filesystem of the workspace /srv/ws is full (1 GiB in all; it may be shared with other work on this host)]",
+                "[resource limit: the filesystem of the temporary directory /tmp/hands-tmp-0123456789abcdef is full (1 GiB in all; it may be shared with other work on this host)]",
+            ]
+        );
+        assert!(
+            places
+                .iter()
+                .all(|p| !p.no_inodes_note(10).contains("removed"))
+        );
+        assert_eq!(disk_places(Path::new("/srv/ws"), None).len(), 1);
     }
 
     /// Tier 1 (Landlock + seccomp) as the tier-1 suite gets it: `None` after printing why it
