@@ -19,9 +19,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use crate::bwrap::Binds;
 use crate::cgroup::PidsCgroup;
 use crate::relay::{EgressRelay, PendingBridge};
-use crate::spawn::{
-    Isolation, become_subreaper, drop_capabilities, isolated_command, relay_failed,
-};
+use crate::spawn::{Isolation, become_subreaper, drop_capabilities, isolated_command, start_relay};
 use crate::sweep::{ProcessTag, SweepScope, start_time};
 use crate::{Rlimits, SandboxError};
 
@@ -131,15 +129,7 @@ pub async fn spawn_oneshot(spec: &OneShotSpec) -> Result<OneShotProcess, Sandbox
     let mut child = cmd.spawn().map_err(spawn_error)?;
     drop(cmd);
     // On failure `child` is dropped, which kills bubblewrap and with it the waiting sandbox.
-    let egress_relay = match bridge {
-        Some(bridge) => Some(
-            bridge
-                .start()
-                .await
-                .map_err(|e| relay_failed(&program, e))?,
-        ),
-        None => None,
-    };
+    let egress_relay = start_relay(bridge, &program).await?;
     let missing = |what: &str| spawn_error(std::io::Error::other(format!("{what} pipe missing")));
     let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
     let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;

@@ -345,15 +345,7 @@ pub async fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError>
     // never see EOF when the shell dies.
     drop(cmd);
     // On failure `child` is dropped, which kills bubblewrap and with it the waiting sandbox.
-    let egress_relay = match bridge {
-        Some(bridge) => Some(
-            bridge
-                .start()
-                .await
-                .map_err(|e| relay_failed(&program, e))?,
-        ),
-        None => None,
-    };
+    let egress_relay = start_relay(bridge, &program).await?;
     let stdin = child.stdin.take().ok_or_else(|| SandboxError::Spawn {
         program: program.clone(),
         source: std::io::Error::other("stdin pipe missing"),
@@ -383,15 +375,26 @@ pub async fn spawn_shell(spec: &ShellSpec) -> Result<ShellProcess, SandboxError>
     })
 }
 
-/// A relay that could not be set up fails the spawn, saying so.
-pub(crate) fn relay_failed(program: &str, e: std::io::Error) -> SandboxError {
-    SandboxError::Spawn {
-        program: program.to_string(),
-        source: std::io::Error::new(
-            e.kind(),
-            format!("the egress relay into the tier 2 sandbox failed: {e}"),
-        ),
-    }
+/// Starts the egress relay of a just-spawned tier-2 sandbox, when it has one (the shell's spawn
+/// and a one-shot spawn alike). A relay that could not be set up fails the spawn, saying so.
+pub(crate) async fn start_relay(
+    bridge: Option<PendingBridge>,
+    program: &str,
+) -> Result<Option<EgressRelay>, SandboxError> {
+    let Some(bridge) = bridge else {
+        return Ok(None);
+    };
+    bridge
+        .start()
+        .await
+        .map(Some)
+        .map_err(|e| SandboxError::Spawn {
+            program: program.to_string(),
+            source: std::io::Error::new(
+                e.kind(),
+                format!("the egress relay into the tier 2 sandbox failed: {e}"),
+            ),
+        })
 }
 
 #[cfg(test)]
