@@ -77,20 +77,40 @@ fn remove_entry(parent: BorrowedFd<'_>, name: &OsStr, euid: u32, depth: usize) -
         }
         Err(e) => return Err(e.into()),
     };
-    // The listing reads through its own descriptor; unlinks go through `dir`.
-    for entry in rustix::fs::Dir::read_from(&dir)? {
-        let entry = entry?;
-        let child = entry.file_name().to_bytes();
-        if child == b"." || child == b".." {
-            continue;
-        }
-        remove_entry(dir.as_fd(), OsStr::from_bytes(child), euid, depth + 1)?;
-    }
+    remove_entries(dir.as_fd(), euid, depth + 1)?;
     drop(dir);
     match rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Removes everything inside the open directory `dir`, leaving `dir` itself (empty) in place:
+/// for a caller that checked and locked a directory through its descriptor and must not go by
+/// its name again (a name can be swapped between the check and the removal; the descriptor
+/// cannot). Owner rights are given to `dir` first if this process owns it and they are missing;
+/// below it the rules of [`remove_tree`] apply.
+pub fn empty_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
+    let euid = rustix::process::geteuid().as_raw();
+    let st = rustix::fs::fstat(dir)?;
+    if st.st_uid == euid && st.st_mode & OWNER_RWX != OWNER_RWX {
+        rustix::fs::fchmod(dir, Mode::from_raw_mode(st.st_mode | OWNER_RWX))?;
+    }
+    remove_entries(dir, euid, 1)
+}
+
+/// Removes every entry of `dir` (at nesting `depth`).
+fn remove_entries(dir: BorrowedFd<'_>, euid: u32, depth: usize) -> io::Result<()> {
+    // The listing reads through its own descriptor; unlinks go through `dir`.
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let child = entry.file_name().to_bytes();
+        if child == b"." || child == b".." {
+            continue;
+        }
+        remove_entry(dir, OsStr::from_bytes(child), euid, depth)?;
+    }
+    Ok(())
 }
 
 /// Opens the directory `name` under `parent` for listing and unlinking, after giving it owner

@@ -15,55 +15,142 @@
 //! take without waiting. The descriptor is close-on-exec, so no tool process inherits the lock.
 //! That is all it guarantees: a process of the same user (a tool left running after its worker
 //! died) can still open the directory and `flock` it itself, and the sweep then keeps it.
+//!
+//! The sweep acts on what it checked, never on whatever a name points to later: a process of
+//! the same user can swap the name between the check and the removal. The checked directory is
+//! renamed to a fresh tombstone name in the same parent (no replacing), the tombstone is
+//! verified to be the very inode the sweep opened and locked (else it is renamed back and
+//! kept), its contents are removed through that descriptor, and the last step by name, a
+//! `rmdir`, can only ever remove an empty directory. A sweep that dies midway leaves a
+//! tombstone, which the next sweep takes like any leftover.
+//!
+//! Some file systems cannot `flock` (NFS without a lock daemon: ENOLCK; some FUSE file systems:
+//! EOPNOTSUPP or ENOSYS; EBADF or EINVAL for unusual descriptors). There a session runs
+//! unlocked (logged once, naming the file system), and the sweep never removes a directory whose
+//! lock it could not take for such a reason: it cannot tell a live session from a dead one, so
+//! it leaves the directory and logs.
 
-use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{FlockOperation, Mode, OFlags};
+use rustix::fs::{AtFlags, CWD, FileType, FlockOperation, Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
 
 /// The variables programs read for their temporary directory.
 pub const TMP_VARS: [&str; 3] = ["TMPDIR", "TMP", "TEMP"];
 
 /// What every session directory's name starts with; 16 lowercase hex digits follow.
 const PREFIX: &str = "hands-tmp-";
+/// What a directory the sweep is removing is renamed to first; 16 lowercase hex digits follow.
+const TOMBSTONE_PREFIX: &str = "hands-tmp-gone-";
 
 /// The directory; removed on drop.
 #[derive(Debug)]
 pub struct SessionTmp {
     path: PathBuf,
-    /// The open directory holding the exclusive `flock` that marks it live; closed (unlocked)
-    /// after the directory is removed.
+    /// The open directory holding the exclusive `flock` that marks it live (unlocked on a file
+    /// system without `flock`); closed after the directory is removed.
     _lock: OwnedFd,
 }
 
-/// Opens `path` as a directory without following a symlink, close-on-exec.
-fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
-    Ok(rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
+/// Takes an exclusive `flock` without waiting; the seam through which tests inject the errors
+/// of file systems without locks.
+type LockFn = fn(BorrowedFd<'_>) -> rustix::io::Result<()>;
+
+fn flock_exclusive(fd: BorrowedFd<'_>) -> rustix::io::Result<()> {
+    rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive)
 }
 
-/// Takes the exclusive lock without waiting: `Ok(false)` when another open description holds
-/// it (a live session, or a sweep that is removing the directory).
-fn try_lock(fd: &OwnedFd) -> std::io::Result<bool> {
-    match rustix::fs::flock(fd.as_fd(), FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(true),
-        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+/// What trying the lock found.
+#[derive(Debug, PartialEq, Eq)]
+enum Lock {
+    /// Taken: no one else holds the directory.
+    Taken,
+    /// Held by another open description: a live session, or a sweep removing the directory.
+    Busy,
+    /// The file system (or the descriptor) cannot be locked at all: nothing can be known.
+    Unsupported(Errno),
+}
+
+/// Maps the result of a `flock` attempt: the errors by which a file system says it has no locks
+/// (NFS without lockd: ENOLCK; FUSE: EOPNOTSUPP, ENOSYS; EBADF, EINVAL for descriptors it
+/// cannot lock) are [`Lock::Unsupported`]; any other error stays an error.
+fn lock_outcome(result: rustix::io::Result<()>) -> std::io::Result<Lock> {
+    match result {
+        Ok(()) => Ok(Lock::Taken),
+        Err(Errno::WOULDBLOCK) => Ok(Lock::Busy),
+        Err(e @ (Errno::NOLCK | Errno::OPNOTSUPP | Errno::NOSYS | Errno::BADF | Errno::INVAL)) => {
+            Ok(Lock::Unsupported(e))
+        }
         Err(e) => Err(e.into()),
     }
 }
 
-/// Whether `path` still names the directory open at `fd` (not removed, not replaced).
-fn still_at(fd: &OwnedFd, path: &Path) -> bool {
+/// The type of the file system `fd` is on, for a log line: its usual name when it is one of the
+/// common ones, else the magic number.
+fn fs_name(fd: BorrowedFd<'_>) -> String {
+    let Ok(st) = rustix::fs::fstatfs(fd) else {
+        return "unknown".to_owned();
+    };
+    // From linux/magic.h (and fuse's, smb's own headers).
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between architectures.
+    let magic = st.f_type as i64 as u64 & 0xffff_ffff;
+    match magic {
+        0x6969 => "nfs".to_owned(),
+        0x6573_5546 => "fuse".to_owned(),
+        0x0102_1997 => "9p".to_owned(),
+        0xff53_4d42 => "cifs".to_owned(),
+        0xfe53_4d42 => "smb2".to_owned(),
+        0x0102_1994 => "tmpfs".to_owned(),
+        0x794c_7630 => "overlayfs".to_owned(),
+        0xef53 => "ext2/3/4".to_owned(),
+        0x5846_5342 => "xfs".to_owned(),
+        0x9123_683e => "btrfs".to_owned(),
+        other => format!("type 0x{other:x}"),
+    }
+}
+
+/// Set once a session has run unlocked, so the warning is logged once per process.
+static UNLOCKED_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Opens `name` under `parent` as a directory without following a symlink, close-on-exec.
+fn open_dir_at(parent: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Whether `name` under `parent` still names the directory open at `fd` (not removed, not
+/// replaced).
+fn still_at(fd: &OwnedFd, parent: BorrowedFd<'_>, name: &OsStr) -> bool {
     let Ok(open) = rustix::fs::fstat(fd.as_fd()) else {
         return false;
     };
-    std::fs::symlink_metadata(path)
-        .is_ok_and(|now| now.dev() == open.st_dev && now.ino() == open.st_ino)
+    rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|now| now.st_dev == open.st_dev && now.st_ino == open.st_ino)
+}
+
+/// 16 random lowercase hex digits.
+fn random_hex() -> std::io::Result<String> {
+    let mut bytes = [0u8; 8];
+    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())?;
+    Ok(format!("{:016x}", u64::from_le_bytes(bytes)))
+}
+
+/// Opens `dir` for use as the base of `*at` calls.
+fn open_parent(dir: &Path) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        CWD,
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 impl SessionTmp {
@@ -71,13 +158,16 @@ impl SessionTmp {
     /// locks it. The name is random and `mkdir` is exclusive, so a name planted in advance is
     /// never reused.
     pub fn create(parent: &Path) -> std::io::Result<SessionTmp> {
+        Self::create_with(parent, flock_exclusive)
+    }
+
+    fn create_with(parent: &Path, lock_fn: LockFn) -> std::io::Result<SessionTmp> {
         let parent = std::fs::canonicalize(parent)?;
+        let parent_fd = open_parent(&parent)?;
         let mut last = None;
         for _ in 0..8 {
-            let mut bytes = [0u8; 8];
-            rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())?;
-            let name = format!("{PREFIX}{:016x}", u64::from_le_bytes(bytes));
-            let path = parent.join(name);
+            let name = OsString::from(format!("{PREFIX}{}", random_hex()?));
+            let path = parent.join(&name);
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -89,13 +179,23 @@ impl SessionTmp {
             // Until the lock is taken, another worker's startup sweep may take the directory
             // for a leftover and remove it: then the name is given up (the sweep finishes the
             // removal) and another one tried. Once locked and still in place, it is ours.
-            let lock = match open_dir(&path) {
+            let lock = match open_dir_at(parent_fd.as_fd(), &name) {
                 Ok(fd) => fd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
             };
-            match try_lock(&lock) {
-                Ok(true) if still_at(&lock, &path) => {
+            match lock_outcome(lock_fn(lock.as_fd())) {
+                Ok(Lock::Taken) if still_at(&lock, parent_fd.as_fd(), &name) => {
+                    return Ok(SessionTmp { path, _lock: lock });
+                }
+                // No locks on this file system: the session runs unlocked, which only means the
+                // sweep (which cannot lock it either) will never remove its directory.
+                Ok(Lock::Unsupported(e)) if still_at(&lock, parent_fd.as_fd(), &name) => {
+                    if !UNLOCKED_LOGGED.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(parent = %parent.display(), filesystem = %fs_name(lock.as_fd()),
+                            error = %std::io::Error::from(e),
+                            "the file system of the temporary directory cannot lock (flock): sessions' temporary directories there run unlocked, and the startup sweep never removes them, so a worker that dies leaves them behind");
+                    }
                     return Ok(SessionTmp { path, _lock: lock });
                 }
                 Ok(_) => continue,
@@ -140,76 +240,154 @@ impl Drop for SessionTmp {
     }
 }
 
-/// Whether `name` is one [`SessionTmp::create`] makes: the prefix and 16 lowercase hex digits.
+/// Whether `name` is one [`SessionTmp::create`] makes (the prefix and 16 lowercase hex digits)
+/// or a tombstone a sweep left (the tombstone prefix and 16 of them).
 fn is_session_tmp_name(name: &str) -> bool {
-    name.strip_prefix(PREFIX).is_some_and(|hex| {
-        hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    })
+    let hex16 =
+        |hex: &str| hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    name.strip_prefix(TOMBSTONE_PREFIX).is_some_and(hex16)
+        || name.strip_prefix(PREFIX).is_some_and(hex16)
 }
 
 /// What the sweep did with one entry.
 #[derive(Debug, PartialEq, Eq)]
 enum Swept {
     Removed,
-    /// Locked by a live session, or not this user's.
+    /// Locked by a live session, not this user's, not a directory, or replaced meanwhile.
     Kept,
+    /// Its lock cannot be taken on this file system, so it may be live: left alone.
+    Unlockable(Errno),
 }
 
-fn sweep_one(path: &Path, uid: u32) -> std::io::Result<Swept> {
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.uid() != uid {
+/// Runs between the sweep's check of an entry and its removal; tests swap the name there.
+type BetweenHook<'a> = &'a mut dyn FnMut(&OsStr);
+
+fn sweep_one(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    uid: u32,
+    lock_fn: LockFn,
+    between: BetweenHook<'_>,
+) -> std::io::Result<Swept> {
+    let meta = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if meta.st_uid != uid {
         // Another user's: not ours to judge (and a sticky /tmp would refuse anyway).
         return Ok(Swept::Kept);
     }
-    if meta.file_type().is_symlink() {
-        // Never made by a session (they are directories made by an exclusive `mkdir`): a
-        // planted link. The link goes; what it points to is never looked at.
-        std::fs::remove_file(path)?;
-        return Ok(Swept::Removed);
+    match FileType::from_raw_mode(meta.st_mode) {
+        FileType::Symlink => {
+            // Never made by a session (they are directories made by an exclusive `mkdir`): a
+            // planted link. The link goes; what it points to is never looked at (`unlink` of a
+            // directory swapped in meanwhile fails).
+            rustix::fs::unlinkat(parent, name, AtFlags::empty())?;
+            return Ok(Swept::Removed);
+        }
+        FileType::Directory => {}
+        _ => return Ok(Swept::Kept),
     }
-    if !meta.is_dir() {
-        return Ok(Swept::Kept);
-    }
-    let lock = match open_dir(path) {
+    let lock = match open_dir_at(parent, name) {
         Ok(fd) => fd,
         // Replaced by a link or removed since the look above: left to the next sweep.
         Err(_) => return Ok(Swept::Kept),
     };
-    if !try_lock(&lock)? || !still_at(&lock, path) {
+    match lock_outcome(lock_fn(lock.as_fd()))? {
+        Lock::Taken => {}
+        Lock::Busy => return Ok(Swept::Kept),
+        Lock::Unsupported(e) => return Ok(Swept::Unlockable(e)),
+    }
+    if !still_at(&lock, parent, name) {
         return Ok(Swept::Kept);
     }
-    // Removed with the lock held: a worker that made this directory a moment ago and has not
-    // locked it yet finds it locked (or gone) and takes another name.
-    hands_sandbox::remove_tree(path)?;
+    between(name);
+    // From here on the lock is held (a worker that made this directory a moment ago and has not
+    // locked it yet finds it locked, or gone, and takes another name), and nothing is done by
+    // the old name: it may name something else by now.
+    let Some(tombstone) = rename_to_tombstone(parent, name)? else {
+        return Ok(Swept::Kept);
+    };
+    if !still_at(&lock, parent, &tombstone) {
+        // Something else was swapped in before the rename: it goes back, untouched.
+        if let Err(e) =
+            rustix::fs::renameat_with(parent, &tombstone, parent, name, RenameFlags::NOREPLACE)
+        {
+            tracing::warn!(name = ?name, tombstone = ?tombstone, error = %std::io::Error::from(e),
+                "the sweep found another entry swapped in under a session directory's name and could not put it back");
+        }
+        return Ok(Swept::Kept);
+    }
+    hands_sandbox::empty_dir(lock.as_fd())?;
+    // Only an empty directory can be removed this way, whatever the name points to by now.
+    rustix::fs::unlinkat(parent, &tombstone, AtFlags::REMOVEDIR)?;
     Ok(Swept::Removed)
 }
 
+/// Renames `name` in `parent` to a fresh tombstone name without replacing anything; `None`
+/// when `name` is gone.
+fn rename_to_tombstone(parent: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<Option<OsString>> {
+    for _ in 0..8 {
+        let tombstone = OsString::from(format!("{TOMBSTONE_PREFIX}{}", random_hex()?));
+        let renamed = match rustix::fs::renameat_with(
+            parent,
+            name,
+            parent,
+            &tombstone,
+            RenameFlags::NOREPLACE,
+        ) {
+            // A file system without RENAME_NOREPLACE: a plain rename to a random name
+            // nobody uses is as good (replacing would need someone to guess 64 bits).
+            Err(Errno::INVAL | Errno::NOSYS) => {
+                rustix::fs::renameat(parent, name, parent, &tombstone)
+            }
+            other => other,
+        };
+        match renamed {
+            Ok(()) => return Ok(Some(tombstone)),
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(std::io::Error::other("no free tombstone name"))
+}
+
 /// Removes the session directories under `parent` that no live process holds: those of
-/// workers that died without dropping their sessions, and links planted under such names.
-/// A directory held by a live [`SessionTmp`], in this process or another, is never touched,
-/// nor is anything of another user or anything else in `parent`. Returns the paths removed;
-/// entries that could not be removed are logged and left.
+/// workers that died without dropping their sessions, tombstones of sweeps that died, and links
+/// planted under such names. A directory held by a live [`SessionTmp`], in this process or
+/// another, is never touched, nor is anything of another user or anything else in `parent`, nor
+/// a directory whose lock cannot be taken on its file system. Returns the paths removed (by the
+/// names they had when found); entries that could not be removed are logged and left.
 pub fn sweep_leftover_tmp_dirs(parent: &Path) -> Vec<PathBuf> {
+    sweep_with(parent, flock_exclusive, &mut |_| {})
+}
+
+fn sweep_with(parent: &Path, lock_fn: LockFn, between: BetweenHook<'_>) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(parent) else {
+    let (Ok(entries), Ok(parent_fd)) = (std::fs::read_dir(parent), open_parent(parent)) else {
         return removed;
     };
     let uid = rustix::process::geteuid().as_raw();
+    let mut unlockable = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         if !name.to_str().is_some_and(is_session_tmp_name) {
             continue;
         }
         let path = entry.path();
-        match sweep_one(&path, uid) {
+        match sweep_one(parent_fd.as_fd(), &name, uid, lock_fn, between) {
             Ok(Swept::Removed) => removed.push(path),
             Ok(Swept::Kept) => {}
+            Ok(Swept::Unlockable(e)) => unlockable.push((path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e,
                     "cannot remove a leftover session temporary directory");
             }
         }
+    }
+    if let Some((first, e)) = unlockable.first() {
+        tracing::warn!(parent = %parent.display(), filesystem = %fs_name(parent_fd.as_fd()),
+            count = unlockable.len(), first = %first.display(), error = %std::io::Error::from(*e),
+            "session temporary directories left in place: their file system cannot lock (flock), so a live session's cannot be told from a dead one's");
     }
     removed
 }
@@ -271,6 +449,155 @@ mod tests {
         ] {
             assert!(!is_session_tmp_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn tombstones_are_candidates_too() {
+        assert!(is_session_tmp_name("hands-tmp-gone-0123456789abcdef"));
+        assert!(!is_session_tmp_name("hands-tmp-gone-0123456789abcde"));
+        assert!(!is_session_tmp_name("hands-tmp-gone-"));
+    }
+
+    /// A dead session's directory with content, under `parent`.
+    fn dead_session(parent: &Path, hex: &str) -> PathBuf {
+        let dead = parent.join(format!("{PREFIX}{hex}"));
+        std::fs::create_dir_all(dead.join("deep")).unwrap();
+        std::fs::write(dead.join("deep/file"), "x").unwrap();
+        dead
+    }
+
+    /// Another process of the same user swaps the name between the sweep's check (owner, type,
+    /// lock) and the removal: what is swapped in survives, content and all, back under its
+    /// name, and the checked directory (moved away by the swapper) is not touched either.
+    #[test]
+    fn a_name_swapped_after_the_check_is_not_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        let parent_path = std::fs::canonicalize(parent.path()).unwrap();
+        let dead = dead_session(&parent_path, "00000000000000aa");
+        let moved = parent_path.join("moved-away");
+        let mut swaps = 0;
+        let removed = sweep_with(&parent_path, flock_exclusive, &mut |name| {
+            let at = parent_path.join(name);
+            std::fs::rename(&at, &moved).unwrap();
+            std::fs::create_dir(&at).unwrap();
+            std::fs::write(at.join("precious"), "kept").unwrap();
+            swaps += 1;
+        });
+        assert_eq!(swaps, 1);
+        assert_eq!(removed, Vec::<PathBuf>::new());
+        assert_eq!(
+            std::fs::read_to_string(dead.join("precious")).unwrap(),
+            "kept"
+        );
+        assert!(moved.join("deep/file").is_file());
+        // Nothing else is left behind (no tombstone).
+        let mut names: Vec<_> = std::fs::read_dir(&parent_path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                OsString::from("hands-tmp-00000000000000aa"),
+                "moved-away".into()
+            ]
+        );
+
+        // A link swapped in is not followed either, and goes back as it was.
+        std::fs::remove_dir_all(&dead).unwrap();
+        let dead = dead_session(&parent_path, "00000000000000bb");
+        let target = tempfile::tempdir().unwrap();
+        std::fs::write(target.path().join("keep"), "kept").unwrap();
+        let removed = sweep_with(&parent_path, flock_exclusive, &mut |name| {
+            let at = parent_path.join(name);
+            std::fs::remove_dir_all(&at).unwrap();
+            std::os::unix::fs::symlink(target.path(), &at).unwrap();
+        });
+        assert_eq!(removed, Vec::<PathBuf>::new());
+        assert_eq!(std::fs::read_link(&dead).unwrap(), target.path());
+        assert_eq!(
+            std::fs::read_to_string(target.path().join("keep")).unwrap(),
+            "kept"
+        );
+    }
+
+    /// A sweep that died midway left a tombstone: the next sweep removes it, and a directory
+    /// closed with `chmod 0500` inside is emptied through its descriptor all the same.
+    #[test]
+    fn a_tombstone_is_swept_and_closed_directories_emptied() {
+        let parent = tempfile::tempdir().unwrap();
+        let parent_path = std::fs::canonicalize(parent.path()).unwrap();
+        let tomb = parent_path.join("hands-tmp-gone-00000000000000aa");
+        std::fs::create_dir_all(tomb.join("closed/sub")).unwrap();
+        std::fs::write(tomb.join("closed/sub/file"), "x").unwrap();
+        std::fs::set_permissions(tomb.join("closed"), std::fs::Permissions::from_mode(0o500))
+            .unwrap();
+        std::fs::set_permissions(&tomb, std::fs::Permissions::from_mode(0o500)).unwrap();
+        assert_eq!(sweep_leftover_tmp_dirs(&parent_path), vec![tomb.clone()]);
+        assert_eq!(std::fs::read_dir(&parent_path).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn lock_errors_of_file_systems_without_locks_are_unsupported() {
+        assert_eq!(lock_outcome(Ok(())).unwrap(), Lock::Taken);
+        assert_eq!(lock_outcome(Err(Errno::WOULDBLOCK)).unwrap(), Lock::Busy);
+        for e in [
+            Errno::NOLCK,
+            Errno::OPNOTSUPP,
+            Errno::NOSYS,
+            Errno::BADF,
+            Errno::INVAL,
+        ] {
+            assert_eq!(lock_outcome(Err(e)).unwrap(), Lock::Unsupported(e), "{e}");
+        }
+        assert_eq!(
+            lock_outcome(Err(Errno::IO)).unwrap_err().raw_os_error(),
+            Some(Errno::IO.raw_os_error())
+        );
+    }
+
+    fn no_locks(_: BorrowedFd<'_>) -> rustix::io::Result<()> {
+        Err(Errno::NOLCK)
+    }
+    fn no_lock_op(_: BorrowedFd<'_>) -> rustix::io::Result<()> {
+        Err(Errno::OPNOTSUPP)
+    }
+    fn no_lock_call(_: BorrowedFd<'_>) -> rustix::io::Result<()> {
+        Err(Errno::NOSYS)
+    }
+    fn io_error(_: BorrowedFd<'_>) -> rustix::io::Result<()> {
+        Err(Errno::IO)
+    }
+
+    /// On a file system that cannot lock, a session still gets its directory (unlocked), and
+    /// the sweep, which cannot tell a live session from a dead one there, removes nothing.
+    #[test]
+    fn without_locks_sessions_run_and_the_sweep_removes_nothing() {
+        for lock_fn in [no_locks as LockFn, no_lock_op, no_lock_call] {
+            let parent = tempfile::tempdir().unwrap();
+            let parent_path = std::fs::canonicalize(parent.path()).unwrap();
+            let live = SessionTmp::create_with(&parent_path, lock_fn).unwrap();
+            assert!(live.path().is_dir());
+            let dead = dead_session(&parent_path, "00000000000000aa");
+            let removed = sweep_with(&parent_path, lock_fn, &mut |_| {
+                panic!("nothing may be removed without a lock")
+            });
+            assert_eq!(removed, Vec::<PathBuf>::new());
+            assert!(live.path().is_dir() && dead.join("deep/file").is_file());
+            // With locks (the same directories on a file system that has them), the dead one
+            // goes and the live one, whose lock was never taken, goes too: the failure above
+            // is what kept them.
+            let path = live.path().to_path_buf();
+            drop(live);
+            assert!(!path.exists());
+            assert_eq!(sweep_leftover_tmp_dirs(&parent_path), vec![dead]);
+        }
+        // Any other error fails the session's creation, and its directory is not left behind.
+        let parent = tempfile::tempdir().unwrap();
+        let err = SessionTmp::create_with(parent.path(), io_error).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(Errno::IO.raw_os_error()));
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
     }
 
     const HOLDER: &str = "HANDS_SESSION_TMP_HOLDER_PARENT";
