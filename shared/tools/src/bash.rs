@@ -254,10 +254,14 @@ fn drain(proc: &ShellProcess) {
 /// `pid1_shell`: the shell ran as pid 1 of a tier-2 sandbox, so the status is bubblewrap's,
 /// which reports a signal N as status 128+N; and pid 1 ignores SIGXCPU, so a shell burning CPU
 /// itself runs on to the hard limit (a second above `cpu_seconds`) and is killed by SIGKILL.
+/// A SIGKILL can also come from the OOM killer or from outside, so there it is said to be the
+/// CPU limit only when `shell_cpu`, at least the CPU time the shell itself used (see
+/// [`dead_tree_cpu_ticks`]), reached the limit; unknown is not enough.
 fn ended_how(
     status: Option<std::process::ExitStatus>,
     cpu_seconds: Option<u64>,
     pid1_shell: bool,
+    shell_cpu: Option<Duration>,
 ) -> String {
     use std::os::unix::process::ExitStatusExt as _;
     const SIGKILL: i32 = 9;
@@ -276,11 +280,68 @@ fn ended_how(
     };
     match (cpu_seconds, signal) {
         (Some(n), Some(SIGXCPU)) => format!("{how}: the CPU time limit ({n} s) was reached"),
-        (Some(n), Some(SIGKILL)) if pid1_shell => {
+        (Some(n), Some(SIGKILL))
+            if pid1_shell && shell_cpu.is_some_and(|used| used >= Duration::from_secs(n)) =>
+        {
             format!("{how}: the CPU time limit ({n} s) was reached")
         }
         _ => how,
     }
+}
+
+/// CPU time in clock ticks from a `/proc/<pid>/stat`: the process's own (utime + stime) and its
+/// reaped children's (cutime + cstime, which include what those reaped below them).
+fn stat_cpu_ticks(raw: &[u8]) -> Option<(u64, u64)> {
+    // The command name (field 2) may hold spaces and parentheses: count after the last `)`.
+    let close = raw.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(raw.get(close + 1..)?).ok()?;
+    // Fields 14 to 17 are the 12th to 15th after the `)`.
+    let mut f = rest
+        .split_ascii_whitespace()
+        .skip(11)
+        .map(|v| v.parse::<u64>().ok());
+    let (utime, stime, cutime, cstime) = (f.next()??, f.next()??, f.next()??, f.next()??);
+    Some((utime + stime, cutime + cstime))
+}
+
+/// What the tier-2 shell's reaped children have used so far, in clock ticks.
+fn shell_children_cpu_ticks(scope: &SweepScope) -> Option<u64> {
+    // `/proc/<shell>/root`'s sibling.
+    let stat = hands_sandbox::sandbox_root(scope)?.with_file_name("stat");
+    stat_cpu_ticks(&std::fs::read(stat).ok()?).map(|(_, children)| children)
+}
+
+/// The CPU time the dead tree under bubblewrap (`pid`) used in all, in clock ticks: bubblewrap's
+/// own and that of everything reaped below it (the shell, its pid 1, reaps its children and, as
+/// it dies, the rest of its namespace). Waits for bubblewrap to exit without reaping it
+/// (`WNOWAIT`), so its zombie's counters can be read and the `Child` still reaps it after.
+/// Minus what the shell's children had used before the command ([`shell_children_cpu_ticks`]),
+/// it bounds from above the CPU time the shell itself used, which is what `RLIMIT_CPU` counts.
+async fn dead_tree_cpu_ticks(pid: Option<u32>) -> Option<u64> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid?).ok()?)?;
+    tokio::task::spawn_blocking(move || {
+        use rustix::process::{WaitId, WaitIdOptions};
+        loop {
+            match rustix::process::waitid(
+                WaitId::Pid(pid),
+                WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+            ) {
+                Ok(_) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return None,
+            }
+        }
+        let raw = std::fs::read(format!("/proc/{}/stat", pid.as_raw_nonzero())).ok()?;
+        stat_cpu_ticks(&raw).map(|(own, children)| own + children)
+    })
+    .await
+    .ok()?
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    Duration::from_secs(ticks / per_second)
+        + Duration::from_nanos((ticks % per_second) * 1_000_000_000 / per_second)
 }
 
 fn seconds(d: Duration) -> String {
@@ -356,6 +417,8 @@ impl BashState {
             _ => self.default_timeout,
         };
         let limit = self.output_limit;
+        let watch_cpu = self.spec.rlimits.cpu_seconds.is_some()
+            && matches!(self.spec.isolation, hands_sandbox::Isolation::Bwrap(_));
         let shell = match self.ensure_shell().await {
             Ok(s) => s,
             Err(e) => return ToolOutput::error(e),
@@ -365,6 +428,14 @@ impl BashState {
         };
         let mut cap = Capture::new(limit);
         let refused_before = proc.pids.as_ref().map_or(0, |p| p.refused_forks());
+        // At tier 2 with a CPU limit, a SIGKILL of the shell is the limit only if the shell can
+        // have used that much CPU itself: what its earlier commands' processes used (reaped
+        // into its counters by now) is taken off at the end.
+        let cpu_baseline = if watch_cpu {
+            Some(shell_children_cpu_ticks(&proc.scope).unwrap_or(0))
+        } else {
+            None
+        };
         enum Stop {
             Ended(Ended),
             Timeout,
@@ -413,10 +484,19 @@ impl BashState {
                 }
             }
             Stop::Ended(Ended::ShellExited) => {
+                let mut shell_cpu = None;
                 let status = match self.shell.take() {
                     Some(mut shell) => {
                         let status = match shell.proc.as_mut() {
-                            Some(p) => p.child.wait().await.ok(),
+                            Some(p) => {
+                                if let Some(baseline) = cpu_baseline {
+                                    shell_cpu =
+                                        dead_tree_cpu_ticks(p.child.id()).await.map(|total| {
+                                            ticks_to_duration(total.saturating_sub(baseline))
+                                        });
+                                }
+                                p.child.wait().await.ok()
+                            }
                             None => None,
                         };
                         shell.kill().await;
@@ -435,6 +515,7 @@ impl BashState {
                     status,
                     self.spec.rlimits.cpu_seconds,
                     matches!(self.spec.isolation, hands_sandbox::Isolation::Bwrap(_)),
+                    shell_cpu,
                 );
                 if helper_failed {
                     // The tier-1 helper refused before the shell existed: say so, nothing ran.
@@ -497,9 +578,10 @@ impl BashState {
 
 #[cfg(test)]
 mod tests {
-    use super::ended_how;
+    use super::{ended_how, stat_cpu_ticks};
     use std::os::unix::process::ExitStatusExt as _;
     use std::process::ExitStatus;
+    use std::time::Duration;
 
     /// A wait status: exited with `code`, or killed by `signal`.
     fn exited(code: i32) -> Option<ExitStatus> {
@@ -511,27 +593,69 @@ mod tests {
 
     #[test]
     fn the_end_of_the_shell_is_said_with_the_cpu_limit_in_plain_words() {
-        assert_eq!(ended_how(exited(3), None, false), "status 3");
-        assert_eq!(ended_how(killed(9), None, false), "killed by signal 9");
-        assert_eq!(ended_how(None, Some(1), false), "status unknown");
+        let burnt = Some(Duration::from_secs(6));
+        assert_eq!(ended_how(exited(3), None, false, None), "status 3");
+        assert_eq!(
+            ended_how(killed(9), None, false, None),
+            "killed by signal 9"
+        );
+        assert_eq!(ended_how(None, Some(1), false, None), "status unknown");
         // Tiers 0 and 1: the shell itself dies of SIGXCPU.
         assert_eq!(
-            ended_how(killed(24), Some(5), false),
+            ended_how(killed(24), Some(5), false, None),
             "killed by signal 24: the CPU time limit (5 s) was reached"
         );
         // Without a CPU limit SIGXCPU came from elsewhere; SIGKILL outside tier 2 is no limit.
-        assert_eq!(ended_how(killed(24), None, false), "killed by signal 24");
-        assert_eq!(ended_how(killed(9), Some(5), false), "killed by signal 9");
-        // Tier 2: bubblewrap's status 128+N; pid 1 ignores SIGXCPU and meets the hard limit.
         assert_eq!(
-            ended_how(exited(137), Some(5), true),
+            ended_how(killed(24), None, false, None),
+            "killed by signal 24"
+        );
+        assert_eq!(
+            ended_how(killed(9), Some(5), false, burnt),
+            "killed by signal 9"
+        );
+        // Tier 2: bubblewrap's status 128+N; pid 1 ignores SIGXCPU and meets the hard limit,
+        // having used at least the limit's CPU time.
+        assert_eq!(
+            ended_how(exited(137), Some(5), true, burnt),
             "killed by signal 9, status 137 from the sandbox: the CPU time limit (5 s) was reached"
         );
         assert_eq!(
-            ended_how(exited(137), None, true),
+            ended_how(exited(137), Some(5), true, Some(Duration::from_secs(5))),
+            "killed by signal 9, status 137 from the sandbox: the CPU time limit (5 s) was reached"
+        );
+        // A SIGKILL with less CPU used (the OOM killer, a kill from outside), or with the CPU
+        // time unknown, is said as it is.
+        for used in [
+            Some(Duration::from_millis(4990)),
+            Some(Duration::ZERO),
+            None,
+        ] {
+            assert_eq!(
+                ended_how(exited(137), Some(5), true, used),
+                "killed by signal 9, status 137 from the sandbox",
+                "{used:?}"
+            );
+        }
+        assert_eq!(
+            ended_how(exited(137), None, true, burnt),
             "killed by signal 9, status 137 from the sandbox"
         );
-        assert_eq!(ended_how(exited(1), Some(5), true), "status 1");
-        assert_eq!(ended_how(exited(200), Some(5), true), "status 200");
+        assert_eq!(ended_how(exited(1), Some(5), true, burnt), "status 1");
+        assert_eq!(ended_how(exited(200), Some(5), true, burnt), "status 200");
+    }
+
+    #[test]
+    fn cpu_times_are_read_after_the_command_name() {
+        // A command name with spaces and parentheses; utime 150, stime 50, cutime 7, cstime 3.
+        let raw = b"4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 150 50 7 3 20 0 1 0 99 0 0";
+        assert_eq!(stat_cpu_ticks(raw), Some((200, 10)));
+        assert_eq!(
+            stat_cpu_ticks(b"4242 (sh) S 1 4242 4242 0 -1 0 1 2 3 4 5"),
+            None
+        );
+        assert_eq!(stat_cpu_ticks(b"garbage"), None);
+        // This process's own file parses.
+        assert!(stat_cpu_ticks(&std::fs::read("/proc/self/stat").unwrap()).is_some());
     }
 }

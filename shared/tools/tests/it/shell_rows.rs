@@ -192,6 +192,175 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
 }
 
+/// Whether `program` (the first of `names` found) is on the shell's `PATH`. When none is, the
+/// row is skipped with the reason printed, except under `REQUIRE_ISOLATION=1` (CI, whose
+/// `.ci/run` installs them all), where a missing program fails.
+async fn program(sh: &Shell<'_>, names: &[&str], row: &str) -> Option<String> {
+    let lookup = names
+        .iter()
+        .map(|n| format!("command -v {n}"))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    let out = sh.bash(&format!("{{ {lookup}; }} | head -n 1")).await;
+    let found = text(&out).trim().to_owned();
+    if !out.is_error && found.starts_with('/') {
+        return Some(found);
+    }
+    assert!(
+        std::env::var("REQUIRE_ISOLATION").as_deref() != Ok("1"),
+        "REQUIRE_ISOLATION=1 but {names:?} is not installed for the T8 row {row}"
+    );
+    println!("skipping the T8 row {row}: {names:?} is not installed on this host");
+    None
+}
+
+/// A loopback HTTP server that answers every request `401 Unauthorized` with a Basic challenge
+/// (what makes git ask for a user name), run by the command itself so that it is inside the
+/// sandbox's own network at tier 2. Prints its port, then serves until killed.
+const UNAUTHORIZED_SERVER: &str = r#"import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = c.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    c.sendall(b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm="t8"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
+    c.close()
+"#;
+
+/// T8, interactive prompts: the shell's stdin is `/dev/null` and it has no controlling terminal
+/// (its own session), so a program that asks for input gets the end of its input or cannot open
+/// `/dev/tty`, and fails at once with its own words instead of waiting for the call's timeout.
+/// Each row's command ends by itself (the generous timeout is never reached), says the specific
+/// failure, and leaves no process behind (each carries a marker argument looked for after).
+pub async fn t8_interactive_prompts(sh: &Shell<'_>, tier: u8) {
+    let marker = |what: &str| format!("hands-t8-{what}-tier{tier}");
+    let call = |command: String| sh.call(json!({"command": command, "timeout_ms": 60_000}));
+    let not_timed_out = |t: &str| !t.starts_with("bash: bash command timed out");
+
+    // No controlling terminal: every prompt that reads /dev/tty (ssh's password and host-key
+    // questions, sudo's password) has nothing to read from.
+    let out = sh.bash("exec 3<>/dev/tty; echo rc=$?").await;
+    assert!(
+        text(&out).contains("/dev/tty: No such device or address") && text(&out).ends_with("rc=1"),
+        "{out:?}"
+    );
+
+    // Python's input() reads the end of /dev/null.
+    let py = marker("python");
+    let out = call(format!("python3 -c 'input()' {py}; echo rc=$?")).await;
+    let t = text(&out);
+    assert!(
+        not_timed_out(t) && t.contains("EOFError: EOF when reading a line") && t.ends_with("rc=1"),
+        "{t}"
+    );
+    assert_eq!(alive_with_arg(&py), Vec::<i32>::new());
+
+    // git asking for a user name at a server's 401: GIT_TERMINAL_PROMPT=0 (the environment
+    // policy) makes it fail at once. Tier 1 allows no TCP socket (seccomp), so no server can be
+    // reached there; its prompt is the `credential fill` of `t8_never_exits`.
+    if tier == 1 {
+        println!("skipping the T8 git clone row at tier 1: no TCP sockets there to reach a server");
+    } else if program(sh, &["git"], "git clone").await.is_some() {
+        let server = marker("http401");
+        sh.fx.write("t8_401.py", UNAUTHORIZED_SERVER);
+        let out = call(format!(
+            "python3 t8_401.py {server} > t8_port & \
+             for i in $(seq 200); do [ -s t8_port ] && break; sleep 0.05; done; \
+             git -c credential.helper= clone \"http://127.0.0.1:$(cat t8_port)/repo.git\" t8_clone; echo rc=$?"
+        ))
+        .await;
+        let t = text(&out);
+        assert!(
+            not_timed_out(t)
+                && t.contains("fatal: could not read Username for 'http://127.0.0.1:")
+                && t.contains("terminal prompts disabled")
+                && t.ends_with("rc=128"),
+            "{t}"
+        );
+        // The server, left in the background, went with the call's sweep.
+        assert_eq!(alive_with_arg(&server), Vec::<i32>::new());
+    }
+
+    // ssh's passphrase prompt (ssh-keygen reading a protected key) gets no answer and fails;
+    // its host-key question needs a terminal on stdin, its password prompt /dev/tty (above).
+    if program(sh, &["ssh-keygen"], "ssh passphrase")
+        .await
+        .is_some()
+    {
+        let key = marker("key");
+        let out = call(format!(
+            "rm -f {key} {key}.pub; ssh-keygen -q -t ed25519 -N secret -f {key} && ssh-keygen -y -f {key}; echo rc=$?"
+        ))
+        .await;
+        let t = text(&out);
+        assert!(
+            not_timed_out(t)
+                && t.contains("incorrect passphrase supplied to decrypt private key")
+                && t.ends_with("rc=255"),
+            "{t}"
+        );
+        assert_eq!(alive_with_arg(&key), Vec::<i32>::new());
+    }
+
+    // sudo's password prompt. Root is never asked, so a root shell asks as uid 65534 (setpriv).
+    // Tier 0: sudo would read the password from /dev/tty, which cannot be opened, and says so.
+    // Tiers 1 and 2 run everything with no_new_privs, so sudo cannot become root and stops before
+    // any prompt: it says so; or, as uid 0 of tier 2's user namespace (a root worker; no
+    // capabilities there, so no setpriv either), it cannot switch to the sudoers file's owner
+    // and finds no policy.
+    if program(sh, &["sudo"], "sudo").await.is_some() {
+        let mark = marker("sudo");
+        let out = call(format!(
+            "echo \"uid=$(id -u)\"; \
+             if [ \"$(id -u)\" = 0 ] && setpriv --reuid=65534 --regid=65534 --clear-groups true 2>/dev/null; \
+             then setpriv --reuid=65534 --regid=65534 --clear-groups -- sudo -k true {mark}; \
+             else sudo -k true {mark}; fi; echo rc=$?"
+        ))
+        .await;
+        let t = text(&out);
+        let expected = match (tier, t.starts_with("uid=0\n")) {
+            (0, _) => "sudo: a terminal is required to read the password",
+            (2, true) => "sudo: no valid sudoers sources found",
+            _ => "sudo: The \"no new privileges\" flag is set",
+        };
+        assert!(
+            not_timed_out(t) && t.contains(expected) && t.ends_with("rc=1"),
+            "{t}"
+        );
+        assert_eq!(alive_with_arg(&mark), Vec::<i32>::new());
+    }
+
+    // vim reads the end of /dev/null, then (as it does when its input ends) turns to stderr for
+    // keys; stderr is the call's output pipe, where nothing ever arrives, so vim waits and is
+    // killed at the timeout with what it printed so far (its warnings come at once; the screen
+    // after a pause of its own), and nothing of it is left.
+    if let Some(vim) = program(sh, &["vim", "vim.tiny"], "vim").await {
+        let file = marker("vim");
+        sh.fx.write(&file, "hello\n");
+        let out = sh
+            .call(json!({"command": format!("{vim} -u NONE -N {file}"), "timeout_ms": 2000}))
+            .await;
+        let t = text(&out);
+        assert!(
+            out.is_error && t.starts_with("bash: bash command timed out after 2.0s\n"),
+            "{t}"
+        );
+        let (_, partial) = t.split_once("[output before the timeout]\n").unwrap();
+        assert!(
+            partial.contains("Vim: Warning: Input is not from a terminal"),
+            "{partial}"
+        );
+        assert_eq!(alive_with_arg(&file), Vec::<i32>::new());
+    }
+}
+
 /// T8: nothing waits on stdin or a prompt; a never-ending command (`tail -f`, `sleep infinity`)
 /// is killed at the timeout with its partial output, and everything it started is gone.
 pub async fn t8_never_exits(sh: &Shell<'_>, tier: u8) {
@@ -209,6 +378,7 @@ pub async fn t8_never_exits(sh: &Shell<'_>, tier: u8) {
         "{out:?}"
     );
     assert_eq!(text(&sh.bash("python3; echo rc=$?").await), "rc=0");
+    t8_interactive_prompts(sh, tier).await;
     let out = sh
         .call(json!({
             "command": format!("echo partial; tail -f /dev/null --pid=1 {tail}"),
@@ -293,6 +463,47 @@ pub async fn t11_cpu_limit_ends_a_burner(sh: &Shell<'_>, tier: u8) {
     );
     let t = text(&out);
     assert!(out.is_error && t.starts_with(&expected), "{t}");
+    assert_eq!(text(&sh.bash("echo after").await), "after");
+    sh.fx.tools.shutdown().await;
+}
+
+/// T11 at tier 2 with a CPU limit ([`CPU_SECONDS`], set by the caller): a SIGKILL of the shell
+/// that is not the limit (here from outside the sandbox, as an operator or the OOM killer would
+/// send it) is said plainly, not as the CPU limit: the shell had used next to no CPU.
+pub async fn t11_an_outside_kill_is_not_the_cpu_limit(sh: &Shell<'_>, tier: u8) {
+    let marker = format!("77{tier}3.25");
+    let call = sh.call(json!({
+        "command": format!("echo started; sleep {marker}; echo not reached"),
+        "timeout_ms": 60_000,
+    }));
+    let killer = async {
+        // The `sleep`'s parent is the shell (pid 1 of the sandbox's namespace at tier 2).
+        for _ in 0..3000 {
+            if let Some(&pid) = alive_with_arg(&marker).first() {
+                let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap();
+                let shell = hands_sandbox::parse_stat(&stat).unwrap().ppid;
+                rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(shell).unwrap(),
+                    rustix::process::Signal::KILL,
+                )
+                .unwrap();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the sleep {marker} never started");
+    };
+    let (out, ()) = tokio::join!(call, killer);
+    let t = text(&out);
+    assert!(
+        out.is_error
+            && t.starts_with(
+                "started\n[the shell exited (killed by signal 9, status 137 from the sandbox); the next command starts a new shell"
+            ),
+        "{t}"
+    );
+    assert!(!t.contains("CPU time limit"), "{t}");
+    assert_eq!(alive_with_arg(&marker), Vec::<i32>::new());
     assert_eq!(text(&sh.bash("echo after").await), "after");
     sh.fx.tools.shutdown().await;
 }
