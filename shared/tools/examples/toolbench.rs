@@ -122,12 +122,21 @@ fn plan(rels: &[String]) -> Vec<Step> {
             inputs: vec![json!({"pattern": "NEEDLE_4242"})],
             iterations: 20,
         },
-        // The same single match by a pattern with no literal of 3+ bytes to filter on: every
-        // cached file is searched.
+        // The same single match by a pattern with no literal of 3+ bytes: the filter asks for
+        // the folded trigrams of an underscore followed by two digits (`_00`, or Unicode
+        // digits), which rules out the files that lack them.
         Step {
             name: "grep",
             label: "grep \\w+_\\d{4}",
             inputs: vec![json!({"pattern": "\\w+_\\d{4}"})],
+            iterations: 20,
+        },
+        // A pattern whose matches need no trigram at all (a letter then a digit is two bytes):
+        // the filter cannot help, every cached file is searched (no match in this tree).
+        Step {
+            name: "grep",
+            label: "grep [a-z]+[0-9]+",
+            inputs: vec![json!({"pattern": "[a-z]+[0-9]+"})],
             iterations: 20,
         },
         Step {

@@ -1,20 +1,21 @@
 //! Trigram filters: which files cannot match a pattern, told without reading their content.
 //!
 //! Each cached file's content gets a bit set of the byte trigrams it contains (hashed, one bit
-//! each: a Bloom filter with one hash), built once when the content is cached. A pattern's
-//! literal prefixes are extracted from its syntax tree with `regex-syntax`'s extractor, the
-//! one the regex engine itself uses for its prefilters: a finite set of literals such that
-//! every match starts with one of them. A file whose filter lacks some trigram of every one of
-//! those literals cannot contain any of them, so it cannot match and is not searched. The
+//! each: a Bloom filter with one hash), built once when the content is cached. A window of
+//! three bytes holding a digit or a non-ASCII byte also sets the bit of its *folded* trigram
+//! (digits read as `0`, non-ASCII bytes as `0x80`: `query`), so that patterns made of classes
+//! like `\d` can be asked about too. A pattern's trigram query (`query`: an AND/OR formula
+//! over trigrams that every match satisfies, computed from its syntax tree) is evaluated
+//! against the filter; a file for which it is false cannot match and is not searched. The
 //! filter has false positives (a file searched in vain), never false negatives: a skipped file
 //! is one the search would have found nothing in.
 //!
 //! Only content searched as the bytes on disk gets a filter (no NUL byte, no byte-order mark:
 //! `Content::plain`); content that is transcoded or binary-checked is always searched. A
-//! pattern whose matches need no literal of three bytes or more (`\w+`, `a|bc`, `x*`) gets no
+//! pattern whose matches need no trigram at all (`\w+`, `a|bc`, `x*`, `[a-z]+[0-9]+`) gets no
 //! filter, and every file is searched as before.
 
-use regex_syntax::hir::literal::{Extractor, Seq};
+use super::query::{self, FOLDED, Query};
 
 /// Bits per byte of content in a file's filter, rounded to a power of two and bounded by
 /// [`MIN_BITS`] and [`MAX_BITS`]: half a bit per byte keeps the filter about a sixteenth of
@@ -31,11 +32,22 @@ pub(crate) struct Grams {
     shift: u32,
 }
 
-/// The bit a trigram sets.
-fn slot(trigram: u32, shift: u32) -> usize {
-    // Fibonacci hashing of the 24-bit trigram; the top bits are the well-mixed ones.
-    ((u64::from(trigram)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
+/// The bit a trigram key sets.
+fn slot(key: u32, shift: u32) -> usize {
+    // Fibonacci hashing of the 25-bit key; the top bits are the well-mixed ones.
+    ((u64::from(key)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
 }
+
+/// The folded alphabet as a table (one lookup per byte while building).
+static FOLD: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = query::fold(i as u8);
+        i += 1;
+    }
+    t
+};
 
 impl Grams {
     pub(crate) fn of(content: &[u8]) -> Grams {
@@ -44,12 +56,23 @@ impl Grams {
             .clamp(MIN_BITS, MAX_BITS);
         let mut bits = vec![0u64; nbits / 64].into_boxed_slice();
         let shift = 64 - nbits.trailing_zeros();
+        let mut set = |key: u32| {
+            let s = slot(key, shift);
+            bits[s / 64] |= 1 << (s % 64);
+        };
         let mut trigram = 0u32;
+        let mut folded = 0u32;
+        // One bit per byte of the window: a digit or a non-ASCII byte.
+        let mut folds = 0u32;
         for (i, &b) in content.iter().enumerate() {
             trigram = ((trigram << 8) | u32::from(b)) & 0x00FF_FFFF;
+            folded = ((folded << 8) | u32::from(FOLD[usize::from(b)])) & 0x00FF_FFFF;
+            folds = ((folds << 1) | u32::from(query::folds(b))) & 0b111;
             if i >= 2 {
-                let s = slot(trigram, shift);
-                bits[s / 64] |= 1 << (s % 64);
+                set(trigram);
+                if folds != 0 {
+                    set(folded | FOLDED);
+                }
             }
         }
         Grams { bits, shift }
@@ -60,29 +83,25 @@ impl Grams {
         self.bits.len() * 8
     }
 
-    /// Whether `literal` (three bytes or more) may occur in the content: every one of its
-    /// trigrams is set.
-    fn may_contain(&self, literal: &[u8]) -> bool {
-        literal.windows(3).all(|w| {
-            let trigram = u32::from(w[0]) << 16 | u32::from(w[1]) << 8 | u32::from(w[2]);
-            let s = slot(trigram, self.shift);
-            self.bits[s / 64] & (1 << (s % 64)) != 0
-        })
+    /// Whether the content may hold the trigram `key`.
+    fn has(&self, key: u32) -> bool {
+        let s = slot(key, self.shift);
+        self.bits[s / 64] & (1 << (s % 64)) != 0
     }
 }
 
-/// What every match of a pattern contains: one of these literals, each three bytes or more.
+/// What every match of a pattern holds: a trigram query that is not trivially true.
 pub(crate) struct Needs {
-    literals: Vec<Vec<u8>>,
+    query: Query,
 }
 
 impl Needs {
-    /// The literals of `pattern`, parsed as `grep-regex` parses it (Unicode on, invalid UTF-8
-    /// allowed, the same nesting limit); `None` when a match needs no such literal or the
-    /// pattern is not understood here (the search then reads every file, and the matcher,
-    /// built separately, still decides what matches). `grep-regex` also strips the line
-    /// terminator from the pattern's classes, which only removes matches: the literals of the
-    /// unstripped pattern cover every match of the stripped one.
+    /// The query of `pattern`, parsed as `grep-regex` parses it (Unicode on, invalid UTF-8
+    /// allowed, the same nesting limit); `None` when a match needs no trigram or the pattern
+    /// is not understood here (the search then reads every file, and the matcher, built
+    /// separately, still decides what matches). `grep-regex` also strips the line terminator
+    /// from the pattern's classes, which only removes matches: the query of the unstripped
+    /// pattern holds for every match of the stripped one.
     pub(crate) fn of(pattern: &str) -> Option<Needs> {
         let hir = regex_syntax::ParserBuilder::new()
             .utf8(false)
@@ -90,19 +109,13 @@ impl Needs {
             .build()
             .parse(pattern)
             .ok()?;
-        let seq: Seq = Extractor::new().extract(&hir);
-        let literals = seq.literals()?;
-        if literals.is_empty() || literals.iter().any(|l| l.len() < 3) {
-            return None;
-        }
-        Some(Needs {
-            literals: literals.iter().map(|l| l.as_bytes().to_vec()).collect(),
-        })
+        let query = query::of(&hir);
+        (query != Query::All).then_some(Needs { query })
     }
 
     /// Whether content with these trigrams may hold a match.
     pub(crate) fn may_match(&self, grams: &Grams) -> bool {
-        self.literals.iter().any(|l| grams.may_contain(l))
+        self.query.eval(&|k| grams.has(k))
     }
 }
 
@@ -113,10 +126,27 @@ mod tests {
 
     #[test]
     fn a_literal_present_is_never_filtered_out() {
-        let text = b"fn main() {\n    let needle_42 = 1;\n}\n";
-        let grams = Grams::of(text);
-        for lit in [&b"needle_42"[..], b"fn ", b"}\n", b"main() {\n    let"] {
-            assert!(grams.may_contain(lit), "{lit:?}");
+        let text = "fn main() {\n    let needle_42 = 1; // caf\u{e9} \u{663}\u{664}\n}\n";
+        let grams = Grams::of(text.as_bytes());
+        for lit in [
+            "needle_42",
+            "fn ",
+            "main() {",
+            "= 1;",
+            "caf\u{e9}",
+            "\u{663}\u{664}",
+        ] {
+            let needs = Needs::of(&regex_syntax::escape(lit)).unwrap();
+            assert!(needs.may_match(&grams), "{lit:?}");
+        }
+        for p in [
+            r"needle_\d+",
+            r"\w+_\d{2}",
+            r"caf\w",
+            r"\d\d\n",
+            r"let \w+ = \d",
+        ] {
+            assert!(Needs::of(p).unwrap().may_match(&grams), "{p}");
         }
     }
 
@@ -128,11 +158,26 @@ mod tests {
         assert!(!Needs::of("needle").unwrap().may_match(&grams));
         assert!(!Needs::of("(?i)needle|haystack").unwrap().may_match(&grams));
         assert!(Needs::of("needle|aaaa").unwrap().may_match(&grams));
+        // Classes ask for folded trigrams: no digit follows an underscore here.
+        let grams = Grams::of("a_b c_d\nthe_end 12 ab_".repeat(50).as_bytes());
+        assert!(!Needs::of(r"\w+_\d{4}").unwrap().may_match(&grams));
+        assert!(!Needs::of(r"_[0-9]{2}").unwrap().may_match(&grams));
+        assert!(Needs::of(r" \d\d ").unwrap().may_match(&grams));
     }
 
     #[test]
-    fn patterns_without_a_long_enough_literal_have_no_filter() {
-        for p in [r"\w+", "a|bc", "x*", "", "(?i)ab", "[a-z]{3}", "a.b.c"] {
+    fn patterns_whose_matches_need_no_trigram_have_no_filter() {
+        for p in [
+            r"\w+",
+            "a|bc",
+            "x*",
+            "",
+            "(?i)ab",
+            "[a-z]{3}",
+            "a.b.c",
+            "[a-z]+[0-9]+",
+            r"\w+\(",
+        ] {
             assert!(Needs::of(p).is_none(), "{p}");
         }
         for p in [
@@ -141,6 +186,8 @@ mod tests {
             r"err(or)?\d",
             "(?i)needle",
             r"\bfn main",
+            r"\w+_\d{4}",
+            r"fn item_\d+_1_7\(",
         ] {
             assert!(Needs::of(p).is_some(), "{p}");
         }
@@ -162,21 +209,36 @@ mod props {
     fn pattern() -> impl Strategy<Value = String> {
         let piece = prop_oneof![
             "[abcK_]{1,4}",
+            "[0-9_]{1,3}",
             Just("(?i)".to_string()),
             Just("é".to_string()),
+            Just("\u{663}".to_string()),
             Just("|".to_string()),
             Just("?".to_string()),
             Just("*".to_string()),
+            Just("+".to_string()),
+            Just("{2}".to_string()),
+            Just("{1,3}".to_string()),
+            Just("{0,2}".to_string()),
             Just(".".to_string()),
             Just("[ab]".to_string()),
+            Just("[_-]".to_string()),
+            Just("[^a]".to_string()),
+            Just("[a\\n]".to_string()),
             Just(r"\w".to_string()),
+            Just(r"\d".to_string()),
+            Just(r"\d{3}".to_string()),
+            Just(r"\s".to_string()),
+            Just("[0-9]".to_string()),
             Just(r"\b".to_string()),
             Just("^".to_string()),
             Just("$".to_string()),
             Just("(ab|bc)".to_string()),
+            Just("(?:a|1_|)".to_string()),
             Just("(?-u:\\xE9)".to_string()),
+            Just("(?-u:\\d\\w)".to_string()),
         ];
-        prop::collection::vec(piece, 1..6).prop_map(|v| v.concat())
+        prop::collection::vec(piece, 1..8).prop_map(|v| v.concat())
     }
 
     fn content() -> impl Strategy<Value = String> {
@@ -193,6 +255,13 @@ mod props {
                 Just('é'),
                 Just('É'),
                 Just('_'),
+                Just('-'),
+                Just('0'),
+                Just('1'),
+                Just('7'),
+                Just('\u{663}'),
+                Just('\u{96A}'),
+                Just('\u{1D7D8}'),
                 Just(' '),
                 Just('\n'),
             ],
@@ -203,7 +272,7 @@ mod props {
 
     /// Content with many distinct trigrams (so filters are sparse and a wrong bit shows).
     fn varied_content() -> impl Strategy<Value = String> {
-        "[a-zA-Z0-9_ \n\u{e9}\u{c9}\u{212A}]{3,300}"
+        "[a-zA-Z0-9_ \n\u{e9}\u{c9}\u{212A}\u{663}]{3,300}"
     }
 
     /// A pattern made from a piece of `content` (so it often matches), wrapped in syntax that
@@ -226,12 +295,15 @@ mod props {
             "\\b{}",
             "[ab]{}",
             "(?i:{})x?",
+            "\\w*{}\\d?",
+            "{}{2}",
+            "(?:{}|\\d\\d)",
         ];
         wraps[wrap % wraps.len()].replace("{}", &piece)
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(ProptestConfig::with_cases(128))]
 
         /// As below, for patterns taken from the content: most of them match.
         #[test]
@@ -239,7 +311,7 @@ mod props {
             content in varied_content(),
             start in 0usize..300,
             len in 3usize..9,
-            wrap in 0usize..9,
+            wrap in 0usize..12,
         ) {
             let pattern = pattern_from(&content, start, len, wrap);
             let Ok(matcher) = RegexMatcherBuilder::new()

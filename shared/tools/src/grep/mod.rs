@@ -22,6 +22,7 @@
 mod cache;
 mod grams;
 mod listings;
+mod query;
 mod search;
 #[cfg(test)]
 mod tests;
