@@ -38,12 +38,23 @@ fn slot(key: u32, shift: u32) -> usize {
     ((u64::from(key)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
 }
 
-/// The folded alphabet as a table (one lookup per byte while building).
+/// The folded alphabet as a table (lookups while building).
 static FOLD: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
         t[i] = query::fold(i as u8);
+        i += 1;
+    }
+    t
+};
+
+/// The bytes whose windows also get a folded trigram, as a table.
+static FOLDS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = query::folds(i as u8);
         i += 1;
     }
     t
@@ -56,23 +67,25 @@ impl Grams {
             .clamp(MIN_BITS, MAX_BITS);
         let mut bits = vec![0u64; nbits / 64].into_boxed_slice();
         let shift = 64 - nbits.trailing_zeros();
+        let (Some(&a), Some(&b)) = (content.first(), content.get(1)) else {
+            return Grams { bits, shift };
+        };
         let mut set = |key: u32| {
             let s = slot(key, shift);
             bits[s / 64] |= 1 << (s % 64);
         };
-        let mut trigram = 0u32;
-        let mut folded = 0u32;
-        // One bit per byte of the window: a digit or a non-ASCII byte.
-        let mut folds = 0u32;
-        for (i, &b) in content.iter().enumerate() {
-            trigram = ((trigram << 8) | u32::from(b)) & 0x00FF_FFFF;
-            folded = ((folded << 8) | u32::from(FOLD[usize::from(b)])) & 0x00FF_FFFF;
-            folds = ((folds << 1) | u32::from(query::folds(b))) & 0b111;
-            if i >= 2 {
-                set(trigram);
-                if folds != 0 {
-                    set(folded | FOLDED);
-                }
+        let mut trigram = u32::from(a) << 8 | u32::from(b);
+        // One bit per byte of the window: a digit or a non-ASCII byte. The folded trigram is
+        // made only for such windows, from the plain one (measured cheaper than folding every
+        // byte as it comes).
+        let mut folds = u32::from(FOLDS[usize::from(a)]) << 1 | u32::from(FOLDS[usize::from(b)]);
+        for &c in &content[2..] {
+            trigram = ((trigram << 8) | u32::from(c)) & 0x00FF_FFFF;
+            folds = ((folds << 1) | u32::from(FOLDS[usize::from(c)])) & 0b111;
+            set(trigram);
+            if folds != 0 {
+                let byte = |shift: u32| u32::from(FOLD[((trigram >> shift) & 0xFF) as usize]);
+                set((byte(16) << 16 | byte(8) << 8 | byte(0)) | FOLDED);
             }
         }
         Grams { bits, shift }
@@ -138,6 +151,19 @@ mod tests {
         ] {
             let needs = Needs::of(&regex_syntax::escape(lit)).unwrap();
             assert!(needs.may_match(&grams), "{lit:?}");
+        }
+        // The first window, and the last, get their folded trigrams too.
+        for (text, p) in [
+            ("42x", r"\d\dx"),
+            ("x42", r"x\d\d"),
+            ("\u{e9}4", r"\u{e9}\d"),
+        ] {
+            let needs = Needs::of(p).unwrap();
+            assert!(
+                needs.may_match(&Grams::of(text.as_bytes())),
+                "{p} in {text}"
+            );
+            assert!(!needs.may_match(&Grams::of(b"xyz")), "{p}");
         }
         for p in [
             r"needle_\d+",
