@@ -12,7 +12,8 @@
 #   tests/bench/e2e/run.sh
 #
 # which is --runs 3 --scale 1,10,100 --sdk-scale 1,10 --think 1000 --think-scale 100
-# --only trace,paced,webhook,cold,abuse --workers hands,sdk. Add --sdk-think-scale 10 for the
+# --only trace,paced,webhook,cold,abuse --workers hands,sdk,null (null: the floor, a worker that
+# answers every call at once without running it). Add --sdk-think-scale 10 for the
 # SDK worker's paced row (about 4 more minutes per run) and --json FILE for every raw figure.
 # A quick check that everything works: --runs 1 --scale 1,10 --think 200 --think-scale 10
 # --sdk-scale 1 --cold-reps 1 --webhook-reps 2.

@@ -2,6 +2,7 @@
 //! devplane, the same machine, the same run. Prints figures and one Markdown table; asserts
 //! nothing about speed. Run it with `tests/bench/e2e/run.sh`.
 
+mod null_worker;
 mod phases;
 mod procs;
 mod repo;
@@ -66,8 +67,9 @@ pub struct Args {
         default_value = "trace,paced,webhook,cold,abuse"
     )]
     only: Vec<String>,
-    /// Workers to measure: hands, sdk.
-    #[arg(long, value_delimiter = ',', default_value = "hands,sdk")]
+    /// Workers to measure: hands, sdk, and null (the floor: a worker that answers every call
+    /// at once without running it; one session, back to back, in the trace phase only).
+    #[arg(long, value_delimiter = ',', default_value = "hands,sdk,null")]
     workers: Vec<String>,
     /// CPU list the workers (and their shells) are pinned to with taskset, e.g. `0`.
     #[arg(long)]
@@ -96,6 +98,18 @@ fn main() -> anyhow::Result<()> {
         let figures = rt.block_on(phases::bare_run(&repo))?;
         println!("{}", serde_json::to_string(&figures)?);
         return Ok(());
+    }
+    // `hands-e2e-bench null-worker N`: the floor worker, started by the benchmark itself under
+    // the workers' taskset (procs::Launch::null_worker), one thread like a pinned worker.
+    if argv.get(1).is_some_and(|a| a == "null-worker") {
+        let sessions = argv
+            .get(2)
+            .and_then(|n| n.to_str()?.parse().ok())
+            .context("usage: hands-e2e-bench null-worker SESSIONS")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(null_worker::run(sessions));
     }
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -131,9 +145,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|w| match w.as_str() {
             "hands" => Ok(Worker::Hands),
             "sdk" => Ok(Worker::Sdk),
-            other => Err(anyhow::anyhow!("unknown worker {other:?} (hands, sdk)")),
+            "null" => Ok(Worker::Null),
+            other => Err(anyhow::anyhow!(
+                "unknown worker {other:?} (hands, sdk, null)"
+            )),
         })
         .collect::<anyhow::Result<_>>()?;
+    // The floor plays the trace only; the other phases measure the real workers.
+    let real: Vec<Worker> = workers
+        .iter()
+        .copied()
+        .filter(|w| *w != Worker::Null)
+        .collect();
+    let (floor_scale, no_paced) = (vec![1usize], Vec::<usize>::new());
     let mut results = table::Results::default();
 
     for run in 0..args.runs {
@@ -148,6 +172,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (back_to_back, paced) = match w {
                 Worker::Hands => (&args.scale, &args.think_scale),
                 Worker::Sdk => (&args.sdk_scale, &args.sdk_think_scale),
+                Worker::Null => (&floor_scale, &no_paced),
             };
             if want("trace") {
                 plans.extend(back_to_back.iter().map(|&n| (w, n, 0)));
@@ -171,7 +196,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             results.traces.entry((w, n, think)).or_default().push(r);
         }
         if want("webhook") {
-            for &w in &workers {
+            for &w in &real {
                 eprintln!("  webhook: {}", w.webhook_name());
                 let dir = phases::scratch(&work, "serve")?;
                 let (first, warm) = phases::webhook_run(&launch, w, &dir, args.webhook_reps)
@@ -190,11 +215,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 ..launch.clone()
             };
             for _ in 0..args.cold_reps {
-                for &w in &workers {
+                for &w in &real {
                     let us = phases::cold_poll(&launch, w, &dir).await?;
                     results.cold.entry(w).or_default().push(us);
                 }
-                if workers.contains(&Worker::Hands) {
+                if real.contains(&Worker::Hands) {
                     results
                         .cold_none
                         .push(phases::cold_poll(&none, Worker::Hands, &dir).await?);
@@ -208,7 +233,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         if want("abuse") {
-            for &w in &workers {
+            for &w in &real {
                 eprintln!("  abuse: {}", w.name());
                 let dir = phases::scratch(&work, "abuse")?;
                 let r = phases::abuse_run(&launch, w, &dir).await?;

@@ -20,6 +20,9 @@ use crate::trace;
 pub enum Worker {
     Hands,
     Sdk,
+    /// The floor: answers every call at once without running it (`null_worker.rs`). Played
+    /// the trace only, without its expectations.
+    Null,
 }
 
 impl Worker {
@@ -27,6 +30,7 @@ impl Worker {
         match self {
             Worker::Hands => "hands poll",
             Worker::Sdk => "SDK EnvironmentWorker",
+            Worker::Null => "null worker (the floor)",
         }
     }
 
@@ -35,6 +39,7 @@ impl Worker {
         match self {
             Worker::Hands => "hands serve",
             Worker::Sdk => "SDK receiver + handle_item",
+            Worker::Null => "null worker",
         }
     }
 }
@@ -81,6 +86,7 @@ fn spawn_worker(
     match worker {
         Worker::Hands => launch.hands_poll(&t, workdir, sessions),
         Worker::Sdk => launch.sdk(&t, workdir, sessions),
+        Worker::Null => launch.null_worker(&t, sessions),
     }
 }
 
@@ -165,7 +171,9 @@ pub async fn trace_run(
             .enumerate()
             .map(|(k, c)| {
                 let think = trace::think_ms(seed, k, c.len(), think_mean_ms);
-                trace::script(&format!("trace-{k}"), c, &think, 600_000)
+                // The null worker's fixed text cannot hold the calls' markers.
+                let checked = worker != Worker::Null;
+                trace::script(&format!("trace-{k}"), c, &think, 600_000, checked)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let sampler = Sampler::start(child.id(), Duration::from_millis(50), true);
@@ -343,6 +351,7 @@ pub async fn webhook_run(
             launch.sdk_webhook(&t, &listen, WEBHOOK_SECRET, workroot)?,
             Duration::from_secs(60),
         ),
+        Worker::Null => bail!("the null worker has no webhook path"),
     };
     let result = async {
         let deadline = Instant::now() + ready_within;

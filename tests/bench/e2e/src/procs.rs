@@ -99,6 +99,17 @@ impl Launch {
         c.spawn().context("starting hands poll")
     }
 
+    /// The null worker (this benchmark's own binary, `null-worker N`), the floor.
+    pub fn null_worker(&self, t: &Target<'_>, sessions: usize) -> anyhow::Result<Child> {
+        let me = std::env::current_exe().context("finding the benchmark's own binary")?;
+        let mut c = self.command(&me);
+        c.arg("null-worker").arg(sessions.max(1).to_string());
+        Self::env(&mut c, t);
+        c.stdout(self.log("null-worker.log")?)
+            .stderr(self.log("null-worker.log")?);
+        c.spawn().context("starting the null worker")
+    }
+
     /// `hands serve` on `listen`, woken by webhooks signed with `secret`.
     pub fn hands_serve(
         &self,

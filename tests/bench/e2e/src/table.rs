@@ -115,6 +115,7 @@ pub fn render(
     // Item 1: the trace, one session.
     let hands1 = r.traces.get(&(Worker::Hands, 1, 0));
     let sdk1 = r.traces.get(&(Worker::Sdk, 1, 0));
+    let floor1 = r.traces.get(&(Worker::Null, 1, 0));
     if hands1.is_some() || sdk1.is_some() {
         let _ = writeln!(
             s,
@@ -122,9 +123,12 @@ pub fn render(
         );
         let _ = writeln!(
             s,
-            "| tool | calls | hands p50 | hands p90 | hands p99 | bare p50 | hands − bare (p50), target ≤ 1 ms | SDK p50 | SDK p90 | SDK p99 | SDK ÷ hands (p50), target ≥ 10× |"
+            "| tool | calls | hands p50 | hands p90 | hands p99 | bare p50 | hands − bare (p50), target ≤ 1 ms | floor p50 | hands − floor − bare (p50) | SDK p50 | SDK p90 | SDK p99 | SDK ÷ hands (p50), target ≥ 10× |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|");
+        let _ = writeln!(
+            s,
+            "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"
+        );
         let tools = ["read", "write", "edit", "glob", "grep", "bash", "all"];
         for tool in tools {
             let calls = hands1
@@ -158,6 +162,17 @@ pub fn render(
                 }
                 _ => "–".into(),
             };
+            let floor = |p| floor1.and_then(|v| over_runs(v, |t| tool_pct(t, tool, p)));
+            // What is left of hands' round trip once the floor every worker pays and the
+            // operation itself are taken away: the worker's own handling.
+            let own = match (h(50.0), floor(50.0), bare) {
+                (Some(h), Some(f), Some(b)) => {
+                    let d = h.median - f.median - b.median;
+                    let sign = if d < 0.0 { "−" } else { "" };
+                    format!("{sign}{}", fmt_us(d.abs()))
+                }
+                _ => "–".into(),
+            };
             let ratio = match (h(50.0), sd(50.0)) {
                 (Some(h), Some(x)) if h.median > 0.0 => {
                     let q = x.median / h.median;
@@ -167,11 +182,12 @@ pub fn render(
             };
             let _ = writeln!(
                 s,
-                "| {tool} | {calls} | {} | {} | {} | {} | {overhead} | {} | {} | {} | {ratio} |",
+                "| {tool} | {calls} | {} | {} | {} | {} | {overhead} | {} | {own} | {} | {} | {} | {ratio} |",
                 us(h(50.0)),
                 us(h(90.0)),
                 us(h(99.0)),
                 us(bare),
+                us(floor(50.0)),
                 us(sd(50.0)),
                 us(sd(90.0)),
                 us(sd(99.0)),
@@ -185,7 +201,7 @@ pub fn render(
         };
         let _ = writeln!(
             s,
-            "\nTotal wall time of the trace: hands {}, SDK {}. \"bare\" is the same 200 calls through `hands-tools` in a separate process on the workers' CPU, with no worker running (no control plane, no worker).\n",
+            "\nTotal wall time of the trace: hands {}, SDK {}. \"bare\" is the same 200 calls through `hands-tools` in a separate process on the workers' CPU, with no worker running (no control plane, no worker). \"floor\" is the null worker (`null_worker.rs`): it claims the work and attaches to the stream as hands does but answers every call at once with a fixed text, so its round trip is what any worker pays here (devplane, the loopback exchanges, waking the CPUs); \"hands − floor − bare\" is what is left for hands' own handling.\n",
             wall(hands1),
             wall(sdk1)
         );
