@@ -217,7 +217,7 @@ async fn program(sh: &Shell<'_>, names: &[&str], row: &str) -> Option<String> {
 /// A loopback HTTP server that answers every request `401 Unauthorized` with a Basic challenge
 /// (what makes git ask for a user name), run by the command itself so that it is inside the
 /// sandbox's own network at tier 2. Prints its port, then serves until killed.
-const UNAUTHORIZED_SERVER: &str = r#"import socket, sys
+const UNAUTHORIZED_SERVER: &str = r#"import socket
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
 s.listen(8)
@@ -237,8 +237,9 @@ while True:
 /// T8, interactive prompts: the shell's stdin is `/dev/null` and it has no controlling terminal
 /// (its own session), so a program that asks for input gets the end of its input or cannot open
 /// `/dev/tty`, and fails at once with its own words instead of waiting for the call's timeout.
-/// Each row's command ends by itself (the generous timeout is never reached), says the specific
-/// failure, and leaves no process behind (each carries a marker argument looked for after).
+/// Each row's command but vim's ends by itself (the generous timeout is never reached) and says
+/// the specific failure; vim's is the one killed at its timeout. None leaves a process behind
+/// (each carries a marker argument looked for after).
 pub async fn t8_interactive_prompts(sh: &Shell<'_>, tier: u8) {
     let marker = |what: &str| format!("hands-t8-{what}-tier{tier}");
     let call = |command: String| sh.call(json!({"command": command, "timeout_ms": 60_000}));
