@@ -18,10 +18,11 @@
 //!
 //! The query is computed twice, over two alphabets: the bytes themselves, and the bytes
 //! *folded* (every ASCII digit read as `0`, every byte of a multi-byte UTF-8 sequence as
-//! `0x80`). Folded, `\d` (680 Unicode digits) is four strings (`0`, and `0x80` two, three or
+//! `0x80`). Folded, `\d` (hundreds of Unicode digits) is four strings (`0`, and `0x80` two, three or
 //! four times), so `_\d{4}` asks for one of the folded trigrams `_00`, `_0\x80`, `_\x80\x80`,
 //! where over the bytes themselves it would be hundreds. The filter holds both kinds
-//! (`grams`): each window's trigram, and its folded trigram where folding changes it.
+//! (`grams`): each window's trigram and, for a window with a digit or a non-ASCII byte, its
+//! folded trigram (tagged [`FOLDED`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -58,8 +59,8 @@ pub(crate) const fn fold(b: u8) -> u8 {
     }
 }
 
-/// Whether a byte of a window makes its folded trigram differ in kind from the plain one: a
-/// window with a digit or a non-ASCII byte gets a folded key too.
+/// Whether a byte gives its windows a folded key too (a digit or a non-ASCII byte): the
+/// folded trigrams of other windows are their plain trigrams, looked up as such.
 pub(crate) const fn folds(b: u8) -> bool {
     b.is_ascii_digit() || b >= 0x80
 }
@@ -654,7 +655,8 @@ mod tests {
                  (~\\x80\\x800 ~\\x80\\x80\\x80)] \
                  [~_00|~_0\\x80|~_\\x80\\x80])",
             ),
-            // ASCII digits only: the same, without the multi-byte alternatives.
+            // ASCII classes only: no multi-byte alternatives, and `\w_\d` (54 folded
+            // trigrams) fits in the bound too.
             (
                 r"(?-u:\w+_\d{4})",
                 "(~000 ~_00 [~0_0|~A_0|~B_0|~C_0|~D_0|~E_0|~F_0|~G_0|~H_0|~I_0|~J_0|~K_0|~L_0|\
