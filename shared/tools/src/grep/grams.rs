@@ -381,5 +381,36 @@ mod props {
                 prop_assert!(needs.may_match(&grams), "{pattern:?} in {content:?}");
             }
         }
+
+        /// The same for content that is not valid UTF-8 (bytes of multi-byte sequences on
+        /// their own, or in order), which the matcher searches as bytes too.
+        #[test]
+        fn the_filter_never_hides_a_match_in_raw_bytes(
+            pattern in pattern(),
+            content in prop::collection::vec(
+                prop::sample::select(vec![
+                    b'a', b'b', b'K', b'_', b'-', b'0', b'1', b'7', b' ', b'\n',
+                    0xE9, 0xC3, 0xA9, 0xD9, 0xA3, 0xE2, 0x84, 0xAA, 0xFF,
+                ]),
+                0..200,
+            ),
+        ) {
+            let Ok(matcher) = RegexMatcherBuilder::new()
+                .line_terminator(Some(b'\n'))
+                .build(&pattern)
+            else {
+                return Ok(());
+            };
+            let Some(needs) = Needs::of(&pattern) else {
+                return Ok(());
+            };
+            let grams = Grams::of(&content);
+            let matched = content
+                .split(|b| *b == b'\n')
+                .any(|line| matcher.is_match(line).unwrap());
+            if matched {
+                prop_assert!(needs.may_match(&grams), "{pattern:?} in {content:?}");
+            }
+        }
     }
 }
