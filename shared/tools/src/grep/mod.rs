@@ -14,10 +14,10 @@
 //! memory however many directories a tool made. File contents and directory listings are kept
 //! between calls in bounded caches validated by a stat of each file and directory (`cache`,
 //! `listings`), so a search of an unchanged tree reads nothing from disk, and cached content
-//! carries a trigram filter that rules out files which cannot hold a literal every match needs
-//! (`grams`). The searcher's buffer is capped, so a 1 GB single line costs bounded memory.
-//! It runs on the blocking pool, on up to four threads, and
-//! checks a time budget and the cancellation token as it goes (T11).
+//! carries a trigram filter that rules out files which cannot satisfy the pattern's trigram
+//! query (`grams`, `query`). The searcher's buffer is capped, so a 1 GB single line costs
+//! bounded memory. It runs on the blocking pool, on up to four threads, and checks a time
+//! budget and the cancellation token as it goes (T11).
 
 mod cache;
 mod grams;

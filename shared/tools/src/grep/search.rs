@@ -43,8 +43,8 @@ pub(crate) struct Search<'a> {
     pub call: u64,
     /// Content changed more recently than this is not cached (see the cache's module doc).
     pub settle: Duration,
-    /// The literals every match needs, when the pattern has them: cached content whose
-    /// trigrams rule all of them out is not searched.
+    /// The trigram query every match satisfies, when the pattern has one: cached content
+    /// whose trigrams make it false is not searched.
     pub needs: Option<&'a Needs>,
 }
 
