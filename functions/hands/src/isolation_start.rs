@@ -88,7 +88,9 @@ pub async fn select(
     if args.isolation == IsolationMode::Tier(Tier::None) && !args.isolation_required() {
         tokio::spawn(async move {
             if let Ok(probe) = pending.wait().await {
-                tracing::info!(probe = %probe, asked = %IsolationMode::Tier(Tier::None),
+                tracing::info!(probe = %probe,
+                    process_limit = %hands_sandbox::process_limit_mechanism(),
+                    asked = %IsolationMode::Tier(Tier::None),
                     required = false, tier = %Tier::None, "isolation");
             }
         });

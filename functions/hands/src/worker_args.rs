@@ -94,10 +94,12 @@ pub struct WorkerArgs {
     /// and node reserve far more than they use and fail under a cap that would matter.
     #[arg(long, env = "HANDS_LIMIT_MEMORY", value_name = "BYTES|off", value_parser = LimitSetting::parse_bytes)]
     pub limit_memory: Option<LimitSetting>,
-    /// Processes and threads a tool call's whole tree may hold at once (fork bombs), through a
-    /// pids cgroup. Default off: it needs a cgroup this worker may write (a delegated cgroup v2
-    /// subtree or cgroup v1 pids), else every tool call fails.
-    #[arg(long, env = "HANDS_LIMIT_PROCESSES", value_name = "N|off", value_parser = LimitSetting::parse_count)]
+    /// Processes and threads a tool process tree may hold at once (fork bombs). Default `auto`:
+    /// 1024, through a pids cgroup where this worker can create one, else (not root)
+    /// RLIMIT_NPROC of tool processes, counted over every task of this user; else (root without
+    /// a writable cgroup) none, with a warning at start. An explicit N that cannot be enforced
+    /// fails the start. The mechanism is logged with the isolation probe.
+    #[arg(long, env = "HANDS_LIMIT_PROCESSES", value_name = "auto|N|off", value_parser = LimitSetting::parse_processes)]
     pub limit_processes: Option<LimitSetting>,
     /// Memory stores: `on` mounts each store a session attaches at its mount path and keeps it
     /// in sync; `off` runs such sessions without them (logged).
@@ -237,6 +239,7 @@ impl WorkerArgs {
         let selection = probe.select(self.isolation, required)?;
         tracing::info!(
             probe = %probe,
+            process_limit = %hands_sandbox::process_limit_mechanism(),
             asked = %self.isolation,
             required,
             tier = %selection.tier,
@@ -500,10 +503,25 @@ mod tests {
             h.min(hands_sandbox::DEFAULT_OPEN_FILES)
         });
         assert_eq!(r.max_open_files, Some(open));
-        assert_eq!(
-            (r.cpu_seconds, r.address_space_bytes, r.max_pids),
-            (None, None, None)
-        );
+        assert_eq!((r.cpu_seconds, r.address_space_bytes), (None, None));
+        // The process limit is on by default, by whatever this host allows.
+        let tasks = hands_sandbox::DEFAULT_PROCESSES;
+        match hands_sandbox::process_limit_mechanism() {
+            hands_sandbox::ProcessLimitMechanism::Cgroup => {
+                assert_eq!((r.max_pids, r.max_processes), (Some(tasks), None));
+            }
+            hands_sandbox::ProcessLimitMechanism::Nproc { uid_tasks, .. } => {
+                assert_eq!(r.max_pids, None);
+                assert!(r.max_processes.is_some_and(|n| n > *uid_tasks), "{r:?}");
+            }
+            hands_sandbox::ProcessLimitMechanism::Unavailable(_) => {
+                assert_eq!((r.max_pids, r.max_processes), (None, None));
+            }
+        }
+        let auto = args(&["--isolation", "none", "--limit-processes", "auto"])
+            .config()
+            .unwrap();
+        assert_eq!(&auto.toolset.rlimits, r);
 
         let config = args(&[
             "--isolation",
@@ -517,7 +535,7 @@ mod tests {
             "--limit-memory",
             "off",
             "--limit-processes",
-            "64",
+            "off",
         ])
         .config()
         .unwrap();
@@ -526,11 +544,26 @@ mod tests {
         assert_eq!(r.max_open_files, Some(200));
         assert_eq!(r.cpu_seconds, Some(30));
         assert_eq!(r.address_space_bytes, None);
-        assert_eq!(r.max_pids, Some(64));
+        assert_eq!((r.max_pids, r.max_processes), (None, None));
         let off = args(&["--isolation", "none", "--limit-file-size", "off"])
             .config()
             .unwrap();
         assert_eq!(off.toolset.rlimits.file_size_bytes, None);
+        // An explicit count goes to the host's mechanism, or fails the start naming the flag.
+        let explicit = args(&["--isolation", "none", "--limit-processes", "64"]).config();
+        match hands_sandbox::process_limit_mechanism() {
+            hands_sandbox::ProcessLimitMechanism::Cgroup => {
+                assert_eq!(explicit.unwrap().toolset.rlimits.max_pids, Some(64));
+            }
+            hands_sandbox::ProcessLimitMechanism::Nproc { uid_tasks, .. } => {
+                let r = explicit.unwrap().toolset.rlimits;
+                assert_eq!(r.max_processes, Some(uid_tasks + 64));
+            }
+            hands_sandbox::ProcessLimitMechanism::Unavailable(_) => {
+                let err = explicit.err().unwrap().to_string();
+                assert!(err.contains("--limit-processes"), "{err}");
+            }
+        }
 
         for bad in [
             &["--limit-file-size", "4GB"][..],

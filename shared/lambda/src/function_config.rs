@@ -63,8 +63,10 @@ pub async fn worker_setup(
 
 /// The limits of tool processes from `HANDS_LIMIT_FILE_SIZE`, `_OPEN_FILES`, `_CPU_SECONDS`,
 /// `_MEMORY` and `_PROCESSES`: the variables of `hands poll`'s `--limit-*` flags, with the same
-/// defaults (file size 4 GiB, open files 4096; the rest off, and processes must stay off on
-/// Lambda, which has no pids cgroup the function can write).
+/// defaults (file size 4 GiB, open files 4096, processes `auto`; the rest off). Lambda has no
+/// pids cgroup the function can write and runs it as a user other than root, so `auto` is
+/// `RLIMIT_NPROC` of tool processes there, below the sandbox user's own 1024 less the worker's
+/// reserve (see `hands_sandbox::process_limit`).
 fn tool_limits(get: impl Fn(&str) -> Option<String>) -> Result<Rlimits, ConfigError> {
     let setting = |name: &'static str, parse: fn(&str) -> Result<LimitSetting, String>| {
         get(name)
@@ -82,7 +84,7 @@ fn tool_limits(get: impl Fn(&str) -> Option<String>) -> Result<Rlimits, ConfigEr
         open_files: setting("HANDS_LIMIT_OPEN_FILES", LimitSetting::parse_count)?,
         cpu_seconds: setting("HANDS_LIMIT_CPU_SECONDS", LimitSetting::parse_count)?,
         memory: setting("HANDS_LIMIT_MEMORY", LimitSetting::parse_bytes)?,
-        processes: setting("HANDS_LIMIT_PROCESSES", LimitSetting::parse_count)?,
+        processes: setting("HANDS_LIMIT_PROCESSES", LimitSetting::parse_processes)?,
     };
     settings.rlimits().map_err(|why| ConfigError::Invalid {
         var: "HANDS_LIMIT_*",
@@ -134,7 +136,21 @@ mod tests {
         assert_eq!(set.max_open_files, Some(100));
         assert_eq!(set.cpu_seconds, Some(20));
         assert_eq!(set.address_space_bytes, Some(2 << 30));
-        assert_eq!(set.max_pids, None);
+        // Processes stay `auto`: the defaults' mechanism and count.
+        assert_eq!(
+            (set.max_pids, set.max_processes),
+            (defaults.max_pids, defaults.max_processes)
+        );
+        assert_eq!(
+            limits(&[("HANDS_LIMIT_PROCESSES", "auto")]).unwrap(),
+            defaults
+        );
+        let off = limits(&[("HANDS_LIMIT_PROCESSES", "off")]).unwrap();
+        assert_eq!((off.max_pids, off.max_processes), (None, None));
+        let err = limits(&[("HANDS_LIMIT_PROCESSES", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("HANDS_LIMIT_PROCESSES=\"many\": "), "{err}");
         let err = limits(&[("HANDS_LIMIT_FILE_SIZE", "4GB")])
             .unwrap_err()
             .to_string();

@@ -125,7 +125,14 @@ async fn select_with(
     let selection = probe
         .select(mode, required)
         .map_err(|e| invalid(e.to_string()))?;
-    tracing::info!(probe = %probe, asked = %mode, required, tier = %selection.tier, "isolation");
+    tracing::info!(
+        probe = %probe,
+        process_limit = %hands_sandbox::process_limit_mechanism(),
+        asked = %mode,
+        required,
+        tier = %selection.tier,
+        "isolation"
+    );
     if let Some(why) = &selection.fell_back {
         tracing::warn!("isolation: {why}");
     }

@@ -8,7 +8,8 @@
 //!
 //! Where: cgroup v2 when the worker's own cgroup already delegates the `pids` controller to its
 //! children, else the v1 `pids` hierarchy. Neither is writable on Lambda or in most unprivileged
-//! containers; then the limit cannot be set, and asking for it is an error (fail closed).
+//! containers; there the default (`auto`) takes another mechanism or none, and an explicit count
+//! fails the start (see [`crate::process_limit`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;

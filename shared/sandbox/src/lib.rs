@@ -31,6 +31,7 @@ mod limits;
 mod oneshot;
 mod open_files;
 mod probe;
+pub mod process_limit;
 mod proxy_route;
 mod relay;
 mod remove_tree;
@@ -50,6 +51,9 @@ pub use oneshot::{OneShotProcess, OneShotSpec, spawn_oneshot};
 pub use open_files::{OpenFilesLimit, raise_open_files_limit};
 pub use probe::{
     BWRAP_DIRS, HostProbe, IsolationError, IsolationMode, Selection, Tier, find_bwrap, landlock_abi,
+};
+pub use process_limit::{
+    DEFAULT_PROCESSES, ProcessLimitMechanism, nproc_note, process_limit_mechanism, uid_task_count,
 };
 pub use proxy_route::{ProxyRoute, Routed, route_to_proxy};
 pub use relay::{EgressBridge, EgressRelay, MAX_CONNECTIONS as MAX_EGRESS_CONNECTIONS};

@@ -10,15 +10,18 @@
 //!   use, and a compiler or test run legitimately burns many CPU seconds;
 //! - address space off: `RLIMIT_AS` counts reserved, not used, memory, and JVMs, Go programs and
 //!   node reserve gigabytes up front, so any cap low enough to matter breaks them;
-//! - processes off: the only per-tree mechanism is a pids cgroup ([`crate::PidsCgroup`]), which
-//!   needs a delegated cgroup the worker can write (not on Lambda, nor in most unprivileged
-//!   containers) and fails every spawn closed where there is none. (`RLIMIT_NPROC` is never
-//!   used for this: it counts every task of the uid, the worker's own threads included, and
-//!   does not apply to root.)
+//! - processes `auto`: [`DEFAULT_PROCESSES`] tasks per tool process tree, by the best mechanism
+//!   this host allows (a pids cgroup, else `RLIMIT_NPROC` for a worker that is not root, else
+//!   none, with a warning): see [`crate::process_limit`]. A fork bomb is contained wherever
+//!   the host allows it, and the start says plainly where it cannot be.
 
 use rustix::process::{Resource, getrlimit};
 
 use crate::Rlimits;
+use crate::process_limit::{
+    DEFAULT_PROCESSES, ProcessLimitMechanism, WORKER_THREAD_RESERVE, nproc_value,
+    process_limit_mechanism,
+};
 
 /// Default `RLIMIT_FSIZE` of tool processes.
 pub const DEFAULT_FILE_SIZE_BYTES: u64 = 4 << 30;
@@ -26,11 +29,14 @@ pub const DEFAULT_FILE_SIZE_BYTES: u64 = 4 << 30;
 /// lower).
 pub const DEFAULT_OPEN_FILES: u64 = 4096;
 
-/// One limit as the operator gave it: `off`, or a value.
+/// One limit as the operator gave it: `off`, or a value (or `auto`, for the process limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitSetting {
     Off,
     Value(u64),
+    /// The default, chosen by what the host allows; only the process limit parses it (see
+    /// [`LimitSetting::parse_processes`]), and for the others it is their default.
+    Auto,
 }
 
 impl LimitSetting {
@@ -40,6 +46,14 @@ impl LimitSetting {
             n.parse::<u64>()
                 .map_err(|_| format!("{n:?} is not a whole number (or `off`)"))
         })
+    }
+
+    /// The process limit: `auto` (the default), a count, or `off`.
+    pub fn parse_processes(s: &str) -> Result<LimitSetting, String> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(LimitSetting::Auto);
+        }
+        Self::parse_count(s).map_err(|e| e.replace("(or `off`)", "(or `auto` or `off`)"))
     }
 
     /// A byte count: `1048576`, `512KiB`, `100MiB`, `4GiB`, or `off`.
@@ -95,13 +109,34 @@ pub struct LimitSettings {
 impl LimitSettings {
     /// The limits tool processes get, checked against this worker's own hard limits: a tool
     /// process cannot be given more than the worker has (the spawn would fail with EPERM on
-    /// every call), so an explicit value above it fails here, at start, naming the flag.
+    /// every call), so an explicit value above it fails here, at start, naming the flag. The
+    /// process limit goes to the mechanism [`process_limit_mechanism`] found (probed on the
+    /// first call); `auto` where there is none logs one warning, an explicit count fails.
     pub fn rlimits(&self) -> Result<Rlimits, String> {
-        self.rlimits_under(|r| getrlimit(r).maximum)
+        let mechanism = process_limit_mechanism();
+        let rlimits = self.rlimits_under(|r| getrlimit(r).maximum, mechanism)?;
+        if matches!(self.processes, None | Some(LimitSetting::Auto))
+            && rlimits.max_pids.is_none()
+            && rlimits.max_processes.is_none()
+        {
+            tracing::warn!(
+                process_limit = %mechanism,
+                "no fork-bomb limit for tool processes: a tool can start processes until the \
+                 host runs out. Bound the worker from outside (the container runtime's pids limit: `docker run \
+                 --pids-limit 4096`, a Kubernetes pod pids limit), or give the worker a \
+                 delegated cgroup (cgroup v2 with the pids controller, e.g. systemd \
+                 `Delegate=pids`) or run it as a user other than root"
+            );
+        }
+        Ok(rlimits)
     }
 
-    /// [`Self::rlimits`] with the worker's hard limits given (`None` = unlimited).
-    fn rlimits_under(&self, hard: impl Fn(Resource) -> Option<u64>) -> Result<Rlimits, String> {
+    /// [`Self::rlimits`] with the worker's hard limits and the process-limit mechanism given.
+    fn rlimits_under(
+        &self,
+        hard: impl Fn(Resource) -> Option<u64>,
+        mechanism: &ProcessLimitMechanism,
+    ) -> Result<Rlimits, String> {
         let pick = |setting: Option<LimitSetting>,
                     default: Option<u64>,
                     resource: Option<(Resource, &str)>|
@@ -109,7 +144,9 @@ impl LimitSettings {
             let host = resource.and_then(|(r, _)| hard(r));
             match setting {
                 Some(LimitSetting::Off) => Ok(None),
-                None => Ok(default.map(|d| host.map_or(d, |h| d.min(h)))),
+                None | Some(LimitSetting::Auto) => {
+                    Ok(default.map(|d| host.map_or(d, |h| d.min(h))))
+                }
                 Some(LimitSetting::Value(v)) => match (host, resource) {
                     (Some(h), Some((_, flag))) if v > h => Err(format!(
                         "{flag}: {v} is above this worker's own hard limit {h}, which tool processes cannot exceed; raise the worker's limit or give a lower value"
@@ -135,6 +172,7 @@ impl LimitSettings {
                 "--limit-cpu-seconds (HANDS_LIMIT_CPU_SECONDS): {s} must be below this worker's own hard CPU limit {h}"
             ));
         }
+        let (max_pids, max_processes) = process_limit(self.processes, mechanism)?;
         Ok(Rlimits {
             file_size_bytes: pick(
                 self.file_size,
@@ -155,16 +193,60 @@ impl LimitSettings {
                 None,
                 Some((Resource::As, "--limit-memory (HANDS_LIMIT_MEMORY)")),
             )?,
-            // A pids cgroup, not an rlimit: the worker's own limits say nothing about it.
-            max_pids: pick(self.processes, None, None)?,
+            max_pids,
+            max_processes,
             ..Rlimits::default()
         })
+    }
+}
+
+/// The flag the process limit comes from, for errors.
+const PROCESSES_FLAG: &str = "--limit-processes (HANDS_LIMIT_PROCESSES)";
+
+/// The process limit as (`max_pids`, `max_processes`): a pids cgroup's count, or the
+/// `RLIMIT_NPROC` of tool processes. `auto` takes [`DEFAULT_PROCESSES`] by whatever `mechanism`
+/// allows (none where nothing does, and less than the default where the worker's own hard
+/// `RLIMIT_NPROC` leaves less room); an explicit count that cannot be enforced as asked fails
+/// the start, naming the flag, rather than every tool call later.
+fn process_limit(
+    setting: Option<LimitSetting>,
+    mechanism: &ProcessLimitMechanism,
+) -> Result<(Option<u64>, Option<u64>), String> {
+    let (per_tree, explicit) = match setting {
+        Some(LimitSetting::Off) => return Ok((None, None)),
+        None | Some(LimitSetting::Auto) => (DEFAULT_PROCESSES, false),
+        Some(LimitSetting::Value(n)) => (n, true),
+    };
+    match mechanism {
+        ProcessLimitMechanism::Cgroup => Ok((Some(per_tree), None)),
+        ProcessLimitMechanism::Nproc {
+            uid_tasks, hard, ..
+        } => match nproc_value(*uid_tasks, per_tree, *hard) {
+            Ok(nproc) => Ok((None, Some(nproc))),
+            // `auto` takes what room there is (Lambda: its 1024 less the worker's reserve).
+            Err(ceiling) if !explicit && ceiling.room > 0 => {
+                Ok((None, Some(uid_tasks + ceiling.room)))
+            }
+            // The uid already runs within the reserve of its hard limit: nothing to give tools
+            // (the start's warning names the mechanism, with the count and the limit).
+            Err(_) if !explicit => Ok((None, None)),
+            Err(ceiling) => Err(format!(
+                "{PROCESSES_FLAG}: {per_tree} tasks cannot be enforced here: with no pids cgroup it is RLIMIT_NPROC, which counts every task of this worker's user ({uid_tasks} at start), and this worker's own hard limit {} less {WORKER_THREAD_RESERVE} kept for the worker leaves room for {}; give at most that, `auto`, or raise the worker's limit",
+                ceiling.hard, ceiling.room
+            )),
+        },
+        ProcessLimitMechanism::Unavailable(why) if explicit => Err(format!(
+            "{PROCESSES_FLAG}: {per_tree} cannot be enforced on this host: {why}; give the worker a writable pids cgroup (a delegated cgroup v2 subtree or cgroup v1 pids), run it as a user other than root, or use `auto` or `off`"
+        )),
+        ProcessLimitMechanism::Unavailable(_) => Ok((None, None)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CGROUP: &ProcessLimitMechanism = &ProcessLimitMechanism::Cgroup;
 
     #[test]
     fn settings_parse_with_units_and_off() {
@@ -188,29 +270,108 @@ mod tests {
         assert!(LimitSetting::parse_count("1.5").is_err());
         let zero = LimitSetting::parse_count("0").unwrap_err();
         assert!(zero.contains("off"), "{zero}");
+        // The process limit also takes `auto`; the others do not.
+        assert_eq!(
+            LimitSetting::parse_processes(" Auto "),
+            Ok(LimitSetting::Auto)
+        );
+        assert_eq!(
+            LimitSetting::parse_processes("512"),
+            Ok(LimitSetting::Value(512))
+        );
+        assert_eq!(LimitSetting::parse_processes("off"), Ok(LimitSetting::Off));
+        let bad = LimitSetting::parse_processes("many").unwrap_err();
+        assert!(bad.contains("`auto`"), "{bad}");
+        assert!(LimitSetting::parse_processes("0").is_err());
+        assert!(LimitSetting::parse_count("auto").is_err());
     }
 
     #[test]
-    fn defaults_bound_file_size_and_open_files_only() {
-        let r = LimitSettings::default().rlimits_under(|_| None).unwrap();
+    fn defaults_bound_file_size_open_files_and_processes() {
+        let r = LimitSettings::default()
+            .rlimits_under(|_| None, CGROUP)
+            .unwrap();
         assert_eq!(r.file_size_bytes, Some(DEFAULT_FILE_SIZE_BYTES));
         assert_eq!(r.max_open_files, Some(DEFAULT_OPEN_FILES));
         assert_eq!(
-            (
-                r.cpu_seconds,
-                r.address_space_bytes,
-                r.max_pids,
-                r.max_processes
-            ),
-            (None, None, None, None)
+            (r.cpu_seconds, r.address_space_bytes, r.max_processes),
+            (None, None, None)
         );
+        assert_eq!(r.max_pids, Some(DEFAULT_PROCESSES));
         assert_eq!(r.core_bytes, Rlimits::default().core_bytes);
+    }
+
+    fn nproc(uid_tasks: u64, hard: Option<u64>) -> ProcessLimitMechanism {
+        ProcessLimitMechanism::Nproc {
+            uid: 1000,
+            uid_tasks,
+            hard,
+        }
+    }
+
+    fn processes(
+        setting: Option<LimitSetting>,
+        mechanism: &ProcessLimitMechanism,
+    ) -> Result<(Option<u64>, Option<u64>), String> {
+        LimitSettings {
+            processes: setting,
+            ..LimitSettings::default()
+        }
+        .rlimits_under(|_| None, mechanism)
+        .map(|r| (r.max_pids, r.max_processes))
+    }
+
+    #[test]
+    fn the_process_limit_goes_to_the_mechanism_the_host_allows() {
+        let none = ProcessLimitMechanism::Unavailable("root, no cgroup".into());
+        let auto = [None, Some(LimitSetting::Auto)];
+        for setting in auto {
+            assert_eq!(processes(setting, CGROUP), Ok((Some(1024), None)));
+            // Not root: RLIMIT_NPROC on top of the uid's tasks at start.
+            assert_eq!(processes(setting, &nproc(30, None)), Ok((None, Some(1054))));
+            // Below the worker's hard limit less the reserve (Lambda's 1024).
+            assert_eq!(
+                processes(setting, &nproc(30, Some(1024))),
+                Ok((None, Some(1024 - WORKER_THREAD_RESERVE)))
+            );
+            // No room left at all, or no mechanism: no limit (and a warning), not a failure.
+            assert_eq!(
+                processes(setting, &nproc(1000, Some(1024))),
+                Ok((None, None))
+            );
+            assert_eq!(processes(setting, &none), Ok((None, None)));
+        }
+        let n = Some(LimitSetting::Value(64));
+        assert_eq!(processes(n, CGROUP), Ok((Some(64), None)));
+        assert_eq!(processes(n, &nproc(30, Some(1024))), Ok((None, Some(94))));
+        for mechanism in [CGROUP, &nproc(30, Some(1024)), &none] {
+            assert_eq!(
+                processes(Some(LimitSetting::Off), mechanism),
+                Ok((None, None))
+            );
+        }
+        // An explicit count that cannot be enforced fails the start, naming the flag.
+        let err = processes(n, &none).unwrap_err();
+        assert!(
+            err.starts_with("--limit-processes (HANDS_LIMIT_PROCESSES): 64 cannot be enforced")
+                && err.contains("root, no cgroup"),
+            "{err}"
+        );
+        let err = processes(Some(LimitSetting::Value(1024)), &nproc(30, Some(1024))).unwrap_err();
+        let room = 1024 - WORKER_THREAD_RESERVE - 30;
+        assert!(
+            err.starts_with("--limit-processes (HANDS_LIMIT_PROCESSES): 1024")
+                && err.contains(&format!("leaves room for {room}")),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_default_above_the_workers_hard_limit_is_lowered_to_it() {
         let hard = |r| (r == Resource::Nofile).then_some(1024);
-        let r = LimitSettings::default().rlimits_under(hard).unwrap();
+        let r = LimitSettings::default()
+            .rlimits_under(hard, CGROUP)
+            .unwrap();
         assert_eq!(r.max_open_files, Some(1024));
         assert_eq!(r.file_size_bytes, Some(DEFAULT_FILE_SIZE_BYTES));
     }
@@ -224,7 +385,7 @@ mod tests {
             memory: Some(LimitSetting::Value(1 << 30)),
             processes: Some(LimitSetting::Value(128)),
         };
-        let r = settings.rlimits_under(|_| None).unwrap();
+        let r = settings.rlimits_under(|_| None, CGROUP).unwrap();
         assert_eq!(r.file_size_bytes, None);
         assert_eq!(r.max_open_files, Some(256));
         assert_eq!(r.cpu_seconds, Some(30));
@@ -236,7 +397,7 @@ mod tests {
             ..LimitSettings::default()
         };
         let err = high
-            .rlimits_under(|r| (r == Resource::Nofile).then_some(4096))
+            .rlimits_under(|r| (r == Resource::Nofile).then_some(4096), CGROUP)
             .unwrap_err();
         assert!(
             err.contains("--limit-open-files (HANDS_LIMIT_OPEN_FILES): 5000")
@@ -249,11 +410,11 @@ mod tests {
             ..LimitSettings::default()
         };
         let err = cpu
-            .rlimits_under(|r| (r == Resource::Cpu).then_some(60))
+            .rlimits_under(|r| (r == Resource::Cpu).then_some(60), CGROUP)
             .unwrap_err();
         assert!(err.contains("HANDS_LIMIT_CPU_SECONDS): 60"), "{err}");
         assert!(
-            cpu.rlimits_under(|r| (r == Resource::Cpu).then_some(61))
+            cpu.rlimits_under(|r| (r == Resource::Cpu).then_some(61), CGROUP)
                 .is_ok()
         );
     }

@@ -115,9 +115,10 @@ pub struct Rlimits {
     /// inherited hard limit when that is lower (0 in some containers), which a process cannot
     /// raise.
     pub core_bytes: Option<u64>,
-    /// `RLIMIT_NPROC`: bounds a fork bomb (T5). It counts every task of the uid, threads
-    /// included, and root ignores it, so it is off by default and set by the operator who
-    /// runs tools under their own uid.
+    /// `RLIMIT_NPROC`: bounds a fork bomb (T5) where no pids cgroup can (see
+    /// [`crate::process_limit`]). It counts every task of the uid, threads and other sessions'
+    /// tools included, and root ignores it; set only for a worker that is not root, to the
+    /// uid's tasks at start plus the per-tree count.
     pub max_processes: Option<u64>,
     /// `RLIMIT_NOFILE`.
     pub max_open_files: Option<u64>,
@@ -160,6 +161,14 @@ impl Rlimits {
                     .map_err(|e| std::io::Error::new(e.kind(), format!("process limit {max}: {e}")))
             })
             .transpose()
+    }
+
+    /// With `RLIMIT_NPROC` in force, the note for a tool `output` that shows a refused process
+    /// start (a heuristic: see [`crate::nproc_note`]). The pids cgroup's own note is
+    /// [`PidsCgroup::limit_note`].
+    pub fn nproc_note(&self, output: &str) -> Option<String> {
+        self.max_processes
+            .and_then(|n| crate::process_limit::nproc_note(n, output))
     }
 
     /// The limits to set: resource, soft limit, hard limit.
