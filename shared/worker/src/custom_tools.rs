@@ -360,7 +360,21 @@ impl CustomTools {
             binds,
         };
         match spawn_oneshot(&spec).await {
-            Ok(proc) => run(tool, proc, stdin, &disk, cancel).await,
+            Ok(proc) => {
+                let mut result = run(tool, proc, stdin, &disk, cancel).await;
+                // Under RLIMIT_NPROC (no pids cgroup here, whose note `run` adds) the output is
+                // the only sign of the limit.
+                let nproc = result.content.iter().find_map(|block| match block {
+                    hands_protocol::toolset::ContentBlock::Text { text } => {
+                        spec.rlimits.nproc_note(text)
+                    }
+                    _ => None,
+                });
+                if let Some(note) = nproc {
+                    append_note(&mut result, &note);
+                }
+                result
+            }
             Err(e) => ToolOutput::error(format!("{name}: {e}")),
         }
     }
@@ -904,6 +918,40 @@ mod tests {
         let out = fx.call(&tools, json!({})).await;
         assert!(out.is_error);
         assert_eq!(text(&out), "t: exited with status 255");
+    }
+
+    // Under RLIMIT_NPROC the tool's own words are the sign of a refused start (T5). The value
+    // is this process's own hard limit, so the spawn works for any uid and limits nothing new.
+    #[tokio::test]
+    async fn a_refused_start_under_rlimit_nproc_is_said_in_plain_words() {
+        let fx = Fixture::new();
+        let hard = rustix::process::getrlimit(rustix::process::Resource::Nproc)
+            .maximum
+            .unwrap_or(u64::MAX);
+        let nproc = Rlimits {
+            max_processes: Some(hard),
+            ..Rlimits::default()
+        };
+        let refused = "echo 'sh: fork: retry: Resource temporarily unavailable' >&2; exit 2";
+        let tools = fx
+            .tool(refused, "10s")
+            .with_isolation(EnvPolicy::default(), nproc.clone());
+        let out = fx.call(&tools, json!({})).await;
+        assert!(
+            out.is_error
+                && text(&out).ends_with(&format!(
+                    "[resource limit: a process could not be started, most likely because this worker's user reached its limit of {hard} processes and threads (RLIMIT_NPROC), which counts every session's tools and the worker itself; what this command left running is killed when the call ends]"
+                )),
+            "{}",
+            text(&out)
+        );
+        // Other words, or no RLIMIT_NPROC in force: no note.
+        let tools = fx
+            .tool("echo done", "10s")
+            .with_isolation(EnvPolicy::default(), nproc);
+        assert_eq!(text(&fx.call(&tools, json!({})).await), "done");
+        let tools = fx.tool(refused, "10s");
+        assert!(!text(&fx.call(&tools, json!({})).await).contains("[resource limit"));
     }
 
     #[tokio::test]
