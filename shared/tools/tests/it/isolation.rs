@@ -325,56 +325,23 @@ async fn row_egress_seam_binds_one_unix_socket() {
     fx.tools.shutdown().await;
 }
 
-// T5: a fork bomb is held by the pids cgroup, the result says so in plain words, the worker's
-// other tools answer meanwhile, and the shell works again afterwards.
+// T5 at the default limits (`--limit-processes auto`: a pids cgroup here): both bombs are
+// held and say so, the worker's file tools and another session's shell answer meanwhile, and
+// nothing of either tree survives (`shell_rows::t5_fork_bombs_are_contained`).
 #[tokio::test]
 #[ignore = "run by tier2_rows_hold_under_canaries"]
 async fn row_t5_fork_bomb_is_contained() {
-    if let Err(e) =
-        hands_sandbox::PidsCgroup::create(&format!("probe-t5-{}", std::process::id()), 8)
-    {
-        if required() {
-            panic!("REQUIRE_ISOLATION=1 but no pids cgroup: {e}");
-        }
-        eprintln!("skipping T5 under tier 2: {e}");
-        return;
-    }
-    let Some(fx) = fixture(options(), |c| c.rlimits.max_pids = Some(64)) else {
+    let Some((rlimits, note)) = shell_rows::default_limits() else {
         return;
     };
-    fx.write("note.txt", "still here");
-    // A loop in the foreground: forks fail at the limit until the timeout ends it.
-    let bomb = fx.call(
-        "bash",
-        json!({"command": "while true; do sleep 1000 & done", "timeout_ms": 3000}),
-    );
-    let reads = async {
-        let mut ok = 0;
-        for _ in 0..20 {
-            let out = fx.call("read", json!({"file_path": "note.txt"})).await;
-            if !out.is_error {
-                ok += 1;
-            }
-            tokio::task::yield_now().await;
-        }
-        ok
+    let (Some(fx), Some(other)) = (
+        fixture(options(), |c| c.rlimits = rlimits.clone()),
+        fixture(options(), |c| c.rlimits = rlimits.clone()),
+    ) else {
+        return;
     };
-    let (bomb, reads) = tokio::join!(bomb, reads);
-    let text = fx.shown(&bomb);
-    assert!(
-        bomb.is_error && text.contains("bash: bash command timed out after 3.0s"),
-        "{text}"
-    );
-    assert!(
-        text.contains("[resource limit: the process limit (64 at once) was reached;"),
-        "{text}"
-    );
-    assert_eq!(reads, 20, "file tools stopped answering during the bomb");
-    // The classic bomb backgrounds itself at once; the sweep ends it with the call.
-    let out = bash(&fx, ":(){ :|:& };:").await;
-    assert!(!out.is_error, "{}", fx.shown(&out));
-    assert_eq!(shown(&fx, "echo alive").await, "alive");
-    fx.tools.shutdown().await;
+    shell_rows::t5_fork_bombs_are_contained(&shell(&fx), 2, &note, Some(&shell(&other))).await;
+    other.tools.shutdown().await;
 }
 
 // T6: the sandbox's /tmp and /dev/shm are size-capped tmpfs (ENOSPC), and the file-size rlimit

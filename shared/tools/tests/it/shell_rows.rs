@@ -86,6 +86,87 @@ pub async fn while_reading<F: Future>(fx: &Fixture, call: F) -> (F::Output, u32)
     tokio::join!(call, reads)
 }
 
+/// The limits `hands poll` gives tool processes by default (`--limit-processes auto` and the
+/// rest), and the words that show the process limit was hit: the pids cgroup's note, or the
+/// `RLIMIT_NPROC` one. `None` (after printing why) where this host has neither; with
+/// `REQUIRE_ISOLATION=1` that fails instead.
+pub fn default_limits() -> Option<(hands_sandbox::Rlimits, String)> {
+    use hands_sandbox::ProcessLimitMechanism as M;
+    let rlimits = hands_sandbox::LimitSettings::default().rlimits().unwrap();
+    let mechanism = hands_sandbox::process_limit_mechanism();
+    let note = match mechanism {
+        M::Cgroup => format!(
+            "[resource limit: the process limit ({} at once) was reached;",
+            hands_sandbox::DEFAULT_PROCESSES
+        ),
+        M::Nproc { .. } => "[resource limit: a process could not be started".to_owned(),
+        M::Unavailable(why) => {
+            assert!(
+                std::env::var("REQUIRE_ISOLATION").as_deref() != Ok("1"),
+                "REQUIRE_ISOLATION=1 but no process limit by default: {why}"
+            );
+            eprintln!("skipping T5 at the default limits: {mechanism}");
+            return None;
+        }
+    };
+    Some((rlimits, note))
+}
+
+/// T5 at the default limits (`default_limits`, whose `note` the results must carry): a fork
+/// loop in the foreground and the classic `:(){ :|:& };:` left running in the background are
+/// both held at the limit and say so; the worker's file tools (and `other`, a second session,
+/// when given: under `RLIMIT_NPROC` sessions share the count, so not there) answer meanwhile;
+/// nothing of either tree survives the call; the shell works afterwards.
+pub async fn t5_fork_bombs_are_contained(
+    sh: &Shell<'_>,
+    tier: u8,
+    note: &str,
+    other: Option<&Shell<'_>>,
+) {
+    let sleeper = format!("75{tier}1");
+    let bomber = format!("hands-t5-bomb-tier{tier}");
+    // Forks fail at the limit until the timeout ends the loop (bash retries a refused fork for
+    // 15 s before it gives up on the whole command). The timeout only has to leave the loop
+    // time to reach the limit on a loaded machine: a second or two alone.
+    let bomb = sh.call(json!({
+        "command": format!("while true; do sleep {sleeper} & done"),
+        "timeout_ms": 10_000,
+    }));
+    let other_session = async {
+        match other {
+            Some(o) => Some(o.shown("echo other session").await),
+            None => None,
+        }
+    };
+    let ((out, reads), other_out) = tokio::join!(while_reading(sh.fx, bomb), other_session);
+    let shown = sh.fx.shown(&out);
+    assert!(
+        out.is_error && shown.starts_with("bash: bash command timed out after 10.0s"),
+        "{shown}"
+    );
+    assert!(shown.contains(note), "{shown}");
+    assert!(reads > 0, "no read answered during the bomb");
+    if other.is_some() {
+        assert_eq!(other_out.as_deref(), Some("other session"));
+    }
+    assert_eq!(alive_with_arg(&sleeper), Vec::<i32>::new());
+
+    // The classic bomb in the background (named by its `$0`), while the shell waits two
+    // seconds with builtins only (every fork fails once the bomb holds the limit): the
+    // command ends normally, and the sweep ends the bomb with the call.
+    let out = sh
+        .bash(&format!(
+            "rm -f t5.fifo; mkfifo t5.fifo; exec 3<>t5.fifo; \
+             bash -c ':(){{ :|:& }};:' {bomber}; read -t 2 -u 3; exec 3>&-; echo waited"
+        ))
+        .await;
+    let shown = sh.fx.shown(&out);
+    assert!(shown.contains("waited") && shown.contains(note), "{shown}");
+    assert_eq!(alive_with_arg(&bomber), Vec::<i32>::new());
+    assert_eq!(text(&sh.bash("rm t5.fifo; echo alive").await), "alive");
+    sh.fx.tools.shutdown().await;
+}
+
 /// T7: a flood is cut to its last bytes behind the reference marker, whatever its shape (one
 /// huge line, binary, never ending), and floods on stdout and stderr at once do not deadlock.
 pub async fn t7_output_floods_are_bounded(sh: &Shell<'_>) {

@@ -400,52 +400,24 @@ async fn row_egress_seam_allows_the_proxy_port_only() {
     fx.tools.shutdown().await;
 }
 
-// T5: a fork bomb is held by the pids cgroup (the same in every tier), the result says so in
-// plain words, the worker's other tools answer meanwhile.
+// T5 at the default limits (`--limit-processes auto`: a pids cgroup here), as at tier 2:
+// both bombs held and reported, the worker's file tools and another session's shell answer
+// meanwhile, nothing survives (`shell_rows::t5_fork_bombs_are_contained`).
 #[tokio::test]
 #[ignore = "run by tier1_rows_hold_under_canaries"]
 async fn row_t5_fork_bomb_is_contained() {
-    if let Err(e) =
-        hands_sandbox::PidsCgroup::create(&format!("probe-t5t1-{}", std::process::id()), 8)
-    {
-        if required() {
-            panic!("REQUIRE_ISOLATION=1 but no pids cgroup: {e}");
-        }
-        eprintln!("skipping T5 under tier 1: {e}");
-        return;
-    }
-    let Some(fx) = fixture(Tier1Options::default(), |c| c.rlimits.max_pids = Some(64)).await else {
+    let Some((rlimits, note)) = shell_rows::default_limits() else {
         return;
     };
-    fx.write("note.txt", "still here");
-    let bomb = fx.call(
-        "bash",
-        json!({"command": "while true; do sleep 1000 & done", "timeout_ms": 3000}),
-    );
-    let reads = async {
-        let mut ok = 0;
-        for _ in 0..20 {
-            let out = fx.call("read", json!({"file_path": "note.txt"})).await;
-            if !out.is_error {
-                ok += 1;
-            }
-            tokio::task::yield_now().await;
-        }
-        ok
+    let Some(fx) = fixture(Tier1Options::default(), |c| c.rlimits = rlimits.clone()).await else {
+        return;
     };
-    let (bomb, reads) = tokio::join!(bomb, reads);
-    let text = fx.shown(&bomb);
-    assert!(
-        bomb.is_error && text.contains("bash: bash command timed out after 3.0s"),
-        "{text}"
-    );
-    assert!(
-        text.contains("[resource limit: the process limit (64 at once) was reached;"),
-        "{text}"
-    );
-    assert_eq!(reads, 20, "file tools stopped answering during the bomb");
-    assert_eq!(shown(&fx, "echo alive").await, "alive");
-    fx.tools.shutdown().await;
+    let Some(other) = fixture(Tier1Options::default(), |c| c.rlimits = rlimits.clone()).await
+    else {
+        return;
+    };
+    shell_rows::t5_fork_bombs_are_contained(&shell(&fx), 1, &note, Some(&shell(&other))).await;
+    other.tools.shutdown().await;
 }
 
 // T6: tier 1 has no capped tmpfs: /tmp and /dev/shm are not writable at all (EACCES), and the
