@@ -102,6 +102,15 @@ impl Content {
         }
     }
 
+    /// Whether every byte is ASCII (the search then uses the pattern's ASCII matcher,
+    /// `matchers`): recorded by the filter's pass over cached content, counted here otherwise.
+    pub(crate) fn is_ascii(&self) -> bool {
+        match &self.grams {
+            Some(grams) => grams.ascii,
+            None => self.bytes.is_ascii(),
+        }
+    }
+
     /// Content to be cached: with its trigram filter when it is plain (built once here, used
     /// by every later search of it).
     pub(crate) fn with_grams(mut self) -> Content {

@@ -30,6 +30,8 @@ pub(crate) struct Grams {
     bits: Box<[u64]>,
     /// `64 - log2(bits)`: the hash's top bits pick the bit.
     shift: u32,
+    /// No byte of the content is above 0x7F (found by the same pass, at no extra cost).
+    pub ascii: bool,
 }
 
 /// The bit a trigram key sets.
@@ -68,7 +70,8 @@ impl Grams {
         let mut bits = vec![0u64; nbits / 64].into_boxed_slice();
         let shift = 64 - nbits.trailing_zeros();
         let (Some(&a), Some(&b)) = (content.first(), content.get(1)) else {
-            return Grams { bits, shift };
+            let ascii = content.is_ascii();
+            return Grams { bits, shift, ascii };
         };
         let mut set = |key: u32| {
             let s = slot(key, shift);
@@ -79,7 +82,10 @@ impl Grams {
         // made only for such windows, from the plain one (measured cheaper than folding every
         // byte as it comes).
         let mut folds = u32::from(FOLDS[usize::from(a)]) << 1 | u32::from(FOLDS[usize::from(b)]);
+        // Every byte or'ed together: its top bit is set if any byte is non-ASCII.
+        let mut any = a | b;
         for &c in &content[2..] {
+            any |= c;
             trigram = ((trigram << 8) | u32::from(c)) & 0x00FF_FFFF;
             folds = ((folds << 1) | u32::from(FOLDS[usize::from(c)])) & 0b111;
             set(trigram);
@@ -88,7 +94,11 @@ impl Grams {
                 set((byte(16) << 16 | byte(8) << 8 | byte(0)) | FOLDED);
             }
         }
-        Grams { bits, shift }
+        Grams {
+            bits,
+            shift,
+            ascii: any.is_ascii(),
+        }
     }
 
     /// The filter's size in bytes.
@@ -221,7 +231,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod props {
+pub(super) mod props {
     #![allow(clippy::unwrap_used)]
     use grep_matcher::Matcher;
     use grep_regex::RegexMatcherBuilder;
@@ -232,7 +242,7 @@ mod props {
     /// Pieces of patterns: literals over a small alphabet (so that random content contains
     /// them), case-insensitivity, classes, repetitions, alternations, anchors, Unicode case
     /// folds (`k` and the Kelvin sign, `é` and `É`).
-    fn pattern() -> impl Strategy<Value = String> {
+    pub(in crate::grep) fn pattern() -> impl Strategy<Value = String> {
         let piece = prop_oneof![
             "[abcK_]{1,4}",
             "[0-9_]{1,3}",

@@ -22,6 +22,7 @@
 mod cache;
 mod grams;
 mod listings;
+mod matchers;
 mod query;
 mod search;
 #[cfg(test)]
@@ -35,12 +36,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use grep_regex::RegexMatcherBuilder;
 use hands_protocol::toolset::{GrepInput, ToolOutput};
 use tokio_util::sync::CancellationToken;
 
 use crate::Session;
 pub(crate) use cache::ContentCache;
+use matchers::{Compiled, Matchers};
 use search::{FileHits, Search, Searchers};
 use walk::{FileRef, Listing, Target};
 
@@ -143,11 +144,11 @@ fn search_parallel(
             let helpers: Vec<_> = (1..threads)
                 .map(|_| {
                     let worker = &worker;
-                    // Its own matcher: the regex engine's scratch space is then never shared.
+                    // Its own matchers: the regex engine's scratch space is then never shared.
                     scope.spawn(move || {
-                        let matcher = search.matcher.clone();
+                        let matchers = search.matchers.for_thread();
                         worker(&Search {
-                            matcher: &matcher,
+                            matchers: &matchers,
                             ..*search
                         })
                     })
@@ -178,15 +179,11 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
             limits.pattern_bytes
         ));
     }
-    let matcher = match RegexMatcherBuilder::new()
-        .size_limit(limits.regex_size_limit)
-        .dfa_size_limit(limits.regex_dfa_size_limit)
-        .line_terminator(Some(b'\n'))
-        .build(&input.pattern)
-    {
-        Ok(m) => m,
+    let compiled = match Compiled::new(&input.pattern, limits) {
+        Ok(c) => c,
         Err(e) => return err(format!("invalid regex: {e}")),
     };
+    let matchers = Matchers::new(&compiled);
     let needs = grams::Needs::of(&input.pattern);
     let resolved = match input.path.as_deref().filter(|p| !p.is_empty()) {
         Some(p) => match session.roots.resolve(p) {
@@ -224,7 +221,7 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
     };
     let cache = session.grep_cache;
     let search = Search {
-        matcher: &matcher,
+        matchers: &matchers,
         limits,
         cancel,
         deadline: &deadline,
@@ -294,6 +291,11 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
     if cancel.is_cancelled() {
         return err("cancelled".into());
     }
+    // Content that was not ASCII needed the Unicode matcher, and it is over the limits.
+    if let Some(e) = compiled.failed() {
+        return err(format!("invalid regex: {e}"));
+    }
+    tracing::debug!(unicode_built = compiled.unicode_built(), "grep matchers");
     if full {
         if !out.is_empty() {
             out.push('\n');

@@ -9,13 +9,13 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use grep_regex::RegexMatcher;
 use grep_searcher::{BinaryDetection, MmapChoice, Searcher, SearcherBuilder, Sink, SinkMatch};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{CACHE_FILE_MAX, Content, ContentCache, Stamp};
 use super::grams::Needs;
+use super::matchers::Matchers;
 use crate::Limits;
 
 /// Largest line buffer the searcher may grow to; a longer line aborts that file's search.
@@ -34,7 +34,8 @@ pub(crate) struct FileHits {
 /// What every file of one call is searched with.
 #[derive(Clone, Copy)]
 pub(crate) struct Search<'a> {
-    pub matcher: &'a RegexMatcher,
+    /// The pattern's matchers (this thread's): ASCII content gets the cheaper ASCII matcher.
+    pub matchers: &'a Matchers<'a>,
     pub limits: &'a Limits,
     pub cancel: &'a CancellationToken,
     pub deadline: &'a (dyn Fn() -> bool + Sync),
@@ -104,10 +105,10 @@ pub(crate) struct Searchers {
     /// Streams: a first pass without line numbers.
     probe: Searcher,
     /// Streams and content that may be binary or transcoded.
-    numbered: Searcher,
+    pub(super) numbered: Searcher,
     /// Plain content in memory: no NUL byte anywhere, so the binary detection (a scan of up
     /// to 64 KiB per file, a fifth of a cached search's time) is left out.
-    plain: Searcher,
+    pub(super) plain: Searcher,
 }
 
 impl Searchers {
@@ -211,6 +212,10 @@ impl Search<'_> {
         {
             return FileHits::default();
         }
+        // The Unicode matcher is compiled here, on first need, if it was not already.
+        let Some(matcher) = self.matchers.get(content.is_ascii()) else {
+            return FileHits::default();
+        };
         let mut sink = self.collector(shown);
         // A search of a slice counts lines only up to each match, so one numbered pass is
         // cheap. Content with a NUL byte or a byte-order mark goes through the reader, whose
@@ -218,11 +223,11 @@ impl Search<'_> {
         let _ = if content.plain {
             searchers
                 .plain
-                .search_slice(self.matcher, &content.bytes, &mut sink)
+                .search_slice(matcher, &content.bytes, &mut sink)
         } else {
             searchers
                 .numbered
-                .search_reader(self.matcher, &content.bytes[..], &mut sink)
+                .search_reader(matcher, &content.bytes[..], &mut sink)
         };
         sink.hits
     }
@@ -234,22 +239,23 @@ impl Search<'_> {
         file: &File,
         shown: &dyn Fn() -> String,
     ) -> FileHits {
+        let Some(matcher) = self.matchers.get(false) else {
+            return FileHits::default();
+        };
         let mut sink = self.collector(shown);
         // Most files have no match: a first pass without line counting (a sizeable share of
         // the per-file cost when reading a stream) stops at the first match, and only a file
         // with one is searched again, from the start, with line numbers. Both passes see the
         // same bytes with the same binary, encoding and heap-limit rules.
         let mut probe = Probe(false);
-        let _ = searchers.probe.search_file(self.matcher, file, &mut probe);
+        let _ = searchers.probe.search_file(matcher, file, &mut probe);
         sink.hits.streamed = true;
         if !probe.0 || (&*file).seek(SeekFrom::Start(0)).is_err() {
             return sink.hits;
         }
         // A file that errors (a line over the heap limit, a read error) keeps the matches
         // found before the error.
-        let _ = searchers
-            .numbered
-            .search_file(self.matcher, file, &mut sink);
+        let _ = searchers.numbered.search_file(matcher, file, &mut sink);
         sink.hits
     }
 }

@@ -347,3 +347,83 @@ fn a_kept_listing_larger_than_the_cap_left_is_not_used() {
     assert!(!fits.contains("search stopped"), "{fits}");
     assert_eq!(fits.lines().filter(|l| l.ends_with(":hit")).count(), 11);
 }
+
+/// ASCII files are searched with the pattern's ASCII matcher and the others with its Unicode
+/// matcher (`matchers`): the answer is the Unicode pattern's either way, from disk and from
+/// the cache. The non-ASCII file holds what only Unicode `\w`, `\d` and case folding match.
+#[test]
+fn ascii_and_non_ascii_files_both_get_the_unicode_answer() {
+    let never = Duration::from_secs(100 * 365 * 24 * 3600);
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    t.write("a.txt", "fn item_2024\nstrasse\nKelvin\n");
+    t.write(
+        "u.txt",
+        "na\u{ef}ve_\u{663}\u{664}\u{665}\u{666}\n\u{17f}tra\u{df}e\n\u{212a}elvin\n",
+    );
+    settle();
+    let ws = t.ws.display();
+    let expected = [
+        (
+            r"\w+_\d{4}",
+            format!(
+                "{ws}/a.txt:1:fn item_2024\n{ws}/u.txt:1:na\u{ef}ve_\u{663}\u{664}\u{665}\u{666}"
+            ),
+        ),
+        (
+            r"(?i)^s\w+e$",
+            format!("{ws}/a.txt:2:strasse\n{ws}/u.txt:2:\u{17f}tra\u{df}e"),
+        ),
+        (
+            "(?i)kelvin",
+            format!("{ws}/a.txt:3:Kelvin\n{ws}/u.txt:3:\u{212a}elvin"),
+        ),
+    ];
+    let mut config = ToolsetConfig::new(&t.ws);
+    config.limits.grep_cache_settle = never;
+    let uncached = Toolset::with_grep_cache(config, t.cache).unwrap();
+    for (pattern, want) in &expected {
+        assert_eq!(&grep_with(&uncached, pattern), want, "{pattern}, from disk");
+        // The first search caches both files; the second searches the cached content.
+        assert_eq!(&t.grep(pattern), want, "{pattern}");
+        assert_eq!(&t.grep(pattern), want, "{pattern}, cached");
+    }
+    assert_eq!(t.cache.len(), 2);
+}
+
+/// A pattern whose Unicode program is over the size limit while its ASCII one fits: found in
+/// ASCII files, refused with the Unicode build's error once a file that is not ASCII must be
+/// searched (the error grep always gave for it).
+#[test]
+fn a_pattern_over_the_limit_only_with_unicode_is_refused_for_a_non_ascii_file() {
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    let pattern = r"\w{64}";
+    let mut config = ToolsetConfig::new(&t.ws);
+    config.limits.regex_size_limit = 1024;
+    while super::matchers::build(pattern, &config.limits, false).is_err() {
+        config.limits.regex_size_limit *= 2;
+        assert!(config.limits.regex_size_limit < 1 << 24);
+    }
+    let unicode_error = super::matchers::build(pattern, &config.limits, true)
+        .unwrap_err()
+        .to_string();
+    let tools = Toolset::with_grep_cache(config, t.cache).unwrap();
+    let word = "w".repeat(64);
+    t.write("a.txt", &format!("{word}\n"));
+    assert_eq!(
+        grep_with(&tools, pattern),
+        format!("{}/a.txt:1:{word}", t.ws.display())
+    );
+    t.write("b.txt", "caf\u{e9}\n");
+    let input = GrepInput {
+        pattern: pattern.into(),
+        path: None,
+    };
+    let out = super::run(&tools.session, input, &CancellationToken::new());
+    assert!(out.is_error, "{out:?}");
+    assert_eq!(
+        out.content,
+        vec![ContentBlock::Text {
+            text: format!("grep: invalid regex: {unicode_error}")
+        }]
+    );
+}
