@@ -57,7 +57,7 @@ pub use process_limit::{
 };
 pub use proxy_route::{ProxyRoute, Routed, route_to_proxy};
 pub use relay::{EgressBridge, EgressRelay, MAX_CONNECTIONS as MAX_EGRESS_CONNECTIONS};
-pub use remove_tree::{empty_dir, remove_tree};
+pub use remove_tree::{empty_dir, open_dir_for_emptying, open_dir_path, remove_tree};
 pub use spawn::{Isolation, Rlimits, ShellProcess, ShellSpec, spawn_shell};
 pub use sweep::{
     ProcStat, ProcessTag, SweepScope, has_descendants, parse_stat, sandbox_root, sweep,

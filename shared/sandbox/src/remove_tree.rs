@@ -43,14 +43,28 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
         parent
     };
     // The parent (the host's /tmp, the sessions' directory) is opened as given and never changed.
-    let parent = rustix::fs::openat(
-        CWD,
-        parent,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let parent = open_dir_path(parent)?;
     let euid = rustix::process::geteuid().as_raw();
     remove_entry(parent.as_fd(), name, euid, 0)
+}
+
+/// Opens the directory `dir` (`O_PATH`, close-on-exec) as the base of `*at` calls: nothing is
+/// read through it, so a directory without read rights opens too.
+pub fn open_dir_path(dir: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        CWD,
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Opens the directory `name` under `parent` for listing and unlinking, read-only and without
+/// following a symlink, giving it owner rwx first if this process owns it and they are missing
+/// (also when it is not even readable: `chmod 000`). The descriptor returned is a plain one on
+/// the very inode found under `name` (never an `O_PATH` one), so it can be locked and listed.
+pub fn open_dir_for_emptying(parent: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, Errno> {
+    open_for_emptying(parent, name, rustix::process::geteuid().as_raw())
 }
 
 fn remove_entry(parent: BorrowedFd<'_>, name: &OsStr, euid: u32, depth: usize) -> io::Result<()> {

@@ -20,15 +20,20 @@
 //! the same user can swap the name between the check and the removal. The checked directory is
 //! renamed to a fresh tombstone name in the same parent (no replacing), the tombstone is
 //! verified to be the very inode the sweep opened and locked (else it is renamed back and
-//! kept), its contents are removed through that descriptor, and the last step by name, a
+//! kept; if even that fails, to a `hands-tmp-swapped-<random>` name no sweep ever matches, and
+//! logged), its contents are removed through that descriptor, and the last step by name, a
 //! `rmdir`, can only ever remove an empty directory. A sweep that dies midway leaves a
 //! tombstone, which the next sweep takes like any leftover.
 //!
-//! Some file systems cannot `flock` (NFS without a lock daemon: ENOLCK; some FUSE file systems:
-//! EOPNOTSUPP or ENOSYS; EBADF or EINVAL for unusual descriptors). There a session runs
-//! unlocked (logged once, naming the file system), and the sweep never removes a directory whose
-//! lock it could not take for such a reason: it cannot tell a live session from a dead one, so
-//! it leaves the directory and logs.
+//! Some file systems cannot `flock` (NFS without a lock daemon: ENOLCK, often only for a
+//! while; some FUSE file systems: EOPNOTSUPP or ENOSYS; EBADF or EINVAL for unusual
+//! descriptors). There a session's directory is renamed, right after its creation, to
+//! `hands-tmp-unlocked-<random>`, a name the sweep never matches, so no later sweep (another
+//! worker's, or one after locks started working) can take a live session's directory for a
+//! leftover; it is removed only by its own session (logged once, naming the file system and how
+//! to find what a killed worker left). The sweep also never removes a directory of the locked
+//! form whose lock it could not take for such a reason: it cannot tell a live session from a
+//! dead one, so it leaves the directory and logs.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -36,7 +41,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{AtFlags, CWD, FileType, FlockOperation, Mode, OFlags, RenameFlags};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 /// The variables programs read for their temporary directory.
@@ -46,6 +51,11 @@ pub const TMP_VARS: [&str; 3] = ["TMPDIR", "TMP", "TEMP"];
 const PREFIX: &str = "hands-tmp-";
 /// What a directory the sweep is removing is renamed to first; 16 lowercase hex digits follow.
 const TOMBSTONE_PREFIX: &str = "hands-tmp-gone-";
+/// What a session's directory is named when its file system cannot lock it; never swept.
+const UNLOCKED_PREFIX: &str = "hands-tmp-unlocked-";
+/// Where the sweep puts an entry swapped in under a session name that it could not put back;
+/// never swept.
+const SWAPPED_PREFIX: &str = "hands-tmp-swapped-";
 
 /// The directory; removed on drop.
 #[derive(Debug)]
@@ -77,7 +87,9 @@ enum Lock {
 
 /// Maps the result of a `flock` attempt: the errors by which a file system says it has no locks
 /// (NFS without lockd: ENOLCK; FUSE: EOPNOTSUPP, ENOSYS; EBADF, EINVAL for descriptors it
-/// cannot lock) are [`Lock::Unsupported`]; any other error stays an error.
+/// cannot lock) are [`Lock::Unsupported`]; any other error stays an error. The descriptor
+/// locked must be a plain open one: `flock` on an `O_PATH` descriptor fails with EBADF, which
+/// this mapping would misread as a file system without locks.
 fn lock_outcome(result: rustix::io::Result<()>) -> std::io::Result<Lock> {
     match result {
         Ok(()) => Ok(Lock::Taken),
@@ -143,14 +155,41 @@ fn random_hex() -> std::io::Result<String> {
     Ok(format!("{:016x}", u64::from_le_bytes(bytes)))
 }
 
-/// Opens `dir` for use as the base of `*at` calls.
-fn open_parent(dir: &Path) -> std::io::Result<OwnedFd> {
-    Ok(rustix::fs::openat(
-        CWD,
-        dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
+/// Renames `from` to `to` in `parent` without replacing an entry at `to`. A file system without
+/// `RENAME_NOREPLACE` (NFS answers EINVAL for any flag; FUSE without rename2: ENOSYS) gets a
+/// plain rename when nothing is at `to` a moment before: for the random names used here nobody
+/// can have guessed, for a name put back a narrow window remains (an entry made at `to` in
+/// between would be replaced), which only such file systems have.
+fn rename_noreplace(parent: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> rustix::io::Result<()> {
+    match rustix::fs::renameat_with(parent, from, parent, to, RenameFlags::NOREPLACE) {
+        Err(Errno::INVAL | Errno::NOSYS) => {
+            match rustix::fs::statat(parent, to, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(_) => Err(Errno::EXIST),
+                Err(Errno::NOENT) => rustix::fs::renameat(parent, from, parent, to),
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Renames `name` in `parent` to `prefix` and 16 random hex digits, without replacing anything;
+/// `None` when `name` is gone.
+fn rename_to_random(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    prefix: &str,
+) -> std::io::Result<Option<OsString>> {
+    for _ in 0..8 {
+        let to = OsString::from(format!("{prefix}{}", random_hex()?));
+        match rename_noreplace(parent, name, &to) {
+            Ok(()) => return Ok(Some(to)),
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(std::io::Error::other(format!("no free {prefix}* name")))
 }
 
 impl SessionTmp {
@@ -163,7 +202,7 @@ impl SessionTmp {
 
     fn create_with(parent: &Path, lock_fn: LockFn) -> std::io::Result<SessionTmp> {
         let parent = std::fs::canonicalize(parent)?;
-        let parent_fd = open_parent(&parent)?;
+        let parent_fd = hands_sandbox::open_dir_path(&parent)?;
         let mut last = None;
         for _ in 0..8 {
             let name = OsString::from(format!("{PREFIX}{}", random_hex()?));
@@ -188,15 +227,32 @@ impl SessionTmp {
                 Ok(Lock::Taken) if still_at(&lock, parent_fd.as_fd(), &name) => {
                     return Ok(SessionTmp { path, _lock: lock });
                 }
-                // No locks on this file system: the session runs unlocked, which only means the
-                // sweep (which cannot lock it either) will never remove its directory.
+                // No locks on this file system (perhaps only for now: NFS's ENOLCK): the session
+                // runs unlocked under a name no sweep matches, since a later sweep that can lock
+                // would take the directory for a dead session's.
                 Ok(Lock::Unsupported(e)) if still_at(&lock, parent_fd.as_fd(), &name) => {
+                    let unlocked = match rename_to_random(parent_fd.as_fd(), &name, UNLOCKED_PREFIX)
+                    {
+                        Ok(Some(unlocked)) => unlocked,
+                        // Taken by a sweep that could lock it after all: another name.
+                        Ok(None) => continue,
+                        Err(e) => {
+                            let _ = std::fs::remove_dir(&path);
+                            return Err(e);
+                        }
+                    };
+                    if !still_at(&lock, parent_fd.as_fd(), &unlocked) {
+                        continue;
+                    }
                     if !UNLOCKED_LOGGED.swap(true, Ordering::Relaxed) {
                         tracing::warn!(parent = %parent.display(), filesystem = %fs_name(lock.as_fd()),
                             error = %std::io::Error::from(e),
-                            "the file system of the temporary directory cannot lock (flock): sessions' temporary directories there run unlocked, and the startup sweep never removes them, so a worker that dies leaves them behind");
+                            "the file system of the temporary directory cannot lock (flock): sessions' temporary directories there run unlocked as hands-tmp-unlocked-<random>, which the startup sweep never removes; a worker killed (SIGKILL, OOM) leaves them behind: find them with find PARENT -maxdepth 1 -name 'hands-tmp-unlocked-*' and remove those no running worker uses");
                     }
-                    return Ok(SessionTmp { path, _lock: lock });
+                    return Ok(SessionTmp {
+                        path: parent.join(unlocked),
+                        _lock: lock,
+                    });
                 }
                 Ok(_) => continue,
                 Err(e) => {
@@ -241,7 +297,8 @@ impl Drop for SessionTmp {
 }
 
 /// Whether `name` is one [`SessionTmp::create`] makes (the prefix and 16 lowercase hex digits)
-/// or a tombstone a sweep left (the tombstone prefix and 16 of them).
+/// or a tombstone a sweep left (the tombstone prefix and 16 of them). Unlocked sessions' and
+/// swapped-in entries' names never match.
 fn is_session_tmp_name(name: &str) -> bool {
     let hex16 =
         |hex: &str| hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
@@ -259,8 +316,18 @@ enum Swept {
     Unlockable(Errno),
 }
 
-/// Runs between the sweep's check of an entry and its removal; tests swap the name there.
-type BetweenHook<'a> = &'a mut dyn FnMut(&OsStr);
+/// Where the sweep is when it runs the test hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Checked (owner, type, lock), not yet renamed.
+    Checked,
+    /// Renamed to its tombstone, not yet verified.
+    Renamed,
+}
+
+/// Runs between the sweep's check of an entry and its removal, with the entry's original name;
+/// tests swap the name there.
+type BetweenHook<'a> = &'a mut dyn FnMut(Step, &OsStr);
 
 fn sweep_one(
     parent: BorrowedFd<'_>,
@@ -277,8 +344,10 @@ fn sweep_one(
     match FileType::from_raw_mode(meta.st_mode) {
         FileType::Symlink => {
             // Never made by a session (they are directories made by an exclusive `mkdir`): a
-            // planted link. The link goes; what it points to is never looked at (`unlink` of a
-            // directory swapped in meanwhile fails).
+            // planted link. The name goes; what a link points to is never looked at. If a file
+            // or another link was swapped in since the look above, that is unlinked instead (a
+            // directory swapped in makes the `unlink` fail): only names of the session form
+            // are ever touched, and nothing is followed.
             rustix::fs::unlinkat(parent, name, AtFlags::empty())?;
             return Ok(Swept::Removed);
         }
@@ -287,8 +356,16 @@ fn sweep_one(
     }
     let lock = match open_dir_at(parent, name) {
         Ok(fd) => fd,
-        // Replaced by a link or removed since the look above: left to the next sweep.
-        Err(_) => return Ok(Swept::Kept),
+        // Replaced by a link or a file, or removed, since the look above: left to the next sweep.
+        Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => return Ok(Swept::Kept),
+        // Closed with `chmod 000` (or 0300): given owner rights through an `O_PATH` descriptor
+        // on the very inode and reopened through it; the lock goes on that plain descriptor.
+        Err(Errno::ACCESS) => match hands_sandbox::open_dir_for_emptying(parent, name) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => return Ok(Swept::Kept),
+            Err(e) => return Err(e.into()),
+        },
+        Err(e) => return Err(e.into()),
     };
     match lock_outcome(lock_fn(lock.as_fd()))? {
         Lock::Taken => {}
@@ -298,21 +375,16 @@ fn sweep_one(
     if !still_at(&lock, parent, name) {
         return Ok(Swept::Kept);
     }
-    between(name);
+    between(Step::Checked, name);
     // From here on the lock is held (a worker that made this directory a moment ago and has not
     // locked it yet finds it locked, or gone, and takes another name), and nothing is done by
     // the old name: it may name something else by now.
-    let Some(tombstone) = rename_to_tombstone(parent, name)? else {
+    let Some(tombstone) = rename_to_random(parent, name, TOMBSTONE_PREFIX)? else {
         return Ok(Swept::Kept);
     };
+    between(Step::Renamed, name);
     if !still_at(&lock, parent, &tombstone) {
-        // Something else was swapped in before the rename: it goes back, untouched.
-        if let Err(e) =
-            rustix::fs::renameat_with(parent, &tombstone, parent, name, RenameFlags::NOREPLACE)
-        {
-            tracing::warn!(name = ?name, tombstone = ?tombstone, error = %std::io::Error::from(e),
-                "the sweep found another entry swapped in under a session directory's name and could not put it back");
-        }
+        put_back(parent, &tombstone, name);
         return Ok(Swept::Kept);
     }
     hands_sandbox::empty_dir(lock.as_fd())?;
@@ -321,33 +393,25 @@ fn sweep_one(
     Ok(Swept::Removed)
 }
 
-/// Renames `name` in `parent` to a fresh tombstone name without replacing anything; `None`
-/// when `name` is gone.
-fn rename_to_tombstone(parent: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<Option<OsString>> {
-    for _ in 0..8 {
-        let tombstone = OsString::from(format!("{TOMBSTONE_PREFIX}{}", random_hex()?));
-        let renamed = match rustix::fs::renameat_with(
-            parent,
-            name,
-            parent,
-            &tombstone,
-            RenameFlags::NOREPLACE,
-        ) {
-            // A file system without RENAME_NOREPLACE: a plain rename to a random name
-            // nobody uses is as good (replacing would need someone to guess 64 bits).
-            Err(Errno::INVAL | Errno::NOSYS) => {
-                rustix::fs::renameat(parent, name, parent, &tombstone)
-            }
-            other => other,
-        };
-        match renamed {
-            Ok(()) => return Ok(Some(tombstone)),
-            Err(Errno::NOENT) => return Ok(None),
-            Err(Errno::EXIST) => continue,
-            Err(e) => return Err(e.into()),
+/// Something else was swapped in under `name` before the sweep renamed it to `tombstone`: it
+/// goes back, untouched. If that fails (something was made at `name` meanwhile), it must not
+/// stay under a tombstone name, which the next sweep would empty: it goes to a name no sweep
+/// matches, and either way the log says where it is.
+fn put_back(parent: BorrowedFd<'_>, tombstone: &OsStr, name: &OsStr) {
+    let Err(e) = rename_noreplace(parent, tombstone, name) else {
+        return;
+    };
+    match rename_to_random(parent, tombstone, SWAPPED_PREFIX) {
+        Ok(Some(kept)) => {
+            tracing::warn!(name = ?name, kept_as = ?kept, error = %std::io::Error::from(e),
+                "the sweep found another entry swapped in under a session directory's name and could not put it back; it was moved, untouched, to a name the sweep never removes");
+        }
+        Ok(None) => {}
+        Err(e2) => {
+            tracing::warn!(name = ?name, tombstone = ?tombstone, error = %std::io::Error::from(e), error_moving = %e2,
+                "the sweep found another entry swapped in under a session directory's name and could neither put it back nor move it off the tombstone name: the next sweep may empty it");
         }
     }
-    Err(std::io::Error::other("no free tombstone name"))
 }
 
 /// Removes the session directories under `parent` that no live process holds: those of
@@ -357,12 +421,15 @@ fn rename_to_tombstone(parent: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<
 /// a directory whose lock cannot be taken on its file system. Returns the paths removed (by the
 /// names they had when found); entries that could not be removed are logged and left.
 pub fn sweep_leftover_tmp_dirs(parent: &Path) -> Vec<PathBuf> {
-    sweep_with(parent, flock_exclusive, &mut |_| {})
+    sweep_with(parent, flock_exclusive, &mut |_, _| {})
 }
 
 fn sweep_with(parent: &Path, lock_fn: LockFn, between: BetweenHook<'_>) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    let (Ok(entries), Ok(parent_fd)) = (std::fs::read_dir(parent), open_parent(parent)) else {
+    let (Ok(entries), Ok(parent_fd)) = (
+        std::fs::read_dir(parent),
+        hands_sandbox::open_dir_path(parent),
+    ) else {
         return removed;
     };
     let uid = rustix::process::geteuid().as_raw();
@@ -440,6 +507,8 @@ mod tests {
     fn only_names_the_worker_makes_are_candidates() {
         assert!(is_session_tmp_name("hands-tmp-0123456789abcdef"));
         for name in [
+            "hands-tmp-unlocked-0123456789abcdef",
+            "hands-tmp-swapped-0123456789abcdef",
             "hands-tmp-0123456789ABCDEF",
             "hands-tmp-0123456789abcde",
             "hands-tmp-0123456789abcdef0",
@@ -476,7 +545,10 @@ mod tests {
         let dead = dead_session(&parent_path, "00000000000000aa");
         let moved = parent_path.join("moved-away");
         let mut swaps = 0;
-        let removed = sweep_with(&parent_path, flock_exclusive, &mut |name| {
+        let removed = sweep_with(&parent_path, flock_exclusive, &mut |step, name| {
+            if step != Step::Checked {
+                return;
+            }
             let at = parent_path.join(name);
             std::fs::rename(&at, &moved).unwrap();
             std::fs::create_dir(&at).unwrap();
@@ -509,7 +581,10 @@ mod tests {
         let dead = dead_session(&parent_path, "00000000000000bb");
         let target = tempfile::tempdir().unwrap();
         std::fs::write(target.path().join("keep"), "kept").unwrap();
-        let removed = sweep_with(&parent_path, flock_exclusive, &mut |name| {
+        let removed = sweep_with(&parent_path, flock_exclusive, &mut |step, name| {
+            if step != Step::Checked {
+                return;
+            }
             let at = parent_path.join(name);
             std::fs::remove_dir_all(&at).unwrap();
             std::os::unix::fs::symlink(target.path(), &at).unwrap();
@@ -520,6 +595,117 @@ mod tests {
             std::fs::read_to_string(target.path().join("keep")).unwrap(),
             "kept"
         );
+    }
+
+    /// The entry swapped in cannot go back because something was made under the name after the
+    /// sweep renamed the swapped-in entry to its tombstone: it is moved to a name no sweep
+    /// matches, and a second sweep leaves its content alone.
+    #[test]
+    fn a_swapped_entry_that_cannot_go_back_never_stays_a_tombstone() {
+        let parent = tempfile::tempdir().unwrap();
+        let parent_path = std::fs::canonicalize(parent.path()).unwrap();
+        let dead = dead_session(&parent_path, "00000000000000aa");
+        let moved = parent_path.join("moved-away");
+        let removed = sweep_with(&parent_path, flock_exclusive, &mut |step, name| {
+            let at = parent_path.join(name);
+            match step {
+                Step::Checked => {
+                    std::fs::rename(&at, &moved).unwrap();
+                    std::fs::create_dir(&at).unwrap();
+                    std::fs::write(at.join("precious"), "kept").unwrap();
+                }
+                // The swapped-in entry is the tombstone now; the name is taken again.
+                Step::Renamed => {
+                    std::fs::create_dir(&at).unwrap();
+                    std::fs::write(at.join("second"), "also kept").unwrap();
+                }
+            }
+        });
+        assert_eq!(removed, Vec::<PathBuf>::new());
+        assert_eq!(
+            std::fs::read_to_string(dead.join("second")).unwrap(),
+            "also kept"
+        );
+        let swapped: Vec<PathBuf> = std::fs::read_dir(&parent_path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_str().unwrap().contains(SWAPPED_PREFIX))
+            .collect();
+        assert_eq!(swapped.len(), 1, "{swapped:?}");
+        assert_eq!(
+            std::fs::read_to_string(swapped[0].join("precious")).unwrap(),
+            "kept"
+        );
+        // No tombstone is left for the next sweep to empty. That sweep finds `dead` (what the
+        // swapper made second, unlocked) a leftover like any other; the swapped-in entry and
+        // the moved-away directory survive it.
+        assert!(std::fs::read_dir(&parent_path).unwrap().all(|e| {
+            !e.unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .starts_with(TOMBSTONE_PREFIX)
+        }));
+        assert_eq!(sweep_leftover_tmp_dirs(&parent_path), vec![dead]);
+        assert_eq!(
+            std::fs::read_to_string(swapped[0].join("precious")).unwrap(),
+            "kept"
+        );
+        assert!(moved.join("deep/file").is_file());
+    }
+
+    /// A leftover whose own directory was closed with `chmod 000` is swept all the same: opened
+    /// through an `O_PATH` descriptor, given owner rights, reopened, locked, emptied. Root opens
+    /// a 000 directory anyway, so as root the test runs itself again as uid 65534, the way a
+    /// worker that is not root meets it.
+    #[test]
+    fn a_leftover_closed_with_mode_000_is_swept() {
+        use std::os::unix::process::CommandExt;
+        if !rustix::process::geteuid().is_root() {
+            let parent = tempfile::tempdir().unwrap();
+            let parent_path = std::fs::canonicalize(parent.path()).unwrap();
+            let dead = dead_session(&parent_path, "00000000000000aa");
+            std::fs::set_permissions(&dead, std::fs::Permissions::from_mode(0o000)).unwrap();
+            assert!(
+                std::fs::read_dir(&dead).is_err(),
+                "the 000 directory is readable"
+            );
+            assert_eq!(sweep_leftover_tmp_dirs(&parent_path), vec![dead]);
+            assert_eq!(std::fs::read_dir(&parent_path).unwrap().count(), 0);
+            println!("SWEPT AS {}", rustix::process::geteuid().as_raw());
+            return;
+        }
+        // A copy of this binary in a directory uid 65534 can enter (the target directory may be
+        // under a path only root may traverse).
+        let copy_dir = tempfile::Builder::new()
+            .prefix("hands-tools-nobody-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(copy_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = copy_dir.path().join("tmp-dir-test");
+        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new(&exe)
+            .args([
+                "tmp_dir::tests::a_leftover_closed_with_mode_000_is_swept",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("TMPDIR", "/tmp")
+            .current_dir("/")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "as uid 65534: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("SWEPT AS 65534"), "{stdout}");
     }
 
     /// A sweep that died midway left a tombstone: the next sweep removes it, and a directory
@@ -570,8 +756,10 @@ mod tests {
         Err(Errno::IO)
     }
 
-    /// On a file system that cannot lock, a session still gets its directory (unlocked), and
-    /// the sweep, which cannot tell a live session from a dead one there, removes nothing.
+    /// On a file system that cannot lock, a session still gets its directory (unlocked, under
+    /// a name no sweep matches), and the sweep, which cannot tell a live session from a dead one
+    /// there, removes nothing. Once locks work (NFS's ENOLCK is often temporary), a sweep takes
+    /// the dead session's directory and still leaves the live unlocked one alone.
     #[test]
     fn without_locks_sessions_run_and_the_sweep_removes_nothing() {
         for lock_fn in [no_locks as LockFn, no_lock_op, no_lock_call] {
@@ -579,19 +767,32 @@ mod tests {
             let parent_path = std::fs::canonicalize(parent.path()).unwrap();
             let live = SessionTmp::create_with(&parent_path, lock_fn).unwrap();
             assert!(live.path().is_dir());
+            let live_name = live
+                .path()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(live_name.starts_with(UNLOCKED_PREFIX), "{live_name}");
+            std::fs::write(live.path().join("work"), "in use").unwrap();
             let dead = dead_session(&parent_path, "00000000000000aa");
-            let removed = sweep_with(&parent_path, lock_fn, &mut |_| {
+            let removed = sweep_with(&parent_path, lock_fn, &mut |_, _| {
                 panic!("nothing may be removed without a lock")
             });
             assert_eq!(removed, Vec::<PathBuf>::new());
             assert!(live.path().is_dir() && dead.join("deep/file").is_file());
-            // With locks (the same directories on a file system that has them), the dead one
-            // goes and the live one, whose lock was never taken, goes too: the failure above
-            // is what kept them.
+            // Locks work now: the dead directory goes, the live session's stays, content and
+            // all, and its own drop removes it.
+            assert_eq!(sweep_leftover_tmp_dirs(&parent_path), vec![dead]);
+            assert_eq!(
+                std::fs::read_to_string(live.path().join("work")).unwrap(),
+                "in use"
+            );
             let path = live.path().to_path_buf();
             drop(live);
             assert!(!path.exists());
-            assert_eq!(sweep_leftover_tmp_dirs(&parent_path), vec![dead]);
+            assert_eq!(std::fs::read_dir(&parent_path).unwrap().count(), 0);
         }
         // Any other error fails the session's creation, and its directory is not left behind.
         let parent = tempfile::tempdir().unwrap();
