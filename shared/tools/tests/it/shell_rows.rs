@@ -445,6 +445,130 @@ pub async fn t8_interactive_prompts(sh: &Shell<'_>, tier: u8) {
     }
 }
 
+/// The sshd configuration of the T8 ssh row: password authentication only (no PAM, which an
+/// unprivileged server cannot use; no keyboard-interactive, so the methods ssh names are fixed),
+/// loopback only, no pid file (the root is read-only at tier 2).
+const SSHD_CONFIG: &str = "ListenAddress 127.0.0.1\n\
+UsePAM no\n\
+PidFile none\n\
+PasswordAuthentication yes\n\
+KbdInteractiveAuthentication no\n";
+
+/// What a root shell preloads into sshd (only there) so that it runs as an unprivileged user
+/// would: see `t8_ssh_prompts`.
+const SSHD_AS_UID_1000: &str = "#include <unistd.h>\n\
+uid_t getuid(void) { return 1000; }\n\
+uid_t geteuid(void) { return 1000; }\n";
+
+/// Processes whose command line contains `text` anywhere. sshd rewrites its listener's command
+/// line into one string ("sshd: /usr/sbin/sshd -D ... [listener] ..."), so the exact-argument
+/// match of `alive_with_arg` would miss it.
+fn alive_with_text(text: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if cmdline.windows(text.len()).any(|w| w == text.as_bytes())
+            && hands_sandbox::pid_is_alive(pid)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// T8, ssh's host-key question and password prompt against a real OpenSSH server. The command
+/// itself starts sshd on a free loopback port (inside the sandbox's own network at tier 2,
+/// where a server of the test process could not be reached) and connects twice with
+/// no key and no agent: with `StrictHostKeyChecking=ask` ssh must ask whether to trust the
+/// unknown host key, cannot (no terminal), and fails; with `accept-new` it records the key, and
+/// its password prompt cannot open /dev/tty, so it sends an empty password until the server
+/// gives up. Both fail at once with status 255, well before the call's timeout, and the server
+/// goes with the call. Tier 1 has no TCP sockets: skipped there, where the /dev/tty row stands in.
+///
+/// As uid 0 sshd insists on privilege separation: its directory (/run/sshd, absent from a
+/// container that never started the service), its user, and a chroot, which a capability-less
+/// uid 0 (tier 2's namespace root; nested user namespaces are disabled there) cannot do. So a
+/// root shell starts the server with `getuid`/`geteuid` answering 1000 (`SSHD_AS_UID_1000`,
+/// compiled by the command), and sshd runs as for any unprivileged user. Only the server is
+/// fooled; the ssh client under test is not.
+async fn t8_ssh_prompts(sh: &Shell<'_>, tier: u8) {
+    if tier == 1 {
+        println!(
+            "skipping the T8 ssh host-key row at tier 1: no TCP sockets there to reach a server (the /dev/tty row stands in)"
+        );
+        return;
+    }
+    let row = "ssh host key";
+    let Some(sshd) = program(sh, &["sshd", "/usr/sbin/sshd"], row).await else {
+        return;
+    };
+    let root = text(&sh.bash("id -u").await) == "0";
+    let needed: &[&str] = if root {
+        &["ssh", "ssh-keygen", "cc"]
+    } else {
+        &["ssh", "ssh-keygen"]
+    };
+    for name in needed {
+        if program(sh, &[name], row).await.is_none() {
+            return;
+        }
+    }
+    // The configuration's file name is the marker: it stays in the listener's rewritten
+    // command line.
+    let conf = format!("hands-t8-sshd-tier{tier}");
+    sh.fx.write(&conf, SSHD_CONFIG);
+    sh.fx.write("t8_sshd_uid.c", SSHD_AS_UID_1000);
+    let started = std::time::Instant::now();
+    let out = sh
+        .call(json!({"command": format!(
+            "rm -rf t8ssh && mkdir t8ssh && ssh-keygen -q -t ed25519 -N '' -f t8ssh/host_key \
+               && : > t8ssh/known_hosts || exit 1; \
+             as=; if [ \"$(id -u)\" = 0 ]; then cc -shared -fPIC -o t8ssh/uid.so t8_sshd_uid.c || exit 1; \
+               as=\"env LD_PRELOAD=$PWD/t8ssh/uid.so\"; fi; \
+             port=$(python3 -c 'import socket; s = socket.socket(); s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'); \
+             $as {sshd} -D -e -f \"$PWD/{conf}\" -h \"$PWD/t8ssh/host_key\" -p \"$port\" 2> t8ssh/sshd.log & sshd=$!; \
+             for i in $(seq 200); do grep -q 'Server listening' t8ssh/sshd.log && break; \
+               kill -0 $sshd 2>/dev/null || break; sleep 0.05; done; \
+             ssh() {{ env -u SSH_AUTH_SOCK ssh -F /dev/null -o BatchMode=no -o IdentitiesOnly=yes -o IdentityFile=none \
+               -o UserKnownHostsFile=\"$PWD/t8ssh/known_hosts\" -o GlobalKnownHostsFile=/dev/null -p \"$port\" \"$@\"; }}; \
+             ssh -o StrictHostKeyChecking=ask 127.0.0.1 true; echo ask_rc=$?; \
+             ssh -o StrictHostKeyChecking=accept-new 127.0.0.1 true; echo accept_new_rc=$?; \
+             echo known_hosts=$(wc -l < t8ssh/known_hosts); echo '[sshd]'; cat t8ssh/sshd.log"
+        ), "timeout_ms": 60_000}))
+        .await;
+    let elapsed = started.elapsed();
+    let t = text(&out);
+    let not_timed_out = !t.starts_with("bash: bash command timed out");
+    assert!(
+        not_timed_out && t.contains("Server listening on 127.0.0.1 port "),
+        "after {elapsed:?} of 60 s: {t}"
+    );
+    let (ask, after_ask) = t.split_once("ask_rc=").unwrap();
+    let (accept_new, after_accept_new) = after_ask.split_once("accept_new_rc=").unwrap();
+    // Asked about the unknown key, ssh has no terminal to ask on: it refuses the host.
+    assert!(
+        ask.contains("Host key verification failed.")
+            && !ask.contains("Permanently added")
+            && after_ask.starts_with("255\n"),
+        "after {elapsed:?} of 60 s: {t}"
+    );
+    // Past the host key (recorded: the file's one line), the password prompt has no /dev/tty:
+    // empty answers, denied.
+    assert!(
+        accept_new.contains("Warning: Permanently added '[127.0.0.1]:")
+            && accept_new.contains("@127.0.0.1: Permission denied (publickey,password).")
+            && after_accept_new.starts_with("255\nknown_hosts=1\n"),
+        "after {elapsed:?} of 60 s: {t}"
+    );
+    assert_eq!(alive_with_text(&conf), Vec::<i32>::new(), "{t}");
+    println!("T8 ssh row at tier {tier}: both connections failed, call returned after {elapsed:?}");
+}
+
 /// T8: nothing waits on stdin or a prompt; a never-ending command (`tail -f`, `sleep infinity`)
 /// is killed at the timeout with its partial output, and everything it started is gone.
 pub async fn t8_never_exits(sh: &Shell<'_>, tier: u8) {
@@ -463,6 +587,7 @@ pub async fn t8_never_exits(sh: &Shell<'_>, tier: u8) {
     );
     assert_eq!(text(&sh.bash("python3; echo rc=$?").await), "rc=0");
     t8_interactive_prompts(sh, tier).await;
+    t8_ssh_prompts(sh, tier).await;
     let out = sh
         .call(json!({
             "command": format!("echo partial; tail -f /dev/null --pid=1 {tail}"),
