@@ -25,6 +25,7 @@
 //! result says so.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hands_protocol::toolset::{BashInput, ToolOutput};
@@ -255,8 +256,8 @@ fn drain(proc: &ShellProcess) {
 /// which reports a signal N as status 128+N; and pid 1 ignores SIGXCPU, so a shell burning CPU
 /// itself runs on to the hard limit (a second above `cpu_seconds`) and is killed by SIGKILL.
 /// A SIGKILL can also come from the OOM killer or from outside, so there it is said to be the
-/// CPU limit only when `shell_cpu`, at least the CPU time the shell itself used (see
-/// [`dead_tree_cpu_ticks`]), reached the limit; unknown is not enough.
+/// CPU limit only when `shell_cpu`, the CPU time the shell itself used as far as it can be
+/// known (see [`CpuWatch`]), reached the limit; unknown is not enough.
 fn ended_how(
     status: Option<std::process::ExitStatus>,
     cpu_seconds: Option<u64>,
@@ -304,19 +305,69 @@ fn stat_cpu_ticks(raw: &[u8]) -> Option<(u64, u64)> {
     Some((utime + stime, cutime + cstime))
 }
 
-/// What the tier-2 shell's reaped children have used so far, in clock ticks.
-fn shell_children_cpu_ticks(scope: &SweepScope) -> Option<u64> {
-    // `/proc/<shell>/root`'s sibling.
-    let stat = hands_sandbox::sandbox_root(scope)?.with_file_name("stat");
-    stat_cpu_ticks(&std::fs::read(stat).ok()?).map(|(_, children)| children)
+/// How often the tier-2 shell's own CPU time is sampled while a command runs under a CPU limit.
+const CPU_SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// What tells, once a tier-2 shell under a CPU limit has been killed by SIGKILL, whether its
+/// own CPU time reached the limit (the hard limit, one second above it, sends that SIGKILL to
+/// pid 1, which ignores SIGXCPU) or the kill came from elsewhere (the OOM killer, an operator).
+/// Two figures must both reach the limit:
+/// - an upper bound: the dead tree's CPU ([`dead_tree_cpu_ticks`]) minus what the shell's
+///   reaped children had used before the command. It also counts the command's own children,
+///   so alone it would take a `make -j` burning N CPU-seconds in compilers for the limit;
+/// - the last sample of the shell's OWN CPU (utime + stime of `/proc/<shell>/stat`), taken
+///   every [`CPU_SAMPLE_EVERY`] while the command runs. The single-threaded shell gains at most
+///   one CPU-second per second, and the limit's kill comes at N + 1 s of its own CPU, so a
+///   sample from less than a second before a limit kill is at least N s; a kill from outside
+///   after children did the burning finds the shell's own figure low.
+///
+/// Without `/proc/<pid>/task/<tid>/children` (a kernel without `CONFIG_PROC_CHILDREN`) the
+/// shell's `/proc` entry cannot be found: nothing is known and the limit is never claimed.
+struct CpuWatch {
+    /// `/proc/<shell>/stat` (host pid).
+    stat: PathBuf,
+    /// The shell's reaped children's CPU before the command, in clock ticks.
+    children_before: u64,
+    /// The shell's own CPU at the last sample, in clock ticks.
+    own_last: Option<u64>,
+}
+
+impl CpuWatch {
+    fn start(scope: &SweepScope) -> Option<CpuWatch> {
+        // `/proc/<shell>/root`'s sibling.
+        let stat = hands_sandbox::sandbox_root(scope)?.with_file_name("stat");
+        let (own, children_before) = stat_cpu_ticks(&std::fs::read(&stat).ok()?)?;
+        Some(CpuWatch {
+            stat,
+            children_before,
+            own_last: Some(own),
+        })
+    }
+
+    /// Reads the shell's own CPU time now, if its `/proc` entry is still there (a zombie's is).
+    fn sample(&mut self) {
+        if let Some((own, _)) = std::fs::read(&self.stat)
+            .ok()
+            .and_then(|raw| stat_cpu_ticks(&raw))
+        {
+            self.own_last = Some(own);
+        }
+    }
+
+    /// The shell's own CPU time as far as both figures allow (the smaller), once the dead tree's
+    /// total is known; `None` when either is unknown.
+    fn shell_cpu(&self, dead_tree_total: Option<u64>) -> Option<Duration> {
+        let bound = dead_tree_total?.saturating_sub(self.children_before);
+        Some(ticks_to_duration(bound.min(self.own_last?)))
+    }
 }
 
 /// The CPU time the dead tree under bubblewrap (`pid`) used in all, in clock ticks: bubblewrap's
 /// own and that of everything reaped below it (the shell, its pid 1, reaps its children and, as
 /// it dies, the rest of its namespace). Waits for bubblewrap to exit without reaping it
 /// (`WNOWAIT`), so its zombie's counters can be read and the `Child` still reaps it after.
-/// Minus what the shell's children had used before the command ([`shell_children_cpu_ticks`]),
-/// it bounds from above the CPU time the shell itself used, which is what `RLIMIT_CPU` counts.
+/// Minus what the shell's children had used before the command ([`CpuWatch`]), it bounds from
+/// above the CPU time the shell itself used, which is what `RLIMIT_CPU` counts.
 async fn dead_tree_cpu_ticks(pid: Option<u32>) -> Option<u64> {
     let pid = rustix::process::Pid::from_raw(i32::try_from(pid?).ok()?)?;
     tokio::task::spawn_blocking(move || {
@@ -428,11 +479,10 @@ impl BashState {
         };
         let mut cap = Capture::new(limit);
         let refused_before = proc.pids.as_ref().map_or(0, |p| p.refused_forks());
-        // At tier 2 with a CPU limit, a SIGKILL of the shell is the limit only if the shell can
-        // have used that much CPU itself: what its earlier commands' processes used (reaped
-        // into its counters by now) is taken off at the end.
-        let cpu_baseline = if watch_cpu {
-            Some(shell_children_cpu_ticks(&proc.scope).unwrap_or(0))
+        // At tier 2 with a CPU limit, a SIGKILL of the shell is the limit only if the shell
+        // used that much CPU itself: watched while the command runs (see `CpuWatch`).
+        let mut cpu_watch = if watch_cpu {
+            CpuWatch::start(&proc.scope)
         } else {
             None
         };
@@ -441,10 +491,25 @@ impl BashState {
             Timeout,
             Cancelled,
         }
-        let stop = tokio::select! {
-            ended = run_command(proc, &command, &mut cap) => Stop::Ended(ended),
-            () = tokio::time::sleep(timeout) => Stop::Timeout,
-            () = cancel.cancelled() => Stop::Cancelled,
+        let stop = {
+            let run = run_command(proc, &command, &mut cap);
+            tokio::pin!(run);
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            let mut tick = tokio::time::interval(CPU_SAMPLE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    ended = &mut run => break Stop::Ended(ended),
+                    () = &mut deadline => break Stop::Timeout,
+                    () = cancel.cancelled() => break Stop::Cancelled,
+                    _ = tick.tick(), if cpu_watch.is_some() => {
+                        if let Some(watch) = cpu_watch.as_mut() {
+                            watch.sample();
+                        }
+                    }
+                }
+            }
         };
         // Read now: the branches below may kill the shell and remove its cgroup.
         let mut limit_note = proc
@@ -489,11 +554,11 @@ impl BashState {
                     Some(mut shell) => {
                         let status = match shell.proc.as_mut() {
                             Some(p) => {
-                                if let Some(baseline) = cpu_baseline {
+                                if let Some(watch) = cpu_watch.as_mut() {
+                                    // The shell's zombie may still be there to read.
+                                    watch.sample();
                                     shell_cpu =
-                                        dead_tree_cpu_ticks(p.child.id()).await.map(|total| {
-                                            ticks_to_duration(total.saturating_sub(baseline))
-                                        });
+                                        watch.shell_cpu(dead_tree_cpu_ticks(p.child.id()).await);
                                 }
                                 p.child.wait().await.ok()
                             }
@@ -587,7 +652,7 @@ impl BashState {
 
 #[cfg(test)]
 mod tests {
-    use super::{ended_how, stat_cpu_ticks};
+    use super::{CpuWatch, ended_how, stat_cpu_ticks, ticks_to_duration};
     use std::os::unix::process::ExitStatusExt as _;
     use std::process::ExitStatus;
     use std::time::Duration;
@@ -652,6 +717,32 @@ mod tests {
         );
         assert_eq!(ended_how(exited(1), Some(5), true, burnt), "status 1");
         assert_eq!(ended_how(exited(200), Some(5), true, burnt), "status 200");
+    }
+
+    /// The shell's own CPU is the smaller of the dead tree's bound and the last sample: a
+    /// command's children burning (a large bound) with the shell idle (a small sample) is not
+    /// the shell's CPU, and either figure unknown is unknown.
+    #[test]
+    fn the_shells_cpu_needs_both_the_bound_and_the_sample() {
+        let watch = |own_last| CpuWatch {
+            stat: "/nonexistent".into(),
+            children_before: 100,
+            own_last,
+        };
+        assert_eq!(
+            watch(Some(20)).shell_cpu(Some(1_000)),
+            Some(ticks_to_duration(20))
+        );
+        assert_eq!(
+            watch(Some(5_000)).shell_cpu(Some(1_000)),
+            Some(ticks_to_duration(900))
+        );
+        assert_eq!(watch(None).shell_cpu(Some(1_000)), None);
+        assert_eq!(watch(Some(20)).shell_cpu(None), None);
+        // A vanished entry keeps the last sample.
+        let mut w = watch(Some(20));
+        w.sample();
+        assert_eq!(w.own_last, Some(20));
     }
 
     #[test]

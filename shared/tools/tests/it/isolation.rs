@@ -520,7 +520,8 @@ async fn row_t7_output_floods_are_bounded() {
 
 // T11 in tier 2: a burner on every core is killed by the wall-clock timeout (with the pid
 // namespace) while the tools keep answering; RLIMIT_CPU reaches through bubblewrap and ends a
-// burner by itself; a SIGKILL of the shell from outside is not taken for the CPU limit.
+// burner by itself; a SIGKILL of the shell from outside is not taken for the CPU limit, also
+// after a child of the shell burned the limit's worth of CPU.
 #[tokio::test]
 #[ignore = "run by tier2_rows_hold_under_canaries"]
 async fn row_t11_cpu_burner_is_stopped() {
@@ -539,6 +540,13 @@ async fn row_t11_cpu_burner_is_stopped() {
     shell_row(
         |c| c.rlimits.cpu_seconds = Some(shell_rows::CPU_SECONDS),
         async |sh| shell_rows::t11_an_outside_kill_is_not_the_cpu_limit(sh, 2).await,
+    )
+    .await;
+    shell_row(
+        |c| c.rlimits.cpu_seconds = Some(shell_rows::CPU_SECONDS),
+        async |sh| {
+            shell_rows::t11_a_child_burner_then_an_outside_kill_is_not_the_cpu_limit(sh, 2).await
+        },
     )
     .await;
 }
