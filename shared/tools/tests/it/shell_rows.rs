@@ -573,7 +573,9 @@ async fn t8_ssh_prompts(sh: &Shell<'_>, tier: u8) {
                -o UserKnownHostsFile=\"$PWD/t8ssh/known_hosts\" -o GlobalKnownHostsFile=/dev/null -p \"$port\" \"$@\"; }}; \
              ssh -o StrictHostKeyChecking=ask 127.0.0.1 true; echo ask_rc=$?; \
              ssh -o StrictHostKeyChecking=accept-new 127.0.0.1 true; echo accept_new_rc=$?; \
-             echo known_hosts=$(wc -l < t8ssh/known_hosts); echo '[sshd]'; cat t8ssh/sshd.log"
+             for i in $(seq 100); do kids=$(cat /proc/$sshd/task/$sshd/children) && kids=$(echo $kids | wc -w) || kids=unreadable; \
+               [ $kids = 0 ] && break; sleep 0.05; done; \
+             echo known_hosts=$(wc -l < t8ssh/known_hosts) sshd_children=$kids; echo '[sshd]'; cat t8ssh/sshd.log"
         ), "timeout_ms": 60_000}))
         .await;
     let elapsed = started.elapsed();
@@ -597,9 +599,13 @@ async fn t8_ssh_prompts(sh: &Shell<'_>, tier: u8) {
     assert!(
         accept_new.contains("Warning: Permanently added '[127.0.0.1]:")
             && accept_new.contains("@127.0.0.1: Permission denied (publickey,password).")
-            && after_accept_new.starts_with("255\nknown_hosts=1\n"),
+            && after_accept_new.starts_with("255\nknown_hosts=1 "),
         "after {elapsed:?} of 60 s: {t}"
     );
+    // The server's process for each connection (renamed "sshd: [accepted]" and the like, so no
+    // marker) ended with its connection, while the listener still ran; the listener went with the
+    // call.
+    assert!(t.contains(" sshd_children=0\n"), "{t}");
     assert_eq!(alive_with_text(&conf), Vec::<i32>::new(), "{t}");
     println!("T8 ssh row at tier {tier}: both connections failed, call returned after {elapsed:?}");
 }
