@@ -2,7 +2,9 @@
 //!
 //! The regex is compiled by `grep-regex` (the `regex` crate: finite automata, linear time, no
 //! backtracking engine, so `(a+)+$` cannot explode) with size limits on the compiled program
-//! and the lazy DFA, and a limit on the pattern's length (T25). The walk follows the
+//! and the lazy DFA, and a limit on the pattern's length (T25); a pattern naming only ASCII
+//! characters is also compiled without Unicode, which is cheaper and, on content with no byte
+//! above 0x7F, matches exactly the same (`matchers`). The walk follows the
 //! reference's built-in search: it skips `.git` and `node_modules`, never follows symlinks,
 //! reads only regular files, skips binary files (a NUL byte) and lines longer than 2,000 bytes,
 //! and stops at 100 KiB of output with the reference marker. Every directory is opened
