@@ -16,4 +16,5 @@ pub mod toolset;
 pub mod webhook;
 pub mod webhook_event;
 mod webhook_event_head;
+mod webhook_event_scan;
 pub mod work;
