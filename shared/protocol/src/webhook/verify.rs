@@ -357,8 +357,11 @@ fn decode_v1_entry(entry: &[u8]) -> Option<[u8; TAG_LEN]> {
     if encoded.len() != TAG_BASE64_LEN {
         return None;
     }
-    let decoded = STANDARD.decode(encoded).ok()?;
-    <[u8; TAG_LEN]>::try_from(decoded.as_slice()).ok()
+    // Straight into the tag: no allocation per entry. Text that decodes to more than the tag
+    // fails (the slice is too small), to less is caught by the length.
+    let mut tag = [0; TAG_LEN];
+    let len = STANDARD.decode_slice(encoded, &mut tag).ok()?;
+    (len == TAG_LEN).then_some(tag)
 }
 
 /// The only place a received signature is compared with an expected one (CATALOGUE W25).
@@ -432,6 +435,28 @@ mod tests {
         let same: Choice = tags_match(&tag, &tag);
         assert!(bool::from(same));
         assert!(!bool::from(tags_match(&tag, &other)));
+    }
+
+    #[test]
+    fn v1_entries_decode_to_exactly_one_tag() {
+        let tag = [0xa5_u8; TAG_LEN];
+        let text = STANDARD.encode(tag);
+        assert_eq!(text.len(), TAG_BASE64_LEN);
+        assert_eq!(decode_v1_entry(format!("v1,{text}").as_bytes()), Some(tag));
+        // 44 characters that are 31 or 33 bytes, stray bits, another version or length: no tag.
+        let short = STANDARD.encode([1_u8; TAG_LEN - 1]);
+        let long = STANDARD.encode([1_u8; TAG_LEN + 1]);
+        for entry in [
+            format!("v1,{short}"),
+            format!("v1,{}", &long[..TAG_BASE64_LEN]),
+            // The last character carries stray bits below the 32nd byte.
+            format!("v1,{}B=", &text[..TAG_BASE64_LEN - 2]),
+            format!("v1,{}", text.replace('=', "A")),
+            format!("v2,{text}"),
+            format!("v1,{text}="),
+        ] {
+            assert_eq!(decode_v1_entry(entry.as_bytes()), None, "{entry}");
+        }
     }
 
     #[test]
