@@ -105,7 +105,7 @@ where
     };
 
     // 1. The raw body, bounded in size and time (W14, W19).
-    if declared_too_large(headers, config.max_body_bytes) {
+    if declared_too_large(&body, config.max_body_bytes) {
         return (
             Outcome::TooLarge,
             closing(plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")),
