@@ -35,11 +35,12 @@ TICK = os.sysconf("SC_CLK_TCK")
 SECRET = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of `pid` so far."""
     # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
 def rss_mib(pid: int) -> float:
@@ -88,7 +89,7 @@ def wrk(port: int, deliveries: Path, duration: str, conns: int, pid: int) -> dic
             time.sleep(0.1)
 
     t = threading.Thread(target=sample)
-    cpu0 = cpu_seconds(pid)
+    user0, sys0 = cpu_times(pid)
     t.start()
     p = subprocess.run(
         ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}", "--latency",
@@ -97,7 +98,8 @@ def wrk(port: int, deliveries: Path, duration: str, conns: int, pid: int) -> dic
         check=True)
     done.set()
     t.join()
-    cpu = cpu_seconds(pid) - cpu0
+    user1, sys1 = cpu_times(pid)
+    user, cpu = user1 - user0, (user1 - user0) + (sys1 - sys0)
     out = p.stdout
     total = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -113,6 +115,8 @@ def wrk(port: int, deliveries: Path, duration: str, conns: int, pid: int) -> dic
         "p99": to_ms(lat.get("99", "")),
         "cpu": cpu,
         "per_cpu_s": total / cpu if cpu > 0 else float("nan"),
+        # User space's part of the receiver's CPU; the rest is the kernel's (sockets, epoll).
+        "user_share": user / cpu if cpu > 0 else float("nan"),
         # Over the load phase only (wall also holds wrk's start-up: loading the file).
         "cpu_share": cpu / (total / rps) if rps > 0 else float("nan"),
         "rss_load": peak[0],
@@ -220,7 +224,8 @@ def main() -> None:
                 results.setdefault(kind, []).append(r)
                 v = r["valid"]
                 line = (f"run {run + 1} {kind:6s}: valid {v['rps']:9.0f}/s, "
-                        f"{v['per_cpu_s']:8.0f}/CPU-s (receiver CPU {v['cpu_share']:.0%}), "
+                        f"{v['per_cpu_s']:8.0f}/CPU-s (receiver CPU {v['cpu_share']:.0%}, "
+                        f"{v['user_share']:.0%} of it user space), "
                         f"p50 {v['p50']:.3f} ms, p99 {v['p99']:.3f} ms, non-2xx {v['non2xx']}"
                         f"/{v['total']}, RSS idle {r['idle_rss']:.1f} MiB load "
                         f"{v['rss_load']:.1f} MiB")
