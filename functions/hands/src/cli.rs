@@ -49,12 +49,15 @@ pub enum Command {
 }
 
 /// Logs go to stderr so stdout stays machine-readable (devplane prints one JSON line there,
-/// `hands dev` its transcript).
+/// `hands dev` its transcript). Colours only on a terminal: a log file, the journal or a
+/// container runtime's log would otherwise hold escape sequences on every line.
 fn init_logging(format: &str, default_level: &str) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
