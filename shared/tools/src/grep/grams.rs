@@ -119,19 +119,16 @@ pub(crate) struct Needs {
 }
 
 impl Needs {
-    /// The query of `pattern`, parsed as `grep-regex` parses it (Unicode on, invalid UTF-8
-    /// allowed, the same nesting limit); `None` when a match needs no trigram or the pattern
-    /// is not understood here (the search then reads every file, and the matcher, built
-    /// separately, still decides what matches). `grep-regex` also strips the line terminator
-    /// from the pattern's classes, which only removes matches: the query of the unstripped
-    /// pattern holds for every match of the stripped one.
+    /// The query of `pattern`, parsed as the matcher reads it (`matchers::parser`: Unicode
+    /// on, invalid UTF-8 allowed, the same nesting limit); `None` when a match needs no
+    /// trigram or the pattern is not understood here (the search then reads every file, and
+    /// the matcher, built separately, still decides what matches). `grep-regex` also strips
+    /// the line terminator from the pattern's classes, which only removes matches: the query
+    /// of the unstripped pattern holds for every match of the stripped one. The matcher built
+    /// without Unicode for ASCII content matches there exactly what the Unicode one does
+    /// (`matchers`), so this query holds for its matches too.
     pub(crate) fn of(pattern: &str) -> Option<Needs> {
-        let hir = regex_syntax::ParserBuilder::new()
-            .utf8(false)
-            .nest_limit(250)
-            .build()
-            .parse(pattern)
-            .ok()?;
+        let hir = super::matchers::parser().parse(pattern).ok()?;
         let query = query::of(&hir);
         (query != Query::All).then_some(Needs { query })
     }
@@ -231,196 +228,5 @@ mod tests {
 }
 
 #[cfg(test)]
-pub(super) mod props {
-    #![allow(clippy::unwrap_used)]
-    use grep_matcher::Matcher;
-    use grep_regex::RegexMatcherBuilder;
-    use proptest::prelude::*;
-
-    use super::*;
-
-    /// Pieces of patterns: literals over a small alphabet (so that random content contains
-    /// them), case-insensitivity, classes, repetitions, alternations, anchors, Unicode case
-    /// folds (`k` and the Kelvin sign, `é` and `É`).
-    pub(in crate::grep) fn pattern() -> impl Strategy<Value = String> {
-        let piece = prop_oneof![
-            "[abcK_]{1,4}",
-            "[0-9_]{1,3}",
-            Just("(?i)".to_string()),
-            Just("é".to_string()),
-            Just("\u{663}".to_string()),
-            Just("|".to_string()),
-            Just("?".to_string()),
-            Just("*".to_string()),
-            Just("+".to_string()),
-            Just("{2}".to_string()),
-            Just("{1,3}".to_string()),
-            Just("{0,2}".to_string()),
-            Just(".".to_string()),
-            Just("[ab]".to_string()),
-            Just("[_-]".to_string()),
-            Just("[^a]".to_string()),
-            Just("[a\\n]".to_string()),
-            Just(r"\w".to_string()),
-            Just(r"\d".to_string()),
-            Just(r"\d{3}".to_string()),
-            Just(r"\s".to_string()),
-            Just("[0-9]".to_string()),
-            Just(r"\b".to_string()),
-            Just("^".to_string()),
-            Just("$".to_string()),
-            Just("(ab|bc)".to_string()),
-            Just("(?:a|1_|)".to_string()),
-            Just("(?-u:\\xE9)".to_string()),
-            Just("(?-u:\\d\\w)".to_string()),
-        ];
-        prop::collection::vec(piece, 1..8).prop_map(|v| v.concat())
-    }
-
-    fn content() -> impl Strategy<Value = String> {
-        prop::collection::vec(
-            prop_oneof![
-                Just('a'),
-                Just('b'),
-                Just('c'),
-                Just('A'),
-                Just('B'),
-                Just('K'),
-                Just('k'),
-                Just('\u{212A}'),
-                Just('é'),
-                Just('É'),
-                Just('_'),
-                Just('-'),
-                Just('0'),
-                Just('1'),
-                Just('7'),
-                Just('\u{663}'),
-                Just('\u{96A}'),
-                Just('\u{1D7D8}'),
-                Just(' '),
-                Just('\n'),
-            ],
-            0..200,
-        )
-        .prop_map(|v| v.into_iter().collect())
-    }
-
-    /// Content with many distinct trigrams (so filters are sparse and a wrong bit shows).
-    fn varied_content() -> impl Strategy<Value = String> {
-        "[a-zA-Z0-9_ \n\u{e9}\u{c9}\u{212A}\u{663}]{3,300}"
-    }
-
-    /// A pattern made from a piece of `content` (so it often matches), wrapped in syntax that
-    /// keeps a literal prefix: case-insensitivity, alternation, optional and repeated prefixes,
-    /// word boundaries.
-    fn pattern_from(content: &str, start: usize, len: usize, wrap: usize) -> String {
-        let chars: Vec<char> = content.chars().collect();
-        let start = start % chars.len();
-        let piece: String = chars[start..(start + len).min(chars.len())]
-            .iter()
-            .collect();
-        let piece = regex_syntax::escape(&piece);
-        let wraps = [
-            "{}",
-            "(?i){}",
-            "{}|qqqq",
-            "zz?{}",
-            "{}\\w*",
-            "(?:{})+",
-            "\\b{}",
-            "[ab]{}",
-            "(?i:{})x?",
-            "\\w*{}\\d?",
-            "{}{2}",
-            "(?:{}|\\d\\d)",
-        ];
-        wraps[wrap % wraps.len()].replace("{}", &piece)
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(128))]
-
-        /// As below, for patterns taken from the content: most of them match.
-        #[test]
-        fn the_filter_never_hides_a_match_of_a_piece_of_the_content(
-            content in varied_content(),
-            start in 0usize..300,
-            len in 3usize..9,
-            wrap in 0usize..12,
-        ) {
-            let pattern = pattern_from(&content, start, len, wrap);
-            let Ok(matcher) = RegexMatcherBuilder::new()
-                .line_terminator(Some(b'\n'))
-                .build(&pattern)
-            else {
-                return Ok(());
-            };
-            let Some(needs) = Needs::of(&pattern) else {
-                return Ok(());
-            };
-            let grams = Grams::of(content.as_bytes());
-            let matched = content
-                .as_bytes()
-                .split(|b| *b == b'\n')
-                .any(|line| matcher.is_match(line).unwrap());
-            if matched {
-                prop_assert!(needs.may_match(&grams), "{pattern:?} in {content:?}");
-            }
-        }
-
-        /// A pattern that matches some line of the content is never ruled out by the
-        /// content's trigrams: the matcher is built as `grep` builds it.
-        #[test]
-        fn the_filter_never_hides_a_match(pattern in pattern(), content in content()) {
-            let Ok(matcher) = RegexMatcherBuilder::new()
-                .line_terminator(Some(b'\n'))
-                .build(&pattern)
-            else {
-                return Ok(());
-            };
-            let Some(needs) = Needs::of(&pattern) else {
-                return Ok(());
-            };
-            let grams = Grams::of(content.as_bytes());
-            let matched = content
-                .as_bytes()
-                .split(|b| *b == b'\n')
-                .any(|line| matcher.is_match(line).unwrap());
-            if matched {
-                prop_assert!(needs.may_match(&grams), "{pattern:?} in {content:?}");
-            }
-        }
-
-        /// The same for content that is not valid UTF-8 (bytes of multi-byte sequences on
-        /// their own, or in order), which the matcher searches as bytes too.
-        #[test]
-        fn the_filter_never_hides_a_match_in_raw_bytes(
-            pattern in pattern(),
-            content in prop::collection::vec(
-                prop::sample::select(vec![
-                    b'a', b'b', b'K', b'_', b'-', b'0', b'1', b'7', b' ', b'\n',
-                    0xE9, 0xC3, 0xA9, 0xD9, 0xA3, 0xE2, 0x84, 0xAA, 0xFF,
-                ]),
-                0..200,
-            ),
-        ) {
-            let Ok(matcher) = RegexMatcherBuilder::new()
-                .line_terminator(Some(b'\n'))
-                .build(&pattern)
-            else {
-                return Ok(());
-            };
-            let Some(needs) = Needs::of(&pattern) else {
-                return Ok(());
-            };
-            let grams = Grams::of(&content);
-            let matched = content
-                .split(|b| *b == b'\n')
-                .any(|line| matcher.is_match(line).unwrap());
-            if matched {
-                prop_assert!(needs.may_match(&grams), "{pattern:?} in {content:?}");
-            }
-        }
-    }
-}
+#[path = "grams_props.rs"]
+pub(super) mod props;

@@ -33,6 +33,12 @@ use crate::Limits;
 
 /// Builds the matcher `grep` searches with: the pattern's size limits and a `\n` line
 /// terminator; with Unicode (the tool's meaning of the pattern) or without it.
+///
+/// The trigram filter reads the pattern with [`parser`], not with this builder: an option set
+/// here that makes a pattern match more (`case_insensitive`, `case_smart`, `fixed_strings`,
+/// `ignore_whitespace`, ...) must be set there too, or the filter rules out files that hold
+/// real matches. The test `the_filter_reads_the_pattern_as_the_matcher_does` (`grams_props`)
+/// fails when they diverge on any such option.
 pub(crate) fn build(
     pattern: &str,
     limits: &Limits,
@@ -44,6 +50,16 @@ pub(crate) fn build(
         .line_terminator(Some(b'\n'))
         .unicode(unicode)
         .build(pattern)
+}
+
+/// The parser that reads a pattern as [`build`]'s matcher does (`grep-regex`'s defaults:
+/// Unicode on, invalid UTF-8 allowed, its nesting limit), for the trigram query (`grams`).
+/// `build` leaves every syntax option at its default; see there.
+pub(crate) fn parser() -> regex_syntax::Parser {
+    regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .nest_limit(250)
+        .build()
 }
 
 /// Whether `pattern` built without Unicode matches what it matches with Unicode on every
