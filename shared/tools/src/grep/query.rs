@@ -600,12 +600,7 @@ mod tests {
     use super::*;
 
     fn shape(pattern: &str) -> String {
-        let hir = regex_syntax::ParserBuilder::new()
-            .utf8(false)
-            .nest_limit(250)
-            .build()
-            .parse(pattern)
-            .unwrap();
+        let hir = crate::grep::matchers::parser().parse(pattern).unwrap();
         of(&hir).to_string()
     }
 
@@ -705,12 +700,7 @@ mod tests {
             r"(\w+_\d{4}|[a-f0-9]{40})+".repeat(2_000),
         ];
         for pattern in &patterns {
-            let hir = regex_syntax::ParserBuilder::new()
-                .utf8(false)
-                .nest_limit(250)
-                .build()
-                .parse(pattern)
-                .unwrap();
+            let hir = crate::grep::matchers::parser().parse(pattern).unwrap();
             let q = of(&hir);
             assert!(q.leaves() <= MAX_LEAVES, "{} leaves", q.leaves());
         }
