@@ -327,13 +327,25 @@ fn sample(hir: &Hir, rng: &mut Rng, out: &mut Vec<u8>, budget: &mut usize) {
     }
 }
 
-/// Content holding a string sampled from `pattern`, between the two halves of `pad`.
+/// Content holding a string sampled from `pattern`, between the two halves of `pad`, then
+/// the same string with the case of some ASCII letters swapped: a near miss, which a matcher
+/// that read the pattern differently from the query (case-insensitively) would match.
 fn sampled_content(pattern: &str, seed: u64, pad: &str, at: usize) -> Vec<u8> {
     let pad = pad.as_bytes();
     let at = at % (pad.len() + 1);
     let mut out = pad[..at].to_vec();
     if let Ok(hir) = parser().parse(pattern) {
-        sample(&hir, &mut Rng(seed | 1), &mut out, &mut 400);
+        let mut rng = Rng(seed | 1);
+        let mut sampled = Vec::new();
+        sample(&hir, &mut rng, &mut sampled, &mut 400);
+        out.extend_from_slice(&sampled);
+        out.push(b'\n');
+        for b in &mut sampled {
+            if b.is_ascii_alphabetic() && rng.below(2) == 0 {
+                *b ^= 0x20;
+            }
+        }
+        out.extend_from_slice(&sampled);
     }
     out.extend_from_slice(&pad[at..]);
     out
