@@ -38,7 +38,8 @@ use crate::Limits;
 /// here that makes a pattern match more (`case_insensitive`, `case_smart`, `fixed_strings`,
 /// `ignore_whitespace`, ...) must be set there too, or the filter rules out files that hold
 /// real matches. The test `the_filter_reads_the_pattern_as_the_matcher_does` (`grams_props`)
-/// fails when they diverge on any such option.
+/// fails when they diverge on case-insensitivity, fixed strings or ignored whitespace; an
+/// option under which patterns that `parser` refuses build (`octal`) leaves their filter off.
 pub(crate) fn build(
     pattern: &str,
     limits: &Limits,
