@@ -60,9 +60,9 @@ pub(in crate::grep) fn pattern() -> impl Strategy<Value = String> {
 
 /// Patterns as trees: groups, alternations (some with an empty branch) and flags nested in
 /// repetitions, wide alternations and long literals, so that the query's bounds come into
-/// play: sets cut at `MAX_SET` strings of `MAX_LEN` bytes (a mutation of that cut was caught
-/// by the nested test, not by the flat one), and likely products past `MAX_PRODUCT` and the
-/// leaf bound (not measured).
+/// play: sets cut at `MAX_SET` strings of `MAX_LEN` bytes (a mutation of that cut failed the
+/// nested tests in both runs tried, a flat test in one of them), and likely products past
+/// `MAX_PRODUCT` and the leaf bound (not measured).
 fn nested_pattern() -> impl Strategy<Value = String> {
     let leaf = prop_oneof![
         8 => "[abcK_]{2,5}",
