@@ -508,14 +508,14 @@ mod tests {
         let tasks = hands_sandbox::DEFAULT_PROCESSES;
         match hands_sandbox::process_limit_mechanism() {
             hands_sandbox::ProcessLimitMechanism::Cgroup => {
-                assert_eq!((r.max_pids, r.max_processes), (Some(tasks), None));
+                assert_eq!((r.max_pids, r.nproc), (Some(tasks), None));
             }
             hands_sandbox::ProcessLimitMechanism::Nproc { uid_tasks, .. } => {
                 assert_eq!(r.max_pids, None);
-                assert!(r.max_processes.is_some_and(|n| n > *uid_tasks), "{r:?}");
+                assert!(r.nproc.is_some_and(|n| n > *uid_tasks), "{r:?}");
             }
             hands_sandbox::ProcessLimitMechanism::Unavailable(_) => {
-                assert_eq!((r.max_pids, r.max_processes), (None, None));
+                assert_eq!((r.max_pids, r.nproc), (None, None));
             }
         }
         let auto = args(&["--isolation", "none", "--limit-processes", "auto"])
@@ -544,7 +544,7 @@ mod tests {
         assert_eq!(r.max_open_files, Some(200));
         assert_eq!(r.cpu_seconds, Some(30));
         assert_eq!(r.address_space_bytes, None);
-        assert_eq!((r.max_pids, r.max_processes), (None, None));
+        assert_eq!((r.max_pids, r.nproc), (None, None));
         let off = args(&["--isolation", "none", "--limit-file-size", "off"])
             .config()
             .unwrap();
@@ -557,7 +557,7 @@ mod tests {
             }
             hands_sandbox::ProcessLimitMechanism::Nproc { uid_tasks, .. } => {
                 let r = explicit.unwrap().toolset.rlimits;
-                assert_eq!(r.max_processes, Some(uid_tasks + 64));
+                assert_eq!(r.nproc, Some(uid_tasks + 64));
             }
             hands_sandbox::ProcessLimitMechanism::Unavailable(_) => {
                 let err = explicit.err().unwrap().to_string();

@@ -138,15 +138,15 @@ mod tests {
         assert_eq!(set.address_space_bytes, Some(2 << 30));
         // Processes stay `auto`: the defaults' mechanism and count.
         assert_eq!(
-            (set.max_pids, set.max_processes),
-            (defaults.max_pids, defaults.max_processes)
+            (set.max_pids, set.nproc),
+            (defaults.max_pids, defaults.nproc)
         );
         assert_eq!(
             limits(&[("HANDS_LIMIT_PROCESSES", "auto")]).unwrap(),
             defaults
         );
         let off = limits(&[("HANDS_LIMIT_PROCESSES", "off")]).unwrap();
-        assert_eq!((off.max_pids, off.max_processes), (None, None));
+        assert_eq!((off.max_pids, off.nproc), (None, None));
         let err = limits(&[("HANDS_LIMIT_PROCESSES", "many")])
             .unwrap_err()
             .to_string();

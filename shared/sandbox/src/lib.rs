@@ -53,7 +53,8 @@ pub use probe::{
     BWRAP_DIRS, HostProbe, IsolationError, IsolationMode, Selection, Tier, find_bwrap, landlock_abi,
 };
 pub use process_limit::{
-    DEFAULT_PROCESSES, ProcessLimitMechanism, nproc_note, process_limit_mechanism, uid_task_count,
+    DEFAULT_PROCESSES, NprocTrial, ProcessLimitMechanism, nproc_note, nproc_trial,
+    process_limit_mechanism, uid_task_count,
 };
 pub use proxy_route::{ProxyRoute, Routed, route_to_proxy};
 pub use relay::{EgressBridge, EgressRelay, MAX_CONNECTIONS as MAX_EGRESS_CONNECTIONS};

@@ -11,16 +11,16 @@
 //! - address space off: `RLIMIT_AS` counts reserved, not used, memory, and JVMs, Go programs and
 //!   node reserve gigabytes up front, so any cap low enough to matter breaks them;
 //! - processes `auto`: [`DEFAULT_PROCESSES`] tasks per tool process tree, by the best mechanism
-//!   this host allows (a pids cgroup, else `RLIMIT_NPROC` for a worker that is not root, else
-//!   none, with a warning): see [`crate::process_limit`]. A fork bomb is contained wherever
-//!   the host allows it, and the start says plainly where it cannot be.
+//!   this host allows (a pids cgroup, else `RLIMIT_NPROC` for a worker the kernel does not
+//!   exempt from it, else none, with a warning): see [`crate::process_limit`]. A fork bomb is
+//!   contained wherever the host allows it, and the start says plainly where it cannot be.
 
 use rustix::process::{Resource, getrlimit};
 
 use crate::Rlimits;
 use crate::process_limit::{
-    DEFAULT_PROCESSES, ProcessLimitMechanism, WORKER_THREAD_RESERVE, nproc_value,
-    process_limit_mechanism,
+    DEFAULT_PROCESSES, NprocTrial, ProcessLimitMechanism, WORKER_THREAD_RESERVE, nproc_trial,
+    nproc_value, process_limit_mechanism,
 };
 
 /// Default `RLIMIT_FSIZE` of tool processes.
@@ -111,22 +111,26 @@ impl LimitSettings {
     /// process cannot be given more than the worker has (the spawn would fail with EPERM on
     /// every call), so an explicit value above it fails here, at start, naming the flag. The
     /// process limit goes to the mechanism [`process_limit_mechanism`] found (probed on the
-    /// first call); `auto` where there is none logs one warning, an explicit count fails.
+    /// first call); an `RLIMIT_NPROC` value is tried once ([`nproc_trial`]). `auto` where
+    /// nothing works logs one warning saying why, an explicit count fails.
     pub fn rlimits(&self) -> Result<Rlimits, String> {
         let mechanism = process_limit_mechanism();
-        let rlimits = self.rlimits_under(|r| getrlimit(r).maximum, mechanism)?;
-        if matches!(self.processes, None | Some(LimitSetting::Auto))
-            && rlimits.max_pids.is_none()
-            && rlimits.max_processes.is_none()
+        let mut rlimits = self.rlimits_under(|r| getrlimit(r).maximum, mechanism)?;
+        let auto = matches!(self.processes, None | Some(LimitSetting::Auto));
+        let mut dropped = None;
+        if let Some(nproc) = rlimits.nproc {
+            match after_trial(nproc, !auto, &nproc_trial(nproc))? {
+                Ok(()) => {}
+                Err(why) => {
+                    rlimits.nproc = None;
+                    dropped = Some(why);
+                }
+            }
+        }
+        if auto
+            && let Some(warning) = process_limit_warning(mechanism, &rlimits, dropped.as_deref())
         {
-            tracing::warn!(
-                process_limit = %mechanism,
-                "no fork-bomb limit for tool processes: a tool can start processes until the \
-                 host runs out. Bound the worker from outside (the container runtime's pids limit: `docker run \
-                 --pids-limit 4096`, a Kubernetes pod pids limit), or give the worker a \
-                 delegated cgroup (cgroup v2 with the pids controller, e.g. systemd \
-                 `Delegate=pids`) or run it as a user other than root"
-            );
+            tracing::warn!(process_limit = %mechanism, "{warning}");
         }
         Ok(rlimits)
     }
@@ -172,7 +176,7 @@ impl LimitSettings {
                 "--limit-cpu-seconds (HANDS_LIMIT_CPU_SECONDS): {s} must be below this worker's own hard CPU limit {h}"
             ));
         }
-        let (max_pids, max_processes) = process_limit(self.processes, mechanism)?;
+        let (max_pids, nproc) = process_limit(self.processes, mechanism)?;
         Ok(Rlimits {
             file_size_bytes: pick(
                 self.file_size,
@@ -194,7 +198,7 @@ impl LimitSettings {
                 Some((Resource::As, "--limit-memory (HANDS_LIMIT_MEMORY)")),
             )?,
             max_pids,
-            max_processes,
+            nproc,
             ..Rlimits::default()
         })
     }
@@ -203,7 +207,85 @@ impl LimitSettings {
 /// The flag the process limit comes from, for errors.
 const PROCESSES_FLAG: &str = "--limit-processes (HANDS_LIMIT_PROCESSES)";
 
-/// The process limit as (`max_pids`, `max_processes`): a pids cgroup's count, or the
+/// What the start does after the trial of the `RLIMIT_NPROC` value `nproc`: keep it (`Ok(Ok)`),
+/// drop it for `auto`, saying why (`Ok(Err)`), or fail an `explicit` count (`Err`). A refused
+/// trial fork means the uid already runs that many tasks (others' containers sharing the uid
+/// and user namespace count too): every fork of every tool would fail.
+fn after_trial(
+    nproc: u64,
+    explicit: bool,
+    trial: &NprocTrial,
+) -> Result<Result<(), String>, String> {
+    let why = match trial {
+        NprocTrial::Forks => return Ok(Ok(())),
+        NprocTrial::Refused => format!(
+            "a trial process under RLIMIT_NPROC {nproc} could not fork: this user already runs \
+             that many processes and threads, counting ones outside this container (the kernel \
+             counts every container sharing the uid), so tools could start nothing"
+        ),
+        NprocTrial::Failed(e) => format!("RLIMIT_NPROC {nproc} could not be tried: {e}"),
+    };
+    if explicit {
+        Err(format!(
+            "{PROCESSES_FLAG}: cannot be enforced here: {why}; use `auto` or `off`, run the \
+             worker as a uid of its own, or bound it from outside (see the README, Isolation)"
+        ))
+    } else {
+        Ok(Err(why))
+    }
+}
+
+/// Where the pids cgroup is used, and what bounds a fork bomb elsewhere, for the warnings.
+const PIDS_CGROUP_HOSTS: &str = "a pids cgroup per tool is used only where the worker can \
+     create one: the cgroup v1 `pids` hierarchy writable by the worker, or a cgroup v2 cgroup \
+     whose cgroup.subtree_control already lists pids (e.g. the v2 root); not yet on other cgroup \
+     v2 hosts (most current distributions, systemd `Delegate=`). There, bound the worker from \
+     outside: the container runtime's pids limit (`docker run --pids-limit 4096`), the \
+     Kubernetes pod pids limit, systemd `TasksMax=` on the unit";
+
+/// The start's warning when `auto` gives tools no process limit, or less than the default:
+/// why, and what to do, in words fitting the worker (root or not). `dropped`: why the trial
+/// dropped the `RLIMIT_NPROC` value.
+fn process_limit_warning(
+    mechanism: &ProcessLimitMechanism,
+    rlimits: &Rlimits,
+    dropped: Option<&str>,
+) -> Option<String> {
+    if rlimits.max_pids.is_some() {
+        return None;
+    }
+    match (mechanism, rlimits.nproc) {
+        (ProcessLimitMechanism::Nproc { uid_tasks, .. }, Some(nproc))
+            if nproc.saturating_sub(*uid_tasks) < DEFAULT_PROCESSES =>
+        {
+            Some(format!(
+                "the fork-bomb limit is RLIMIT_NPROC {nproc}, which leaves tools room for only {} \
+                 processes and threads (the default is {DEFAULT_PROCESSES}): the worker's own \
+                 RLIMIT_NPROC less {WORKER_THREAD_RESERVE} kept for the worker allows no more; \
+                 raise the worker's limit (`ulimit -u`, systemd `LimitNPROC=`) for more. Also: \
+                 {PIDS_CGROUP_HOSTS}",
+                nproc.saturating_sub(*uid_tasks)
+            ))
+        }
+        (_, Some(_)) => None,
+        (ProcessLimitMechanism::Nproc { .. }, None) => Some(format!(
+            "no fork-bomb limit for tool processes: a tool can start processes until the host \
+             runs out. RLIMIT_NPROC cannot be used: {}. {PIDS_CGROUP_HOSTS}; or raise the \
+             worker's own RLIMIT_NPROC (`ulimit -u`, systemd `LimitNPROC=`), or run it as a uid \
+             of its own",
+            dropped.unwrap_or(
+                "the worker's own RLIMIT_NPROC, less the part kept for the worker, leaves no room"
+            )
+        )),
+        (_, None) => Some(format!(
+            "no fork-bomb limit for tool processes: a tool can start processes until the host \
+             runs out. {PIDS_CGROUP_HOSTS}; or run the worker as a user other than root, for \
+             RLIMIT_NPROC"
+        )),
+    }
+}
+
+/// The process limit as (`max_pids`, `nproc`): a pids cgroup's count, or the
 /// `RLIMIT_NPROC` of tool processes. `auto` takes [`DEFAULT_PROCESSES`] by whatever `mechanism`
 /// allows (none where nothing does, and less than the default where the worker's own hard
 /// `RLIMIT_NPROC` leaves less room); an explicit count that cannot be enforced as asked fails
@@ -219,24 +301,24 @@ fn process_limit(
     };
     match mechanism {
         ProcessLimitMechanism::Cgroup => Ok((Some(per_tree), None)),
-        ProcessLimitMechanism::Nproc {
-            uid_tasks, hard, ..
-        } => match nproc_value(*uid_tasks, per_tree, *hard) {
-            Ok(nproc) => Ok((None, Some(nproc))),
-            // `auto` takes what room there is (Lambda: its 1024 less the worker's reserve).
-            Err(ceiling) if !explicit && ceiling.room > 0 => {
-                Ok((None, Some(uid_tasks + ceiling.room)))
+        ProcessLimitMechanism::Nproc { uid_tasks, own, .. } => {
+            match nproc_value(*uid_tasks, per_tree, *own) {
+                Ok(nproc) => Ok((None, Some(nproc))),
+                // `auto` takes what room there is (Lambda: its 1024 less the worker's reserve).
+                Err(ceiling) if !explicit && ceiling.room > 0 => {
+                    Ok((None, Some(uid_tasks + ceiling.room)))
+                }
+                // The uid already runs within the reserve of its hard limit: nothing to give tools
+                // (the start's warning names the mechanism, with the count and the limit).
+                Err(_) if !explicit => Ok((None, None)),
+                Err(ceiling) => Err(format!(
+                    "{PROCESSES_FLAG}: {per_tree} tasks cannot be enforced here: with no pids cgroup it is RLIMIT_NPROC, which counts every task of this worker's user ({uid_tasks} at start), and this worker's own limit {} less {WORKER_THREAD_RESERVE} kept for the worker leaves room for {}; give at most that, `auto`, or raise the worker's limit",
+                    ceiling.own, ceiling.room
+                )),
             }
-            // The uid already runs within the reserve of its hard limit: nothing to give tools
-            // (the start's warning names the mechanism, with the count and the limit).
-            Err(_) if !explicit => Ok((None, None)),
-            Err(ceiling) => Err(format!(
-                "{PROCESSES_FLAG}: {per_tree} tasks cannot be enforced here: with no pids cgroup it is RLIMIT_NPROC, which counts every task of this worker's user ({uid_tasks} at start), and this worker's own hard limit {} less {WORKER_THREAD_RESERVE} kept for the worker leaves room for {}; give at most that, `auto`, or raise the worker's limit",
-                ceiling.hard, ceiling.room
-            )),
-        },
+        }
         ProcessLimitMechanism::Unavailable(why) if explicit => Err(format!(
-            "{PROCESSES_FLAG}: {per_tree} cannot be enforced on this host: {why}; give the worker a writable pids cgroup (a delegated cgroup v2 subtree or cgroup v1 pids), run it as a user other than root, or use `auto` or `off`"
+            "{PROCESSES_FLAG}: {per_tree} cannot be enforced on this host: {why}; give the worker a writable pids cgroup (the cgroup v1 pids hierarchy, or a cgroup v2 cgroup whose cgroup.subtree_control lists pids), run it as a user other than root, or use `auto` or `off` and bound the worker from outside (`docker run --pids-limit`, the Kubernetes pod pids limit, systemd `TasksMax=`)"
         )),
         ProcessLimitMechanism::Unavailable(_) => Ok((None, None)),
     }
@@ -294,18 +376,18 @@ mod tests {
         assert_eq!(r.file_size_bytes, Some(DEFAULT_FILE_SIZE_BYTES));
         assert_eq!(r.max_open_files, Some(DEFAULT_OPEN_FILES));
         assert_eq!(
-            (r.cpu_seconds, r.address_space_bytes, r.max_processes),
+            (r.cpu_seconds, r.address_space_bytes, r.nproc),
             (None, None, None)
         );
         assert_eq!(r.max_pids, Some(DEFAULT_PROCESSES));
         assert_eq!(r.core_bytes, Rlimits::default().core_bytes);
     }
 
-    fn nproc(uid_tasks: u64, hard: Option<u64>) -> ProcessLimitMechanism {
+    fn nproc(uid_tasks: u64, own: Option<u64>) -> ProcessLimitMechanism {
         ProcessLimitMechanism::Nproc {
             uid: 1000,
             uid_tasks,
-            hard,
+            own,
         }
     }
 
@@ -318,7 +400,7 @@ mod tests {
             ..LimitSettings::default()
         }
         .rlimits_under(|_| None, mechanism)
-        .map(|r| (r.max_pids, r.max_processes))
+        .map(|r| (r.max_pids, r.nproc))
     }
 
     #[test]
@@ -363,6 +445,82 @@ mod tests {
             err.starts_with("--limit-processes (HANDS_LIMIT_PROCESSES): 1024")
                 && err.contains(&format!("leaves room for {room}")),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_refused_trial_drops_auto_and_fails_an_explicit_count() {
+        assert_eq!(after_trial(1054, false, &NprocTrial::Forks), Ok(Ok(())));
+        assert_eq!(after_trial(1054, true, &NprocTrial::Forks), Ok(Ok(())));
+        let why = after_trial(1054, false, &NprocTrial::Refused)
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            why.contains("RLIMIT_NPROC 1054 could not fork")
+                && why.contains("outside this container"),
+            "{why}"
+        );
+        let err = after_trial(94, true, &NprocTrial::Refused).unwrap_err();
+        assert!(err.starts_with(PROCESSES_FLAG), "{err}");
+        let why = after_trial(94, false, &NprocTrial::Failed("no fork".into()))
+            .unwrap()
+            .unwrap_err();
+        assert!(why.contains("no fork"), "{why}");
+    }
+
+    #[test]
+    fn the_warning_says_why_and_fits_the_worker() {
+        let none = ProcessLimitMechanism::Unavailable("root, no cgroup".into());
+        let with = |max_pids, nproc| Rlimits {
+            max_pids,
+            nproc,
+            ..Rlimits::default()
+        };
+        assert_eq!(
+            process_limit_warning(CGROUP, &with(Some(1024), None), None),
+            None
+        );
+        assert_eq!(
+            process_limit_warning(&nproc(30, None), &with(None, Some(1054)), None),
+            None
+        );
+        // Root without a cgroup: where the cgroup works and what bounds the worker otherwise.
+        let root = process_limit_warning(&none, &with(None, None), None).unwrap();
+        for words in [
+            "cgroup v1 `pids` hierarchy",
+            "subtree_control",
+            "--pids-limit",
+            "TasksMax=",
+            "other than root",
+        ] {
+            assert!(root.contains(words), "{words}: {root}");
+        }
+        // Not root: no advice to stop being root; the reason (no room, or the refused trial).
+        let full =
+            process_limit_warning(&nproc(1000, Some(1024)), &with(None, None), None).unwrap();
+        assert!(
+            full.contains("leaves no room")
+                && full.contains("LimitNPROC")
+                && !full.contains("other than root"),
+            "{full}"
+        );
+        let refused =
+            process_limit_warning(&nproc(30, None), &with(None, None), Some("could not fork"))
+                .unwrap();
+        assert!(refused.contains("could not fork"), "{refused}");
+        // Room below the default (Lambda): said, not silent.
+        let lambda = process_limit_warning(
+            &nproc(30, Some(1024)),
+            &with(None, Some(1024 - WORKER_THREAD_RESERVE)),
+            None,
+        )
+        .unwrap();
+        assert!(
+            lambda.contains(&format!(
+                "room for only {}",
+                1024 - WORKER_THREAD_RESERVE - 30
+            )),
+            "{lambda}"
         );
     }
 

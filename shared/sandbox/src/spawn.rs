@@ -115,11 +115,11 @@ pub struct Rlimits {
     /// inherited hard limit when that is lower (0 in some containers), which a process cannot
     /// raise.
     pub core_bytes: Option<u64>,
-    /// `RLIMIT_NPROC`: bounds a fork bomb (T5) where no pids cgroup can (see
-    /// [`crate::process_limit`]). It counts every task of the uid, threads and other sessions'
-    /// tools included, and root ignores it; set only for a worker that is not root, to the
-    /// uid's tasks at start plus the per-tree count.
-    pub max_processes: Option<u64>,
+    /// `RLIMIT_NPROC`, which is uid-wide: bounds a fork bomb (T5) where no pids cgroup can
+    /// (see [`crate::process_limit`]). It counts every task of the uid, threads and other
+    /// sessions' tools included, and the initial user namespace's root ignores it; set only for
+    /// a worker it binds, to the uid's tasks at start plus the per-tree count.
+    pub nproc: Option<u64>,
     /// `RLIMIT_NOFILE`.
     pub max_open_files: Option<u64>,
     /// `RLIMIT_AS`: bounds a memory hog (T12) per process.
@@ -142,7 +142,7 @@ impl Default for Rlimits {
     fn default() -> Self {
         Rlimits {
             core_bytes: Some(1),
-            max_processes: None,
+            nproc: None,
             max_open_files: None,
             address_space_bytes: None,
             file_size_bytes: None,
@@ -163,11 +163,11 @@ impl Rlimits {
             .transpose()
     }
 
-    /// With `RLIMIT_NPROC` in force, the note for a tool `output` that shows a refused process
-    /// start (a heuristic: see [`crate::nproc_note`]). The pids cgroup's own note is
-    /// [`PidsCgroup::limit_note`].
+    /// With `RLIMIT_NPROC` in force, the note for the `output` of a failed call that shows a
+    /// refused process start (a heuristic: see [`crate::nproc_note`]; the caller checks that
+    /// the call failed). The pids cgroup's own note is [`PidsCgroup::limit_note`].
     pub fn nproc_note(&self, output: &str) -> Option<String> {
-        self.max_processes
+        self.nproc
             .and_then(|n| crate::process_limit::nproc_note(n, output))
     }
 
@@ -187,7 +187,7 @@ impl Rlimits {
         let core = self.core_bytes.map(|c| core_hard.map_or(c, |h| c.min(h)));
         [
             (Resource::Core, core),
-            (Resource::Nproc, self.max_processes),
+            (Resource::Nproc, self.nproc),
             (Resource::Nofile, self.max_open_files),
             (Resource::As, self.address_space_bytes),
             (Resource::Fsize, self.file_size_bytes),

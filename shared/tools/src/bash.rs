@@ -628,15 +628,10 @@ impl BashState {
                 )
             }
         };
-        // Under RLIMIT_NPROC (no pids cgroup here) the output is the only sign of the limit.
-        let limit_note = limit_note.or_else(|| {
-            result.content.iter().find_map(|block| match block {
-                hands_protocol::toolset::ContentBlock::Text { text } => {
-                    self.spec.rlimits.nproc_note(text)
-                }
-                _ => None,
-            })
-        });
+        // Under RLIMIT_NPROC (no pids cgroup here) a failed command's output is the only sign
+        // of the limit.
+        let limit_note =
+            limit_note.or_else(|| crate::output::nproc_note(&self.spec.rlimits, &result));
         if let Some(note) = limit_note {
             crate::output::append_note(&mut result, &note);
         }

@@ -156,6 +156,24 @@ pub fn append_note(out: &mut hands_protocol::toolset::ToolOutput, note: &str) {
     }
 }
 
+/// Under `RLIMIT_NPROC` (no pids cgroup, so no kernel counter of refused forks): the note for
+/// a call that failed (an error result: a non-zero exit, a timeout) whose text shows a refused
+/// process or thread start (see [`hands_sandbox::nproc_note`]). One rule for the shell and
+/// custom tools, which add it where the pids cgroup's note goes: before the full-disk note.
+pub fn nproc_note(
+    rlimits: &hands_sandbox::Rlimits,
+    out: &hands_protocol::toolset::ToolOutput,
+) -> Option<String> {
+    use hands_protocol::toolset::ContentBlock;
+    if !out.is_error {
+        return None;
+    }
+    out.content.iter().find_map(|block| match block {
+        ContentBlock::Text { text } => rlimits.nproc_note(text),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +211,25 @@ mod tests {
     fn lossy_reports_replacement() {
         assert_eq!(lossy(b"ok"), ("ok".into(), false));
         assert_eq!(lossy(b"\xff\xfe"), ("\u{fffd}\u{fffd}".into(), true));
+    }
+
+    #[test]
+    fn the_nproc_note_is_for_failed_calls_under_rlimit_nproc_only() {
+        use hands_protocol::toolset::ToolOutput;
+        let refused = "bash: fork: retry: Resource temporarily unavailable";
+        let nproc = hands_sandbox::Rlimits {
+            nproc: Some(1064),
+            ..hands_sandbox::Rlimits::default()
+        };
+        let note = nproc_note(&nproc, &ToolOutput::error(refused)).unwrap();
+        assert!(note.contains("limit of 1064 processes"), "{note}");
+        assert_eq!(nproc_note(&nproc, &ToolOutput::ok(refused)), None);
+        assert_eq!(
+            nproc_note(
+                &hands_sandbox::Rlimits::default(),
+                &ToolOutput::error(refused)
+            ),
+            None
+        );
     }
 }

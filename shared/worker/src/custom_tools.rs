@@ -360,21 +360,7 @@ impl CustomTools {
             binds,
         };
         match spawn_oneshot(&spec).await {
-            Ok(proc) => {
-                let mut result = run(tool, proc, stdin, &disk, cancel).await;
-                // Under RLIMIT_NPROC (no pids cgroup here, whose note `run` adds) the output is
-                // the only sign of the limit.
-                let nproc = result.content.iter().find_map(|block| match block {
-                    hands_protocol::toolset::ContentBlock::Text { text } => {
-                        spec.rlimits.nproc_note(text)
-                    }
-                    _ => None,
-                });
-                if let Some(note) = nproc {
-                    append_note(&mut result, &note);
-                }
-                result
-            }
+            Ok(proc) => run(tool, proc, stdin, &disk, &spec.rlimits, cancel).await,
             Err(e) => ToolOutput::error(format!("{name}: {e}")),
         }
     }
@@ -479,6 +465,7 @@ async fn run(
     proc: OneShotProcess,
     input: Vec<u8>,
     disk: &[DiskPlace],
+    rlimits: &Rlimits,
     cancel: &CancellationToken,
 ) -> ToolOutput {
     let OneShotProcess {
@@ -588,7 +575,8 @@ async fn run(
             &err,
         )),
     };
-    if let Some(note) = limit {
+    // Under RLIMIT_NPROC (no pids cgroup) a failed tool's output is the only sign of the limit.
+    if let Some(note) = limit.or_else(|| hands_tools::output::nproc_note(rlimits, &result)) {
         append_note(&mut result, &note);
     }
     if failed && let Some(note) = full_disk_note(disk) {
@@ -929,7 +917,7 @@ mod tests {
             .maximum
             .unwrap_or(u64::MAX);
         let nproc = Rlimits {
-            max_processes: Some(hard),
+            nproc: Some(hard),
             ..Rlimits::default()
         };
         let refused = "echo 'sh: fork: retry: Resource temporarily unavailable' >&2; exit 2";
@@ -945,11 +933,26 @@ mod tests {
             "{}",
             text(&out)
         );
-        // Other words, or no RLIMIT_NPROC in force: no note.
-        let tools = fx
-            .tool("echo done", "10s")
-            .with_isolation(EnvPolicy::default(), nproc);
-        assert_eq!(text(&fx.call(&tools, json!({})).await), "done");
+        // A tool that succeeded, EAGAIN without a process start (a `cat` of a log, a
+        // non-blocking read), or no RLIMIT_NPROC in force: no note.
+        for (script, is_error) in [
+            ("echo done", false),
+            (
+                "echo 'bash: fork: retry: Resource temporarily unavailable'",
+                false,
+            ),
+            (
+                "echo 'BlockingIOError: [Errno 11] Resource temporarily unavailable' >&2; exit 1",
+                true,
+            ),
+        ] {
+            let tools = fx
+                .tool(script, "10s")
+                .with_isolation(EnvPolicy::default(), nproc.clone());
+            let out = fx.call(&tools, json!({})).await;
+            assert_eq!(out.is_error, is_error, "{script}");
+            assert!(!text(&out).contains("[resource limit"), "{}", text(&out));
+        }
         let tools = fx.tool(refused, "10s");
         assert!(!text(&fx.call(&tools, json!({})).await).contains("[resource limit"));
     }

@@ -54,17 +54,17 @@ async fn t5_process_bursts_are_reaped() {
 // (this project's machines and CI) both bombs are held at 1024 tasks and reported, the file
 // tools and another session answer meanwhile, nothing survives. Elsewhere the mechanism would
 // be RLIMIT_NPROC over the user running the tests, shared with everything else it runs, so
-// the row is left to `t5_fork_bomb_under_rlimit_nproc` (its own uid).
+// the row is left to `t5_fork_bomb_under_rlimit_nproc` (its own uid); with
+// REQUIRE_ISOLATION=1 (CI, whose machines have the cgroup) a missing cgroup fails the row.
 #[tokio::test]
 async fn t5_fork_bombs_are_contained_at_the_default_limits() {
-    if !matches!(
-        hands_sandbox::process_limit_mechanism(),
-        hands_sandbox::ProcessLimitMechanism::Cgroup
-    ) {
-        eprintln!(
-            "skipping: no pids cgroup here ({})",
-            hands_sandbox::process_limit_mechanism()
+    let mechanism = hands_sandbox::process_limit_mechanism();
+    if !matches!(mechanism, hands_sandbox::ProcessLimitMechanism::Cgroup) {
+        assert!(
+            std::env::var("REQUIRE_ISOLATION").as_deref() != Ok("1"),
+            "REQUIRE_ISOLATION=1 but no pids cgroup for the tier-0 T5 row: {mechanism}"
         );
+        eprintln!("skipping T5 at the default limits, tier 0: no pids cgroup here ({mechanism})");
         return;
     }
     let Some((rlimits, note)) = shell_rows::default_limits() else {
@@ -171,8 +171,18 @@ fn t5_nproc_child() {
         );
     };
     let (rlimits, note) = shell_rows::default_limits().unwrap();
-    let nproc = rlimits.max_processes.unwrap();
+    let nproc = rlimits.nproc.unwrap();
     assert_eq!(nproc, uid_tasks + hands_sandbox::DEFAULT_PROCESSES);
+    // The start's trial of the value, on this host as a uid RLIMIT_NPROC binds: a child under
+    // it forks; under 1 (the uid runs this process already) the fork is refused.
+    assert_eq!(
+        hands_sandbox::nproc_trial(nproc),
+        hands_sandbox::NprocTrial::Forks
+    );
+    assert_eq!(
+        hands_sandbox::nproc_trial(1),
+        hands_sandbox::NprocTrial::Refused
+    );
     assert_eq!(rlimits.max_pids, None);
     // The tool trees' tasks (the uid's, less this process's threads, which the limit does not
     // bind), sampled until the row is over.

@@ -99,7 +99,7 @@ pub fn default_limits() -> Option<(hands_sandbox::Rlimits, String)> {
             "[resource limit: the process limit ({} at once) was reached;",
             hands_sandbox::DEFAULT_PROCESSES
         ),
-        M::Nproc { .. } => "[resource limit: a process could not be started".to_owned(),
+        M::Nproc { .. } => NPROC_NOTE.to_owned(),
         M::Unavailable(why) => {
             assert!(
                 std::env::var("REQUIRE_ISOLATION").as_deref() != Ok("1"),
@@ -110,6 +110,31 @@ pub fn default_limits() -> Option<(hands_sandbox::Rlimits, String)> {
         }
     };
     Some((rlimits, note))
+}
+
+/// The start of the `RLIMIT_NPROC` note, which only failed calls carry (EAGAIN in the output
+/// of a call that succeeded is no proof of a refused start).
+const NPROC_NOTE: &str = "[resource limit: a process could not be started";
+
+/// Tasks of the fork loop's tree (its `sleep`s) that show it holds the limit: the limit less
+/// the shell and what a tier adds around it (the tier-1 helper, bubblewrap and its init).
+const NEAR_LIMIT: usize = hands_sandbox::DEFAULT_PROCESSES as usize - 64;
+
+/// Waits (scanning `/proc`) until `near` processes carry the argument `arg`, for at most
+/// `patience`; returns the most seen.
+async fn wait_for_processes(arg: &str, near: usize, patience: Duration) -> usize {
+    let arg = arg.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + patience;
+        let mut most = 0;
+        while most < near && std::time::Instant::now() < deadline {
+            most = most.max(alive_with_arg(&arg).len());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        most
+    })
+    .await
+    .unwrap()
 }
 
 /// An exclusive `flock` on a file every user can open (the `RLIMIT_NPROC` row runs as a uid
@@ -129,9 +154,11 @@ fn bomb_lock() -> std::fs::File {
 
 /// T5 at the default limits (`default_limits`, whose `note` the results must carry): a fork
 /// loop in the foreground and the classic `:(){ :|:& };:` left running in the background are
-/// both held at the limit and say so; the worker's file tools (and `other`, a second session,
-/// when given: under `RLIMIT_NPROC` sessions share the count, so not there) answer meanwhile;
-/// nothing of either tree survives the call; the shell works afterwards.
+/// both held at the limit and say so (under `RLIMIT_NPROC` only the failed call carries the
+/// note); the worker's file tools (and `other`, a second session, when given: under
+/// `RLIMIT_NPROC` sessions share the count, so not there) answer meanwhile, also once the loop
+/// is seen holding the limit; nothing of either tree survives the call; the shell works
+/// afterwards.
 pub async fn t5_fork_bombs_are_contained(
     sh: &Shell<'_>,
     tier: u8,
@@ -151,13 +178,26 @@ pub async fn t5_fork_bombs_are_contained(
         "command": format!("while true; do sleep {sleeper} & done"),
         "timeout_ms": 10_000,
     }));
-    let other_session = async {
-        match other {
+    sh.fx.write("t5-held.txt", "read at the limit");
+    // Once the loop holds the limit (its first seconds only fill the tree): a read and the
+    // other session, and whether the loop still held it when they had answered. The loop runs
+    // until its timeout; waiting at most 7 of its 10 s leaves the answers time on a loaded
+    // machine.
+    let at_the_limit = async {
+        let held = wait_for_processes(&sleeper, NEAR_LIMIT, Duration::from_secs(7)).await;
+        let read = sh
+            .fx
+            .call("read", json!({"file_path": "t5-held.txt"}))
+            .await;
+        let other_out = match other {
             Some(o) => Some(o.shown("echo other session").await),
             None => None,
-        }
+        };
+        let still = alive_with_arg(&sleeper).len();
+        (held, read, other_out, still)
     };
-    let ((out, reads), other_out) = tokio::join!(while_reading(sh.fx, bomb), other_session);
+    let ((out, reads), (held, read, other_out, still)) =
+        tokio::join!(while_reading(sh.fx, bomb), at_the_limit);
     let shown = sh.fx.shown(&out);
     assert!(
         out.is_error && shown.starts_with("bash: bash command timed out after 10.0s"),
@@ -165,9 +205,21 @@ pub async fn t5_fork_bombs_are_contained(
     );
     assert!(shown.contains(note), "{shown}");
     assert!(reads > 0, "no read answered during the bomb");
+    assert!(
+        held >= NEAR_LIMIT,
+        "the loop was not seen at the limit: {held} sleeps at most"
+    );
+    assert!(
+        !read.is_error && sh.fx.shown(&read).contains("read at the limit"),
+        "{read:?}"
+    );
     if other.is_some() {
         assert_eq!(other_out.as_deref(), Some("other session"));
     }
+    assert!(
+        still > 0,
+        "the loop had ended before the read and the other session answered"
+    );
     assert_eq!(alive_with_arg(&sleeper), Vec::<i32>::new());
 
     // The classic bomb in the background (named by its `$0`), while the shell waits four
@@ -181,7 +233,13 @@ pub async fn t5_fork_bombs_are_contained(
         ))
         .await;
     let shown = sh.fx.shown(&out);
-    assert!(shown.contains("waited") && shown.contains(note), "{shown}");
+    assert!(shown.contains("waited"), "{shown}");
+    if note == NPROC_NOTE {
+        // The command succeeded: no note, but the bomb's own words on its refused forks.
+        assert!(!shown.contains(note) && shown.contains("fork: "), "{shown}");
+    } else {
+        assert!(shown.contains(note), "{shown}");
+    }
     assert_eq!(alive_with_arg(&bomber), Vec::<i32>::new());
     // The shell works. (Its first fork may be retried while the killed bomb is reaped: the
     // tasks count until then, against RLIMIT_NPROC as against the cgroup.)
