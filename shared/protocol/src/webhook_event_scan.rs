@@ -280,7 +280,7 @@ mod tests {
 
     use super::*;
 
-    const SENT: &str = r#"{"type":"event","id":"whe_01TESTVECTOR000000000000","created_at":"2026-03-18T14:05:22Z","data":{"type":"session.status_run_started","id":"sesn_01TESTSESSION0000000000","organization_id":"org_01TESTORG","workspace_id":"wrkspc_01TESTWS"}}"#;
+    const SENT: &str = r#"{"type":"event","id":"whe_01TESTVECTOR000000000000","created_at":"2026-03-18T14:05:22Z","data":{"type":"session.status_run_started","id":"sesn_01TESTSESSION0000000000","organization_id":"org_01TESTORG","workspace_id":"wrkspc_01TESTWS","attempt":12}}"#;
 
     /// What serde_json alone makes of `body`, as comparable values.
     fn serde(body: &[u8]) -> Result<WebhookEventHead<'_>, String> {
@@ -378,6 +378,13 @@ mod tests {
             "\u{feff}{\"id\":\"w\",\"created_at\":\"t\",\"data\":{\"type\":\"x\",\"id\":\"y\"}}",
             "{\"id\":\"w\u{1}\",\"created_at\":\"t\",\"data\":{\"type\":\"x\",\"id\":\"y\"}}",
             "{\"id\":\"w\",\"created_at\":\"t\",\"data\":{\"type\":\"x\",\"id\":\"y\",1:2}}",
+            // JSON's whitespace is space, tab, line feed and carriage return only; a number
+            // has no `+`, a fraction needs digits, an integer no leading zero.
+            "\u{c}{\"id\":\"w\",\"created_at\":\"t\",\"data\":{\"type\":\"x\",\"id\":\"y\"}}",
+            "{\"id\":\"w\",\"created_at\":\"t\",\"data\":{\"type\":\"x\",\"id\":\"y\"}}\u{b}",
+            r#"{"id":"w","created_at":"t","data":{"type":"x","id":"y","n":+1}}"#,
+            r#"{"id":"w","created_at":"t","data":{"type":"x","id":"y","n":1.}}"#,
+            r#"{"id":"w","created_at":"t","data":{"type":"x","id":"y","n":-01}}"#,
             "[]",
             "",
             &huge,
@@ -399,7 +406,7 @@ mod tests {
     }
 
     /// Bytes that matter to the grammar, for mutations.
-    const ALPHABET: &[u8] = b"{}[]\":,\\ \t\n0123456789-+.eEtrufalsn\"typeidcreated_atdataevent\x00\x1f\x7f\xc3\xa9\xff";
+    const ALPHABET: &[u8] = b"{}[]\":,\\ \t\n\r\x0b\x0c0123456789-+.eEtrufalsn\"typeidcreated_atdataevent\x00\x1f\x7f\xc3\xa9\xff";
 
     /// `plain_run` one byte at a time.
     fn plain_run_bytewise(bytes: &[u8]) -> (usize, bool) {
