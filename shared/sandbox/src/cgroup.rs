@@ -6,14 +6,14 @@
 //! process is moved into the cgroup between `fork` and `exec` (a `write` of `0` to a
 //! `cgroup.procs` opened beforehand), so everything it ever starts is counted.
 //!
-//! Where: the cgroup v1 `pids` hierarchy writable by the worker, or a cgroup v2 cgroup of the
-//! worker whose `cgroup.subtree_control` already lists `pids` (the v2 root, for a worker in
-//! it). A v2 cgroup holding the worker cannot enable controllers for children (the kernel's
-//! no-internal-processes rule), so on other cgroup v2 hosts (most current distributions,
-//! systemd `Delegate=`) no cgroup is used yet: that needs moving the worker into a leaf cgroup
-//! of its own first. Neither is writable on Lambda or in most unprivileged containers; there
-//! the default (`auto`) takes another mechanism or none, and an explicit count fails the start
-//! (see [`crate::process_limit`]).
+//! Where: a cgroup v2 cgroup of the worker whose `cgroup.subtree_control` already lists `pids`
+//! (the v2 root, for a worker in it); else the cgroup v1 `pids` hierarchy writable by the
+//! worker; else, on cgroup v2, the worker's own cgroup once the worker has moved itself into a
+//! leaf of it and enabled `pids` there (a systemd unit with `Delegate=yes`, a container with a
+//! writable cgroup namespace root: [`crate::cgroup_leaf`]), where that is safe. None of these is
+//! writable on Lambda or in most unprivileged containers; there the default (`auto`) takes
+//! another mechanism or none, and an explicit count fails the start (see
+//! [`crate::process_limit`]).
 //!
 //! Names: `hands-<pid namespace>-<worker pid>-<worker start time>-<tag>`, so that a worker
 //! that died without removing its cgroups (a crash, a kill) leaves them recognisable:
@@ -37,49 +37,151 @@ pub struct PidsCgroup {
     max: u64,
 }
 
-/// The directory the worker's cgroups go in, found on the first call (the worker does not move
-/// between cgroups).
-fn parent_dir() -> std::io::Result<PathBuf> {
-    static PARENT: OnceLock<Result<PathBuf, (std::io::ErrorKind, String)>> = OnceLock::new();
-    PARENT
-        .get_or_init(|| find_parent_dir().map_err(|e| (e.kind(), e.to_string())))
-        .clone()
-        .map_err(|(kind, why)| std::io::Error::new(kind, why))
+/// Where the worker's tool cgroups go, and how that came about (for the start's log).
+#[derive(Clone, Debug)]
+struct Placement {
+    dir: PathBuf,
+    how: String,
 }
 
-fn find_parent_dir() -> std::io::Result<PathBuf> {
+/// The worker's placement, found (and, on cgroup v2, arranged) on the first call; the worker
+/// does not move between cgroups after that.
+fn placed() -> &'static Result<Placement, (std::io::ErrorKind, String)> {
+    static PARENT: OnceLock<Result<Placement, (std::io::ErrorKind, String)>> = OnceLock::new();
+    PARENT.get_or_init(|| find_parent_dir().map_err(|e| (e.kind(), e.to_string())))
+}
+
+/// The directory the worker's cgroups go in.
+fn parent_dir() -> std::io::Result<PathBuf> {
+    match placed() {
+        Ok(p) => Ok(p.dir.clone()),
+        Err((kind, why)) => Err(std::io::Error::new(*kind, why.clone())),
+    }
+}
+
+/// Where the tool trees' cgroups go and how that was arranged, in words for the start's log,
+/// once the probe has looked (`None` before, or where there is none).
+pub(crate) fn placement() -> Option<&'static str> {
+    placed().as_ref().ok().map(|p| p.how.as_str())
+}
+
+fn find_parent_dir() -> std::io::Result<Placement> {
     let own = std::fs::read_to_string("/proc/self/cgroup")?;
-    // v2: the unified hierarchy mounted at /sys/fs/cgroup, delegating `pids` below us.
-    if let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) {
-        let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-        let delegated = std::fs::read_to_string(dir.join("cgroup.subtree_control"))
+    // Unreadable: as if no cgroup v2 were mounted (v1 is still looked for).
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    let leaf = format!("{}{}", owner_prefix(), crate::cgroup_leaf::LEAF_TAG);
+    place(
+        &own,
+        cgroup2_mount(&mountinfo).as_deref(),
+        Path::new("/sys/fs/cgroup/pids"),
+        me,
+        &leaf,
+    )
+    .map_err(|why| std::io::Error::new(std::io::ErrorKind::Unsupported, why))
+}
+
+/// Where the cgroup v2 hierarchy is mounted (its root, not a subtree), from
+/// `/proc/self/mountinfo`: `/sys/fs/cgroup` on v2 hosts, `/sys/fs/cgroup/unified` on hybrid ones.
+pub(crate) fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        if fs.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let mut fields = mount.split_whitespace();
+        let root = fields.nth(3)?;
+        let point = fields.next()?;
+        (root == "/").then(|| PathBuf::from(point))
+    })
+}
+
+/// Where the tool trees' cgroups of the process `me` go, given its `/proc/self/cgroup`
+/// (`self_cgroup`), the cgroup v2 mount (if any) and the v1 `pids` mount: its v2 cgroup if that
+/// already delegates `pids`; else the v1 `pids` hierarchy; else its v2 cgroup after moving the
+/// process into the leaf `leaf_name` and enabling `pids` there, where that is safe. Or why
+/// none.
+fn place(
+    self_cgroup: &str,
+    v2_mount: Option<&Path>,
+    v1_pids: &Path,
+    me: i32,
+    leaf_name: &str,
+) -> Result<Placement, String> {
+    let v2_own = v2_mount.and_then(|mount| {
+        let path = self_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+        Some(mount.join(path.trim_start_matches('/')))
+    });
+    if let Some(own) = &v2_own {
+        let delegated = std::fs::read_to_string(own.join("cgroup.subtree_control"))
             .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"));
         if delegated {
-            return Ok(dir);
+            return Ok(Placement {
+                how: format!("in {}, which delegates pids", own.display()),
+                dir: own.clone(),
+            });
         }
     }
-    // v1: the `pids` hierarchy.
-    if let Some(path) = own.lines().find_map(|l| {
+    if let Some(path) = self_cgroup.lines().find_map(|l| {
         let mut parts = l.splitn(3, ':');
         let _id = parts.next()?;
         let controllers = parts.next()?;
         let path = parts.next()?;
         controllers.split(',').any(|c| c == "pids").then_some(path)
     }) {
-        let dir = Path::new("/sys/fs/cgroup/pids").join(path.trim_start_matches('/'));
+        let dir = v1_pids.join(path.trim_start_matches('/'));
         if dir.join("pids.max").exists() || dir.join("cgroup.procs").exists() {
-            return Ok(dir);
+            return Ok(Placement {
+                how: format!("in {} (cgroup v1)", dir.display()),
+                dir,
+            });
         }
     }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        "no pids cgroup to create tool cgroups in (no cgroup v1 pids hierarchy, and the \
-         worker's cgroup v2 cgroup does not list pids in its cgroup.subtree_control)",
+    let v2_why = match &v2_own {
+        None => "no cgroup v2 hierarchy is mounted".to_owned(),
+        Some(own) => {
+            use crate::cgroup_leaf::{check_own, move_into_leaf};
+            match check_own(own, "pids", me) {
+                Err(why) => format!(
+                    "the worker's cgroup v2 cgroup {} does not delegate pids and is not one to \
+                     move out of: {why}",
+                    own.display()
+                ),
+                Ok(()) => match move_into_leaf(own, leaf_name, me, Some("pids")) {
+                    Ok(leaf) => {
+                        return Ok(Placement {
+                            how: format!(
+                                "in {}: the worker moved itself into {} and enabled pids there \
+                                 for the tool trees' cgroups",
+                                own.display(),
+                                leaf.display()
+                            ),
+                            dir: own.clone(),
+                        });
+                    }
+                    Err(why) => {
+                        // A step the checks allowed failed: worth a line of its own.
+                        tracing::warn!(
+                            cgroup = %own.display(),
+                            "moving the worker into a leaf cgroup to enable pids failed: {why}"
+                        );
+                        format!(
+                            "the worker's cgroup v2 cgroup {} does not delegate pids, and moving \
+                             the worker into a leaf of it to enable pids failed: {why}",
+                            own.display()
+                        )
+                    }
+                },
+            }
+        }
+    };
+    Err(format!(
+        "no pids cgroup to create tool cgroups in: no cgroup v1 pids hierarchy, and {v2_why}"
     ))
 }
 
 /// What names this worker's cgroups: its pid namespace, pid and start time.
-fn owner_prefix() -> &'static str {
+pub(crate) fn owner_prefix() -> &'static str {
     static PREFIX: OnceLock<String> = OnceLock::new();
     PREFIX.get_or_init(|| {
         let pid = std::process::id();
@@ -92,7 +194,7 @@ fn owner_prefix() -> &'static str {
 }
 
 /// The inode of this process's pid namespace (`pid:[4026531836]`).
-fn pid_namespace() -> Option<u64> {
+pub(crate) fn pid_namespace() -> Option<u64> {
     let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
     link.to_str()?
         .strip_prefix("pid:[")?
@@ -125,7 +227,7 @@ pub fn sweep_orphan_cgroups() -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
 
 /// [`sweep_orphan_cgroups`] in `parent`, for `namespace`, with `start_of` giving a live pid's
 /// start time.
-fn sweep_orphans_in(
+pub(crate) fn sweep_orphans_in(
     parent: &Path,
     namespace: u64,
     start_of: impl Fn(i32) -> Option<u64>,
@@ -367,6 +469,224 @@ mod tests {
             Some(9)
         );
         assert!(live.dir.exists(), "a live owner's cgroup was swept");
+    }
+
+    /// A fake cgroup v2 cgroup `own` under `mount`: its type (`None`: the root, which has no
+    /// `cgroup.type`), the controllers its parent offers, its `cgroup.subtree_control` and
+    /// processes.
+    fn fake_v2(own: &Path, kind: Option<&str>, offered: &str, subtree: &str, procs: &[i32]) {
+        std::fs::create_dir_all(own).unwrap();
+        if let Some(kind) = kind {
+            std::fs::write(own.join("cgroup.type"), format!("{kind}\n")).unwrap();
+        }
+        std::fs::write(own.join("cgroup.controllers"), format!("{offered}\n")).unwrap();
+        std::fs::write(own.join("cgroup.subtree_control"), format!("{subtree}\n")).unwrap();
+        let procs: String = procs.iter().map(|p| format!("{p}\n")).collect();
+        std::fs::write(own.join("cgroup.procs"), procs).unwrap();
+    }
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    const ME: i32 = 4242;
+    const LEAF: &str = "hands-1-4242-99-worker";
+    const SELF_V2: &str = "0::/system.slice/hands.service\n";
+
+    #[test]
+    fn the_cgroup2_mount_is_found_in_mountinfo() {
+        let hybrid = "30 25 0:26 / /sys/fs/cgroup rw,nosuid shared:9 - tmpfs tmpfs ro,mode=755\n\
+                      31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw\n\
+                      32 30 0:28 / /sys/fs/cgroup/pids rw shared:11 - cgroup cgroup rw,pids\n";
+        assert_eq!(
+            cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        // A bind mount of a subtree is not the hierarchy's root: paths would not join onto it.
+        let subtree = "40 30 0:27 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_mount(subtree), None);
+        assert_eq!(
+            cgroup2_mount("40 30 0:27 / /sys/fs/cgroup rw,nsdelegate - cgroup2 cgroup2 rw\n"),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(cgroup2_mount(""), None);
+    }
+
+    #[test]
+    fn a_v2_cgroup_already_delegating_pids_is_used_as_it_is() {
+        let mount = tempfile::tempdir().unwrap();
+        let own = mount.path().join("system.slice/hands.service");
+        fake_v2(&own, Some("domain"), "cpu pids", "pids", &[]);
+        let placed = place(
+            SELF_V2,
+            Some(mount.path()),
+            Path::new("/nonexistent"),
+            ME,
+            LEAF,
+        )
+        .unwrap();
+        assert_eq!(placed.dir, own);
+        assert!(
+            placed.how.contains("which delegates pids"),
+            "{}",
+            placed.how
+        );
+        assert!(!own.join(LEAF).exists());
+    }
+
+    // A systemd unit with Delegate=yes, or a container's writable cgroup namespace root, holding
+    // only the worker: the worker moves into its leaf, then pids is enabled, and the tool trees'
+    // cgroups go beside the leaf. (The real kernel's side of it, on this host's v2 hierarchy:
+    // `cgroup_leaf::tests`.)
+    #[test]
+    fn the_worker_moves_into_a_leaf_and_enables_pids_where_that_is_safe() {
+        let mount = tempfile::tempdir().unwrap();
+        let own = mount.path().join("system.slice/hands.service");
+        fake_v2(&own, Some("domain"), "cpu memory pids", "", &[ME]);
+        let placed = place(
+            SELF_V2,
+            Some(mount.path()),
+            Path::new("/nonexistent"),
+            ME,
+            LEAF,
+        )
+        .unwrap();
+        assert_eq!(placed.dir, own);
+        assert_eq!(read(&own.join(LEAF).join("cgroup.procs")), ME.to_string());
+        assert_eq!(read(&own.join("cgroup.subtree_control")), "+pids");
+        assert!(
+            placed.how.contains("moved itself into") && placed.how.contains(LEAF),
+            "{}",
+            placed.how
+        );
+        // A leftover leaf of this very name (the same pid namespace, pid and start time), empty:
+        // used again.
+        fake_v2(&own, Some("domain"), "cpu memory pids", "", &[ME]);
+        std::fs::write(own.join(LEAF).join("cgroup.procs"), "").unwrap();
+        let again = place(
+            SELF_V2,
+            Some(mount.path()),
+            Path::new("/nonexistent"),
+            ME,
+            LEAF,
+        )
+        .unwrap();
+        assert_eq!(again.dir, own);
+        assert_eq!(read(&own.join(LEAF).join("cgroup.procs")), ME.to_string());
+    }
+
+    // Where moving out is not safe, nothing is touched and the reason says why: the worker
+    // stays where it was, its cgroup as it was.
+    #[test]
+    fn the_worker_stays_put_where_moving_out_is_not_safe() {
+        for (kind, offered, procs, why) in [
+            (
+                Some("domain"),
+                "cpu pids",
+                &[ME, 77][..],
+                "also holds 1 other process(es) (77",
+            ),
+            (
+                Some("domain threaded"),
+                "cpu pids",
+                &[ME][..],
+                "cgroup.type is domain threaded",
+            ),
+            (Some("threaded"), "pids", &[][..], "cgroup.type is threaded"),
+            (
+                Some("domain"),
+                "cpu memory",
+                &[ME][..],
+                "pids is not in its cgroup.controllers",
+            ),
+            (
+                None,
+                "cpu memory pids",
+                &[ME][..],
+                "it is the cgroup v2 root",
+            ),
+        ] {
+            let mount = tempfile::tempdir().unwrap();
+            let own = mount.path().join("system.slice/hands.service");
+            fake_v2(&own, kind, offered, "", procs);
+            let before = read(&own.join("cgroup.procs"));
+            let err = place(
+                SELF_V2,
+                Some(mount.path()),
+                Path::new("/nonexistent"),
+                ME,
+                LEAF,
+            )
+            .unwrap_err();
+            assert!(err.contains(why), "{why}: {err}");
+            assert!(err.contains("no cgroup v1 pids hierarchy"), "{err}");
+            assert!(!own.join(LEAF).exists(), "{why}");
+            assert_eq!(read(&own.join("cgroup.procs")), before, "{why}");
+            assert_eq!(read(&own.join("cgroup.subtree_control")), "\n", "{why}");
+        }
+        // A leftover leaf of this name that holds a process is not used.
+        let mount = tempfile::tempdir().unwrap();
+        let own = mount.path().join("system.slice/hands.service");
+        fake_v2(&own, Some("domain"), "pids", "", &[ME]);
+        fake_v2(&own.join(LEAF), Some("domain"), "", "", &[78]);
+        let err = place(
+            SELF_V2,
+            Some(mount.path()),
+            Path::new("/nonexistent"),
+            ME,
+            LEAF,
+        )
+        .unwrap_err();
+        assert!(err.contains("holds process(es) 78"), "{err}");
+        assert_eq!(read(&own.join("cgroup.procs")), format!("{ME}\n"));
+        assert_eq!(read(&own.join("cgroup.subtree_control")), "\n");
+        // No cgroup v2 at all.
+        let err = place(SELF_V2, None, Path::new("/nonexistent"), ME, LEAF).unwrap_err();
+        assert!(err.contains("no cgroup v2 hierarchy is mounted"), "{err}");
+    }
+
+    // Enabling pids fails after the move (here: the file cannot be written; on a real host EBUSY
+    // when a process joined meanwhile): the worker is moved back and the reason says so. (The
+    // leaf's removal is the kernel's part, checked on the real hierarchy in
+    // `cgroup_leaf::tests`: a fake leaf holds a regular file and cannot be removed.)
+    #[test]
+    fn a_failed_enabling_moves_the_worker_back() {
+        let mount = tempfile::tempdir().unwrap();
+        let own = mount.path().join("system.slice/hands.service");
+        fake_v2(&own, Some("domain"), "pids", "", &[ME]);
+        std::fs::remove_file(own.join("cgroup.subtree_control")).unwrap();
+        std::fs::create_dir(own.join("cgroup.subtree_control")).unwrap();
+        std::fs::write(own.join("cgroup.procs"), "").unwrap();
+        let err = place(
+            SELF_V2,
+            Some(mount.path()),
+            Path::new("/nonexistent"),
+            ME,
+            LEAF,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("pids could not be enabled") && err.contains("the worker moved back"),
+            "{err}"
+        );
+        assert_eq!(read(&own.join("cgroup.procs")), ME.to_string());
+    }
+
+    // cgroup v1 `pids` comes before moving the worker on v2 (a host has pids on one of them
+    // only; the move is the last resort either way).
+    #[test]
+    fn a_v1_pids_hierarchy_is_used_without_moving_the_worker() {
+        let mount = tempfile::tempdir().unwrap();
+        let v1 = tempfile::tempdir().unwrap();
+        let own = mount.path().join("system.slice/hands.service");
+        fake_v2(&own, Some("domain"), "pids", "", &[ME]);
+        std::fs::create_dir_all(v1.path().join("user.slice")).unwrap();
+        std::fs::write(v1.path().join("user.slice/cgroup.procs"), "").unwrap();
+        let self_cgroup = format!("8:pids:/user.slice\n{SELF_V2}");
+        let placed = place(&self_cgroup, Some(mount.path()), v1.path(), ME, LEAF).unwrap();
+        assert_eq!(placed.dir, v1.path().join("user.slice"));
+        assert!(placed.how.contains("cgroup v1"), "{}", placed.how);
+        assert!(!own.join(LEAF).exists());
     }
 
     fn rand_suffix() -> u64 {

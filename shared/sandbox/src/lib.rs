@@ -21,6 +21,7 @@
 
 mod bwrap;
 mod cgroup;
+mod cgroup_leaf;
 mod env;
 mod error;
 mod fs_rules;

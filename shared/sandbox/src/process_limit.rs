@@ -72,7 +72,13 @@ pub enum ProcessLimitMechanism {
 impl fmt::Display for ProcessLimitMechanism {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ProcessLimitMechanism::Cgroup => f.write_str("pids cgroup per tool process tree"),
+            ProcessLimitMechanism::Cgroup => {
+                f.write_str("pids cgroup per tool process tree")?;
+                match crate::cgroup::placement() {
+                    Some(how) => write!(f, " ({how})"),
+                    None => Ok(()),
+                }
+            }
             ProcessLimitMechanism::Nproc {
                 uid,
                 uid_tasks,
