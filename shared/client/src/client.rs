@@ -92,7 +92,9 @@ pub(crate) struct Call<'a> {
     pub credential: &'a Credential,
     pub query: Vec<(&'static str, String)>,
     pub headers: Vec<(&'static str, String)>,
-    pub json: Option<serde_json::Value>,
+    /// The encoded JSON body: encoded once, so a retry or a large tool result costs no
+    /// second encoding, and no intermediate `Value` tree is built.
+    pub json: Option<Bytes>,
     pub timeout: Option<Duration>,
 }
 
@@ -120,10 +122,11 @@ impl<'a> Call<'a> {
     }
 
     pub fn json(mut self, body: &impl Serialize) -> Result<Self, ApiError> {
-        self.json = Some(serde_json::to_value(body).map_err(|e| ApiError::Decode {
+        let encoded = serde_json::to_vec(body).map_err(|e| ApiError::Decode {
             path: self.path.clone(),
             message: format!("cannot encode request: {e}"),
-        })?);
+        })?;
+        self.json = Some(Bytes::from(encoded));
         Ok(self)
     }
 
@@ -247,8 +250,10 @@ impl ControlPlane {
         for (k, v) in &call.headers {
             req = req.header(*k, v);
         }
-        if let Some(body) = &call.json {
-            req = req.json(body);
+        if let Some(body) = call.json {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
         }
         req = req.timeout(call.timeout.unwrap_or(self.inner.config.request_timeout));
         req.send()

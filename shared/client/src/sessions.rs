@@ -8,11 +8,12 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use hands_protocol::error::ErrorBody;
-use hands_protocol::events::{SendEventsRequest, SendEventsResponse, SessionEvent};
+use hands_protocol::events::SessionEvent;
 use hands_protocol::session::Session;
 use hands_protocol::skills::SkillVersion;
 use hands_protocol::work::Page;
 use reqwest::Method;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{Call, ControlPlane, decode, segment};
@@ -78,15 +79,12 @@ impl EventStream {
                     }
                     _ => {}
                 }
-                return Some(
-                    match serde_json::from_str::<serde_json::Value>(&frame.data) {
-                        Ok(v) => Ok(SessionEvent::from_value(v)),
-                        Err(e) => Err(StreamError::Decode {
-                            event: name,
-                            message: e.to_string(),
-                        }),
-                    },
-                );
+                return Some(SessionEvent::from_json(&frame.data).map_err(|e| {
+                    StreamError::Decode {
+                        event: name,
+                        message: e.to_string(),
+                    }
+                }));
             }
             match self.body.next().await? {
                 Ok(chunk) => match self.decoder.push(&chunk) {
@@ -172,18 +170,30 @@ impl ControlPlane {
         })
     }
 
-    /// `POST /v1/sessions/{id}/events` with `{"events": [...]}`.
-    pub async fn send_events(
+    /// `POST /v1/sessions/{id}/events` with `{"events": [...]}`; returns how many events the
+    /// server echoed. Anything that serializes as an event will do: a worker posts a
+    /// [`ResultToPost`](hands_protocol::events::ResultToPost) that borrows its content. The
+    /// echo (each event again, with `id` and `processed_at`) is checked to be a list and then
+    /// skipped unread: a worker has no use for its own result a second time, and decoding a
+    /// result of hundreds of KiB was a large share of a round trip.
+    pub async fn send_events<E: Serialize>(
         &self,
         credential: &Credential,
         session_id: &str,
-        events: Vec<SessionEvent>,
-    ) -> Result<SendEventsResponse, ApiError> {
+        events: &[E],
+    ) -> Result<usize, ApiError> {
+        #[derive(Serialize)]
+        struct Request<'a, E: Serialize> {
+            events: &'a [E],
+        }
+        #[derive(Deserialize)]
+        struct Echo {
+            data: Vec<serde::de::IgnoredAny>,
+        }
         let path = session_path(session_id, "/events");
-        let call = Call::new(Method::POST, path.clone(), credential)
-            .json(&SendEventsRequest { events })?;
+        let call = Call::new(Method::POST, path.clone(), credential).json(&Request { events })?;
         let reply = self.send(call).await?;
-        decode(&path, &reply.body)
+        decode::<Echo>(&path, &reply.body).map(|echo| echo.data.len())
     }
 
     /// `GET /v1/skills/{id}/versions/{version}` (`version` may be `latest`).

@@ -46,43 +46,63 @@ impl SseDecoder {
     }
 
     /// Consumes one chunk and returns the frames it completed.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseFrame>, SseError> {
+    ///
+    /// Line ends are found with `memchr` and the bytes between them copied in one go: a tool
+    /// result echoed on the stream can be hundreds of KiB, and a byte-at-a-time loop was a
+    /// visible share of a round trip.
+    pub fn push(&mut self, mut chunk: &[u8]) -> Result<Vec<SseFrame>, SseError> {
         let mut frames = Vec::new();
-        for &b in chunk {
-            if self.after_cr {
-                self.after_cr = false;
-                if b == b'\n' {
-                    continue;
+        if let Some(&first) = chunk.first()
+            && std::mem::take(&mut self.after_cr)
+            && first == b'\n'
+        {
+            chunk = &chunk[1..]; // the `\n` of a `\r\n` split between two chunks
+        }
+        while let Some(at) = memchr::memchr2(b'\n', b'\r', chunk) {
+            self.extend_line(&chunk[..at])?;
+            let cr = chunk[at] == b'\r';
+            chunk = &chunk[at + 1..];
+            if cr {
+                match chunk.first() {
+                    Some(b'\n') => chunk = &chunk[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
                 }
             }
-            match b {
-                b'\n' | b'\r' => {
-                    self.after_cr = b == b'\r';
-                    if let Some(frame) = self.end_line() {
-                        frames.push(frame);
-                    }
-                }
-                _ => {
-                    self.frame_bytes += 1;
-                    if self.frame_bytes > self.max_frame_bytes {
-                        return Err(SseError::FrameTooLarge(self.max_frame_bytes));
-                    }
-                    self.line.push(b);
-                }
+            if let Some(frame) = self.end_line() {
+                frames.push(frame);
             }
         }
+        self.extend_line(chunk)?;
         Ok(frames)
     }
 
+    fn extend_line(&mut self, bytes: &[u8]) -> Result<(), SseError> {
+        self.frame_bytes += bytes.len();
+        if self.frame_bytes > self.max_frame_bytes {
+            return Err(SseError::FrameTooLarge(self.max_frame_bytes));
+        }
+        self.line.extend_from_slice(bytes);
+        Ok(())
+    }
+
     fn end_line(&mut self) -> Option<SseFrame> {
-        let line = std::mem::take(&mut self.line);
+        // The line buffer keeps its allocation from line to line.
+        let mut line = std::mem::take(&mut self.line);
+        let frame = self.take_line(&line);
+        line.clear();
+        self.line = line;
+        frame
+    }
+
+    fn take_line(&mut self, line: &[u8]) -> Option<SseFrame> {
         if line.is_empty() {
             return self.dispatch();
         }
         if line.first() == Some(&b':') {
             return None; // comment / keep-alive
         }
-        let line = String::from_utf8_lossy(&line);
+        let line = String::from_utf8_lossy(line);
         let (field, value) = match line.find(':') {
             Some(i) => {
                 let v = &line[i + 1..];
@@ -125,6 +145,72 @@ mod tests {
     use proptest::prelude::*;
 
     const STREAM: &str = "event: agent.tool_use\ndata: {\"a\":1}\n\n: keep-alive\n\nevent: ping\ndata: {}\r\n\r\ndata: first\ndata: second\n\n";
+
+    fn line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just(String::new()),
+            Just(": keep-alive".to_owned()),
+            Just("event: agent.tool_use".to_owned()),
+            Just("event:ping".to_owned()),
+            Just("id: 7".to_owned()),
+            Just("data".to_owned()),
+            "data: [ -~é]{0,40}",
+            "data:[ -~]{0,5}",
+            "[a-z]{0,6}(: ?[ -~]{0,6})?",
+        ]
+    }
+
+    /// Splits into lines first (`\r\n`, `\r` or `\n`; an unended last line is not a line),
+    /// then interprets them: a frame ends at an empty line and needs at least one `data` line.
+    fn oracle(text: &str) -> Vec<SseFrame> {
+        let (mut lines, mut current) = (vec![], String::new());
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\r' | '\n' => {
+                    if c == '\r' && chars.peek() == Some(&'\n') {
+                        chars.next();
+                    }
+                    lines.push(std::mem::take(&mut current));
+                }
+                _ => current.push(c),
+            }
+        }
+        let (mut frames, mut event, mut data) = (vec![], None, None::<String>);
+        for line in &lines {
+            if line.is_empty() {
+                if let Some(data) = data.take() {
+                    frames.push(SseFrame {
+                        event: event.take(),
+                        data,
+                    });
+                } else {
+                    event = None;
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line.as_str(), ""),
+            };
+            match field {
+                "event" => event = Some(value.to_owned()),
+                "data" => match &mut data {
+                    Some(d) => {
+                        d.push('\n');
+                        d.push_str(value);
+                    }
+                    None => data = Some(value.to_owned()),
+                },
+                _ => {}
+            }
+        }
+        frames
+    }
 
     fn decode_all(chunks: &[&[u8]]) -> Vec<SseFrame> {
         let mut d = SseDecoder::new(1 << 20);
@@ -176,6 +262,27 @@ mod tests {
             }
             chunks.push(&bytes[start..]);
             prop_assert_eq!(decode_all(&chunks), decode_all(&[bytes]));
+        }
+
+        /// Random streams of lines with every kind of line end, cut anywhere, against a
+        /// decoder written the plainest way (split into lines first, then interpret).
+        #[test]
+        fn random_streams_match_a_line_by_line_oracle(
+            lines in proptest::collection::vec((line(), prop_oneof![Just("\n"), Just("\r"), Just("\r\n")]), 0..24),
+            cuts in proptest::collection::vec(0usize..4096, 0..8),
+        ) {
+            let text: String = lines.iter().map(|(l, end)| format!("{l}{end}")).collect();
+            let bytes = text.as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut chunks = vec![];
+            let mut start = 0;
+            for c in cuts {
+                chunks.push(&bytes[start..c]);
+                start = c;
+            }
+            chunks.push(&bytes[start..]);
+            prop_assert_eq!(decode_all(&chunks), oracle(&text));
         }
 
         #[test]

@@ -163,7 +163,7 @@ async fn c12_redirects_are_errors_and_the_target_hears_nothing() {
             ("ack", guarded(cp.ack(&k, ENV, "work_1")).await),
             (
                 "events",
-                guarded(cp.send_events(&k, "sesn_1", vec![]))
+                guarded(cp.send_events::<hands_protocol::events::SessionEvent>(&k, "sesn_1", &[]))
                     .await
                     .map(drop),
             ),

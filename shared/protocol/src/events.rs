@@ -346,9 +346,116 @@ impl SessionEvent {
     }
 }
 
+impl SessionEvent {
+    /// Decodes one event from its JSON text, exactly as `from_value` would decode the parsed
+    /// value, but without building a `Value` first: the `type` is read in a scan that skips
+    /// everything else, then the body is decoded straight into its struct. A tool result's
+    /// content can be hundreds of KiB, and this runs for every streamed event (our own results
+    /// come back as echoes), so the intermediate tree and its second copy were most of a
+    /// round trip's CPU. Anything the direct path refuses (a duplicate key, a field of the
+    /// wrong type, a `type` that is not a string) goes through `from_value`, which decides.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        /// Only the tag; serde skips every other member without allocating.
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(rename = "type", borrow)]
+            ty: std::borrow::Cow<'a, str>,
+        }
+        fn typed<T: serde::de::DeserializeOwned>(
+            text: &str,
+            wrap: fn(T) -> SessionEvent,
+        ) -> Result<SessionEvent, serde_json::Error> {
+            match serde_json::from_str::<T>(text) {
+                Ok(t) => Ok(wrap(t)),
+                Err(_) => SessionEvent::from_json_slow(text),
+            }
+        }
+        let Ok(head) = serde_json::from_str::<Head<'_>>(text) else {
+            return SessionEvent::from_json_slow(text);
+        };
+        match head.ty.as_ref() {
+            types::AGENT_TOOL_USE => typed(text, SessionEvent::AgentToolUse),
+            types::AGENT_CUSTOM_TOOL_USE => typed(text, SessionEvent::AgentCustomToolUse),
+            types::USER_TOOL_RESULT => typed(text, SessionEvent::UserToolResult),
+            types::USER_CUSTOM_TOOL_RESULT => typed(text, SessionEvent::UserCustomToolResult),
+            types::USER_TOOL_CONFIRMATION => typed(text, SessionEvent::UserToolConfirmation),
+            types::USER_MESSAGE => typed(text, SessionEvent::UserMessage),
+            types::SESSION_STATUS_RUNNING => typed(text, SessionEvent::StatusRunning),
+            types::SESSION_STATUS_IDLE => typed(text, SessionEvent::StatusIdle),
+            types::SESSION_STATUS_RESCHEDULED => typed(text, SessionEvent::StatusRescheduled),
+            types::SESSION_STATUS_TERMINATED => typed(text, SessionEvent::StatusTerminated),
+            types::SESSION_DELETED => typed(text, SessionEvent::Deleted),
+            types::THREAD_STATUS_RUNNING => typed(text, SessionEvent::ThreadStatusRunning),
+            types::THREAD_STATUS_IDLE => typed(text, SessionEvent::ThreadStatusIdle),
+            types::THREAD_STATUS_RESCHEDULED => typed(text, SessionEvent::ThreadStatusRescheduled),
+            types::THREAD_STATUS_TERMINATED => typed(text, SessionEvent::ThreadStatusTerminated),
+            _ => SessionEvent::from_json_slow(text),
+        }
+    }
+
+    fn from_json_slow(text: &str) -> Result<Self, serde_json::Error> {
+        Ok(SessionEvent::from_value(serde_json::from_str(text)?))
+    }
+}
+
+/// An event body with its `type` tag in front, serialized without an intermediate `Value`.
+#[derive(Serialize)]
+struct Tagged<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    ty: &'a str,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
 impl Serialize for SessionEvent {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_value().serialize(s)
+        use SessionEvent::*;
+        let ty = self.event_type();
+        match self {
+            AgentToolUse(e) => Tagged { ty, body: e }.serialize(s),
+            AgentCustomToolUse(e) => Tagged { ty, body: e }.serialize(s),
+            UserToolResult(e) => Tagged { ty, body: e }.serialize(s),
+            UserCustomToolResult(e) => Tagged { ty, body: e }.serialize(s),
+            UserToolConfirmation(e) => Tagged { ty, body: e }.serialize(s),
+            UserMessage(e) => Tagged { ty, body: e }.serialize(s),
+            StatusRunning(e) | StatusRescheduled(e) | StatusTerminated(e) | Deleted(e) => {
+                Tagged { ty, body: e }.serialize(s)
+            }
+            StatusIdle(e) => Tagged { ty, body: e }.serialize(s),
+            ThreadStatusRunning(e)
+            | ThreadStatusIdle(e)
+            | ThreadStatusRescheduled(e)
+            | ThreadStatusTerminated(e) => Tagged { ty, body: e }.serialize(s),
+            Other(v) => v.serialize(s),
+        }
+    }
+}
+
+/// A tool result to post, borrowing its content: serializes exactly like the
+/// [`SessionEvent::UserToolResult`] (or `UserCustomToolResult`) it stands for, without copying a
+/// result that may be hundreds of KiB once per attempt.
+#[derive(Clone, Copy, Debug)]
+pub struct ResultToPost<'a> {
+    pub custom: bool,
+    pub tool_use_id: &'a str,
+    pub is_error: bool,
+    pub content: &'a [ContentBlock],
+}
+
+impl Serialize for ResultToPost<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (ty, id_key) = if self.custom {
+            (types::USER_CUSTOM_TOOL_RESULT, "custom_tool_use_id")
+        } else {
+            (types::USER_TOOL_RESULT, "tool_use_id")
+        };
+        let mut st = s.serialize_struct("ResultToPost", 4)?;
+        st.serialize_field("type", ty)?;
+        st.serialize_field(id_key, self.tool_use_id)?;
+        st.serialize_field("is_error", &self.is_error)?;
+        st.serialize_field("content", self.content)?;
+        st.end()
     }
 }
 
@@ -455,3 +562,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "events_json_tests.rs"]
+mod json_tests;

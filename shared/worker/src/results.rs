@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hands_client::{ApiError, Backoff, ControlPlane, Credential};
 use hands_protocol::error::codes;
-use hands_protocol::events::{CustomToolResultEvent, SessionEvent, ToolResultEvent};
+use hands_protocol::events::ResultToPost;
 use hands_protocol::toolset::{ContentBlock, ToolOutput};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,23 +31,13 @@ pub enum Posted {
     Failed { attempts: u32, reason: String },
 }
 
-/// Builds the result event for a call.
-pub fn result_event(call: &Call, output: ToolOutput) -> SessionEvent {
-    match call.kind {
-        CallKind::Builtin => SessionEvent::UserToolResult(ToolResultEvent {
-            id: None,
-            tool_use_id: call.id.clone(),
-            is_error: output.is_error,
-            content: output.content,
-            processed_at: None,
-        }),
-        CallKind::Custom => SessionEvent::UserCustomToolResult(CustomToolResultEvent {
-            id: None,
-            custom_tool_use_id: call.id.clone(),
-            is_error: output.is_error,
-            content: output.content,
-            processed_at: None,
-        }),
+/// The result event for a call, borrowing the output (posted as is, never copied).
+pub fn result_event<'a>(call: &'a Call, output: &'a ToolOutput) -> ResultToPost<'a> {
+    ResultToPost {
+        custom: matches!(call.kind, CallKind::Custom),
+        tool_use_id: &call.id,
+        is_error: output.is_error,
+        content: &output.content,
     }
 }
 
@@ -58,13 +48,14 @@ pub async fn post_result(
     credential: &Credential,
     session_id: &str,
     call: &Call,
-    output: ToolOutput,
+    output: &ToolOutput,
     window: Duration,
     abandon: &CancellationToken,
 ) -> Posted {
     let deadline = Instant::now() + window;
     let mut backoff = Backoff::for_results();
-    let mut output = output;
+    // Borrowed as long as it is posted whole; a copy exists only once it had to be shortened.
+    let mut output = std::borrow::Cow::Borrowed(output);
     let mut shrunk = false;
     let mut attempts = 0u32;
     loop {
@@ -75,11 +66,11 @@ pub async fn post_result(
             };
         }
         attempts += 1;
-        let event = result_event(call, output.clone());
+        let events = [result_event(call, &output)];
         let result = tokio::select! {
             biased;
             () = abandon.cancelled() => return Posted::Failed { attempts, reason: "lease lost".to_owned() },
-            r = cp.send_events(credential, session_id, vec![event]) => r,
+            r = cp.send_events(credential, session_id, &events) => r,
             // An attempt in flight does not outlive the window either (a hand-off must not wait
             // for a slow control plane past its budget); if it had committed, the next pass
             // meets "already answered" (C8).
@@ -99,7 +90,7 @@ pub async fn post_result(
         }
         if is_too_large(&err) && !shrunk {
             tracing::warn!(tool_use_id = %call.id, error = %err, "result refused as too large; sending it shortened");
-            output = shrink(output);
+            output = std::borrow::Cow::Owned(shrink(output.into_owned()));
             shrunk = true;
             continue;
         }
@@ -216,7 +207,7 @@ mod tests {
             name: "lookup".into(),
             input: serde_json::Value::Null,
         };
-        let v = result_event(&call, ToolOutput::ok("fine")).to_value();
+        let v = serde_json::to_value(result_event(&call, &ToolOutput::ok("fine"))).unwrap();
         assert_eq!(v["type"], "user.custom_tool_result");
         assert_eq!(v["custom_tool_use_id"], "sevt_1");
         assert_eq!(v["content"][0]["text"], "fine");

@@ -162,7 +162,7 @@ async fn post_carried(
             &ctx.credential,
             &ctx.session_id,
             call,
-            output.clone(),
+            output,
             window,
             &abandon,
         );
@@ -424,7 +424,7 @@ async fn execute(
         &ctx.credential,
         &ctx.session_id,
         &call,
-        output.clone(),
+        &output,
         window,
         &abandon,
     )

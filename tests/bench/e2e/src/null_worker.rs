@@ -79,7 +79,7 @@ async fn serve(
                         }],
                         processed_at: None,
                     });
-                    cp.send_events(&credential, session, vec![result]).await?;
+                    cp.send_events(&credential, session, &[result]).await?;
                 }
                 SessionEvent::StatusIdle(_)
                 | SessionEvent::StatusTerminated(_)
