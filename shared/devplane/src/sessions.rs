@@ -112,8 +112,9 @@ pub fn create_session(st: &AppState, spec: &SessionSpec) -> Result<String, Devpl
     Ok(id)
 }
 
-/// Records what an event means for the session (status, tool calls, threads).
-fn apply(session: &mut SessionRecord, ev: &Value) {
+/// Records what an event means for the session (status, tool calls, threads). `arrived` is
+/// when the request carrying it reached devplane (for a posted result: its answer time).
+fn apply(session: &mut SessionRecord, ev: &Value, arrived: Instant) {
     let ty = ev.get("type").and_then(Value::as_str).unwrap_or("");
     let id = ev
         .get("id")
@@ -161,7 +162,7 @@ fn apply(session: &mut SessionRecord, ev: &Value) {
             };
             if let Some(call) = str_field(key).and_then(|t| session.calls.get_mut(&t)) {
                 call.result = Some(ev.clone());
-                call.answered_at = Some(Instant::now());
+                call.answered_at = Some(arrived);
             }
         }
         _ => {}
@@ -178,7 +179,7 @@ pub fn emit(st: &AppState, session_id: &str, event: Value) -> Result<Arc<Value>,
             .append_event(session_id, event)
             .ok_or_else(|| DevplaneError::UnknownSession(session_id.to_owned()))?;
         if let Some(s) = store.sessions.get_mut(session_id) {
-            apply(s, &stored);
+            apply(s, &stored, Instant::now());
         }
         stored
     };
@@ -319,6 +320,10 @@ pub async fn post_events(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // The result's arrival: the whole request has been read, nothing of it decoded yet. A
+    // worker's round trip ends here; decoding, validating and storing a result of hundreds of
+    // KiB is the emulator's own work and would otherwise count against the worker.
+    let arrived = Instant::now();
     let mut store = st.lock();
     session_admit(&mut store, &st, &headers, &id)?;
     let req: PostBody = parse_json(&body)?;
@@ -389,7 +394,7 @@ pub async fn post_events(
             continue;
         };
         if let Some(s) = store.sessions.get_mut(&id) {
-            apply(s, &stored);
+            apply(s, &stored, arrived);
         }
         match ev {
             SessionEvent::UserToolResult(r) => {

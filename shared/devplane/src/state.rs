@@ -45,8 +45,9 @@ pub struct ToolCall {
     pub denied: bool,
     /// The accepted result event, once posted.
     pub result: Option<Value>,
-    /// When the accepted result was stored: with the emit instant, the round trip as devplane
-    /// itself sees it (what the end-to-end benchmark reports).
+    /// When the request that carried the accepted result reached devplane (read whole, not yet
+    /// decoded): with the emit instant, the round trip as devplane sees it (what the
+    /// end-to-end benchmark reports).
     pub answered_at: Option<Instant>,
 }
 
