@@ -121,6 +121,15 @@ impl Content {
     }
 }
 
+/// What a lookup found.
+pub(crate) enum Cached {
+    /// Not cached, or changed since.
+    Miss,
+    /// Cached and unchanged, but not wanted: the caller's filter rules it out.
+    RuledOut,
+    Content(Arc<Content>),
+}
+
 struct Slot {
     stamp: Stamp,
     content: Arc<Content>,
@@ -205,20 +214,40 @@ impl ContentCache {
         self.calls.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// The content of the file whose stamp is `stamp`, if cached. An entry for the same inode
-    /// with another stamp is stale and dropped.
-    pub(crate) fn get(&self, stamp: &Stamp, call: u64) -> Option<Arc<Content>> {
+    /// The content of the file whose stamp is `stamp`, if cached and `wanted` (asked under
+    /// the shard's lock, so it should be quick). An entry for the same inode with another
+    /// stamp is stale and dropped.
+    pub(crate) fn lookup(
+        &self,
+        stamp: &Stamp,
+        call: u64,
+        wanted: impl FnOnce(&Content) -> bool,
+    ) -> Cached {
         let mut shard = self.shard(stamp);
         let key = (stamp.dev, stamp.ino);
-        let slot = shard.map.get_mut(&key)?;
+        let Some(slot) = shard.map.get_mut(&key) else {
+            return Cached::Miss;
+        };
         if slot.stamp == *stamp {
             slot.used = slot.used.max(call);
-            return Some(Arc::clone(&slot.content));
+            if !wanted(&slot.content) {
+                return Cached::RuledOut;
+            }
+            return Cached::Content(Arc::clone(&slot.content));
         }
         if let Some(stale) = shard.map.remove(&key) {
             shard.bytes -= cost(&stale.content);
         }
-        None
+        Cached::Miss
+    }
+
+    /// The content of the file whose stamp is `stamp`, if cached.
+    #[cfg(test)]
+    pub(crate) fn get(&self, stamp: &Stamp, call: u64) -> Option<Arc<Content>> {
+        match self.lookup(stamp, call, |_| true) {
+            Cached::Content(content) => Some(content),
+            Cached::Miss | Cached::RuledOut => None,
+        }
     }
 
     /// Caches `content` as the content of the file stamped `stamp`, evicting the entries

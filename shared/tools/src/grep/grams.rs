@@ -13,8 +13,11 @@
 //! Only content searched as the bytes on disk gets a filter (no NUL byte, no byte-order mark:
 //! `Content::plain`); content that is transcoded or binary-checked is always searched. A
 //! pattern whose matches need no trigram at all (`\w+`, `a|bc`, `x*`, `[a-z]+[0-9]+`) gets no
-//! filter, and every file is searched as before.
+//! trigram query; the same pass records the exact set of byte values the content holds, which
+//! rules out files lacking a byte every match needs (`bytesets`: a digit for `[a-z]+[0-9]+`).
+//! A pattern that needs neither (`x*`, `(?s:.)`) gets no filter: every file is searched.
 
+use super::bytesets::{self, ByteNeeds, ByteSet};
 use super::query::{self, FOLDED, Query};
 
 /// Bits per byte of content in a file's filter, rounded to a power of two and bounded by
@@ -32,6 +35,8 @@ pub(crate) struct Grams {
     shift: u32,
     /// No byte of the content is above 0x7F (found by the same pass, at no extra cost).
     pub ascii: bool,
+    /// Every byte value the content holds, exactly (`bytesets`).
+    pub bytes: ByteSet,
 }
 
 /// The bit a trigram key sets.
@@ -69,10 +74,21 @@ impl Grams {
             .clamp(MIN_BITS, MAX_BITS);
         let mut bits = vec![0u64; nbits / 64].into_boxed_slice();
         let shift = 64 - nbits.trailing_zeros();
+        // One mark per byte value seen: a plain store per byte, no dependency between bytes.
+        let mut seen = [0u8; 256];
         let (Some(&a), Some(&b)) = (content.first(), content.get(1)) else {
+            content.iter().for_each(|&c| seen[usize::from(c)] = 1);
             let ascii = content.is_ascii();
-            return Grams { bits, shift, ascii };
+            let bytes = ByteSet::from_marks(&seen);
+            return Grams {
+                bits,
+                shift,
+                ascii,
+                bytes,
+            };
         };
+        seen[usize::from(a)] = 1;
+        seen[usize::from(b)] = 1;
         let mut set = |key: u32| {
             let s = slot(key, shift);
             bits[s / 64] |= 1 << (s % 64);
@@ -86,6 +102,7 @@ impl Grams {
         let mut any = a | b;
         for &c in &content[2..] {
             any |= c;
+            seen[usize::from(c)] = 1;
             trigram = ((trigram << 8) | u32::from(c)) & 0x00FF_FFFF;
             folds = ((folds << 1) | u32::from(FOLDS[usize::from(c)])) & 0b111;
             set(trigram);
@@ -98,6 +115,7 @@ impl Grams {
             bits,
             shift,
             ascii: any.is_ascii(),
+            bytes: ByteSet::from_marks(&seen),
         }
     }
 
@@ -113,9 +131,11 @@ impl Grams {
     }
 }
 
-/// What every match of a pattern holds: a trigram query that is not trivially true.
+/// What every match of a pattern holds: a trigram query and byte sets (`bytesets`), not both
+/// trivially true.
 pub(crate) struct Needs {
     query: Query,
+    bytes: ByteNeeds,
 }
 
 impl Needs {
@@ -130,12 +150,20 @@ impl Needs {
     pub(crate) fn of(pattern: &str) -> Option<Needs> {
         let hir = super::matchers::parser().parse(pattern).ok()?;
         let query = query::of(&hir);
-        (query != Query::All).then_some(Needs { query })
+        let bytes = bytesets::needs(&hir);
+        (query != Query::All || !bytes.is_empty()).then_some(Needs { query, bytes })
     }
 
-    /// Whether content with these trigrams may hold a match.
+    /// Whether content with these trigrams and bytes may hold a match. The byte sets first:
+    /// they are exact and held in the filter itself, the trigram bits are a lookup away.
     pub(crate) fn may_match(&self, grams: &Grams) -> bool {
-        self.query.eval(&|k| grams.has(k))
+        self.bytes.may_match(&grams.bytes) && self.query.eval(&|k| grams.has(k))
+    }
+
+    /// Whether a match needs some trigram (for tests: a pattern may have byte sets only).
+    #[cfg(test)]
+    pub(crate) fn has_query(&self) -> bool {
+        self.query != Query::All
     }
 }
 
@@ -199,19 +227,23 @@ mod tests {
     }
 
     #[test]
-    fn patterns_whose_matches_need_no_trigram_have_no_filter() {
-        for p in [
-            r"\w+",
-            "a|bc",
-            "x*",
-            "",
-            "(?i)ab",
-            "[a-z]{3}",
-            "a.b.c",
-            "[a-z]+[0-9]+",
-            r"\w+\(",
+    fn patterns_whose_matches_need_no_trigram_have_no_query() {
+        // Some still need bytes (`bytesets`): `[a-z]+[0-9]+` a digit, `\w+\(` a parenthesis.
+        for (p, bytes) in [
+            (r"\w+", true),
+            ("a|bc", true),
+            ("x*", false),
+            ("", false),
+            ("(?i)ab", true),
+            ("[a-z]{3}", true),
+            ("a.b.c", true),
+            ("[a-z]+[0-9]+", true),
+            (r"\w+\(", true),
+            ("(?:ab)?", false),
         ] {
-            assert!(Needs::of(p).is_none(), "{p}");
+            let needs = Needs::of(p);
+            assert!(needs.as_ref().is_none_or(|n| !n.has_query()), "{p}");
+            assert_eq!(needs.is_some(), bytes, "{p}");
         }
         for p in [
             "needle",
@@ -222,7 +254,35 @@ mod tests {
             r"\w+_\d{4}",
             r"fn item_\d+_1_7\(",
         ] {
-            assert!(Needs::of(p).is_some(), "{p}");
+            assert!(Needs::of(p).unwrap().has_query(), "{p}");
+        }
+    }
+
+    /// The byte sets rule out what the trigrams cannot: a file without a digit for a
+    /// letter followed by a digit; the exact byte set of the content is kept.
+    #[test]
+    fn content_without_a_needed_byte_is_ruled_out() {
+        let text = b"fn let match struct impl\nreturn value\n";
+        let grams = Grams::of(text);
+        for b in 0..=255u8 {
+            assert_eq!(grams.bytes.contains(b), text.contains(&b), "{b}");
+        }
+        assert!(!Needs::of("[a-z]+[0-9]+").unwrap().may_match(&grams));
+        assert!(
+            Needs::of("[a-z]+[0-9]+")
+                .unwrap()
+                .may_match(&Grams::of(b"x1"))
+        );
+        assert!(Needs::of("[a-z]+").unwrap().may_match(&grams));
+        for short in [&b""[..], b"a", b"a1"] {
+            let grams = Grams::of(short);
+            for b in 0..=255u8 {
+                assert_eq!(
+                    grams.bytes.contains(b),
+                    short.contains(&b),
+                    "{b} in {short:?}"
+                );
+            }
         }
     }
 }

@@ -3,8 +3,9 @@
 //! The filter's two halves are tested exactly, each on its own: every match's own text
 //! satisfies the pattern's query, evaluated on the exact set of trigram keys of that text (not
 //! through a Bloom filter, whose false positives would let a wrong query leaf pass a third of
-//! the time at [`MIN_BITS`]); and a content's filter holds every key of its content. Together
-//! they say a file with a match is never ruled out.
+//! the time at [`MIN_BITS`]), and holds a byte of each of the pattern's byte sets
+//! (`bytesets`); and a content's filter holds every key of its content and exactly its bytes.
+//! Together they say a file with a match is never ruled out.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,6 +19,7 @@ use regex_syntax::hir::{Class, Hir, HirKind};
 
 use super::*;
 use crate::Limits;
+use crate::grep::bytesets::ByteSet;
 use crate::grep::matchers::{ascii_equivalent, build, parser};
 
 /// Pieces of patterns: literals over a small alphabet (so that random content contains
@@ -203,8 +205,10 @@ fn check_matches(
             .find_iter(line, |m| {
                 let text = &line[m];
                 let keys = exact_keys(text);
+                let mut bytes = ByteSet::default();
+                text.iter().for_each(|&b| bytes.insert(b));
                 checked += 1;
-                if needs.query.eval(&|k| keys.contains(&k)) {
+                if needs.query.eval(&|k| keys.contains(&k)) && needs.bytes.may_match(&bytes) {
                     true
                 } else {
                     bad = Some(text.to_vec());
@@ -214,9 +218,10 @@ fn check_matches(
             .unwrap();
         if let Some(text) = bad {
             return Err(TestCaseError::fail(format!(
-                "the match {:?} does not satisfy {}",
+                "the match {:?} does not satisfy {} or {:?}",
                 String::from_utf8_lossy(&text),
-                needs.query
+                needs.query,
+                needs.bytes
             )));
         }
     }
@@ -418,6 +423,15 @@ fn a_filter_holds_every_key_of_its_content() {
                 let grams = Grams::of(&c);
                 for key in exact_keys(&c) {
                     prop_assert!(grams.has(key), "{key:#x} of {c:?}");
+                }
+                for b in 0..=255u8 {
+                    prop_assert_eq!(
+                        grams.bytes.contains(b),
+                        c.contains(&b),
+                        "{:#x} of {:?}",
+                        b,
+                        c
+                    );
                 }
                 Ok(())
             },

@@ -46,7 +46,7 @@ fn reported(m: &RegexMatcher, content: &[u8]) -> (Lines, Lines) {
     let mut searchers = Searchers::new();
     let mut plain = Vec::new();
     searchers
-        .plain
+        .plain()
         .search_slice(
             m,
             content,
@@ -58,7 +58,7 @@ fn reported(m: &RegexMatcher, content: &[u8]) -> (Lines, Lines) {
         .unwrap();
     let mut numbered = Vec::new();
     searchers
-        .numbered
+        .numbered()
         .search_reader(
             m,
             content,

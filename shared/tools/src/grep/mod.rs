@@ -16,11 +16,13 @@
 //! memory however many directories a tool made. File contents and directory listings are kept
 //! between calls in bounded caches validated by a stat of each file and directory (`cache`,
 //! `listings`), so a search of an unchanged tree reads nothing from disk, and cached content
-//! carries a trigram filter that rules out files which cannot satisfy the pattern's trigram
-//! query (`grams`, `query`). The searcher's buffer is capped, so a 1 GB single line costs
+//! carries a trigram filter and its set of byte values, which rule out files that cannot
+//! satisfy the pattern's trigram query or lack a byte every match holds (`grams`, `query`,
+//! `bytesets`). The searcher's buffer is capped, so a 1 GB single line costs
 //! bounded memory. It runs on the blocking pool, on up to four threads, and checks a time
 //! budget and the cancellation token as it goes (T11).
 
+mod bytesets;
 mod cache;
 mod grams;
 mod listings;
@@ -35,6 +37,7 @@ mod walk_tests;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -136,9 +139,7 @@ fn search_parallel(
         }
         found
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_THREADS);
+    let threads = search_threads();
     let mut found = if threads <= 1 || files.len() < PARALLEL_MIN_FILES {
         worker(search)
     } else {
@@ -170,6 +171,19 @@ fn search_parallel(
     found.sort_unstable_by_key(|(i, _)| *i);
     let early = stopped_early.load(Ordering::Acquire) && next.load(Ordering::Acquire) < files.len();
     (found, early)
+}
+
+/// How many threads search one call's files: the CPUs this process may use, at most
+/// [`MAX_THREADS`]. Asked once per process: `available_parallelism` reads the cgroup's CPU
+/// quota files at every call (a tenth of a millisecond of a cached search); a quota changed
+/// while the worker runs takes effect at its next start.
+fn search_threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_THREADS)
+    })
 }
 
 pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToken) -> ToolOutput {

@@ -13,7 +13,7 @@ use grep_searcher::{BinaryDetection, MmapChoice, Searcher, SearcherBuilder, Sink
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use tokio_util::sync::CancellationToken;
 
-use super::cache::{CACHE_FILE_MAX, Content, ContentCache, Stamp};
+use super::cache::{CACHE_FILE_MAX, Cached, Content, ContentCache, Stamp};
 use super::grams::Needs;
 use super::matchers::Matchers;
 use crate::Limits;
@@ -100,32 +100,48 @@ impl Sink for Probe {
     }
 }
 
-/// The searchers of one thread, each reusing its line buffer from file to file.
+/// The searchers of one thread, each reusing its line buffer from file to file. Each is built
+/// on first use: a searcher allocates and zeroes a 64 KiB line buffer, which a search of
+/// cached content (a slice) never touches, and a thread whose files are all ruled out by
+/// their filters searches nothing.
+#[derive(Default)]
 pub(crate) struct Searchers {
     /// Streams: a first pass without line numbers.
-    probe: Searcher,
+    probe: Option<Searcher>,
     /// Streams and content that may be binary or transcoded.
-    pub(super) numbered: Searcher,
+    numbered: Option<Searcher>,
     /// Plain content in memory: no NUL byte anywhere, so the binary detection (a scan of up
     /// to 64 KiB per file, a fifth of a cached search's time) is left out.
-    pub(super) plain: Searcher,
+    plain: Option<Searcher>,
+}
+
+fn searcher(line_number: bool, binary: BinaryDetection) -> Searcher {
+    SearcherBuilder::new()
+        .line_number(line_number)
+        .binary_detection(binary)
+        .memory_map(MmapChoice::never())
+        .heap_limit(Some(SEARCH_HEAP_LIMIT))
+        .build()
 }
 
 impl Searchers {
     pub(crate) fn new() -> Searchers {
-        let builder = |line_number, binary| {
-            SearcherBuilder::new()
-                .line_number(line_number)
-                .binary_detection(binary)
-                .memory_map(MmapChoice::never())
-                .heap_limit(Some(SEARCH_HEAP_LIMIT))
-                .build()
-        };
-        Searchers {
-            probe: builder(false, BinaryDetection::quit(0)),
-            numbered: builder(true, BinaryDetection::quit(0)),
-            plain: builder(true, BinaryDetection::none()),
-        }
+        Searchers::default()
+    }
+
+    fn probe(&mut self) -> &mut Searcher {
+        self.probe
+            .get_or_insert_with(|| searcher(false, BinaryDetection::quit(0)))
+    }
+
+    pub(super) fn numbered(&mut self) -> &mut Searcher {
+        self.numbered
+            .get_or_insert_with(|| searcher(true, BinaryDetection::quit(0)))
+    }
+
+    pub(super) fn plain(&mut self) -> &mut Searcher {
+        self.plain
+            .get_or_insert_with(|| searcher(true, BinaryDetection::none()))
     }
 }
 
@@ -158,8 +174,15 @@ impl Search<'_> {
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return FileHits::default();
         }
-        if let Some(content) = self.cache.get(&Stamp::of(&st), self.call) {
-            return self.content(searchers, &content, shown);
+        // The filter is asked under the cache's lock: content it rules out is not even
+        // shared out of the cache (an atomic count on a cold line, per file).
+        match self
+            .cache
+            .lookup(&Stamp::of(&st), self.call, |c| !self.ruled_out(c))
+        {
+            Cached::Content(content) => return self.search_content(searchers, &content, shown),
+            Cached::RuledOut => return FileHits::default(),
+            Cached::Miss => {}
         }
         let flags =
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
@@ -200,18 +223,31 @@ impl Search<'_> {
         self.content(searchers, &content, shown)
     }
 
-    /// Searches content held in memory, with the same results as searching the file.
+    /// Searches content held in memory unless its filter rules it out.
     fn content(
         &self,
         searchers: &mut Searchers,
         content: &Content,
         shown: &dyn Fn() -> String,
     ) -> FileHits {
-        if let (Some(needs), Some(grams)) = (self.needs, &content.grams)
-            && !needs.may_match(grams)
-        {
+        if self.ruled_out(content) {
             return FileHits::default();
         }
+        self.search_content(searchers, content, shown)
+    }
+
+    /// Whether the content's filter says it holds no match (content without a filter: no).
+    fn ruled_out(&self, content: &Content) -> bool {
+        matches!((self.needs, &content.grams), (Some(needs), Some(grams)) if !needs.may_match(grams))
+    }
+
+    /// Searches content held in memory, with the same results as searching the file.
+    fn search_content(
+        &self,
+        searchers: &mut Searchers,
+        content: &Content,
+        shown: &dyn Fn() -> String,
+    ) -> FileHits {
         // The Unicode matcher is compiled here, on first need, if it was not already.
         let Some(matcher) = self.matchers.get(content.is_ascii()) else {
             return FileHits::default();
@@ -222,11 +258,11 @@ impl Search<'_> {
         // binary detection and transcoding are exactly the file search's.
         let _ = if content.plain {
             searchers
-                .plain
+                .plain()
                 .search_slice(matcher, &content.bytes, &mut sink)
         } else {
             searchers
-                .numbered
+                .numbered()
                 .search_reader(matcher, &content.bytes[..], &mut sink)
         };
         sink.hits
@@ -248,14 +284,14 @@ impl Search<'_> {
         // with one is searched again, from the start, with line numbers. Both passes see the
         // same bytes with the same binary, encoding and heap-limit rules.
         let mut probe = Probe(false);
-        let _ = searchers.probe.search_file(matcher, file, &mut probe);
+        let _ = searchers.probe().search_file(matcher, file, &mut probe);
         sink.hits.streamed = true;
         if !probe.0 || (&*file).seek(SeekFrom::Start(0)).is_err() {
             return sink.hits;
         }
         // A file that errors (a line over the heap limit, a read error) keeps the matches
         // found before the error.
-        let _ = searchers.numbered.search_file(matcher, file, &mut sink);
+        let _ = searchers.numbered().search_file(matcher, file, &mut sink);
         sink.hits
     }
 }
