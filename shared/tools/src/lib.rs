@@ -280,9 +280,27 @@ impl Toolset {
     /// takes far longer, so the shell is ready by then. The first call waits for a start in
     /// progress (the shell's lock); a start that failed is retried by that call, which
     /// reports the reason. Needs a Tokio runtime.
+    ///
+    /// Starts ahead of use are throttled process-wide to one per CPU: when a hundred
+    /// sessions attach at once, a hundred sandbox builds at once would take the CPU from the
+    /// worker for a second or more (with the kernel's autogroups each `setsid`-ed shell even
+    /// weighs as much as the whole worker), and every call of every session in that second
+    /// would wait behind them. A call that comes before its session's turn does not queue:
+    /// it starts its shell itself, and the prewarm then finds it running.
     pub fn prewarm_shell(&self) {
-        let session = Arc::clone(&self.session);
-        tokio::spawn(async move { session.bash.lock().await.warm().await });
+        let session = Arc::downgrade(&self.session);
+        tokio::spawn(async move {
+            let Ok(_slot) = prewarm_slots().acquire().await else {
+                return;
+            };
+            // The toolset may be gone by now (the session ended while this waited).
+            let Some(session) = session.upgrade() else {
+                return;
+            };
+            if let Ok(mut bash) = session.bash.try_lock() {
+                bash.warm().await;
+            }
+        });
     }
 
     /// Kills the shell and every process it started. The toolset stays usable: a later `bash`
@@ -290,4 +308,12 @@ impl Toolset {
     pub async fn shutdown(&self) {
         self.session.bash.lock().await.shutdown().await;
     }
+}
+
+/// How many shells may be started ahead of use at the same time (see `prewarm_shell`).
+fn prewarm_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
 }

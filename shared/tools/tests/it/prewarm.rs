@@ -53,3 +53,29 @@ async fn the_prewarmed_shell_runs_the_first_call() {
         "the first call ran in the prewarmed shell"
     );
 }
+
+/// Starts ahead of use are throttled process-wide (one per CPU at a time); none is dropped,
+/// and a call that comes before its session's turn runs at once in a shell of its own.
+#[tokio::test]
+async fn throttled_prewarms_are_all_served() {
+    let fixtures: Vec<Fixture> = (0..6).map(|_| Fixture::new()).collect();
+    for fx in &fixtures {
+        fx.tools.prewarm_shell();
+    }
+    // The last one may still be waiting for its turn; a call made meanwhile is answered.
+    let last = fixtures.last().unwrap();
+    let out = last.call("bash", json!({"command": "echo $$"})).await;
+    assert!(!out.is_error, "{}", last.shown(&out));
+    let give_up = Instant::now() + Duration::from_secs(60);
+    for fx in &fixtures {
+        loop {
+            let shells = processes_in(&fx.ws);
+            assert!(shells.len() <= 1, "one shell per session: {shells:?}");
+            if shells.len() == 1 {
+                break;
+            }
+            assert!(Instant::now() < give_up, "a prewarm was never served");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
