@@ -1115,54 +1115,16 @@ async fn every_wait_of_a_teardown_shares_one_flush_budget() {
     assert!(e.writes().is_empty(), "{:?}", e.writes());
 }
 
-/// Set in the child process that runs a test again as an unprivileged user.
-const AS_NOBODY: &str = "HANDS_MEMORY_TEST_AS_NOBODY";
-
 /// Runs the test `name` of this binary again as uid/gid 65534 when this process is root (root
 /// bypasses file modes, so a permission test run as root would pass without testing anything)
 /// and returns `false`; returns `true` when the caller is the unprivileged one and should run
 /// the scenario itself. Fails loudly if privileges cannot be dropped.
 fn unprivileged(name: &str) -> bool {
-    use std::os::unix::process::CommandExt;
-    if !rustix::process::geteuid().is_root() {
+    use hands_test_support::{NOBODY, is_rerun, rerun_as};
+    if is_rerun() || !rustix::process::geteuid().is_root() {
         return true;
     }
-    assert!(
-        std::env::var_os(AS_NOBODY).is_none(),
-        "the child meant to run as uid 65534 is still root"
-    );
-    // A copy of this binary in a directory that user can enter: the target directory may sit
-    // under a path only root may traverse (a CI checkout in /root, for one).
-    let copy_dir = tempfile::Builder::new()
-        .prefix("hands-memory-nobody-")
-        .tempdir()
-        .unwrap();
-    chmod(copy_dir.path(), 0o755);
-    let exe = copy_dir.path().join("sync-test");
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    chmod(&exe, 0o755);
-    let out = std::process::Command::new(&exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(AS_NOBODY, "1")
-        .current_dir("/")
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} as uid 65534 (it must be executable by that user): {e}",
-                exe.display()
-            )
-        });
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "as uid 65534: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The child ran exactly this test, not zero tests.
-    assert!(stdout.contains("1 passed"), "{stdout}");
+    rerun_as(NOBODY, name, &[]);
     false
 }
 

@@ -197,9 +197,6 @@ mod tests {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
-    /// Set when this test binary runs as uid 65534 for [`closed_directories_are_removed_unprivileged`].
-    const AS_NOBODY: &str = "HANDS_REMOVE_TREE_AS_NOBODY";
-
     /// A tree as tool code can leave it: a directory at 0500 and one at 000, both holding files
     /// and a subdirectory, the tree's own root at 0500, and links to a directory and a file
     /// outside (closed too). Everything goes; what the links name keeps its content and mode.
@@ -247,48 +244,15 @@ mod tests {
     /// CAP_DAC_OVERRIDE ignores them): run in a child as uid 65534 when the suite runs as root.
     #[test]
     fn closed_directories_are_removed_unprivileged() {
-        use std::os::unix::process::CommandExt;
-        if !rustix::process::geteuid().is_root() {
-            closed_directories_are_removed();
-            return;
+        use hands_test_support::{NOBODY, is_rerun, rerun_as};
+        if is_rerun() || !rustix::process::geteuid().is_root() {
+            return closed_directories_are_removed();
         }
-        assert!(
-            std::env::var_os(AS_NOBODY).is_none(),
-            "the child meant to run as uid 65534 is still root"
+        rerun_as(
+            NOBODY,
+            "remove_tree::tests::closed_directories_are_removed_unprivileged",
+            &[],
         );
-        // A copy of this binary in a directory that user can enter (the target directory may be
-        // under a path only root may traverse).
-        let copy_dir = tempfile::Builder::new()
-            .prefix("hands-sandbox-nobody-")
-            .tempdir()
-            .unwrap();
-        chmod(copy_dir.path(), 0o755);
-        let exe = copy_dir.path().join("remove-tree-test");
-        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-        chmod(&exe, 0o755);
-        let out = std::process::Command::new(&exe)
-            .args([
-                "remove_tree::tests::closed_directories_are_removed",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(AS_NOBODY, "1")
-            .env("TMPDIR", "/tmp")
-            .current_dir("/")
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "as uid 65534: {}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // The child ran exactly that test, not zero tests.
-        assert!(stdout.contains("1 passed"), "{stdout}");
     }
 
     /// The `path` itself may be a link (planted in a workspace's place): the link goes, its

@@ -660,8 +660,7 @@ mod tests {
     /// worker that is not root meets it.
     #[test]
     fn a_leftover_closed_with_mode_000_is_swept() {
-        use std::os::unix::process::CommandExt;
-        if !rustix::process::geteuid().is_root() {
+        if hands_test_support::is_rerun() || !rustix::process::geteuid().is_root() {
             let parent = tempfile::tempdir().unwrap();
             let parent_path = std::fs::canonicalize(parent.path()).unwrap();
             let dead = dead_session(&parent_path, "00000000000000aa");
@@ -675,37 +674,12 @@ mod tests {
             println!("SWEPT AS {}", rustix::process::geteuid().as_raw());
             return;
         }
-        // A copy of this binary in a directory uid 65534 can enter (the target directory may be
-        // under a path only root may traverse).
-        let copy_dir = tempfile::Builder::new()
-            .prefix("hands-tools-nobody-")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(copy_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let exe = copy_dir.path().join("tmp-dir-test");
-        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let out = std::process::Command::new(&exe)
-            .args([
-                "tmp_dir::tests::a_leftover_closed_with_mode_000_is_swept",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("TMPDIR", "/tmp")
-            .current_dir("/")
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "as uid 65534: {}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+        let rerun = hands_test_support::rerun_as(
+            hands_test_support::NOBODY,
+            "tmp_dir::tests::a_leftover_closed_with_mode_000_is_swept",
+            &[],
         );
-        assert!(stdout.contains("SWEPT AS 65534"), "{stdout}");
+        assert!(rerun.stdout.contains("SWEPT AS 65534"), "{}", rerun.stdout);
     }
 
     /// A sweep that died midway left a tombstone: the next sweep removes it, and a directory

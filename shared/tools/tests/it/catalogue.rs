@@ -76,153 +76,27 @@ async fn t5_fork_bombs_are_contained_at_the_default_limits() {
     other.tools.shutdown().await;
 }
 
-/// Set in the child that runs `t5_fork_bomb_under_rlimit_nproc` as a uid of its own.
-const NPROC_CHILD: &str = "HANDS_T5_NPROC_CHILD";
-
 // T5 where no pids cgroup can be made and the worker is not root: the default is RLIMIT_NPROC
 // in the tool processes (the uid's tasks at start plus 1024). As root, this test runs itself
 // again as a uid nothing else on the host uses (RLIMIT_NPROC counts every task of the uid),
 // with the cgroup skipped (`HANDS_TEST_PROCESS_LIMIT=nproc`); the child asserts that both bombs
-// are held (the tool trees' tasks, sampled throughout, never pass the limit), the results say
-// so, the file tools answer meanwhile, and nothing survives.
+// are held (the fork loop's sleeps, sampled throughout, with its shell and the worker's threads
+// never pass the limit), the results say so, the file tools answer meanwhile, and nothing
+// survives (`shell_rows::t5_under_rlimit_nproc`).
 #[test]
 fn t5_fork_bomb_under_rlimit_nproc() {
-    use std::os::unix::process::CommandExt;
-    if std::env::var_os(NPROC_CHILD).is_some() {
-        return t5_nproc_child();
+    if hands_test_support::is_rerun() {
+        return shell_rows::t5_under_rlimit_nproc(9, hands_sandbox::Isolation::Tier0);
     }
     if !rustix::process::geteuid().is_root() {
+        assert!(
+            std::env::var("REQUIRE_ISOLATION").as_deref() != Ok("1"),
+            "REQUIRE_ISOLATION=1 but switching to a uid of its own needs root"
+        );
         eprintln!("skipping: switching to a uid of its own needs root");
         return;
     }
-    // A uid with no task on the host, so the limit is this test's alone.
-    let uid = (0..1000)
-        .map(|i| 61_000 + (std::process::id() + i) % 4000)
-        .find(|&u| hands_sandbox::uid_task_count(u).unwrap() == 0)
-        .unwrap();
-    // A copy of this binary in a directory that uid can enter (the target directory may be
-    // under a path only root may traverse).
-    let copy_dir = tempfile::Builder::new()
-        .prefix("hands-t5-nproc-")
-        .tempdir()
-        .unwrap();
-    let mode = |p: &std::path::Path, m: u32| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
-    };
-    mode(copy_dir.path(), 0o755);
-    let exe = copy_dir.path().join("it");
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    mode(&exe, 0o755);
-    let run = || {
-        std::process::Command::new(&exe)
-            .args([
-                "catalogue::t5_fork_bomb_under_rlimit_nproc",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(NPROC_CHILD, "1")
-            .env(hands_sandbox::process_limit::TEST_MECHANISM_VAR, "nproc")
-            .env("TMPDIR", "/tmp")
-            .current_dir("/")
-            .uid(uid)
-            .gid(uid)
-            .output()
-    };
-    // A process another test forks while the copy is being written holds it open for writing
-    // until that process execs: ETXTBSY, for a moment.
-    let mut out = run();
-    for _ in 0..50 {
-        match &out {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
-                std::thread::sleep(Duration::from_millis(100));
-                out = run();
-            }
-            _ => break,
-        }
-    }
-    let out = out.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "as uid {uid}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The child ran exactly that test, not zero tests.
-    assert!(stdout.contains("1 passed"), "{stdout}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if let Some(line) = stderr.lines().find(|l| l.starts_with("RLIMIT_NPROC ")) {
-        eprintln!("as uid {uid}: {line}");
-    }
-}
-
-/// The child of `t5_fork_bomb_under_rlimit_nproc`, as a uid of its own.
-fn t5_nproc_child() {
-    let uid = rustix::process::getuid().as_raw();
-    assert_ne!(uid, 0, "the child meant to run as its own uid is root");
-    let hands_sandbox::ProcessLimitMechanism::Nproc { uid_tasks, .. } =
-        *hands_sandbox::process_limit_mechanism()
-    else {
-        panic!(
-            "not RLIMIT_NPROC: {}",
-            hands_sandbox::process_limit_mechanism()
-        );
-    };
-    let (rlimits, note) = shell_rows::default_limits().unwrap();
-    let nproc = rlimits.nproc.unwrap();
-    assert_eq!(nproc, uid_tasks + hands_sandbox::DEFAULT_PROCESSES);
-    // The start's trial of the value, on this host as a uid RLIMIT_NPROC binds: a child under
-    // it forks; under 1 (the uid runs this process already) the fork is refused.
-    assert_eq!(
-        hands_sandbox::nproc_trial(nproc),
-        hands_sandbox::NprocTrial::Forks
-    );
-    assert_eq!(
-        hands_sandbox::nproc_trial(1),
-        hands_sandbox::NprocTrial::Refused
-    );
-    assert_eq!(rlimits.max_pids, None);
-    // The tool trees' tasks (the uid's, less this process's threads, which the limit does not
-    // bind), sampled until the row is over.
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let own = || {
-                std::fs::read_to_string("/proc/self/status")
-                    .unwrap()
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Threads:"))
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .unwrap()
-            };
-            let mut most = 0;
-            while !done.load(Ordering::SeqCst) {
-                let all = hands_sandbox::uid_task_count(uid).unwrap();
-                most = most.max(all.saturating_sub(own()));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            most
-        })
-    };
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let fx = Fixture::with(|c| c.rlimits = rlimits.clone());
-            shell_rows::t5_fork_bombs_are_contained(&tier0(&fx), 9, &note, None).await;
-        });
-    done.store(true, Ordering::SeqCst);
-    let most = sampler.join().unwrap();
-    // The bombs got near the limit (the note says a fork failed) and never past it.
-    assert!(
-        most <= nproc,
-        "{most} tool tasks at once, above RLIMIT_NPROC {nproc}"
-    );
-    eprintln!("RLIMIT_NPROC {nproc}: at most {most} tool tasks at once");
+    shell_rows::rerun_under_rlimit_nproc("catalogue::t5_fork_bomb_under_rlimit_nproc");
 }
 
 // T6: the file-size rlimit hook makes a disk filler fail in the tool, not in the worker.

@@ -344,6 +344,36 @@ async fn row_t5_fork_bomb_is_contained() {
     other.tools.shutdown().await;
 }
 
+// T5 at tier 2 for a worker that is not root and has no pids cgroup: the default limit is
+// RLIMIT_NPROC, set in the tool process before bubblewrap is executed. Bubblewrap's user
+// namespace does not lift it: the kernel exempts only the initial namespace's root (its
+// `capable()` checks look there), and counts a task of the sandbox both in the sandbox's
+// namespace and, above it, among every task of the worker's uid, against the limit bubblewrap
+// had when it made the namespace (the same value). As root, this test runs itself again as a
+// uid of its own (`shell_rows::rerun_under_rlimit_nproc`); the child holds both bombs, and the
+// uid's tasks, the worker's threads included, never pass the limit.
+#[test]
+fn t5_fork_bomb_under_rlimit_nproc_at_tier2() {
+    if hands_test_support::is_rerun() {
+        let sandbox = tier2(options()).unwrap_or_else(|| {
+            panic!("tier 2 engages as root here but not as this uid (see above)")
+        });
+        return shell_rows::t5_under_rlimit_nproc(8, Isolation::Bwrap(sandbox));
+    }
+    if tier2(Tier2Options::default()).is_none() {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            std::env::var("REQUIRE_ISOLATION").as_deref() != Ok("1"),
+            "REQUIRE_ISOLATION=1 but switching to a uid of its own needs root"
+        );
+        eprintln!("skipping: switching to a uid of its own needs root");
+        return;
+    }
+    shell_rows::rerun_under_rlimit_nproc("isolation::t5_fork_bomb_under_rlimit_nproc_at_tier2");
+}
+
 // T6: the sandbox's /tmp and /dev/shm are size-capped tmpfs (ENOSPC), and the file-size rlimit
 // still bounds a file in the workspace.
 #[tokio::test]

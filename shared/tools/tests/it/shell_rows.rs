@@ -116,6 +116,11 @@ pub fn default_limits() -> Option<(hands_sandbox::Rlimits, String)> {
 /// of a call that succeeded is no proof of a refused start).
 const NPROC_NOTE: &str = "[resource limit: a process could not be started";
 
+/// The argument of the fork loop's `sleep`s at `tier`, which names them in `/proc`.
+fn sleeper_of(tier: u8) -> String {
+    format!("75{tier}1")
+}
+
 /// Tasks of the fork loop's tree (its `sleep`s) that show it holds the limit: the limit less
 /// the shell and what a tier adds around it (the tier-1 helper, bubblewrap and its init).
 const NEAR_LIMIT: usize = hands_sandbox::DEFAULT_PROCESSES as usize - 64;
@@ -168,8 +173,15 @@ pub async fn t5_fork_bombs_are_contained(
     // One bomb at a time on this machine: the tiers' rows (and the RLIMIT_NPROC child) run at
     // once, and four bombs of 1024 tasks each on two cores would slow every other row.
     let _one_at_a_time = tokio::task::spawn_blocking(bomb_lock).await.unwrap();
-    let sleeper = format!("75{tier}1");
+    let sleeper = sleeper_of(tier);
     let bomber = format!("hands-t5-bomb-tier{tier}");
+    // The other session's shell is started before the bomb: at the limit it then only has to
+    // fork one process. Starting a whole shell there (through bubblewrap at tier 2) could take
+    // seconds on a loaded machine, longer than the loop had left before its timeout, and the
+    // loop's end then looked like a loop that had never held the limit while they answered.
+    if let Some(other) = other {
+        assert_eq!(other.shown("echo ready").await, "ready");
+    }
     // Forks fail at the limit until the timeout ends the loop (bash retries a refused fork for
     // 15 s before it gives up on the whole command). The timeout only has to leave the loop
     // time to reach the limit: 3 s was not always enough on this project's loaded 2-core
@@ -190,7 +202,8 @@ pub async fn t5_fork_bombs_are_contained(
             .call("read", json!({"file_path": "t5-held.txt"}))
             .await;
         let other_out = match other {
-            Some(o) => Some(o.shown("echo other session").await),
+            // An external echo: the other tree forks while this one is held at its limit.
+            Some(o) => Some(o.shown("/bin/echo other session").await),
             None => None,
         };
         let still = alive_with_arg(&sleeper).len();
@@ -246,6 +259,147 @@ pub async fn t5_fork_bombs_are_contained(
     let after = sh.shown("rm t5.fifo; echo alive").await;
     assert!(after.lines().any(|l| l == "alive"), "{after}");
     sh.fx.tools.shutdown().await;
+}
+
+/// Runs the test `name` of this binary again as a uid no task on the host uses (`RLIMIT_NPROC`
+/// counts every task of the uid), with the pids cgroup skipped, so that the default process
+/// limit is `RLIMIT_NPROC`; the child runs [`t5_under_rlimit_nproc`].
+pub fn rerun_under_rlimit_nproc(name: &str) {
+    let uid = idle_uid();
+    let rerun = hands_test_support::rerun_as(
+        uid,
+        name,
+        &[(
+            hands_sandbox::process_limit::TEST_MECHANISM_VAR,
+            std::ffi::OsStr::new("nproc"),
+        )],
+    );
+    if let Some(line) = rerun
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("RLIMIT_NPROC "))
+    {
+        eprintln!("as uid {uid}: {line}");
+    }
+}
+
+/// A uid with no task on this host: `RLIMIT_NPROC` counts every task of a uid, so a test of it
+/// needs one nothing else uses. Tests running at once get different ones: the pid spreads
+/// processes, and each call in a process starts 1000 further on (two tests of one binary would
+/// otherwise both find the first idle uid before either child runs as it).
+fn idle_uid() -> u32 {
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id().wrapping_add(CALLS.fetch_add(1, Ordering::Relaxed) * 1000);
+    (0..4000)
+        .map(|i| 61_000 + start.wrapping_add(i) % 4000)
+        .find(|&uid| hands_sandbox::uid_task_count(uid).is_ok_and(|n| n == 0))
+        .unwrap_or_else(|| panic!("no idle uid in 61000..65000"))
+}
+
+/// T5 at the default limits as a uid of its own that `RLIMIT_NPROC` binds (the child of
+/// [`rerun_under_rlimit_nproc`]), in `isolation` (`tier` names the markers): the mechanism is
+/// `RLIMIT_NPROC` at the uid's tasks at start plus 1024, tried at start; both bombs are held
+/// ([`t5_fork_bombs_are_contained`]); and the fork loop's sleeps, sampled throughout, with its
+/// shell and the worker's own lasting threads never pass the limit: the kernel counts the
+/// tool's tasks together with every other task of the uid (in bubblewrap's user namespace as
+/// well).
+pub fn t5_under_rlimit_nproc(tier: u8, isolation: hands_sandbox::Isolation) {
+    let uid = rustix::process::getuid().as_raw();
+    assert_ne!(uid, 0, "the child meant to run as its own uid is root");
+    let hands_sandbox::ProcessLimitMechanism::Nproc { uid_tasks, .. } =
+        *hands_sandbox::process_limit_mechanism()
+    else {
+        panic!(
+            "not RLIMIT_NPROC: {}",
+            hands_sandbox::process_limit_mechanism()
+        );
+    };
+    let (rlimits, note) = default_limits().unwrap();
+    let nproc = rlimits.nproc.unwrap();
+    assert_eq!(nproc, uid_tasks + hands_sandbox::DEFAULT_PROCESSES);
+    // The start's trial of the value, on this host as a uid RLIMIT_NPROC binds: a child under
+    // it forks; under 1 (the uid runs this process already) the fork is refused.
+    assert_eq!(
+        hands_sandbox::nproc_trial(nproc),
+        hands_sandbox::NprocTrial::Forks
+    );
+    assert_eq!(
+        hands_sandbox::nproc_trial(1),
+        hands_sandbox::NprocTrial::Refused
+    );
+    assert_eq!(rlimits.max_pids, None);
+    let own_threads = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    // The fork loop's sleeps, sampled until the row is over. They only come, until the loop's
+    // call ends and they are all killed at once, so a scan of /proc (not one instant: it takes
+    // a while with a thousand processes) never counts more than were there together. The whole
+    // uid's tasks are no such measure: the classic bomb's processes come and go by the
+    // thousand while a scan runs, so a scan sees more than ever lived at once.
+    let sleeper = sleeper_of(tier);
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut most = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                most = most.max(alive_with_arg(&sleeper).len() as u64);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
+    // Threads of this process that live through the row: those now (the harness's, the
+    // sampler) and the runtime's two workers. Each tool fork is checked against every task of
+    // the uid, these included.
+    const WORKERS: u64 = 2;
+    let lasting = own_threads() + WORKERS;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS as usize)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let bwrap = matches!(isolation, hands_sandbox::Isolation::Bwrap(_));
+            let fx = Fixture::with(|c| {
+                c.rlimits = rlimits.clone();
+                c.isolation = isolation;
+            });
+            let sh = Shell {
+                fx: &fx,
+                canaries: &[],
+            };
+            if bwrap {
+                // Bubblewrap engaged: the shell is pid 1 of its own pid namespace, /tmp the
+                // sandbox's tmpfs.
+                assert_eq!(
+                    text(&sh.bash("echo $$; stat -f -c %T /tmp").await),
+                    "1\ntmpfs"
+                );
+            }
+            t5_fork_bombs_are_contained(&sh, tier, &note, None).await;
+        });
+    done.store(true, Ordering::SeqCst);
+    let most = sampler.join().unwrap();
+    // The loop got near the limit (`t5_fork_bombs_are_contained` saw it) and its sleeps, its
+    // shell and this process's lasting threads never passed it: every tool fork is checked
+    // against all the uid's tasks. A count of the sandbox's own tasks alone (its user
+    // namespace's) would have let the sleeps reach the limit less the shell (and bubblewrap's
+    // init).
+    assert!(
+        most + 1 + lasting <= nproc,
+        "{most} sleeps of the loop at once, its shell and {lasting} threads of the worker: above \
+         RLIMIT_NPROC {nproc}"
+    );
+    eprintln!(
+        "RLIMIT_NPROC {nproc}: at most {most} sleeps of the fork loop at once, beside its shell \
+         and {lasting} lasting threads of the worker"
+    );
 }
 
 /// T7: a flood is cut to its last bytes behind the reference marker, whatever its shape (one
