@@ -168,9 +168,10 @@ fn class_bytes(class: &Class) -> ByteSet {
                 if lo <= 0x7F {
                     set.insert_range(lo as u8, hi.min(0x7F) as u8);
                 }
-                if hi > 0x7F {
-                    set.insert_range(0x80, 0xFF);
-                }
+            }
+            // Ranges are sorted: the last one reaches highest.
+            if c.ranges().last().is_some_and(|r| u32::from(r.end()) > 0x7F) {
+                set.insert_range(0x80, 0xFF);
             }
         }
     }

@@ -87,37 +87,26 @@ pub(crate) struct Content {
     /// No NUL byte and no byte-order-mark lead byte at the start: a search of the slice in
     /// memory is then exactly the search of the file (no binary detection, no transcoding).
     pub plain: bool,
-    /// The trigrams of plain content, once it is cached (`grams`).
-    pub grams: Option<Grams>,
+    /// No byte is above 0x7F: the search then uses the pattern's ASCII matcher (`matchers`).
+    pub ascii: bool,
 }
 
 impl Content {
     pub(crate) fn new(bytes: Vec<u8>) -> Content {
         let plain = !matches!(bytes.first(), Some(0xEF | 0xFE | 0xFF))
             && memchr::memchr(0, &bytes).is_none();
+        let ascii = bytes.is_ascii();
         Content {
             bytes: bytes.into_boxed_slice(),
             plain,
-            grams: None,
+            ascii,
         }
     }
 
-    /// Whether every byte is ASCII (the search then uses the pattern's ASCII matcher,
-    /// `matchers`): recorded by the filter's pass over cached content, counted here otherwise.
-    pub(crate) fn is_ascii(&self) -> bool {
-        match &self.grams {
-            Some(grams) => grams.ascii,
-            None => self.bytes.is_ascii(),
-        }
-    }
-
-    /// Content to be cached: with its trigram filter when it is plain (built once here, used
-    /// by every later search of it).
-    pub(crate) fn with_grams(mut self) -> Content {
-        if self.plain {
-            self.grams = Some(Grams::of(&self.bytes));
-        }
-        self
+    /// The filter of content to be cached (`grams`), built once when it is cached and asked
+    /// by every later search of it; only plain content gets one (module doc of `grams`).
+    pub(crate) fn filter(&self) -> Option<Grams> {
+        self.plain.then(|| Grams::of(&self.bytes))
     }
 }
 
@@ -133,6 +122,10 @@ pub(crate) enum Cached {
 struct Slot {
     stamp: Stamp,
     content: Arc<Content>,
+    /// The content's filter, held in the slot itself: a lookup asks it without touching the
+    /// content's allocation (a cache miss per file, most of a lookup's cost when the filter
+    /// rules the file out).
+    filter: Option<Grams>,
     /// The call that last used it.
     used: u64,
 }
@@ -181,8 +174,8 @@ pub(crate) struct ContentCache {
     calls: AtomicU64,
 }
 
-fn cost(content: &Content) -> usize {
-    content.bytes.len() + content.grams.as_ref().map_or(0, Grams::size) + ENTRY_OVERHEAD
+fn cost(content: &Content, filter: Option<&Grams>) -> usize {
+    content.bytes.len() + filter.map_or(0, Grams::size) + ENTRY_OVERHEAD
 }
 
 impl ContentCache {
@@ -214,14 +207,14 @@ impl ContentCache {
         self.calls.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// The content of the file whose stamp is `stamp`, if cached and `wanted` (asked under
-    /// the shard's lock, so it should be quick). An entry for the same inode with another
-    /// stamp is stale and dropped.
+    /// The content of the file whose stamp is `stamp`, if cached and `wanted` by its filter
+    /// (asked under the shard's lock, so it should be quick). An entry for the same inode
+    /// with another stamp is stale and dropped.
     pub(crate) fn lookup(
         &self,
         stamp: &Stamp,
         call: u64,
-        wanted: impl FnOnce(&Content) -> bool,
+        wanted: impl FnOnce(Option<&Grams>) -> bool,
     ) -> Cached {
         let mut shard = self.shard(stamp);
         let key = (stamp.dev, stamp.ino);
@@ -230,13 +223,13 @@ impl ContentCache {
         };
         if slot.stamp == *stamp {
             slot.used = slot.used.max(call);
-            if !wanted(&slot.content) {
+            if !wanted(slot.filter.as_ref()) {
                 return Cached::RuledOut;
             }
             return Cached::Content(Arc::clone(&slot.content));
         }
         if let Some(stale) = shard.map.remove(&key) {
-            shard.bytes -= cost(&stale.content);
+            shard.bytes -= cost(&stale.content, stale.filter.as_ref());
         }
         Cached::Miss
     }
@@ -250,11 +243,17 @@ impl ContentCache {
         }
     }
 
-    /// Caches `content` as the content of the file stamped `stamp`, evicting the entries
-    /// other calls used least recently if needed; nothing is cached when that would not make
-    /// room.
-    pub(crate) fn insert(&self, stamp: Stamp, content: Arc<Content>, call: u64) {
-        let need = cost(&content);
+    /// Caches `content`, with its `filter`, as the content of the file stamped `stamp`,
+    /// evicting the entries other calls used least recently if needed; nothing is cached when
+    /// that would not make room.
+    pub(crate) fn insert(
+        &self,
+        stamp: Stamp,
+        content: Arc<Content>,
+        filter: Option<Grams>,
+        call: u64,
+    ) {
+        let need = cost(&content, filter.as_ref());
         let budget = self.shard_budget;
         if need > budget {
             return;
@@ -262,7 +261,7 @@ impl ContentCache {
         let mut shard = self.shard(&stamp);
         let key = (stamp.dev, stamp.ino);
         if let Some(old) = shard.map.remove(&key) {
-            shard.bytes -= cost(&old.content);
+            shard.bytes -= cost(&old.content, old.filter.as_ref());
         }
         if shard.bytes + need > budget {
             // Evict down to three quarters of the budget, so that eviction (a sort) is rare.
@@ -279,7 +278,7 @@ impl ContentCache {
                     break;
                 }
                 if let Some(gone) = shard.map.remove(&key) {
-                    shard.bytes -= cost(&gone.content);
+                    shard.bytes -= cost(&gone.content, gone.filter.as_ref());
                 }
             }
             if shard.bytes + need > budget {
@@ -292,6 +291,7 @@ impl ContentCache {
             Slot {
                 stamp,
                 content,
+                filter,
                 used: call,
             },
         );
@@ -339,7 +339,7 @@ mod tests {
     fn a_changed_stamp_is_a_miss_and_drops_the_entry() {
         let cache = ContentCache::new(1 << 20);
         let call = cache.begin_call();
-        cache.insert(stamp(7, 10, 100), content(10), call);
+        cache.insert(stamp(7, 10, 100), content(10), None, call);
         assert!(cache.get(&stamp(7, 10, 100), call).is_some());
         let mut changed = stamp(7, 10, 100);
         changed.ctime.1 = 1;
@@ -357,7 +357,7 @@ mod tests {
         let ino = |k: u64| k * SHARDS as u64;
         let first = cache.begin_call();
         for k in 0..20 {
-            cache.insert(stamp(ino(k), 1000, 5), content(1000), first);
+            cache.insert(stamp(ino(k), 1000, 5), content(1000), None, first);
             assert!(cache.bytes() <= per * 10);
         }
         // The first call filled the shard; its own later files were not admitted.
@@ -367,16 +367,16 @@ mod tests {
         // A later call evicts the least recently used entries of earlier calls.
         let second = cache.begin_call();
         assert!(cache.get(&stamp(ino(9), 1000, 5), second).is_some());
-        cache.insert(stamp(ino(100), 1000, 5), content(1000), second);
+        cache.insert(stamp(ino(100), 1000, 5), content(1000), None, second);
         assert!(cache.get(&stamp(ino(100), 1000, 5), second).is_some());
         assert!(cache.get(&stamp(ino(9), 1000, 5), second).is_some());
         assert!(cache.bytes() <= per * 10);
         assert!(cache.len() < 10);
         // Other shards have their own room.
-        cache.insert(stamp(ino(3) + 1, 1000, 5), content(1000), second);
+        cache.insert(stamp(ino(3) + 1, 1000, 5), content(1000), None, second);
         assert!(cache.get(&stamp(ino(3) + 1, 1000, 5), second).is_some());
         // Content larger than a shard's budget is never cached.
-        cache.insert(stamp(ino(200), 0, 5), content(per * 10), second);
+        cache.insert(stamp(ino(200), 0, 5), content(per * 10), None, second);
         assert!(cache.get(&stamp(ino(200), 0, 5), second).is_none());
     }
 

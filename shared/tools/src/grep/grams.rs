@@ -33,8 +33,6 @@ pub(crate) struct Grams {
     bits: Box<[u64]>,
     /// `64 - log2(bits)`: the hash's top bits pick the bit.
     shift: u32,
-    /// No byte of the content is above 0x7F (found by the same pass, at no extra cost).
-    pub ascii: bool,
     /// Every byte value the content holds, exactly (`bytesets`).
     pub bytes: ByteSet,
 }
@@ -78,14 +76,8 @@ impl Grams {
         let mut seen = [0u8; 256];
         let (Some(&a), Some(&b)) = (content.first(), content.get(1)) else {
             content.iter().for_each(|&c| seen[usize::from(c)] = 1);
-            let ascii = content.is_ascii();
             let bytes = ByteSet::from_marks(&seen);
-            return Grams {
-                bits,
-                shift,
-                ascii,
-                bytes,
-            };
+            return Grams { bits, shift, bytes };
         };
         seen[usize::from(a)] = 1;
         seen[usize::from(b)] = 1;
@@ -98,10 +90,7 @@ impl Grams {
         // made only for such windows, from the plain one (measured cheaper than folding every
         // byte as it comes).
         let mut folds = u32::from(FOLDS[usize::from(a)]) << 1 | u32::from(FOLDS[usize::from(b)]);
-        // Every byte or'ed together: its top bit is set if any byte is non-ASCII.
-        let mut any = a | b;
         for &c in &content[2..] {
-            any |= c;
             seen[usize::from(c)] = 1;
             trigram = ((trigram << 8) | u32::from(c)) & 0x00FF_FFFF;
             folds = ((folds << 1) | u32::from(FOLDS[usize::from(c)])) & 0b111;
@@ -114,7 +103,6 @@ impl Grams {
         Grams {
             bits,
             shift,
-            ascii: any.is_ascii(),
             bytes: ByteSet::from_marks(&seen),
         }
     }

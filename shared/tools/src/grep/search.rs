@@ -14,7 +14,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{CACHE_FILE_MAX, Cached, Content, ContentCache, Stamp};
-use super::grams::Needs;
+use super::grams::{Grams, Needs};
 use super::matchers::Matchers;
 use crate::Limits;
 
@@ -175,10 +175,10 @@ impl Search<'_> {
             return FileHits::default();
         }
         // The filter is asked under the cache's lock: content it rules out is not even
-        // shared out of the cache (an atomic count on a cold line, per file).
+        // touched (its allocation is a cache miss per file).
         match self
             .cache
-            .lookup(&Stamp::of(&st), self.call, |c| !self.ruled_out(c))
+            .lookup(&Stamp::of(&st), self.call, |f| !self.ruled_out(f))
         {
             Cached::Content(content) => return self.search_content(searchers, &content, shown),
             Cached::RuledOut => return FileHits::default(),
@@ -216,29 +216,22 @@ impl Search<'_> {
         }
         let content = Content::new(bytes);
         if content.bytes.len() as u64 == size && stamp.settled(self.settle, now) {
-            let content = Arc::new(content.with_grams());
-            self.cache.insert(stamp, Arc::clone(&content), self.call);
-            return self.content(searchers, &content, shown);
+            let filter = content.filter();
+            let skip = self.ruled_out(filter.as_ref());
+            let content = Arc::new(content);
+            self.cache
+                .insert(stamp, Arc::clone(&content), filter, self.call);
+            if skip {
+                return FileHits::default();
+            }
+            return self.search_content(searchers, &content, shown);
         }
-        self.content(searchers, &content, shown)
+        self.search_content(searchers, &content, shown)
     }
 
-    /// Searches content held in memory unless its filter rules it out.
-    fn content(
-        &self,
-        searchers: &mut Searchers,
-        content: &Content,
-        shown: &dyn Fn() -> String,
-    ) -> FileHits {
-        if self.ruled_out(content) {
-            return FileHits::default();
-        }
-        self.search_content(searchers, content, shown)
-    }
-
-    /// Whether the content's filter says it holds no match (content without a filter: no).
-    fn ruled_out(&self, content: &Content) -> bool {
-        matches!((self.needs, &content.grams), (Some(needs), Some(grams)) if !needs.may_match(grams))
+    /// Whether a content's filter says it holds no match (content without a filter: no).
+    fn ruled_out(&self, filter: Option<&Grams>) -> bool {
+        matches!((self.needs, filter), (Some(needs), Some(grams)) if !needs.may_match(grams))
     }
 
     /// Searches content held in memory, with the same results as searching the file.
@@ -249,7 +242,7 @@ impl Search<'_> {
         shown: &dyn Fn() -> String,
     ) -> FileHits {
         // The Unicode matcher is compiled here, on first need, if it was not already.
-        let Some(matcher) = self.matchers.get(content.is_ascii()) else {
+        let Some(matcher) = self.matchers.get(content.ascii) else {
             return FileHits::default();
         };
         let mut sink = self.collector(shown);
