@@ -427,3 +427,61 @@ fn a_pattern_over_the_limit_only_with_unicode_is_refused_for_a_non_ascii_file() 
         }]
     );
 }
+
+/// The output cap stops the walk's search early (files are no longer claimed once the lines
+/// found exceed it, and a file's search stops inside it): what is shown is still exactly the
+/// uncapped search's first lines that fit, then the marker, for caps that fall between files,
+/// inside a file and inside the first file, searched from disk and from the cache, over enough
+/// files to be searched in parallel.
+#[test]
+fn a_capped_search_shows_the_first_lines_of_the_uncapped_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = std::fs::canonicalize(dir.path()).unwrap();
+    for i in 0..300 {
+        let path = ws.join(format!("d{:02}/f{i:03}.txt", i / 40));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Every file has matching lines, of varied lengths, and one that does not match.
+        let mut text = String::from("nothing here\n");
+        for j in 0..(i % 7 + 1) {
+            text.push_str(&format!("match {j} of file {i}{}\n", "-".repeat(i % 13)));
+        }
+        std::fs::write(path, text).unwrap();
+    }
+    let tools = |cap: usize| {
+        let mut config = ToolsetConfig::new(&ws);
+        config.limits.grep_output_bytes = cap;
+        config.limits.grep_cache_settle = Duration::ZERO;
+        let cache: &'static ContentCache = Box::leak(Box::new(ContentCache::new(8 << 20)));
+        Toolset::with_grep_cache(config, cache).unwrap()
+    };
+    let whole = grep_with(&tools(1 << 20), "match");
+    let lines: Vec<&str> = whole.lines().collect();
+    assert!(lines.len() > 1000, "{} lines", lines.len());
+    assert!(!whole.contains("[output truncated"));
+    for cap in [1, 40, 1000, 4321, 30_000, whole.len()] {
+        let mut budget = cap;
+        let shown: Vec<&str> = lines
+            .iter()
+            .take_while(|l| match budget.checked_sub(l.len() + 1) {
+                Some(left) => {
+                    budget = left;
+                    true
+                }
+                None => false,
+            })
+            .copied()
+            .collect();
+        let mut expected = shown.join("\n");
+        if shown.len() < lines.len() {
+            if !expected.is_empty() {
+                expected.push('\n');
+            }
+            expected.push_str(&format!("[output truncated at {cap} bytes]"));
+        }
+        let capped = tools(cap);
+        // From disk (the first call), then from the cache.
+        for _ in 0..2 {
+            assert_eq!(grep_with(&capped, "match"), expected, "cap {cap}");
+        }
+    }
+}
