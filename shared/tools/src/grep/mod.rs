@@ -200,7 +200,7 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
         Err(e) => return err(format!("invalid regex: {e}")),
     };
     let matchers = Matchers::new(&compiled);
-    let needs = grams::Needs::of(&input.pattern);
+    let needs = grams::Needs::recall(&input.pattern);
     let resolved = match input.path.as_deref().filter(|p| !p.is_empty()) {
         Some(p) => match session.roots.resolve(p) {
             Ok(r) => Some(r),
@@ -244,7 +244,7 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
         cache,
         call: cache.begin_call(),
         settle: limits.grep_cache_settle,
-        needs: needs.as_ref(),
+        needs: needs.as_deref(),
     };
     // The lines of each file with hits, in walk order.
     let found: Vec<(usize, FileHits)> = if let Some(leaf) = single {
