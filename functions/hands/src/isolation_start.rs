@@ -44,6 +44,10 @@ pub fn start() -> PendingProbe {
 }
 
 fn run_probe() -> HostProbe {
+    // The process limit's probe before any trial child is forked: on cgroup v2 it may move the
+    // worker into a leaf of its own cgroup, which it refuses (or undoes, EBUSY) while another
+    // process is in that cgroup. Its result is kept for the limits read later.
+    let _ = hands_sandbox::process_limit_mechanism();
     if let Some(ms) = std::env::var(TEST_DELAY_VAR)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())

@@ -478,6 +478,23 @@ mod tests {
         );
     }
 
+    // The start's isolation line says where the tool trees' cgroups go (and, on cgroup v2, that
+    // the worker moved into a leaf to enable pids).
+    #[test]
+    fn the_cgroup_mechanism_says_where_its_cgroups_go() {
+        let mechanism = process_limit_mechanism();
+        if *mechanism != ProcessLimitMechanism::Cgroup {
+            eprintln!("skipping: no pids cgroup here ({mechanism})");
+            return;
+        }
+        let how = crate::cgroup::placement().unwrap();
+        assert!(how.starts_with("in /"), "{how}");
+        assert_eq!(
+            mechanism.to_string(),
+            format!("pids cgroup per tool process tree ({how})")
+        );
+    }
+
     #[test]
     fn the_nproc_value_adds_the_tree_and_keeps_the_reserve_below_the_hard_limit() {
         assert_eq!(nproc_value(40, DEFAULT_PROCESSES, None), Ok(1064));
