@@ -138,7 +138,7 @@ fn place(
         }
     }
     let v2_why = match &v2_own {
-        None => "no cgroup v2 hierarchy is mounted".to_owned(),
+        None => "no cgroup v2 hierarchy is mounted at its root".to_owned(),
         Some(own) => {
             use crate::cgroup_leaf::{check_own, move_into_leaf};
             match check_own(own, "pids", me) {
@@ -643,6 +643,17 @@ mod tests {
         // No cgroup v2 at all.
         let err = place(SELF_V2, None, Path::new("/nonexistent"), ME, LEAF).unwrap_err();
         assert!(err.contains("no cgroup v2 hierarchy is mounted"), "{err}");
+        // A path the mount does not show (a container without a cgroup namespace).
+        let mount = tempfile::tempdir().unwrap();
+        let err = place(
+            SELF_V2,
+            Some(mount.path()),
+            Path::new("/nonexistent"),
+            ME,
+            LEAF,
+        )
+        .unwrap_err();
+        assert!(err.contains("it is not there"), "{err}");
     }
 
     // Enabling pids fails after the move (here: the file cannot be written; on a real host EBUSY

@@ -26,6 +26,10 @@ pub(crate) const LEAF_TAG: &str = "worker";
 /// Why the worker, as `me`, should not move out of its cgroup v2 cgroup `own` to enable
 /// `controller` there, or `Ok` when it may.
 pub(crate) fn check_own(own: &Path, controller: &str, me: i32) -> Result<(), String> {
+    // A container without a cgroup namespace names a host path its mount does not show.
+    if !own.join("cgroup.procs").exists() {
+        return Err("it is not there (no cgroup.procs in it) in this mount".into());
+    }
     // The root has no `cgroup.type` (nor `pids.max`): only the real root, not a cgroup
     // namespace's, which is an ordinary cgroup with that file.
     let kind = match std::fs::read_to_string(own.join("cgroup.type")) {
