@@ -351,7 +351,8 @@ async fn row_t5_fork_bomb_is_contained() {
 // namespace and, above it, among every task of the worker's uid, against the limit bubblewrap
 // had when it made the namespace (the same value). As root, this test runs itself again as a
 // uid of its own (`shell_rows::rerun_under_rlimit_nproc`); the child holds both bombs, and the
-// uid's tasks, the worker's threads included, never pass the limit.
+// fork loop's sleeps, its shell and the worker's lasting threads never pass the limit together
+// (a count of the sandbox's namespace alone would have let the sleeps come nearer).
 #[test]
 fn t5_fork_bomb_under_rlimit_nproc_at_tier2() {
     if hands_test_support::is_rerun() {
