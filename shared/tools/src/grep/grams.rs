@@ -123,7 +123,7 @@ impl Grams {
 
 /// Patterns whose analyses are kept ([`Needs::recall`]), and the longest pattern kept: a
 /// query has at most [`query::MAX_LEAVES`] trigram tests and at most eight byte sets, so the
-/// whole memo stays within a few hundred KiB.
+/// whole memo stays under 1 MiB.
 const MEMO_PATTERNS: usize = 32;
 const MEMO_PATTERN_BYTES: usize = 1024;
 
