@@ -39,7 +39,7 @@ mod headers;
 mod secret;
 mod verify;
 
-pub use headers::{WebhookHeader, WebhookHeaders};
+pub use headers::{WebhookHeader, WebhookHeaderLines, WebhookHeaders};
 pub use secret::{SecretError, SigningSecret};
 pub use verify::{
     MAX_ID_BYTES, MAX_SECRETS, MAX_SIGNATURE_ENTRIES, MAX_SIGNATURE_HEADER_BYTES, RejectReason,

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use subtle::{Choice, ConstantTimeEq};
 
 use super::TAG_LEN;
-use super::headers::{WebhookHeader, WebhookHeaders};
+use super::headers::{WebhookHeader, WebhookHeaderLines, WebhookHeaders};
 use super::secret::{SecretError, SigningSecret};
 
 /// Largest accepted distance, in seconds, between `webhook-timestamp` and `now`, in either
@@ -205,6 +205,17 @@ impl Verifier {
         body: &[u8],
         now: i64,
     ) -> Result<VerifiedWebhook, VerifyError> {
+        self.verify_lines(&WebhookHeaderLines::from(headers), body, now)
+    }
+
+    /// [`Verifier::verify`] on header lines gathered into a [`WebhookHeaderLines`] (no
+    /// allocation), as the ingress does for every delivery.
+    pub fn verify_lines(
+        &self,
+        headers: &WebhookHeaderLines<'_>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<VerifiedWebhook, VerifyError> {
         let id = single_value(headers, WebhookHeader::Id)?;
         let timestamp_text = single_value(headers, WebhookHeader::Timestamp)?;
         let signature = single_value(headers, WebhookHeader::Signature)?;
@@ -236,13 +247,14 @@ impl Verifier {
 
 /// The one non-empty line of `header`, refusing absent, empty and repeated headers (W1).
 fn single_value<'a>(
-    headers: &WebhookHeaders<'a>,
+    headers: &WebhookHeaderLines<'a>,
     header: WebhookHeader,
 ) -> Result<&'a [u8], RejectReason> {
-    match headers.values(header) {
-        [] => Err(RejectReason::MissingHeader(header)),
-        [[]] => Err(RejectReason::EmptyHeader(header)),
-        [value] => Ok(value),
+    let lines = headers.lines(header);
+    match (lines.count, lines.first) {
+        (0, _) => Err(RejectReason::MissingHeader(header)),
+        (1, []) => Err(RejectReason::EmptyHeader(header)),
+        (1, value) => Ok(value),
         _ => Err(RejectReason::DuplicateHeader(header)),
     }
 }
