@@ -11,10 +11,11 @@
 //! - a repeated `type`, `id`, `created_at` or `data`, a missing one, a top-level `type` other
 //!   than `"event"`, a value of the wrong kind (W18), and anything that is not JSON at all.
 //!
-//! Everything it does accept is checked as serde_json checks it: UTF-8 inside strings, no
-//! control characters in them, the JSON grammar of every value it skips, nothing after the
-//! object but whitespace. A differential fuzz target (`shared/protocol/fuzz`, `event_head`)
-//! and the unit tests compare the two on every input.
+//! Everything it does accept is checked as serde_json checks it: UTF-8 (the whole body, once:
+//! serde_json refuses invalid UTF-8 wherever it is, inside a string or not, so such a body is
+//! left to it), no control characters in strings, the JSON grammar of every value it skips,
+//! nothing after the object but whitespace. A differential fuzz target
+//! (`shared/protocol/fuzz`, `event_head`) and the unit tests compare the two on every input.
 
 use std::borrow::Cow;
 
@@ -31,27 +32,31 @@ pub(crate) const MAX_INTEGER_DIGITS: usize = 15;
 
 /// The head of `body` if it has the plain shape; `None` means "ask serde_json".
 pub(crate) fn plain_head(body: &[u8]) -> Option<WebhookEventHead<'_>> {
+    // Once for the whole body: every string is then cut out of it at `"` bytes, which are
+    // char boundaries, so none needs checking again.
+    let text = std::str::from_utf8(body).ok()?;
     let mut s = Scanner {
+        text,
         bytes: body,
         pos: 0,
     };
     s.open(b'{')?;
     let (mut kind, mut id, mut created_at, mut data) = (None, None, None, None);
     s.members(|s, key| match key {
-        b"type" => {
+        "type" => {
             // The only variant of `WebhookEventKind`; serde_json refuses other strings.
             (s.string()? == "event").then_some(())?;
             first(&mut kind, WebhookEventKind::Event)
         }
-        b"id" => {
+        "id" => {
             let v = s.string()?;
             first(&mut id, v)
         }
-        b"created_at" => {
+        "created_at" => {
             let v = s.string()?;
             first(&mut created_at, v)
         }
-        b"data" => {
+        "data" => {
             let v = s.data_head()?;
             first(&mut data, v)
         }
@@ -70,15 +75,14 @@ pub(crate) fn plain_head(body: &[u8]) -> Option<WebhookEventHead<'_>> {
 }
 
 /// How many bytes at the start of `bytes` can stay in a string as they are (up to the first
-/// `"`, `\` or control byte below 0x20), and whether those are all ASCII. Eight bytes at a
-/// time: this loop is most of the scanner's work.
-fn plain_run(bytes: &[u8]) -> (usize, bool) {
+/// `"`, `\` or control byte below 0x20). Eight bytes at a time: this loop is most of the
+/// scanner's work.
+fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_le_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
     // The top bit of each byte of `w` that is below `n` (n <= 0x80). Only the lowest flag is
     // sure (a borrow can flag bytes above it), and the lowest is all that is used.
     let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
-    let mut seen = 0_u64;
     let mut done = 0;
     let mut rest = bytes;
     while let Some((chunk, tail)) = rest.split_first_chunk::<8>() {
@@ -87,21 +91,18 @@ fn plain_run(bytes: &[u8]) -> (usize, bool) {
             | below(w ^ (ONES * u64::from(b'\\')), 1)
             | below(w, 0x20);
         if stops != 0 {
-            let n = (stops.trailing_zeros() / 8) as usize;
-            let before = u64::MAX.checked_shr(64 - 8 * n as u32).unwrap_or(0);
-            return (done + n, (seen | (w & before)) & HIGH == 0);
+            return done + (stops.trailing_zeros() / 8) as usize;
         }
-        seen |= w;
         done += 8;
         rest = tail;
     }
-    for (i, &b) in rest.iter().enumerate() {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            return (done + i, seen & HIGH == 0);
-        }
-        seen |= u64::from(b);
+    match rest
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+    {
+        Some(i) => done + i,
+        None => bytes.len(),
     }
-    (bytes.len(), seen & HIGH == 0)
 }
 
 /// Stores `value` unless the key was seen before (serde_json refuses a repeated field).
@@ -114,6 +115,8 @@ fn first<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 }
 
 struct Scanner<'a> {
+    /// The body, known to be UTF-8; `bytes` is the same, as bytes.
+    text: &'a str,
     bytes: &'a [u8],
     pos: usize,
 }
@@ -136,39 +139,31 @@ impl<'a> Scanner<'a> {
         (self.peek()? == byte).then(|| self.pos += 1)
     }
 
-    /// The bytes of a string without escapes, borrowed from the body (UTF-8 checked, as
-    /// serde_json checks every string it reads).
-    fn raw_string(&mut self) -> Option<&'a [u8]> {
+    /// A string without escapes, borrowed from the body.
+    fn string(&mut self) -> Option<&'a str> {
         self.open(b'"')?;
-        let rest = self.bytes.get(self.pos..)?;
-        let (len, ascii) = plain_run(rest);
+        let start = self.pos;
+        let len = plain_run(self.bytes.get(start..)?);
+        let end = start + len;
         // The run ends at the closing quote, or at an escape or control byte: give up there.
-        if rest.get(len) != Some(&b'"') {
+        if self.bytes.get(end) != Some(&b'"') {
             return None;
         }
-        let text = rest.get(..len)?;
-        if !ascii {
-            std::str::from_utf8(text).ok()?;
-        }
-        self.pos += len + 1;
-        Some(text)
-    }
-
-    /// A string kept in the head.
-    fn string(&mut self) -> Option<&'a str> {
-        std::str::from_utf8(self.raw_string()?).ok()
+        self.pos = end + 1;
+        // Both ends are next to a `"`, so on char boundaries: `get` cannot fail here.
+        self.text.get(start..end)
     }
 
     /// The members of an object whose `{` was taken: `member` is called with each key, after
     /// its colon, and reads the value.
-    fn members(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+    fn members(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         self.skip_whitespace();
         if self.peek()? == b'}' {
             self.pos += 1;
             return Some(());
         }
         loop {
-            let key = self.raw_string()?;
+            let key = self.string()?;
             self.open(b':')?;
             member(self, key)?;
             self.skip_whitespace();
@@ -188,11 +183,11 @@ impl<'a> Scanner<'a> {
         self.open(b'{')?;
         let (mut kind, mut id) = (None, None);
         self.members(|s, key| match key {
-            b"type" => {
+            "type" => {
                 let v = s.string()?;
                 first(&mut kind, v)
             }
-            b"id" => {
+            "id" => {
                 let v = s.string()?;
                 first(&mut id, v)
             }
@@ -208,7 +203,7 @@ impl<'a> Scanner<'a> {
     fn value(&mut self, depth: usize) -> Option<()> {
         self.skip_whitespace();
         match self.peek()? {
-            b'"' => self.raw_string().map(drop),
+            b'"' => self.string().map(drop),
             b'{' | b'[' if depth >= MAX_DEPTH => None,
             b'{' => {
                 self.pos += 1;
@@ -409,12 +404,11 @@ mod tests {
     const ALPHABET: &[u8] = b"{}[]\":,\\ \t\n\r\x0b\x0c0123456789-+.eEtrufalsn\"typeidcreated_atdataevent\x00\x1f\x7f\xc3\xa9\xff";
 
     /// `plain_run` one byte at a time.
-    fn plain_run_bytewise(bytes: &[u8]) -> (usize, bool) {
-        let len = bytes
+    fn plain_run_bytewise(bytes: &[u8]) -> usize {
+        bytes
             .iter()
             .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            .unwrap_or(bytes.len());
-        (len, bytes[..len].is_ascii())
+            .unwrap_or(bytes.len())
     }
 
     proptest! {
