@@ -4,7 +4,7 @@
 //!
 //! A delivery is only a wake-up signal. The handler reads at most `max_body_bytes` of raw body,
 //! verifies the Standard Webhooks signature on those exact bytes against every configured
-//! secret, dedupes on the verified `webhook-id` and the body's hash, and for
+//! secret, dedupes on the verified `webhook-id` and a fingerprint of the body, and for
 //! `session.status_run_started` drains the queue: non-blocking claims with
 //! `reclaim_older_than_ms=2000`, each claimed item handed to an in-process session task, bounded
 //! by `max_sessions`, in count and in time. A timer drains too, because deliveries get lost.
@@ -38,7 +38,7 @@ mod verify;
 mod webhook;
 
 pub use config::{Clock, IngressConfig, system_clock};
-pub use dedupe::{RecentDeliveries, Seen};
+pub use dedupe::{BodyPrint, RecentDeliveries, Seen};
 pub use drain::{DrainError, DrainReport, DrainStop, Trigger};
 pub use handoff::{HandOff, HandOffError};
 pub use ingress::Ingress;
