@@ -34,6 +34,7 @@ mod router;
 pub mod server;
 pub mod starting;
 mod timer;
+mod until_stopped;
 mod verify;
 mod webhook;
 

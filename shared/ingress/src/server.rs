@@ -21,6 +21,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use tower::ServiceExt as _;
 
 use crate::ingress::Ingress;
 use crate::timer::run_periodic_drain;
+use crate::until_stopped::UntilStopped;
 use crate::webhook::{WEBHOOK_PATH, webhook};
 
 /// hyper's smallest allowed read buffer is 8 KiB; 64 KiB bounds what is read past a body limit
@@ -251,15 +253,10 @@ pub(crate) async fn serve_connection(
         .header_read_timeout(header_timeout)
         .max_buf_size(READ_BUFFER_BYTES)
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
+    let conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    let stopped = pin!(stop.cancelled());
+    // Not `select!`: that would poll the stop signal at every request (until_stopped.rs).
+    let result = UntilStopped::new(conn, stopped, |conn| conn.graceful_shutdown()).await;
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }

@@ -146,3 +146,41 @@ async fn w19_connections_past_the_cap_are_closed_at_accept() {
     assert_eq!(reply.status, 204);
     drop(b);
 }
+
+/// Shutdown reaches a keep-alive connection idling between requests: the server closes it and
+/// stops, with no timeout of its own to do it (header timeout and grace far beyond [`GUARD`],
+/// which fails the test if either is what ends the wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_an_idle_keep_alive_connection() {
+    let mut o = Options::default();
+    o.server = ServerConfig {
+        header_timeout: Duration::from_secs(600),
+        shutdown_grace: Duration::from_secs(600),
+        ..o.server
+    };
+    let mut s = Stack::start(o).await;
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    let d = Delivery::of_type(SECRET, "session.updated");
+    conn.write_all(&d.request_with("/webhook", false))
+        .await
+        .unwrap();
+    // The response head (a 204 has no body); the connection stays open after it.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(GUARD, conn.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 204"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    s.shutdown().await;
+    let rest = until_closed(&mut conn).await;
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+}
