@@ -92,8 +92,8 @@ pub(crate) struct Call<'a> {
     pub credential: &'a Credential,
     pub query: Vec<(&'static str, String)>,
     pub headers: Vec<(&'static str, String)>,
-    /// The encoded JSON body: encoded once, so a retry or a large tool result costs no
-    /// second encoding, and no intermediate `Value` tree is built.
+    /// The encoded JSON body, written straight from the caller's types (no intermediate
+    /// `Value` tree, which for a large tool result meant two more copies of it).
     pub json: Option<Bytes>,
     pub timeout: Option<Duration>,
 }

@@ -51,6 +51,7 @@ pub struct EventStream {
     body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     decoder: SseDecoder,
     ready: VecDeque<SseFrame>,
+    decode: fn(&str) -> Result<SessionEvent, serde_json::Error>,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -60,6 +61,14 @@ impl std::fmt::Debug for EventStream {
 }
 
 impl EventStream {
+    /// Tool results come without their content (see
+    /// `SessionEvent::from_json_without_result_content`): for a worker, which sees each of its
+    /// own results again on the stream and needs only whose answer it is.
+    pub fn without_result_content(mut self) -> Self {
+        self.decode = SessionEvent::from_json_without_result_content;
+        self
+    }
+
     /// The next event; `None` when the server closed the stream. Frames without an `event:`
     /// name are dropped and `ping` frames skipped, as the SDK decoders do (§7.2).
     pub async fn next(&mut self) -> Option<Result<SessionEvent, StreamError>> {
@@ -79,11 +88,9 @@ impl EventStream {
                     }
                     _ => {}
                 }
-                return Some(SessionEvent::from_json(&frame.data).map_err(|e| {
-                    StreamError::Decode {
-                        event: name,
-                        message: e.to_string(),
-                    }
+                return Some((self.decode)(&frame.data).map_err(|e| StreamError::Decode {
+                    event: name,
+                    message: e.to_string(),
                 }));
             }
             match self.body.next().await? {
@@ -167,6 +174,7 @@ impl ControlPlane {
             body: Box::pin(response.bytes_stream()),
             decoder: SseDecoder::new(MAX_SSE_FRAME_BYTES),
             ready: VecDeque::new(),
+            decode: SessionEvent::from_json,
         })
     }
 
@@ -256,5 +264,46 @@ impl ControlPlane {
             .await
             .map_err(|e| ApiError::Transport(format!("writing skill archive: {e}")))?;
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hands_protocol::toolset::ContentBlock;
+
+    fn stream_of(text: &'static str) -> EventStream {
+        EventStream {
+            body: Box::pin(futures::stream::iter([Ok(Bytes::from_static(
+                text.as_bytes(),
+            ))])),
+            decoder: SseDecoder::new(MAX_SSE_FRAME_BYTES),
+            ready: VecDeque::new(),
+            decode: SessionEvent::from_json,
+        }
+    }
+
+    const RESULT: &str = "event: user.tool_result\ndata: {\"type\":\"user.tool_result\",\"id\":\"sevt_2\",\"tool_use_id\":\"sevt_1\",\"content\":[{\"type\":\"text\",\"text\":\"big\"}]}\n\n";
+
+    #[tokio::test]
+    async fn a_worker_stream_drops_result_content_and_keeps_the_answer() {
+        let full = stream_of(RESULT).next().await.unwrap().unwrap();
+        let lean = stream_of(RESULT)
+            .without_result_content()
+            .next()
+            .await
+            .unwrap()
+            .unwrap();
+        match (full, lean) {
+            (SessionEvent::UserToolResult(f), SessionEvent::UserToolResult(l)) => {
+                assert_eq!(f.content, vec![ContentBlock::text("big")]);
+                assert!(l.content.is_empty());
+                assert_eq!(
+                    (l.tool_use_id.as_str(), l.id.as_deref()),
+                    ("sevt_1", Some("sevt_2"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -248,6 +248,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_bound_is_per_frame_and_exact() {
+        // "data: " and ten digits: 16 bytes of frame, line ends not counted.
+        let mut d = SseDecoder::new(16);
+        let frames = d
+            .push(b"data: 0123456789\n\ndata: 9876543210\r\n\r\n")
+            .unwrap();
+        assert_eq!(
+            frames.len(),
+            2,
+            "two frames of 16 bytes each fit a bound of 16"
+        );
+        let mut d = SseDecoder::new(16);
+        assert_eq!(
+            d.push(b"data: 0123456789a\n\n"),
+            Err(SseError::FrameTooLarge(16))
+        );
+        // Split across chunks, lines of one frame add up.
+        let mut d = SseDecoder::new(16);
+        assert!(d.push(b"data: 0123").unwrap().is_empty());
+        assert!(d.push(b"\ndata:").unwrap().is_empty());
+        assert_eq!(d.push(b"12"), Err(SseError::FrameTooLarge(16)));
+    }
+
     proptest! {
         #[test]
         fn any_chunking_gives_the_same_frames(cuts in proptest::collection::vec(0usize..STREAM.len(), 0..8)) {

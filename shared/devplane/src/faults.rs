@@ -44,6 +44,9 @@ pub enum ResetMode {
     Drop,
     /// Answer 500 although the result was stored.
     Error500,
+    /// Answer 200 with a body that is not the echo (a proxy's error page, say), although the
+    /// result was stored.
+    GarbledOk,
 }
 
 /// Commit the result, then lose the answer (the worker cannot tell it was stored).

@@ -258,6 +258,12 @@ fn committed(store: &mut Store, out: Value) -> Result<Response, ApiError> {
             "internal error (injected after the memory write was stored)",
         )
         .code(codes::INJECTED_FAULT)),
+        ResetMode::GarbledOk => Ok((
+            StatusCode::OK,
+            [("content-type", "text/html")],
+            "<html><body>upstream answered</body></html>",
+        )
+            .into_response()),
         ResetMode::Drop => {
             let broken = futures::stream::once(async {
                 Err::<Bytes, std::io::Error>(std::io::Error::other(

@@ -435,6 +435,12 @@ pub async fn post_events(
             "internal error (injected after commit)",
         )
         .code(codes::INJECTED_FAULT)),
+        Some(ResetMode::GarbledOk) => Ok((
+            StatusCode::OK,
+            [("content-type", "text/html")],
+            "<html><body>upstream answered</body></html>",
+        )
+            .into_response()),
         Some(ResetMode::Drop) => {
             // Headers go out, then the body fails: the client sees the connection break.
             let broken = futures::stream::once(async {

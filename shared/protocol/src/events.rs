@@ -347,14 +347,22 @@ impl SessionEvent {
 }
 
 impl SessionEvent {
-    /// Decodes one event from its JSON text, exactly as `from_value` would decode the parsed
-    /// value, but without building a `Value` first: the `type` is read in a scan that skips
-    /// everything else, then the body is decoded straight into its struct. A tool result's
-    /// content can be hundreds of KiB, and this runs for every streamed event (our own results
-    /// come back as echoes), so the intermediate tree and its second copy were most of a
-    /// round trip's CPU. Anything the direct path refuses (a duplicate key, a field of the
-    /// wrong type, a `type` that is not a string) goes through `from_value`, which decides.
+    /// Decodes one event from its JSON text as `from_value` decodes the parsed value, without
+    /// building a `Value` first: the `type` is read in a scan that skips everything else, then
+    /// the body is decoded straight into its struct. A tool result's content can be hundreds
+    /// of KiB, and this runs for every streamed event (our own results come back as echoes),
+    /// so the intermediate tree and its second copy were most of a round trip's CPU. Anything
+    /// the direct path refuses (a duplicate key, a field of the wrong type, a `type` that is
+    /// not a string) goes through `from_value`, which decides; so does anything that is not an
+    /// object, because serde's derived structs also accept an array of their fields
+    /// (`["session.deleted"]` would otherwise become a deletion). The one difference: members
+    /// the event's struct does not have are only checked for syntax here, so a body whose
+    /// unknown member holds a lone surrogate, a number beyond `f64` or nesting deeper than
+    /// serde_json's limit is decoded where the `Value` path refused it whole.
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        if !text.trim_start().starts_with('{') {
+            return SessionEvent::from_json_slow(text);
+        }
         /// Only the tag; serde skips every other member without allocating.
         #[derive(Deserialize)]
         struct Head<'a> {
@@ -391,6 +399,80 @@ impl SessionEvent {
             types::THREAD_STATUS_TERMINATED => typed(text, SessionEvent::ThreadStatusTerminated),
             _ => SessionEvent::from_json_slow(text),
         }
+    }
+
+    /// Like [`from_json`](Self::from_json), except that a tool result's `content` is skipped
+    /// (scanned, not decoded) and comes back empty. A worker reads its own results back on
+    /// the event stream and needs only whose answer each one is; decoding the content of a
+    /// result of hundreds of KiB a second time is pure cost. A result whose content is not
+    /// valid `ContentBlock`s is still a result here (the call it answers is answered), where
+    /// `from_json` would keep it as `Other`; every other member decides as in `from_json`.
+    pub fn from_json_without_result_content(text: &str) -> Result<Self, serde_json::Error> {
+        /// A result's members, with `content` skipped (a present but malformed member list,
+        /// such as a duplicate key, still fails and goes the full way).
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            id: Option<String>,
+            #[serde(default)]
+            tool_use_id: Option<String>,
+            #[serde(default)]
+            custom_tool_use_id: Option<String>,
+            #[serde(default)]
+            is_error: bool,
+            #[serde(default)]
+            #[allow(dead_code)]
+            // scanned so that it is validated as JSON, then dropped
+            content: serde::de::IgnoredAny,
+            #[serde(default)]
+            processed_at: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(rename = "type", borrow)]
+            ty: std::borrow::Cow<'a, str>,
+        }
+        // Whatever the lean path cannot take goes the full way, and loses its content there.
+        let full = |text: &str| {
+            SessionEvent::from_json(text).map(|ev| match ev {
+                SessionEvent::UserToolResult(mut r) => {
+                    r.content = Vec::new();
+                    SessionEvent::UserToolResult(r)
+                }
+                SessionEvent::UserCustomToolResult(mut r) => {
+                    r.content = Vec::new();
+                    SessionEvent::UserCustomToolResult(r)
+                }
+                other => other,
+            })
+        };
+        let custom = match serde_json::from_str::<Head<'_>>(text) {
+            Ok(h) if h.ty == types::USER_TOOL_RESULT => false,
+            Ok(h) if h.ty == types::USER_CUSTOM_TOOL_RESULT => true,
+            _ => return full(text),
+        };
+        let Ok(lean) = serde_json::from_str::<Answer>(text) else {
+            return full(text);
+        };
+        Ok(match (custom, lean.tool_use_id, lean.custom_tool_use_id) {
+            (false, Some(tool_use_id), _) => SessionEvent::UserToolResult(ToolResultEvent {
+                id: lean.id,
+                tool_use_id,
+                is_error: lean.is_error,
+                content: Vec::new(),
+                processed_at: lean.processed_at,
+            }),
+            (true, _, Some(custom_tool_use_id)) => {
+                SessionEvent::UserCustomToolResult(CustomToolResultEvent {
+                    id: lean.id,
+                    custom_tool_use_id,
+                    is_error: lean.is_error,
+                    content: Vec::new(),
+                    processed_at: lean.processed_at,
+                })
+            }
+            _ => return full(text),
+        })
     }
 
     fn from_json_slow(text: &str) -> Result<Self, serde_json::Error> {

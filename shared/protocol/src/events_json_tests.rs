@@ -42,6 +42,12 @@ fn fixed_bodies_decode_as_through_a_value() {
         r#"{"no_type":true}"#,
         r#"{}"#,
         r#"[1,2]"#,
+        // serde's structs also take a sequence of their fields: not an event here.
+        r#"["session.status_terminated"]"#,
+        r#" ["session.status_running"]"#,
+        r#"["session.deleted"]"#,
+        r#"["user.message"]"#,
+        r#"["agent.tool_use","sevt_1","bash"]"#,
         r#"5"#,
         r#""agent.tool_use""#,
         r#"{"type":"agent.tool_use""#,
@@ -92,20 +98,28 @@ fn key() -> impl Strategy<Value = String> {
     .prop_map(str::to_owned)
 }
 
+/// Every type the decoder knows, and one it does not.
+const KNOWN_TYPES: [&str; 16] = [
+    types::AGENT_TOOL_USE,
+    types::AGENT_CUSTOM_TOOL_USE,
+    types::USER_TOOL_RESULT,
+    types::USER_CUSTOM_TOOL_RESULT,
+    types::USER_TOOL_CONFIRMATION,
+    types::USER_MESSAGE,
+    types::SESSION_STATUS_RUNNING,
+    types::SESSION_STATUS_IDLE,
+    types::SESSION_STATUS_RESCHEDULED,
+    types::SESSION_STATUS_TERMINATED,
+    types::SESSION_DELETED,
+    types::THREAD_STATUS_RUNNING,
+    types::THREAD_STATUS_IDLE,
+    types::THREAD_STATUS_RESCHEDULED,
+    types::THREAD_STATUS_TERMINATED,
+    "agent.message",
+];
+
 fn type_value() -> impl Strategy<Value = String> {
-    prop_oneof![
-        Just(types::AGENT_TOOL_USE),
-        Just(types::AGENT_CUSTOM_TOOL_USE),
-        Just(types::USER_TOOL_RESULT),
-        Just(types::USER_CUSTOM_TOOL_RESULT),
-        Just(types::USER_TOOL_CONFIRMATION),
-        Just(types::USER_MESSAGE),
-        Just(types::SESSION_STATUS_IDLE),
-        Just(types::SESSION_STATUS_TERMINATED),
-        Just(types::THREAD_STATUS_RUNNING),
-        Just("agent.message"),
-    ]
-    .prop_map(|t| format!("\"{t}\""))
+    proptest::sample::select(&KNOWN_TYPES[..]).prop_map(|t| format!("\"{t}\""))
 }
 
 proptest! {
@@ -126,6 +140,76 @@ proptest! {
     }
 }
 
+/// The lean decoder: `from_json` with a result's content emptied, except that a result whose
+/// content alone is malformed is still a result.
+fn assert_lean(text: &str) {
+    let lean = SessionEvent::from_json_without_result_content(text).ok();
+    let full = SessionEvent::from_json(text).ok();
+    let emptied = full.clone().map(|ev| match ev {
+        SessionEvent::UserToolResult(mut r) => {
+            r.content.clear();
+            SessionEvent::UserToolResult(r)
+        }
+        SessionEvent::UserCustomToolResult(mut r) => {
+            r.content.clear();
+            SessionEvent::UserCustomToolResult(r)
+        }
+        other => other,
+    });
+    if lean == emptied {
+        return;
+    }
+    // The one allowed difference: `full` kept a result as `Other` because of its content.
+    let Some(SessionEvent::Other(raw)) = &full else {
+        panic!("lean decoder differs on {text}: {lean:?} vs {emptied:?}");
+    };
+    let mut without = raw.clone();
+    without.as_object_mut().map(|m| m.remove("content"));
+    let again = SessionEvent::from_value(without);
+    assert!(
+        matches!(
+            again,
+            SessionEvent::UserToolResult(_) | SessionEvent::UserCustomToolResult(_)
+        ),
+        "lean made a result of something that is not one without its content: {text}"
+    );
+    assert_eq!(lean, Some(again), "{text}");
+}
+
+#[test]
+fn lean_fixed_bodies() {
+    for text in [
+        r#"{"type":"user.tool_result","tool_use_id":"a","content":[{"type":"text","text":"x"}]}"#,
+        r#"{"type":"user.tool_result","tool_use_id":"a","content":[{"type":"video"}]}"#,
+        r#"{"type":"user.tool_result","tool_use_id":"a","content":5,"is_error":true,"id":"e"}"#,
+        r#"{"type":"user.tool_result","tool_use_id":"a","content":[],"content":[]}"#,
+        r#"{"type":"user.tool_result","custom_tool_use_id":"a"}"#,
+        r#"{"type":"user.tool_result","tool_use_id":"a","custom_tool_use_id":5}"#,
+        r#"{"type":"user.custom_tool_result","custom_tool_use_id":"a","content":"x"}"#,
+        r#"{"type":"user.custom_tool_result","tool_use_id":"a"}"#,
+        r#"{"type":"user.tool_result","tool_use_id":"a","is_error":"no","content":[]}"#,
+        r#"{"type":"agent.tool_use","id":"sevt_1","name":"bash","input":{}}"#,
+        r#"{"type":"user.tool_result","tool_use_id":"a","content":[1,"#,
+    ] {
+        assert_lean(text);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn lean_random_events(
+        tag in type_value(),
+        tag_at in 0usize..8,
+        members in proptest::collection::vec((key(), json_value()), 0..8),
+    ) {
+        let mut parts: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        parts.insert(tag_at.min(parts.len()), format!("\"type\":{tag}"));
+        assert_lean(&format!("{{{}}}", parts.join(",")));
+    }
+}
+
 #[test]
 fn serializing_without_a_value_writes_the_same_object() {
     let events = [
@@ -143,6 +227,11 @@ fn serializing_without_a_value_writes_the_same_object() {
         json!({"type":"session.status_idle","id":"s2","stop_reason":{"type":"end_turn"}}),
         json!({"type":"session.deleted","id":"s3"}),
         json!({"type":"session.thread_status_idle","id":"s4","session_thread_id":"sthr_1"}),
+        json!({"type":"session.thread_status_running","id":"s5","session_thread_id":"sthr_1"}),
+        json!({"type":"session.thread_status_rescheduled","id":"s6","session_thread_id":"sthr_1"}),
+        json!({"type":"session.thread_status_terminated","id":"s7","session_thread_id":"sthr_1"}),
+        json!({"type":"session.status_rescheduled","id":"s8"}),
+        json!({"type":"session.status_terminated","id":"s9"}),
         json!({"type":"agent.thinking_v9","x":[1]}),
     ];
     for wire in events {
@@ -151,6 +240,8 @@ fn serializing_without_a_value_writes_the_same_object() {
         assert!(text.starts_with(r#"{"type":"#), "the tag leads: {text}");
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), wire);
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), ev.to_value());
+        assert_eq!(SessionEvent::from_json(&text).unwrap(), ev);
+        assert_eq!(SessionEvent::from_json(&wire.to_string()).unwrap(), ev);
     }
 }
 

@@ -85,6 +85,8 @@ pub(crate) struct Session {
     /// Where `grep` keeps file contents between calls (the process's cache).
     pub(crate) grep_cache: &'static grep::ContentCache,
     bash: tokio::sync::Mutex<bash::BashState>,
+    /// Set by `shutdown`: a prewarm still waiting for its slot must not start a shell then.
+    shut_down: std::sync::atomic::AtomicBool,
     /// The session's private temporary directory (tiers 0 and 1), for the shell and custom
     /// tools; last, so it is removed after the shell is gone.
     tmp: Option<tmp_dir::SessionTmp>,
@@ -186,6 +188,7 @@ impl Toolset {
                 seen: seen::SeenFiles::default(),
                 grep_cache,
                 bash: tokio::sync::Mutex::new(bash),
+                shut_down: std::sync::atomic::AtomicBool::new(false),
                 tmp,
             }),
         })
@@ -297,15 +300,23 @@ impl Toolset {
             let Some(session) = session.upgrade() else {
                 return;
             };
-            if let Ok(mut bash) = session.bash.try_lock() {
+            // Checked under the shell's lock, which `shutdown` takes after setting the flag:
+            // a session shut down while this waited (its teardown may still be running with
+            // the toolset alive) gets no shell.
+            if let Ok(mut bash) = session.bash.try_lock()
+                && !session.shut_down.load(std::sync::atomic::Ordering::Acquire)
+            {
                 bash.warm().await;
             }
         });
     }
 
     /// Kills the shell and every process it started. The toolset stays usable: a later `bash`
-    /// call starts a new shell.
+    /// call starts a new shell (a prewarm still pending does not).
     pub async fn shutdown(&self) {
+        self.session
+            .shut_down
+            .store(true, std::sync::atomic::Ordering::Release);
         self.session.bash.lock().await.shutdown().await;
     }
 }

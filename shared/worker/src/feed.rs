@@ -99,10 +99,13 @@ async fn connect_and_reconcile(
             ConnectError::Fatal(e.to_string())
         }
     };
+    // The worker reads its own results back on the stream; it needs their ids, not their
+    // content a second time.
     let stream = cp
         .stream_events(credential, session_id)
         .await
-        .map_err(classify)?;
+        .map_err(classify)?
+        .without_result_content();
     let history = cp
         .list_all_events(credential, session_id)
         .await

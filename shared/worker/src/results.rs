@@ -94,7 +94,13 @@ pub async fn post_result(
             shrunk = true;
             continue;
         }
-        if !err.is_transient() {
+        // A 2xx whose echo cannot be read may well have committed: retry within the window
+        // (the retry then meets "already answered", C8) instead of giving the result up.
+        let unreadable_answer = matches!(err, ApiError::Decode { .. });
+        if unreadable_answer {
+            tracing::warn!(tool_use_id = %call.id, error = %err, "the answer to a result post was unreadable; posting again");
+        }
+        if !err.is_transient() && !unreadable_answer {
             tracing::error!(tool_use_id = %call.id, error = %err, "result refused; the agent will not see this result");
             return Posted::Failed {
                 attempts,

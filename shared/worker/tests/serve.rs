@@ -103,6 +103,43 @@ async fn c8_reset_after_commit_counts_as_answered() {
     assert!(report.passed, "{}", failures(&report));
 }
 
+/// A 2xx whose body is not the echo (a proxy's page) after the result was stored: the worker
+/// posts again at once, meets "already answered", and counts it as posted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c8_an_unreadable_2xx_answer_is_posted_again_and_counts_as_answered() {
+    let config = Config {
+        faults: Faults {
+            reset_after_commit: Some(hands_devplane::faults::ResetAfterCommit {
+                count: 1,
+                mode: hands_devplane::faults::ResetMode::GarbledOk,
+            }),
+            ..Faults::default()
+        },
+        ..Config::default()
+    };
+    let h = Harness::start(config).await;
+    let s = script(serde_json::json!({
+        "name": "garbled-answer",
+        "steps": [
+            {"step": "tool_use", "label": "a", "name": "bash", "input": {"command": "echo hi"},
+             "expect": {"is_error": false, "text_equals": "hi"}},
+            {"step": "tool_use", "label": "b", "name": "bash", "input": {"command": "echo there"},
+             "expect": {"is_error": false, "text_equals": "there"}},
+            {"step": "idle", "stop_reason": "end_turn"},
+            {"step": "expect_stopped", "within_ms": 20000}
+        ]
+    }));
+    let report = h.play(&s, 1).await;
+    assert!(report.passed, "{}", failures(&report));
+    let mut attempts: Vec<u32> = report.result_attempts.values().copied().collect();
+    attempts.sort_unstable();
+    assert_eq!(
+        attempts,
+        vec![1, 2],
+        "the garbled answer's result was posted twice"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn c11_stop_mid_tool_kills_it_posts_an_error_and_stops_the_item() {
     let h = Harness::start(ttl(2)).await;

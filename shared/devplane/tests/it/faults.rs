@@ -93,7 +93,7 @@ async fn fail_posts_respects_kind() {
 
 #[tokio::test]
 async fn reset_after_commit_stores_the_result_but_loses_the_answer() {
-    for mode in [ResetMode::Error500, ResetMode::Drop] {
+    for mode in [ResetMode::Error500, ResetMode::Drop, ResetMode::GarbledOk] {
         let env = start().await;
         let (session, id, token) = call(&env).await;
         env.dp.set_faults(Faults {
@@ -104,6 +104,16 @@ async fn reset_after_commit_stores_the_result_but_loses_the_answer() {
         let r = env.post(&url, &token).json(&result(&id)).send().await;
         match mode {
             ResetMode::Error500 => error_body(r.unwrap(), 500, "api_error").await.to_string(),
+            ResetMode::GarbledOk => {
+                let resp = r.unwrap();
+                assert_eq!(resp.status(), 200);
+                let body = resp.text().await.unwrap();
+                assert!(
+                    serde_json::from_str::<serde_json::Value>(&body).is_err(),
+                    "not JSON: {body}"
+                );
+                body
+            }
             ResetMode::Drop => {
                 // The connection breaks before or while the answer is read.
                 let broken = match r {
