@@ -212,6 +212,19 @@ mod tests {
         frames
     }
 
+    /// `bytes` in chunks ending at each cut (cuts within `0..=bytes.len()`, in any order).
+    fn cut(bytes: &[u8], mut cuts: Vec<usize>) -> Vec<&[u8]> {
+        cuts.sort_unstable();
+        let mut chunks = vec![];
+        let mut start = 0;
+        for c in cuts {
+            chunks.push(&bytes[start..c]);
+            start = c;
+        }
+        chunks.push(&bytes[start..]);
+        chunks
+    }
+
     fn decode_all(chunks: &[&[u8]]) -> Vec<SseFrame> {
         let mut d = SseDecoder::new(1 << 20);
         chunks.iter().flat_map(|c| d.push(c).unwrap()).collect()
@@ -276,16 +289,7 @@ mod tests {
         #[test]
         fn any_chunking_gives_the_same_frames(cuts in proptest::collection::vec(0usize..STREAM.len(), 0..8)) {
             let bytes = STREAM.as_bytes();
-            let mut cuts = cuts;
-            cuts.sort_unstable();
-            let mut chunks = vec![];
-            let mut start = 0;
-            for c in cuts {
-                chunks.push(&bytes[start..c]);
-                start = c;
-            }
-            chunks.push(&bytes[start..]);
-            prop_assert_eq!(decode_all(&chunks), decode_all(&[bytes]));
+            prop_assert_eq!(decode_all(&cut(bytes, cuts)), decode_all(&[bytes]));
         }
 
         /// Random streams of lines with every kind of line end, cut anywhere, against a
@@ -297,16 +301,8 @@ mod tests {
         ) {
             let text: String = lines.iter().map(|(l, end)| format!("{l}{end}")).collect();
             let bytes = text.as_bytes();
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
-            cuts.sort_unstable();
-            let mut chunks = vec![];
-            let mut start = 0;
-            for c in cuts {
-                chunks.push(&bytes[start..c]);
-                start = c;
-            }
-            chunks.push(&bytes[start..]);
-            prop_assert_eq!(decode_all(&chunks), oracle(&text));
+            let cuts = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            prop_assert_eq!(decode_all(&cut(bytes, cuts)), oracle(&text));
         }
 
         #[test]

@@ -98,6 +98,16 @@ fn key() -> impl Strategy<Value = String> {
     .prop_map(str::to_owned)
 }
 
+/// An object of `members` with the `type` tag inserted at `tag_at` (duplicates kept as given).
+fn event_text(tag: &str, tag_at: usize, members: &[(String, String)]) -> String {
+    let mut parts: Vec<String> = members
+        .iter()
+        .map(|(k, v)| format!("\"{k}\":{v}"))
+        .collect();
+    parts.insert(tag_at.min(parts.len()), format!("\"type\":{tag}"));
+    format!("{{{}}}", parts.join(","))
+}
+
 /// Every type the decoder knows, and one it does not.
 const KNOWN_TYPES: [&str; 16] = [
     types::AGENT_TOOL_USE,
@@ -132,9 +142,7 @@ proptest! {
         tag_at in 0usize..8,
         members in proptest::collection::vec((key(), json_value()), 0..8),
     ) {
-        let mut parts: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-        parts.insert(tag_at.min(parts.len()), format!("\"type\":{tag}"));
-        let text = format!("{{{}}}", parts.join(","));
+        let text = event_text(&tag, tag_at, &members);
         let direct = SessionEvent::from_json(&text).ok();
         prop_assert_eq!(direct, reference(&text), "{}", text);
     }
@@ -204,9 +212,7 @@ proptest! {
         tag_at in 0usize..8,
         members in proptest::collection::vec((key(), json_value()), 0..8),
     ) {
-        let mut parts: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-        parts.insert(tag_at.min(parts.len()), format!("\"type\":{tag}"));
-        assert_lean(&format!("{{{}}}", parts.join(",")));
+        assert_lean(&event_text(&tag, tag_at, &members));
     }
 }
 

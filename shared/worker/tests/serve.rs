@@ -75,14 +75,13 @@ async fn c6_c7_result_posts_survive_5xx_and_429_with_retry_after() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn c8_reset_after_commit_counts_as_answered() {
+/// Two calls whose first result post is committed and then its answer lost as `mode` says.
+async fn play_with_a_lost_answer(
+    mode: hands_devplane::faults::ResetMode,
+) -> hands_devplane::ScriptReport {
     let config = Config {
         faults: Faults {
-            reset_after_commit: Some(hands_devplane::faults::ResetAfterCommit {
-                count: 1,
-                mode: hands_devplane::faults::ResetMode::Error500,
-            }),
+            reset_after_commit: Some(hands_devplane::faults::ResetAfterCommit { count: 1, mode }),
             ..Faults::default()
         },
         ..Config::default()
@@ -99,7 +98,12 @@ async fn c8_reset_after_commit_counts_as_answered() {
             {"step": "expect_stopped", "within_ms": 20000}
         ]
     }));
-    let report = h.play(&s, 1).await;
+    h.play(&s, 1).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c8_reset_after_commit_counts_as_answered() {
+    let report = play_with_a_lost_answer(hands_devplane::faults::ResetMode::Error500).await;
     assert!(report.passed, "{}", failures(&report));
 }
 
@@ -107,29 +111,7 @@ async fn c8_reset_after_commit_counts_as_answered() {
 /// posts again at once, meets "already answered", and counts it as posted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn c8_an_unreadable_2xx_answer_is_posted_again_and_counts_as_answered() {
-    let config = Config {
-        faults: Faults {
-            reset_after_commit: Some(hands_devplane::faults::ResetAfterCommit {
-                count: 1,
-                mode: hands_devplane::faults::ResetMode::GarbledOk,
-            }),
-            ..Faults::default()
-        },
-        ..Config::default()
-    };
-    let h = Harness::start(config).await;
-    let s = script(serde_json::json!({
-        "name": "garbled-answer",
-        "steps": [
-            {"step": "tool_use", "label": "a", "name": "bash", "input": {"command": "echo hi"},
-             "expect": {"is_error": false, "text_equals": "hi"}},
-            {"step": "tool_use", "label": "b", "name": "bash", "input": {"command": "echo there"},
-             "expect": {"is_error": false, "text_equals": "there"}},
-            {"step": "idle", "stop_reason": "end_turn"},
-            {"step": "expect_stopped", "within_ms": 20000}
-        ]
-    }));
-    let report = h.play(&s, 1).await;
+    let report = play_with_a_lost_answer(hands_devplane::faults::ResetMode::GarbledOk).await;
     assert!(report.passed, "{}", failures(&report));
     let mut attempts: Vec<u32> = report.result_attempts.values().copied().collect();
     attempts.sort_unstable();
