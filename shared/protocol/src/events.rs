@@ -363,12 +363,6 @@ impl SessionEvent {
         if !text.trim_start().starts_with('{') {
             return SessionEvent::from_json_slow(text);
         }
-        /// Only the tag; serde skips every other member without allocating.
-        #[derive(Deserialize)]
-        struct Head<'a> {
-            #[serde(rename = "type", borrow)]
-            ty: std::borrow::Cow<'a, str>,
-        }
         fn typed<T: serde::de::DeserializeOwned>(
             text: &str,
             wrap: fn(T) -> SessionEvent,
@@ -427,11 +421,6 @@ impl SessionEvent {
             #[serde(default)]
             processed_at: Option<String>,
         }
-        #[derive(Deserialize)]
-        struct Head<'a> {
-            #[serde(rename = "type", borrow)]
-            ty: std::borrow::Cow<'a, str>,
-        }
         // Whatever the lean path cannot take goes the full way, and loses its content there.
         let full = |text: &str| {
             SessionEvent::from_json(text).map(|ev| match ev {
@@ -478,6 +467,13 @@ impl SessionEvent {
     fn from_json_slow(text: &str) -> Result<Self, serde_json::Error> {
         Ok(SessionEvent::from_value(serde_json::from_str(text)?))
     }
+}
+
+/// Only an event's tag; serde skips every other member without allocating.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: std::borrow::Cow<'a, str>,
 }
 
 /// An event body with its `type` tag in front, serialized without an intermediate `Value`.

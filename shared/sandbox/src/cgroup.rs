@@ -512,19 +512,18 @@ mod tests {
         assert_eq!(cgroup2_mount(""), None);
     }
 
+    /// `place` for this test's worker (`ME`, its v2 cgroup `SELF_V2`, leaf `LEAF`) on a host
+    /// whose only cgroup hierarchy is the fake v2 tree at `mount` (no v1 `pids`).
+    fn place_in_v2(mount: &Path) -> Result<Placement, String> {
+        place(SELF_V2, Some(mount), Path::new("/nonexistent"), ME, LEAF)
+    }
+
     #[test]
     fn a_v2_cgroup_already_delegating_pids_is_used_as_it_is() {
         let mount = tempfile::tempdir().unwrap();
         let own = mount.path().join("system.slice/hands.service");
         fake_v2(&own, Some("domain"), "cpu pids", "pids", &[]);
-        let placed = place(
-            SELF_V2,
-            Some(mount.path()),
-            Path::new("/nonexistent"),
-            ME,
-            LEAF,
-        )
-        .unwrap();
+        let placed = place_in_v2(mount.path()).unwrap();
         assert_eq!(placed.dir, own);
         assert!(
             placed.how.contains("which delegates pids"),
@@ -543,14 +542,7 @@ mod tests {
         let mount = tempfile::tempdir().unwrap();
         let own = mount.path().join("system.slice/hands.service");
         fake_v2(&own, Some("domain"), "cpu memory pids", "", &[ME]);
-        let placed = place(
-            SELF_V2,
-            Some(mount.path()),
-            Path::new("/nonexistent"),
-            ME,
-            LEAF,
-        )
-        .unwrap();
+        let placed = place_in_v2(mount.path()).unwrap();
         assert_eq!(placed.dir, own);
         assert_eq!(read(&own.join(LEAF).join("cgroup.procs")), ME.to_string());
         assert_eq!(read(&own.join("cgroup.subtree_control")), "+pids");
@@ -563,14 +555,7 @@ mod tests {
         // used again.
         fake_v2(&own, Some("domain"), "cpu memory pids", "", &[ME]);
         std::fs::write(own.join(LEAF).join("cgroup.procs"), "").unwrap();
-        let again = place(
-            SELF_V2,
-            Some(mount.path()),
-            Path::new("/nonexistent"),
-            ME,
-            LEAF,
-        )
-        .unwrap();
+        let again = place_in_v2(mount.path()).unwrap();
         assert_eq!(again.dir, own);
         assert_eq!(read(&own.join(LEAF).join("cgroup.procs")), ME.to_string());
     }
@@ -610,14 +595,7 @@ mod tests {
             let own = mount.path().join("system.slice/hands.service");
             fake_v2(&own, kind, offered, "", procs);
             let before = read(&own.join("cgroup.procs"));
-            let err = place(
-                SELF_V2,
-                Some(mount.path()),
-                Path::new("/nonexistent"),
-                ME,
-                LEAF,
-            )
-            .unwrap_err();
+            let err = place_in_v2(mount.path()).unwrap_err();
             assert!(err.contains(why), "{why}: {err}");
             assert!(err.contains("no cgroup v1 pids hierarchy"), "{err}");
             assert!(!own.join(LEAF).exists(), "{why}");
@@ -629,14 +607,7 @@ mod tests {
         let own = mount.path().join("system.slice/hands.service");
         fake_v2(&own, Some("domain"), "pids", "", &[ME]);
         fake_v2(&own.join(LEAF), Some("domain"), "", "", &[78]);
-        let err = place(
-            SELF_V2,
-            Some(mount.path()),
-            Path::new("/nonexistent"),
-            ME,
-            LEAF,
-        )
-        .unwrap_err();
+        let err = place_in_v2(mount.path()).unwrap_err();
         assert!(err.contains("holds process(es) 78"), "{err}");
         assert_eq!(read(&own.join("cgroup.procs")), format!("{ME}\n"));
         assert_eq!(read(&own.join("cgroup.subtree_control")), "\n");
@@ -645,14 +616,7 @@ mod tests {
         assert!(err.contains("no cgroup v2 hierarchy is mounted"), "{err}");
         // A path the mount does not show (a container without a cgroup namespace).
         let mount = tempfile::tempdir().unwrap();
-        let err = place(
-            SELF_V2,
-            Some(mount.path()),
-            Path::new("/nonexistent"),
-            ME,
-            LEAF,
-        )
-        .unwrap_err();
+        let err = place_in_v2(mount.path()).unwrap_err();
         assert!(err.contains("it is not there"), "{err}");
     }
 
@@ -668,14 +632,7 @@ mod tests {
         std::fs::remove_file(own.join("cgroup.subtree_control")).unwrap();
         std::fs::create_dir(own.join("cgroup.subtree_control")).unwrap();
         std::fs::write(own.join("cgroup.procs"), "").unwrap();
-        let err = place(
-            SELF_V2,
-            Some(mount.path()),
-            Path::new("/nonexistent"),
-            ME,
-            LEAF,
-        )
-        .unwrap_err();
+        let err = place_in_v2(mount.path()).unwrap_err();
         assert!(
             err.contains("pids could not be enabled") && err.contains("the worker moved back"),
             "{err}"
