@@ -63,6 +63,7 @@ async fn play(st: &AppState, script: &Script) -> ScriptReport {
         result_attempts: Default::default(),
         memory_stores: Default::default(),
     };
+    let created = Instant::now();
     let session = match sessions::create_session(st, &script.session) {
         Ok(s) => s,
         Err(e) => {
@@ -101,7 +102,9 @@ async fn play(st: &AppState, script: &Script) -> ScriptReport {
     run.steps.push(attached);
     if run.steps.iter().all(|s| s.passed) {
         for (i, step) in script.steps.iter().enumerate() {
-            let r = run.step(i + 1, step, work_id.as_deref()).await;
+            let begun = Instant::now();
+            let mut r = run.step(i + 1, step, work_id.as_deref()).await;
+            r.at_us = Some(begun.saturating_duration_since(created).as_micros() as u64);
             run.steps.push(r);
         }
         for (label, d) in run.deferred.drain() {
@@ -153,6 +156,7 @@ fn step_report(
         detail,
         latency_ms,
         latency_us: None,
+        at_us: None,
     }
 }
 

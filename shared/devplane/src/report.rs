@@ -21,6 +21,10 @@ pub struct StepReport {
     /// emitted, and when the accepted result is stored (no wake-up of the agent included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
+    /// When the step began, in microseconds since the script's session was created: where in
+    /// a run a slow call fell (all sessions of a run start together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_us: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -50,6 +50,9 @@ pub struct TraceRun {
     /// Round trips in µs per tool, and all together.
     pub per_tool: BTreeMap<String, Vec<u64>>,
     pub all: Vec<u64>,
+    /// Every call as (session, call number, tool, when it was emitted in µs since its
+    /// session was created, round trip in µs): where in the run the slow ones fell.
+    pub calls: Vec<(usize, usize, String, u64, u64)>,
     /// From the scripts' start (worker already polling) to the last session's end.
     pub wall: Duration,
     pub worker_peak_kib: u64,
@@ -208,6 +211,8 @@ pub async fn trace_run(
                     .or_default()
                     .push(us);
                 run.all.push(us);
+                run.calls
+                    .push((k, n, call.name.to_owned(), step.at_us.unwrap_or(0), us));
             }
         }
         for v in run.per_tool.values_mut() {

@@ -460,6 +460,7 @@ impl Results {
                     "worker_peak_kib": t.worker_peak_kib,
                     "shells_peak_kib": t.shells_peak_kib,
                     "round_trip_us": t.per_tool,
+                    "calls": t.calls.iter().map(|(k, n, tool, at, us)| json!({"session": k, "call": n, "tool": tool, "at_us": at, "round_trip_us": us})).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>()})
             })
             .collect();
