@@ -10,7 +10,8 @@
 //! one component, `**` crosses them), matched against the path relative to the root. Symlinks
 //! are never followed, so a link to `/` or a link loop is one entry, not a way out or a hang
 //! (T24); a matching symlink is listed only if its target is inside the permitted roots, as
-//! the reference filters. The walk reads at most `Limits::walk_entries` directory entries (one
+//! the reference filters. Directories beneath which nothing can match are not entered
+//! (`prune`: `src/*.rs` reads two directories, not the whole tree). The walk reads at most `Limits::walk_entries` directory entries (one
 //! directory's listing included), checks a time budget, and is cancellable.
 
 use std::ffi::OsString;
@@ -26,6 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Session;
 use crate::grep::walk::{self, Target};
+
+mod prune;
+#[cfg(test)]
+mod prune_props;
 
 /// Entries matched between two looks at the clock and the token (every directory opened
 /// looks too).
@@ -61,6 +66,7 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
         Ok(g) => g,
         Err(e) => return err(format!("invalid pattern: {e}")),
     };
+    let pruner = prune::Pruner::new(&glob);
     // A set of one: the set picks a cheap strategy (an extension, a literal, a prefix) where
     // the pattern allows one, instead of running the glob's regex on every path.
     let matcher = match GlobSetBuilder::new().add(glob).build() {
@@ -88,6 +94,7 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
     let mut globber = Globber {
         session,
         matcher: &matcher,
+        pruner,
         dirs_only,
         root_path: &root_path,
         started: Instant::now(),
@@ -151,6 +158,8 @@ struct Cancelled;
 struct Globber<'a> {
     session: &'a Session,
     matcher: &'a GlobSet,
+    /// Which subdirectories can hold a match; `None`: all of them.
+    pruner: Option<prune::Pruner>,
     dirs_only: bool,
     root_path: &'a Path,
     started: Instant,
@@ -249,7 +258,12 @@ impl Globber<'_> {
             {
                 self.record(&fd, &name, kind, &path);
             }
-            if kind == FileType::Directory {
+            if kind == FileType::Directory
+                && self
+                    .pruner
+                    .as_mut()
+                    .is_none_or(|p| p.may_match_beneath(&path))
+            {
                 subdirs.push(name);
             }
         }

@@ -700,6 +700,34 @@ async fn t24_glob_explosions_are_bounded() {
     }
 }
 
+// T24, and what a big tree costs a narrow pattern: the walk enters only directories beneath
+// which the pattern can match, so the entries budget is spent on them alone. With a budget of
+// 50 entries and 80 files elsewhere, `deep/dir/*.rs` and `*.md` list everything they match.
+#[tokio::test]
+async fn t24_a_narrow_glob_reads_only_the_directories_it_can_match_in() {
+    let fx = Fixture::with(|c| c.limits.walk_entries = 50);
+    for i in 0..80 {
+        fx.write(&format!("elsewhere/f{i:02}.rs"), "x");
+    }
+    fx.write("deep/dir/a.rs", "a");
+    fx.write("deep/dir/b.rs", "b");
+    fx.write("deep/dir/below/c.rs", "c");
+    fx.write("top.md", "t");
+    let shown = |rel: &str| fx.path(rel).display().to_string();
+    let out = fx.call("glob", json!({"pattern": "deep/dir/*.rs"})).await;
+    let mut listed: Vec<&str> = text(&out).lines().collect();
+    listed.sort_unstable();
+    assert_eq!(listed, [shown("deep/dir/a.rs"), shown("deep/dir/b.rs")]);
+    let out = fx.call("glob", json!({"pattern": "*.md"})).await;
+    assert_eq!(text(&out), shown("top.md"));
+    // The same budget still stops a pattern that needs the whole tree.
+    let out = fx.call("glob", json!({"pattern": "**/*.rs"})).await;
+    assert!(
+        text(&out).contains("[walk stopped after 50 entries"),
+        "{out:?}"
+    );
+}
+
 // T25: hostile regexes and files cost bounded time and memory.
 #[tokio::test]
 async fn t25_grep_hostile_inputs() {
