@@ -41,7 +41,7 @@ pub(crate) const CACHE_BYTES: usize = 32 << 20;
 pub(crate) const CACHE_FILE_MAX: u64 = 1 << 20;
 /// What one entry costs besides its content (map slot, stamp, allocation headers), counted
 /// against the budget so that many tiny files cannot exceed it.
-const ENTRY_OVERHEAD: usize = 128;
+pub(crate) const ENTRY_OVERHEAD: usize = 128;
 
 /// What identifies one version of a file's content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,8 +103,11 @@ impl Content {
         }
     }
 
-    /// The filter of content to be cached (`grams`), built once when it is cached and asked
-    /// by every later search of it; only plain content gets one (module doc of `grams`).
+    /// The filter of cached content (`grams`), built when the content is searched the second
+    /// time and asked by every later search of it; only plain content gets one (module doc of
+    /// `grams`). Not at the first search: building it costs several times what searching the
+    /// content once does, so a tree searched once (the first look at a repository) is
+    /// searched at the speed of reading it, and the cost goes only to files searched again.
     pub(crate) fn filter(&self) -> Option<Grams> {
         self.plain.then(|| Grams::of(&self.bytes))
     }
@@ -117,6 +120,9 @@ pub(crate) enum Cached {
     /// Cached and unchanged, but not wanted: the caller's filter rules it out.
     RuledOut,
     Content(Arc<Content>),
+    /// Cached plain content that has no filter yet (searched once so far): the caller builds
+    /// it ([`Content::filter`]) and hands it back with [`ContentCache::add_filter`].
+    Unfiltered(Arc<Content>),
 }
 
 struct Slot {
@@ -223,6 +229,9 @@ impl ContentCache {
         };
         if slot.stamp == *stamp {
             slot.used = slot.used.max(call);
+            if slot.filter.is_none() && slot.content.plain {
+                return Cached::Unfiltered(Arc::clone(&slot.content));
+            }
             if !wanted(slot.filter.as_ref()) {
                 return Cached::RuledOut;
             }
@@ -238,22 +247,36 @@ impl ContentCache {
     #[cfg(test)]
     pub(crate) fn get(&self, stamp: &Stamp, call: u64) -> Option<Arc<Content>> {
         match self.lookup(stamp, call, |_| true) {
-            Cached::Content(content) => Some(content),
+            Cached::Content(content) | Cached::Unfiltered(content) => Some(content),
             Cached::Miss | Cached::RuledOut => None,
         }
     }
 
-    /// Caches `content`, with its `filter`, as the content of the file stamped `stamp`,
-    /// evicting the entries other calls used least recently if needed; nothing is cached when
-    /// that would not make room.
-    pub(crate) fn insert(
-        &self,
-        stamp: Stamp,
-        content: Arc<Content>,
-        filter: Option<Grams>,
-        call: u64,
-    ) {
-        let need = cost(&content, filter.as_ref());
+    /// Keeps `filter` as the filter of the content cached for `stamp`, if that entry is still
+    /// there unchanged and has none, and it fits the budget (otherwise the content stays
+    /// unfiltered and is searched whole each time, as before).
+    pub(crate) fn add_filter(&self, stamp: &Stamp, filter: Grams) {
+        let budget = self.shard_budget;
+        let mut shard = self.shard(stamp);
+        let size = filter.size();
+        if shard.bytes + size > budget {
+            return;
+        }
+        let Some(slot) = shard.map.get_mut(&(stamp.dev, stamp.ino)) else {
+            return;
+        };
+        if slot.stamp != *stamp || slot.filter.is_some() {
+            return;
+        }
+        slot.filter = Some(filter);
+        shard.bytes += size;
+    }
+
+    /// Caches `content` (without a filter: [`ContentCache::add_filter`]) as the content of
+    /// the file stamped `stamp`, evicting the entries other calls used least recently if
+    /// needed; nothing is cached when that would not make room.
+    pub(crate) fn insert(&self, stamp: Stamp, content: Arc<Content>, call: u64) {
+        let need = cost(&content, None);
         let budget = self.shard_budget;
         if need > budget {
             return;
@@ -291,7 +314,7 @@ impl ContentCache {
             Slot {
                 stamp,
                 content,
-                filter,
+                filter: None,
                 used: call,
             },
         );
@@ -339,13 +362,49 @@ mod tests {
     fn a_changed_stamp_is_a_miss_and_drops_the_entry() {
         let cache = ContentCache::new(1 << 20);
         let call = cache.begin_call();
-        cache.insert(stamp(7, 10, 100), content(10), None, call);
+        cache.insert(stamp(7, 10, 100), content(10), call);
         assert!(cache.get(&stamp(7, 10, 100), call).is_some());
         let mut changed = stamp(7, 10, 100);
         changed.ctime.1 = 1;
         assert!(cache.get(&changed, call).is_none());
         assert_eq!((cache.len(), cache.bytes()), (0, 0));
         assert!(cache.get(&stamp(7, 10, 100), call).is_none());
+    }
+
+    /// Content is cached without a filter; the second use finds it unfiltered, and a filter
+    /// handed back is kept (and counted) only for the entry it was built for.
+    #[test]
+    fn a_filter_comes_with_the_second_use_and_only_for_its_own_entry() {
+        let cache = ContentCache::new(1 << 20);
+        let call = cache.begin_call();
+        let s = stamp(7, 100, 100);
+        cache.insert(s, content(100), call);
+        let before = cache.bytes();
+        let Cached::Unfiltered(found) = cache.lookup(&s, call, |_| true) else {
+            panic!("expected the content without a filter");
+        };
+        let filter = found.filter().unwrap();
+        let size = filter.size();
+        // For another version of the file: not kept.
+        let mut other = s;
+        other.ctime.1 = 1;
+        cache.add_filter(&other, found.filter().unwrap());
+        assert_eq!(cache.bytes(), before);
+        cache.add_filter(&s, filter);
+        assert_eq!(cache.bytes(), before + size);
+        let mut asked = false;
+        let hit = cache.lookup(&s, call, |f| {
+            asked = f.is_some();
+            true
+        });
+        assert!(matches!(hit, Cached::Content(_)) && asked);
+        // Content that is not plain (a NUL byte) never gets one: it is a plain hit.
+        let binary = stamp(8, 3, 100);
+        cache.insert(binary, Arc::new(Content::new(b"a\0b".to_vec())), call);
+        assert!(matches!(
+            cache.lookup(&binary, call, |_| true),
+            Cached::Content(_)
+        ));
     }
 
     #[test]
@@ -357,7 +416,7 @@ mod tests {
         let ino = |k: u64| k * SHARDS as u64;
         let first = cache.begin_call();
         for k in 0..20 {
-            cache.insert(stamp(ino(k), 1000, 5), content(1000), None, first);
+            cache.insert(stamp(ino(k), 1000, 5), content(1000), first);
             assert!(cache.bytes() <= per * 10);
         }
         // The first call filled the shard; its own later files were not admitted.
@@ -367,16 +426,16 @@ mod tests {
         // A later call evicts the least recently used entries of earlier calls.
         let second = cache.begin_call();
         assert!(cache.get(&stamp(ino(9), 1000, 5), second).is_some());
-        cache.insert(stamp(ino(100), 1000, 5), content(1000), None, second);
+        cache.insert(stamp(ino(100), 1000, 5), content(1000), second);
         assert!(cache.get(&stamp(ino(100), 1000, 5), second).is_some());
         assert!(cache.get(&stamp(ino(9), 1000, 5), second).is_some());
         assert!(cache.bytes() <= per * 10);
         assert!(cache.len() < 10);
         // Other shards have their own room.
-        cache.insert(stamp(ino(3) + 1, 1000, 5), content(1000), None, second);
+        cache.insert(stamp(ino(3) + 1, 1000, 5), content(1000), second);
         assert!(cache.get(&stamp(ino(3) + 1, 1000, 5), second).is_some());
         // Content larger than a shard's budget is never cached.
-        cache.insert(stamp(ino(200), 0, 5), content(per * 10), None, second);
+        cache.insert(stamp(ino(200), 0, 5), content(per * 10), second);
         assert!(cache.get(&stamp(ino(200), 0, 5), second).is_none());
     }
 

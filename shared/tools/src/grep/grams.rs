@@ -1,7 +1,8 @@
 //! Trigram filters: which files cannot match a pattern, told without reading their content.
 //!
 //! Each cached file's content gets a bit set of the byte trigrams it contains (hashed, one bit
-//! each: a Bloom filter with one hash), built once when the content is cached. A window of
+//! each: a Bloom filter with one hash), built when cached content is searched a second time
+//! (`cache::Content::filter`). A window of
 //! three bytes holding a digit or a non-ASCII byte also sets the bit of its *folded* trigram
 //! (digits read as `0`, non-ASCII bytes as `0x80`: `query`), so that patterns made of classes
 //! like `\d` can be asked about too. A pattern's trigram query (`query`: an AND/OR formula

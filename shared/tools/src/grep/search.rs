@@ -176,12 +176,22 @@ impl Search<'_> {
         }
         // The filter is asked under the cache's lock: content it rules out is not even
         // touched (its allocation is a cache miss per file).
-        match self
-            .cache
-            .lookup(&Stamp::of(&st), self.call, |f| !self.ruled_out(f))
-        {
+        let stamp = Stamp::of(&st);
+        match self.cache.lookup(&stamp, self.call, |f| !self.ruled_out(f)) {
             Cached::Content(content) => return self.search_content(searchers, &content, shown),
             Cached::RuledOut => return FileHits::default(),
+            Cached::Unfiltered(content) => {
+                // The second search of this content: its filter is worth building now.
+                let filter = content.filter();
+                let skip = self.ruled_out(filter.as_ref());
+                if let Some(filter) = filter {
+                    self.cache.add_filter(&stamp, filter);
+                }
+                if skip {
+                    return FileHits::default();
+                }
+                return self.search_content(searchers, &content, shown);
+            }
             Cached::Miss => {}
         }
         let flags =
@@ -216,14 +226,9 @@ impl Search<'_> {
         }
         let content = Content::new(bytes);
         if content.bytes.len() as u64 == size && stamp.settled(self.settle, now) {
-            let filter = content.filter();
-            let skip = self.ruled_out(filter.as_ref());
+            // Cached without a filter: that is built if the content is searched again.
             let content = Arc::new(content);
-            self.cache
-                .insert(stamp, Arc::clone(&content), filter, self.call);
-            if skip {
-                return FileHits::default();
-            }
+            self.cache.insert(stamp, Arc::clone(&content), self.call);
             return self.search_content(searchers, &content, shown);
         }
         self.search_content(searchers, &content, shown)

@@ -485,3 +485,35 @@ fn a_capped_search_shows_the_first_lines_of_the_uncapped_one() {
         }
     }
 }
+
+/// The first search of a file caches its content only; the second builds its filter (once),
+/// and the answers stay the same throughout.
+#[test]
+fn a_file_gets_its_filter_from_its_second_search_not_its_first() {
+    let t = tree(Duration::ZERO);
+    for i in 0..20 {
+        t.write(
+            &format!("f{i:02}.txt"),
+            &format!("line {i}\n{}", "filler text\n".repeat(50)),
+        );
+    }
+    t.write("needle.txt", "the needle_here\n");
+    let first = t.files("needle_here");
+    assert_eq!(first, ["needle.txt"]);
+    let contents: usize = std::fs::read_dir(&t.ws)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len() as usize)
+        .sum();
+    assert_eq!(t.cache.len(), 21);
+    assert_eq!(
+        t.cache.bytes(),
+        contents + 21 * super::cache::ENTRY_OVERHEAD,
+        "the first search keeps the contents and no filter"
+    );
+    assert_eq!(t.files("needle_here"), first);
+    let filtered = t.cache.bytes();
+    assert!(filtered > contents + 21 * super::cache::ENTRY_OVERHEAD);
+    assert_eq!(t.files("needle_here"), first);
+    assert_eq!(t.files("filler"), t.files("filler"));
+    assert_eq!(t.cache.bytes(), filtered, "each filter is built once");
+}
