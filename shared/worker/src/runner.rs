@@ -377,6 +377,9 @@ async fn execute(
     abandon: CancellationToken,
     window: Duration,
 ) -> (Call, Option<ToolOutput>, Posted) {
+    // The tool's own figures, logged once its result is on its way (below): the log line is
+    // not on the path from the tool's end to the result's post.
+    let mut executed: Option<(bool, Duration)> = None;
     let output = match ready {
         Some(out) => out,
         None => {
@@ -399,17 +402,14 @@ async fn execute(
                 None => out,
             };
             let elapsed = started.elapsed();
-            tracing::info!(
-                is_error = out.is_error,
-                elapsed_us = elapsed.as_micros() as u64,
-                "tool call executed"
-            );
+            executed = Some((out.is_error, elapsed));
             ctx.observer
                 .call_executed(&ctx.session_id, &call, &out, elapsed);
             out
         }
     };
     if abandon.is_cancelled() {
+        log_executed(executed, None);
         return (
             call,
             None,
@@ -429,8 +429,28 @@ async fn execute(
         &abandon,
     )
     .await;
+    log_executed(executed, Some(&posted));
     ctx.observer.result_posted(&ctx.session_id, &call, &posted);
     (call, Some(output), posted)
+}
+
+/// The line every executed call gets (a carried-over result was executed by a predecessor,
+/// which logged it), with how its post ended.
+fn log_executed(executed: Option<(bool, Duration)>, posted: Option<&Posted>) {
+    let Some((is_error, elapsed)) = executed else {
+        return;
+    };
+    let posted = match posted {
+        Some(Posted::Accepted { .. }) => "accepted",
+        Some(Posted::Failed { .. }) => "failed",
+        None => "not posted (lease lost)",
+    };
+    tracing::info!(
+        is_error,
+        elapsed_us = elapsed.as_micros() as u64,
+        posted,
+        "tool call executed"
+    );
 }
 
 async fn run_tool(ctx: &SessionContext, call: &Call, cancel: &CancellationToken) -> ToolOutput {
