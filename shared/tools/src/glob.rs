@@ -7,11 +7,12 @@
 //! to its directory, so a symlink swapped in mid-walk is never followed and a path is never
 //! looked up from `/`. Nothing is filtered (the reference lists hidden files, `.git` and
 //! ignored files too). Patterns are `globset` globs with `literal_separator` (`*` stays within
-//! one component, `**` crosses them), matched against the path relative to the root. Symlinks
-//! are never followed, so a link to `/` or a link loop is one entry, not a way out or a hang
+//! one component, `**` crosses them), matched against the path relative to the root by a lazy
+//! DFA of the glob's regex (`automaton`), which also tells which directories can hold a match:
+//! no other is entered (`src/*.rs` reads two directories, not the whole tree). Symlinks are
+//! never followed, so a link to `/` or a link loop is one entry, not a way out or a hang
 //! (T24); a matching symlink is listed only if its target is inside the permitted roots, as
-//! the reference filters. Directories beneath which nothing can match are not entered
-//! (`prune`: `src/*.rs` reads two directories, not the whole tree). The walk reads at most `Limits::walk_entries` directory entries (one
+//! the reference filters. The walk reads at most `Limits::walk_entries` directory entries (one
 //! directory's listing included), checks a time budget, and is cancellable.
 
 use std::ffi::OsString;
@@ -20,7 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::GlobBuilder;
 use hands_protocol::toolset::{GlobInput, ToolOutput};
 use rustix::fs::{AtFlags, FileType};
 use tokio_util::sync::CancellationToken;
@@ -28,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::Session;
 use crate::grep::walk::{self, Target};
 
-mod prune;
+mod automaton;
 #[cfg(test)]
-mod prune_props;
+mod automaton_props;
 
 /// Entries matched between two looks at the clock and the token (every directory opened
 /// looks too).
@@ -66,13 +67,7 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
         Ok(g) => g,
         Err(e) => return err(format!("invalid pattern: {e}")),
     };
-    let pruner = prune::Pruner::new(&glob);
-    // A set of one: the set picks a cheap strategy (an extension, a literal, a prefix) where
-    // the pattern allows one, instead of running the glob's regex on every path.
-    let matcher = match GlobSetBuilder::new().add(glob).build() {
-        Ok(set) => set,
-        Err(e) => return err(format!("invalid pattern: {e}")),
-    };
+    let automaton = automaton::GlobAutomaton::new(glob);
     let (root_path, root_fd) = match input.path.as_deref().filter(|p| !p.is_empty()) {
         Some(p) => match session.roots.resolve(p) {
             Ok(r) => match walk::target(r) {
@@ -93,8 +88,7 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
 
     let mut globber = Globber {
         session,
-        matcher: &matcher,
-        pruner,
+        automaton,
         dirs_only,
         root_path: &root_path,
         started: Instant::now(),
@@ -157,9 +151,8 @@ struct Cancelled;
 /// One glob call's walk and what it found.
 struct Globber<'a> {
     session: &'a Session,
-    matcher: &'a GlobSet,
-    /// Which subdirectories can hold a match; `None`: all of them.
-    pruner: Option<prune::Pruner>,
+    /// What matches, and which subdirectories can hold a match.
+    automaton: automaton::GlobAutomaton,
     dirs_only: bool,
     root_path: &'a Path,
     started: Instant,
@@ -251,19 +244,10 @@ impl Globber<'_> {
                 path.push(b'/');
             }
             path.extend_from_slice(name.as_bytes());
-            if (!self.dirs_only || kind == FileType::Directory)
-                && self
-                    .matcher
-                    .is_match_candidate(&Candidate::new(std::ffi::OsStr::from_bytes(&path)))
-            {
+            if (!self.dirs_only || kind == FileType::Directory) && self.automaton.is_match(&path) {
                 self.record(&fd, &name, kind, &path);
             }
-            if kind == FileType::Directory
-                && self
-                    .pruner
-                    .as_mut()
-                    .is_none_or(|p| p.may_match_beneath(&path))
-            {
+            if kind == FileType::Directory && self.automaton.may_match_beneath(&path) {
                 subdirs.push(name);
             }
         }
