@@ -50,8 +50,9 @@ while [ "$i" -le "$runs" ]; do
 done
 echo "finished at $(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# Every table row "| tool | calls | p50 | p99 | CPU p50 | ...", and the first-call line, in
-# microseconds; per binary and tool: the runs' values in order, then their median.
+# Every table row "| tool | calls | p50 | p99 | CPU p50 | ...", and grep's first- and
+# second-call figures, in microseconds; per binary and tool: the runs' values in order, then
+# their median.
 for label in A B; do
     [ -e "$out/$label.1" ] || continue
     echo
@@ -65,7 +66,12 @@ for label in A B; do
                 name = c[2]; gsub(/^ +| +$/, "", name)
                 print name "\t" run "\t" us(c[4]) "\t" us(c[6])
             }
-            /^grep.s first call/ { sub(/.*: /, ""); print "grep first call\t" run "\t" us($0) "\t" }
+            /^grep.s first call/ {
+                first = $0; sub(/^[^:]*: /, "", first); sub(/;.*/, "", first)
+                second = $0; sub(/.*: /, "", second)
+                print "grep first call\t" run "\t" us(first) "\t"
+                print "grep second call\t" run "\t" us(second) "\t"
+            }
         ' "$f"
     done | sort -t"$(printf '\t')" -k1,1 -s | awk -F'\t' '
         function median(list,   a, n, i, j, t) {
