@@ -121,7 +121,10 @@ pub(crate) enum Cached {
     RuledOut,
     Content(Arc<Content>),
     /// Cached plain content that has no filter yet (searched once so far): the caller builds
-    /// it ([`Content::filter`]) and hands it back with [`ContentCache::add_filter`].
+    /// it ([`Content::filter`]) and hands it back with [`ContentCache::add_filter`]. Handed to
+    /// one caller only: the others that find it meanwhile get [`Cached::Content`] and search
+    /// it whole (cheaper than building the filter again), so a hundred sessions searching one
+    /// tree at once build each file's filter once, not a hundred times.
     Unfiltered(Arc<Content>),
 }
 
@@ -132,6 +135,8 @@ struct Slot {
     /// content's allocation (a cache miss per file, most of a lookup's cost when the filter
     /// rules the file out).
     filter: Option<Grams>,
+    /// A caller was handed the content to build its filter ([`Cached::Unfiltered`]).
+    filter_claimed: bool,
     /// The call that last used it.
     used: u64,
 }
@@ -229,7 +234,8 @@ impl ContentCache {
         };
         if slot.stamp == *stamp {
             slot.used = slot.used.max(call);
-            if slot.filter.is_none() && slot.content.plain {
+            if slot.filter.is_none() && slot.content.plain && !slot.filter_claimed {
+                slot.filter_claimed = true;
                 return Cached::Unfiltered(Arc::clone(&slot.content));
             }
             if !wanted(slot.filter.as_ref()) {
@@ -315,6 +321,7 @@ impl ContentCache {
                 stamp,
                 content,
                 filter: None,
+                filter_claimed: false,
                 used: call,
             },
         );
@@ -383,6 +390,13 @@ mod tests {
         let Cached::Unfiltered(found) = cache.lookup(&s, call, |_| true) else {
             panic!("expected the content without a filter");
         };
+        // Claimed by that lookup: another one meanwhile searches the content whole.
+        let mut asked = false;
+        let hit = cache.lookup(&s, call, |f| {
+            asked = true;
+            f.is_none()
+        });
+        assert!(matches!(hit, Cached::Content(_)) && asked);
         let filter = found.filter().unwrap();
         let size = filter.size();
         // For another version of the file: not kept.
