@@ -67,7 +67,7 @@ for label in A B; do
                 print name "\t" run "\t" us(c[4]) "\t" us(c[6])
             }
             /^grep.s first call/ {
-                first = $0; sub(/^[^:]*: /, "", first); sub(/;.*/, "", first)
+                first = $0; sub(/^[^)]*\): /, "", first); sub(/;.*/, "", first)
                 second = $0; sub(/.*: /, "", second)
                 print "grep first call\t" run "\t" us(first) "\t"
                 print "grep second call\t" run "\t" us(second) "\t"
