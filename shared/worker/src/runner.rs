@@ -377,9 +377,12 @@ async fn execute(
     abandon: CancellationToken,
     window: Duration,
 ) -> (Call, Option<ToolOutput>, Posted) {
-    // The tool's own figures, logged once its result is on its way (below): the log line is
-    // not on the path from the tool's end to the result's post.
-    let mut executed: Option<(bool, Duration)> = None;
+    // The tool's own figures, logged once its result is on its way: the log line is not on
+    // the path from the tool's end to the result's post.
+    let mut line = ExecutedLine {
+        executed: None,
+        posted: "not posted (the call's task ended first)",
+    };
     let output = match ready {
         Some(out) => out,
         None => {
@@ -402,14 +405,14 @@ async fn execute(
                 None => out,
             };
             let elapsed = started.elapsed();
-            executed = Some((out.is_error, elapsed));
+            line.executed = Some((out.is_error, elapsed));
             ctx.observer
                 .call_executed(&ctx.session_id, &call, &out, elapsed);
             out
         }
     };
     if abandon.is_cancelled() {
-        log_executed(executed, None);
+        line.posted = "not posted (lease lost)";
         return (
             call,
             None,
@@ -429,28 +432,34 @@ async fn execute(
         &abandon,
     )
     .await;
-    log_executed(executed, Some(&posted));
+    line.posted = match posted {
+        Posted::Accepted { .. } => "accepted",
+        Posted::Failed { .. } => "failed",
+    };
     ctx.observer.result_posted(&ctx.session_id, &call, &posted);
     (call, Some(output), posted)
 }
 
 /// The line every executed call gets (a carried-over result was executed by a predecessor,
-/// which logged it), with how its post ended.
-fn log_executed(executed: Option<(bool, Duration)>, posted: Option<&Posted>) {
-    let Some((is_error, elapsed)) = executed else {
-        return;
-    };
-    let posted = match posted {
-        Some(Posted::Accepted { .. }) => "accepted",
-        Some(Posted::Failed { .. }) => "failed",
-        None => "not posted (lease lost)",
-    };
-    tracing::info!(
-        is_error,
-        elapsed_us = elapsed.as_micros() as u64,
-        posted,
-        "tool call executed"
-    );
+/// which logged it), with how its post ended, written when this is dropped: at the end of
+/// `execute`, or when its future is dropped before the post ended (a shutdown), so no
+/// executed call goes without its line.
+struct ExecutedLine {
+    executed: Option<(bool, Duration)>,
+    posted: &'static str,
+}
+
+impl Drop for ExecutedLine {
+    fn drop(&mut self) {
+        if let Some((is_error, elapsed)) = self.executed.take() {
+            tracing::info!(
+                is_error,
+                elapsed_us = elapsed.as_micros() as u64,
+                posted = self.posted,
+                "tool call executed"
+            );
+        }
+    }
 }
 
 async fn run_tool(ctx: &SessionContext, call: &Call, cancel: &CancellationToken) -> ToolOutput {
