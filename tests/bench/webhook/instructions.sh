@@ -16,6 +16,8 @@
 set -uo pipefail
 kind=$1; bin=$2; secs=${3:-10}; conns=${4:-4}
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=receiver.sh
+. "$here/receiver.sh"
 secret="whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 port=$((19100 + RANDOM % 500))
 work=$(mktemp -d /tmp/webhook-instructions-XXXXXX)
@@ -29,24 +31,11 @@ run="i$RANDOM"
 python3 "$here/gen_deliveries.py" --secret "$secret" --count 60000 --run "${run}v" > "$work/valid.tsv"
 python3 "$here/gen_deliveries.py" --secret "$secret" --count 20000 --run "${run}w" > "$work/warm.tsv"
 export ANTHROPIC_WEBHOOK_SIGNING_KEY=$secret
-case $kind in
-    hands)
-        export ANTHROPIC_ENVIRONMENT_ID=env_bench ANTHROPIC_ENVIRONMENT_KEY=sk-bench-never-used \
-            ANTHROPIC_BASE_URL=http://127.0.0.1:9
-        cmd=("$bin" serve --listen "127.0.0.1:$port" --drain-interval 0) ;;
-    hello) cmd=("$bin" "127.0.0.1:$port") ;;
-    hello-direct) cmd=("$bin" "127.0.0.1:$port" --direct) ;;
-    *) echo "unknown receiver $kind" >&2; exit 2 ;;
-esac
+receiver_command "$kind" "$bin" "$port"
 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "${cmd[@]}" \
     2>"$work/receiver.log" &
 pid=$!
-up=
-for _ in $(seq 1 300); do
-    (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && { up=1; break; }
-    sleep 0.2
-done
-[ -n "$up" ] || { echo "the receiver did not start; its log:" >&2; cat "$work/receiver.log" >&2; exit 1; }
+wait_for_receiver "$port" 300 0.2 "$work/receiver.log"
 load() {
     DELIVERIES=$1 wrk -t1 -c"$conns" -d"$2" -s "$here/deliveries.lua" \
         "http://127.0.0.1:$port/webhook"
@@ -63,8 +52,7 @@ sleep 1
 callgrind_control -d "$pid" >/dev/null 2>&1
 sleep 0.5
 kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
-total=$(grep -oE '[0-9]+ requests in' "$work/valid.txt" | cut -d' ' -f1)
-non2xx=$(grep -oE 'Non-2xx or 3xx responses: [0-9]+' "$work/valid.txt" | grep -oE '[0-9]+$')
+wrk_answered "$work/valid.txt"
 dump=$(ls "$work"/callgrind.out.* 2>/dev/null | sort | head -1)
 instructions=$(grep -E '^summary:' "$dump" 2>/dev/null | awk '{print $2}')
 if [ -z "$total" ] || [ -z "$instructions" ]; then

@@ -17,6 +17,8 @@
 set -uo pipefail
 kind=$1; bin=$2; secs=${3:-5}; conns=${4:-16}
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=receiver.sh
+. "$here/receiver.sh"
 secret="whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 port=$((19600 + RANDOM % 300))
 work=$(mktemp -d /tmp/webhook-syscalls-XXXXXX)
@@ -33,23 +35,10 @@ run="c$RANDOM"
 python3 "$here/gen_deliveries.py" --secret "$secret" --count 300000 --run "${run}v" > "$work/valid.tsv"
 python3 "$here/gen_deliveries.py" --secret "$secret" --count 20000 --run "${run}w" > "$work/warm.tsv"
 export ANTHROPIC_WEBHOOK_SIGNING_KEY=$secret
-case $kind in
-    hands)
-        export ANTHROPIC_ENVIRONMENT_ID=env_bench ANTHROPIC_ENVIRONMENT_KEY=sk-bench-never-used \
-            ANTHROPIC_BASE_URL=http://127.0.0.1:9
-        cmd=("$bin" serve --listen "127.0.0.1:$port" --drain-interval 0) ;;
-    hello) cmd=("$bin" "127.0.0.1:$port") ;;
-    hello-direct) cmd=("$bin" "127.0.0.1:$port" --direct) ;;
-    *) echo "unknown receiver $kind" >&2; exit 2 ;;
-esac
+receiver_command "$kind" "$bin" "$port"
 taskset -c 0 "${cmd[@]}" >/dev/null 2>"$work/receiver.log" &
 pid=$!
-up=
-for _ in $(seq 1 100); do
-    (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && { up=1; break; }
-    sleep 0.1
-done
-[ -n "$up" ] || { echo "the receiver did not start; its log:" >&2; cat "$work/receiver.log" >&2; exit 1; }
+wait_for_receiver "$port" 100 0.1 "$work/receiver.log"
 load() {
     DELIVERIES=$1 taskset -c 1 wrk -t1 -c"$conns" -d"$2" -s "$here/deliveries.lua" \
         "http://127.0.0.1:$port/webhook"
@@ -63,8 +52,7 @@ sleep 0.3
 load "$work/valid.tsv" "${secs}s" > "$work/valid.txt"
 sleep 0.3
 kill -INT "$perf"; wait "$perf"
-total=$(grep -oE '[0-9]+ requests in' "$work/valid.txt" | cut -d' ' -f1)
-non2xx=$(grep -oE 'Non-2xx or 3xx responses: [0-9]+' "$work/valid.txt" | grep -oE '[0-9]+$')
+wrk_answered "$work/valid.txt"
 if [ -z "$total" ] || [ "$total" -eq 0 ]; then
     echo "no deliveries; wrk said:" >&2; cat "$work/valid.txt" >&2; exit 1
 fi
