@@ -2,8 +2,8 @@
 //!
 //! Both questions go to one lazy DFA built from the glob's own regex (the one `globset`
 //! matches with, with `globset`'s syntax options), anchored at the start of the path relative
-//! to the walk's root. Building it costs ~15-20 µs; `globset`'s own matcher for a pattern that
-//! needs a regex (`src/mod05/*.rs`) took 130-240 µs to build here, more than the walk of one
+//! to the walk's root. Building it costs 14-20 µs; `globset`'s own matcher for a pattern that
+//! needs a regex (`src/mod05/*.rs`) took 127-241 µs to build here, more than the walk of one
 //! directory, so the lazy DFA answers both and `globset` is built only if the DFA cannot
 //! answer (its cache given up, a quit byte: not expected for a glob's regex).
 //!
