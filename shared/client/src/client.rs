@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use hands_protocol::error::ErrorBody;
+use http_body_util::Full;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -16,6 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::credential::Credential;
 use crate::error::{ApiError, parse_retry_after, parse_should_retry, with_causes};
+use crate::lane::Lane;
 
 /// The beta every worker call must carry; session routes 404 without it (PROTOCOL.md §2).
 pub const MANAGED_AGENTS_BETA: &str = "managed-agents-2026-04-01";
@@ -66,7 +68,8 @@ impl ClientConfig {
 #[error("cannot build the control-plane client: {0}")]
 pub struct BuildError(String);
 
-/// A control-plane client. Cheap to clone; one connection pool per process.
+/// A control-plane client. Cheap to clone; per process one pool of connections for the calls
+/// that read their answer whole (the lane, see `lane`) and one, reqwest's, for streams.
 #[derive(Clone, Debug)]
 pub struct ControlPlane {
     inner: Arc<Inner>,
@@ -75,6 +78,8 @@ pub struct ControlPlane {
 #[derive(Debug)]
 struct Inner {
     http: reqwest::Client,
+    /// Where calls that read their answer whole go, unless a proxy is configured (see `lane`).
+    lane: Option<Lane>,
     base: String,
     config: ClientConfig,
 }
@@ -156,6 +161,13 @@ impl ControlPlane {
         );
         let tls = crate::tls::client_config()
             .map_err(|e| BuildError(format!("TLS configuration: {e}")))?;
+        let mut lane_headers = headers.clone();
+        lane_headers.insert(
+            reqwest::header::USER_AGENT,
+            HeaderValue::from_str(&config.user_agent)
+                .map_err(|e| BuildError(format!("user agent: {e}")))?,
+        );
+        let lane = Lane::new(&config, lane_headers, tls.clone());
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .default_headers(headers)
@@ -167,7 +179,12 @@ impl ControlPlane {
             .build()
             .map_err(|e| BuildError(e.to_string()))?;
         Ok(ControlPlane {
-            inner: Arc::new(Inner { http, base, config }),
+            inner: Arc::new(Inner {
+                http,
+                lane,
+                base,
+                config,
+            }),
         })
     }
 
@@ -181,6 +198,9 @@ impl ControlPlane {
 
     /// Sends a call and reads its body within the cap; non-2xx answers become [`ApiError`].
     pub(crate) async fn send(&self, call: Call<'_>) -> Result<Reply, ApiError> {
+        if let Some(lane) = &self.inner.lane {
+            return self.send_on_lane(lane, call).await;
+        }
         let method_name = method_str(&call.method);
         let path = call.path.clone();
         let credential = call.credential;
@@ -191,20 +211,110 @@ impl ControlPlane {
             return Err(ApiError::Redirect { path, status });
         }
         let body = scrub_body(self.read_body(&path, response).await?, credential);
-        if status.is_success() {
-            return Ok(Reply { status, body });
-        }
-        let parsed = serde_json::from_slice::<ErrorBody>(&body)
-            .ok()
-            .map(Box::new);
-        Err(ApiError::Status {
-            method: method_name,
+        reply(method_name, path, status, &headers, body)
+    }
+
+    /// [`Self::send`] through the lane: the same request, the same rules, one timeout over the
+    /// whole exchange (as reqwest's per-request timeout is).
+    async fn send_on_lane(&self, lane: &Lane, call: Call<'_>) -> Result<Reply, ApiError> {
+        let method_name = method_str(&call.method);
+        let path = call.path.clone();
+        let credential = call.credential;
+        let timeout = call.timeout.unwrap_or(self.inner.config.request_timeout);
+        let request = self.lane_request(lane, call)?;
+        let limit = self.inner.config.max_response_bytes;
+        let transport =
+            |e: &dyn std::error::Error| ApiError::Transport(redact(&with_causes(e), credential));
+        let exchange = async {
+            let response = lane
+                .client
+                .request(request)
+                .await
+                .map_err(|e| transport(&e))?;
+            let (parts, body) = response.into_parts();
+            if parts.status.is_redirection() {
+                return Err(ApiError::Redirect {
+                    path: path.clone(),
+                    status: parts.status,
+                });
+            }
+            let body = read_capped(
+                limit,
+                parts.headers.get(reqwest::header::CONTENT_LENGTH),
+                body,
+            )
+            .await
+            .map_err(|e| match e {
+                Capped::TooLarge => ApiError::TooLarge {
+                    path: path.clone(),
+                    limit,
+                },
+                Capped::Transport(e) => transport(&e),
+            })?;
+            Ok((parts.status, parts.headers, body))
+        };
+        let (status, headers, body) = match tokio::time::timeout(timeout, exchange).await {
+            Ok(answer) => answer?,
+            Err(_) => {
+                return Err(ApiError::Transport(format!(
+                    "{method_name} {path}: no complete answer within {timeout:?} (timed out)"
+                )));
+            }
+        };
+        reply(
+            method_name,
             path,
             status,
-            body: parsed,
-            retry_after: parse_retry_after(&headers, SystemTime::now()),
-            should_retry: parse_should_retry(&headers),
-        })
+            &headers,
+            scrub_body(body, credential),
+        )
+    }
+
+    /// The request `start` would send through reqwest, for the lane.
+    fn lane_request(
+        &self,
+        lane: &Lane,
+        call: Call<'_>,
+    ) -> Result<http::Request<Full<Bytes>>, ApiError> {
+        let invalid = |what: &str| ApiError::Decode {
+            path: call.path.clone(),
+            message: format!("cannot build the request: {what}"),
+        };
+        let mut uri = String::with_capacity(self.inner.base.len() + call.path.len() + 64);
+        uri.push_str(&self.inner.base);
+        uri.push_str(&call.path);
+        if !call.query.is_empty() {
+            uri.push('?');
+            uri.push_str(
+                &serde_urlencoded::to_string(&call.query).map_err(|e| invalid(&e.to_string()))?,
+            );
+        }
+        // As reqwest merges them: the call's own headers, and a default only where the call
+        // set no header of that name.
+        let mut headers = lane.headers.clone();
+        for (k, _) in &call.headers {
+            headers.remove(*k);
+        }
+        if let Some(auth) = call.credential.header_value() {
+            headers.insert(reqwest::header::AUTHORIZATION, auth);
+        }
+        for (k, v) in &call.headers {
+            let value = HeaderValue::from_str(v).map_err(|_| invalid(&format!("header {k}")))?;
+            headers.append(*k, value);
+        }
+        if call.json.is_some() {
+            headers.insert(
+                reqwest::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        let mut request = http::Request::builder()
+            .method(call.method.clone())
+            .uri(uri)
+            .body(Full::new(call.json.clone().unwrap_or_default()))
+            .map_err(|e| invalid(&e.to_string()))?;
+        *request.headers_mut() = headers;
+        Ok(request)
     }
 
     /// Sends a call and returns the response unread (for streams and downloads). Non-2xx
@@ -283,6 +393,63 @@ impl ControlPlane {
         }
         Ok(body.freeze())
     }
+}
+
+/// A read answer: the reply when it succeeded, else the error its status and body say.
+fn reply(
+    method_name: &'static str,
+    path: String,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    if status.is_success() {
+        return Ok(Reply { status, body });
+    }
+    let parsed = serde_json::from_slice::<ErrorBody>(&body)
+        .ok()
+        .map(Box::new);
+    Err(ApiError::Status {
+        method: method_name,
+        path,
+        status,
+        body: parsed,
+        retry_after: parse_retry_after(headers, SystemTime::now()),
+        should_retry: parse_should_retry(headers),
+    })
+}
+
+/// Why a capped read of a body stopped.
+enum Capped {
+    TooLarge,
+    Transport(hyper::Error),
+}
+
+/// A lane answer's body, refused past `limit` bytes (by its length when it declares one).
+async fn read_capped(
+    limit: usize,
+    declared: Option<&HeaderValue>,
+    mut body: hyper::body::Incoming,
+) -> Result<Bytes, Capped> {
+    use http_body_util::BodyExt;
+    if declared
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+    {
+        return Err(Capped::TooLarge);
+    }
+    let mut out = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Capped::Transport)?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(Capped::TooLarge);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
 }
 
 /// Decodes a JSON body.

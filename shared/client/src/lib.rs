@@ -10,6 +10,7 @@
 mod client;
 mod credential;
 mod error;
+mod lane;
 mod memory;
 mod retry;
 mod sessions;

@@ -756,3 +756,57 @@ async fn sse_drops_unnamed_frames_skips_pings_and_surfaces_server_errors() {
     assert_eq!(third.id(), Some("sevt_2"));
     assert!(guarded(stream.next()).await.is_none(), "the stream ended");
 }
+
+// ---------------------------------------------------------------- the request itself
+
+/// What a call puts on the wire, whichever HTTP stack sends it (the lane, or reqwest where a
+/// proxy is configured): the method, the path with its query, the credential, the beta, the
+/// API version, the user agent and the call's own headers; a JSON body with its type.
+#[tokio::test]
+async fn a_call_carries_its_query_credential_and_every_header() {
+    let seen: Arc<std::sync::Mutex<Vec<(String, String, HeaderMap)>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let base = serve(Router::new().fallback(any(
+        move |method: axum::http::Method, uri: axum::http::Uri, h: HeaderMap| {
+            let record = Arc::clone(&record);
+            async move {
+                record
+                    .lock()
+                    .unwrap()
+                    .push((method.to_string(), uri.to_string(), h));
+                (StatusCode::OK, axum::Json(work_item_json()))
+            }
+        },
+    )))
+    .await;
+    let cp = client(&base);
+    let opts = PollOptions {
+        block_ms: Some(250),
+        reclaim_older_than_ms: Some(2000),
+        worker_id: Some("worker-7".into()),
+    };
+    let item = guarded(cp.poll(&key(), ENV, &opts)).await.unwrap();
+    assert_eq!(item.map(|i| i.id), Some("work_1".to_owned()));
+    let seen = seen.lock().unwrap();
+    let (method, uri, headers) = &seen[0];
+    assert_eq!(method, "GET");
+    assert_eq!(
+        uri,
+        &format!("/v1/environments/{ENV}/work/poll?block_ms=250&reclaim_older_than_ms=2000")
+    );
+    let header = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(header("authorization"), [format!("Bearer {KEY}")]);
+    assert_eq!(
+        header("anthropic-beta"),
+        [hands_client::MANAGED_AGENTS_BETA]
+    );
+    assert_eq!(header("anthropic-version"), ["2023-06-01"]);
+    assert_eq!(header("anthropic-worker-id"), ["worker-7"]);
+    assert!(header("user-agent")[0].starts_with("hands/"), "{headers:?}");
+}

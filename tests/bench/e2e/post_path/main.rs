@@ -6,9 +6,9 @@
 //! frames. This measures that part alone: the same `POST /v1/sessions/{id}/events` of a tool
 //! result, answered by a loopback server (a child process on another CPU) with the echo the
 //! control plane sends, through
-//! - `hands-client` (`ControlPlane::send_events`, what the worker uses: reqwest with its pool,
-//!   URL parse, per-request timeout, retry and redirect layers, then the echo checked and
-//!   counted, the credential scrubbed),
+//! - `hands-client` (`ControlPlane::send_events`, what the worker uses: its lane over
+//!   hyper-util's pooled client, or reqwest where a proxy is configured; then the echo checked
+//!   and counted, the credential scrubbed),
 //! - hyper-util's pooled client (`client::legacy`, what reqwest is built on) and
 //! - one hyper HTTP/1 connection (`hyper::client::conn::http1`), both doing the same work
 //!   around the request: the same JSON, the same headers, the echo scrubbed and counted.
@@ -17,6 +17,9 @@
 //! requests on a single-threaded worker pinned to one CPU as in the e2e benchmark: the median and
 //! p90 round trip, and the client process's CPU time per request (user + system, from
 //! `getrusage`). Usage: `hands-post-bench [--requests N] [--client-cpu C --server-cpu S]`.
+//! With `HTTP_PROXY=http://127.0.0.1:9 NO_PROXY=127.0.0.1` in the environment `hands-client`
+//! takes its reqwest path instead (and `NO_PROXY` keeps reqwest off the proxy): the same client
+//! before and after its lane.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -143,7 +146,7 @@ async fn measure(port: u16, requests: usize) -> anyhow::Result<()> {
             format!("{} KiB", size / 1024)
         };
         let names = [
-            "hands-client (reqwest)",
+            "hands-client",
             "hyper-util's pooled client",
             "one hyper HTTP/1 connection",
         ];
