@@ -226,11 +226,7 @@ impl ControlPlane {
         let transport =
             |e: &dyn std::error::Error| ApiError::Transport(redact(&with_causes(e), credential));
         let exchange = async {
-            let response = lane
-                .client
-                .request(request)
-                .await
-                .map_err(|e| transport(&e))?;
+            let response = lane.request(request).await.map_err(|e| transport(&e))?;
             let (parts, body) = response.into_parts();
             if parts.status.is_redirection() {
                 return Err(ApiError::Redirect {
