@@ -4,7 +4,7 @@
 //! a retry layer, a redirect layer and its proxy matcher around hyper-util's pooled client. On
 //! the project's VM that cost ~35 µs of CPU per post (`hands-post-bench`: 104-112 µs through
 //! reqwest against 69-74 µs through hyper-util's client, for the same request and the same work
-//! on its answer), a sixth of hands' own share of a round trip. Calls that read their answer
+//! on its answer), about a fifth of hands' own share of a round trip. Calls that read their answer
 //! whole (`ControlPlane::send`) go this way; streams stay on reqwest.
 //!
 //! Same rules as reqwest's path: the same TLS set-up (system roots, HTTP/2 and HTTP/1.1 by
@@ -30,7 +30,7 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// hyper-util's pooled client with the control plane's default headers.
 pub(crate) struct Lane {
-    pub client: Client<Connector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     /// Sent with every call (the beta, the API version, the user agent).
     pub headers: HeaderMap,
 }
@@ -95,9 +95,7 @@ impl Lane {
             .build(https);
         Some(Lane { client, headers })
     }
-}
 
-impl Lane {
     /// Sends `request`, and sends it again (twice at most, at once) where the server refused it
     /// in a way that says it was not processed, as reqwest does by default: an HTTP/2 graceful
     /// shutdown (GOAWAY with NO_ERROR, a load balancer rotating its connections) or a stream it
