@@ -162,7 +162,14 @@ mod tests {
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .finish();
-        tracing::subscriber::with_default(subscriber, f);
+        tracing::subscriber::with_default(subscriber, || {
+            // Another test's thread may have registered a callsite of this crate while this
+            // subscriber was being set up, and cached "no one is interested" for it: ask every
+            // callsite again now that the subscriber is in place (a run under load once lost
+            // the warning this way).
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        });
         String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
     }
 
