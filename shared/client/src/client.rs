@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use hands_protocol::error::ErrorBody;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -234,19 +234,14 @@ impl ControlPlane {
                     status: parts.status,
                 });
             }
-            let body = read_capped(
-                limit,
-                parts.headers.get(reqwest::header::CONTENT_LENGTH),
-                body,
-            )
-            .await
-            .map_err(|e| match e {
-                Capped::TooLarge => ApiError::TooLarge {
-                    path: path.clone(),
-                    limit,
-                },
-                Capped::Transport(e) => transport(&e),
-            })?;
+            let declared = parts
+                .headers
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            let body = read_capped(&path, limit, declared, body.into_data_stream(), |e| {
+                transport(e)
+            })
+            .await?;
             Ok((parts.status, parts.headers, body))
         };
         let (status, headers, body) = match tokio::time::timeout(timeout, exchange).await {
@@ -335,16 +330,7 @@ impl ControlPlane {
             self.read_body(&path, response).await.unwrap_or_default(),
             credential,
         );
-        Err(ApiError::Status {
-            method: method_name,
-            path,
-            status,
-            body: serde_json::from_slice::<ErrorBody>(&body)
-                .ok()
-                .map(Box::new),
-            retry_after: parse_retry_after(&headers, SystemTime::now()),
-            should_retry: parse_should_retry(&headers),
-        })
+        Err(status_error(method_name, path, status, &headers, &body))
     }
 
     async fn start(&self, call: Call<'_>) -> Result<reqwest::Response, ApiError> {
@@ -368,26 +354,15 @@ impl ControlPlane {
     }
 
     async fn read_body(&self, path: &str, response: reqwest::Response) -> Result<Bytes, ApiError> {
-        let limit = self.inner.config.max_response_bytes;
-        if response.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(ApiError::TooLarge {
-                path: path.to_owned(),
-                limit,
-            });
-        }
-        let mut body = BytesMut::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ApiError::Transport(with_causes(&e)))?;
-            if body.len() + chunk.len() > limit {
-                return Err(ApiError::TooLarge {
-                    path: path.to_owned(),
-                    limit,
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body.freeze())
+        let declared = response.content_length();
+        read_capped(
+            path,
+            self.inner.config.max_response_bytes,
+            declared,
+            response.bytes_stream(),
+            |e| ApiError::Transport(with_causes(e)),
+        )
+        .await
     }
 }
 
@@ -402,50 +377,54 @@ fn reply(
     if status.is_success() {
         return Ok(Reply { status, body });
     }
-    let parsed = serde_json::from_slice::<ErrorBody>(&body)
-        .ok()
-        .map(Box::new);
-    Err(ApiError::Status {
+    Err(status_error(method_name, path, status, headers, &body))
+}
+
+/// The error a non-2xx answer stands for: its status, its error body if it has one, and what
+/// its headers say about retrying.
+fn status_error(
+    method_name: &'static str,
+    path: String,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiError {
+    ApiError::Status {
         method: method_name,
         path,
         status,
-        body: parsed,
+        body: serde_json::from_slice::<ErrorBody>(body).ok().map(Box::new),
         retry_after: parse_retry_after(headers, SystemTime::now()),
         should_retry: parse_should_retry(headers),
-    })
+    }
 }
 
-/// Why a capped read of a body stopped.
-enum Capped {
-    TooLarge,
-    Transport(hyper::Error),
-}
-
-/// A lane answer's body, refused past `limit` bytes (by its length when it declares one).
-async fn read_capped(
+/// A body read whole, refused past `limit` bytes (from its declared length when it has one,
+/// else once the chunks read exceed it), whichever HTTP stack it comes from.
+async fn read_capped<E>(
+    path: &str,
     limit: usize,
-    declared: Option<&HeaderValue>,
-    mut body: hyper::body::Incoming,
-) -> Result<Bytes, Capped> {
-    use http_body_util::BodyExt;
-    if declared
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > limit as u64)
-    {
-        return Err(Capped::TooLarge);
+    declared: Option<u64>,
+    chunks: impl futures::Stream<Item = Result<Bytes, E>>,
+    transport: impl Fn(&E) -> ApiError,
+) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::TooLarge {
+        path: path.to_owned(),
+        limit,
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
     }
-    let mut out = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(Capped::Transport)?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > limit {
-                return Err(Capped::TooLarge);
-            }
-            out.extend_from_slice(&data);
+    let mut body = BytesMut::new();
+    let mut chunks = std::pin::pin!(chunks);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| transport(&e))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
         }
+        body.extend_from_slice(&chunk);
     }
-    Ok(out.freeze())
+    Ok(body.freeze())
 }
 
 /// Decodes a JSON body.
