@@ -5,7 +5,10 @@
 //! directory opened beneath the walk's root without following a symlink anywhere on the way,
 //! read with `getdents64`, its entries sorted by name, and each matching entry stated relative
 //! to its directory, so a symlink swapped in mid-walk is never followed and a path is never
-//! looked up from `/`. Nothing is filtered (the reference lists hidden files, `.git` and
+//! looked up from `/`. The listing of a directory unchanged since an earlier `grep` or `glob`
+//! read it is taken from the listings they keep (`grep::listings`: checked by an `fstat` of
+//! the directory just opened), not read again; the matches' modification times are always
+//! stated afresh. Nothing is filtered (the reference lists hidden files, `.git` and
 //! ignored files too). Patterns are `globset` globs with `literal_separator` (`*` stays within
 //! one component, `**` crosses them), matched against the path relative to the root by a lazy
 //! DFA of the glob's regex (`automaton`), which also tells which directories can hold a match:
@@ -226,7 +229,11 @@ impl Globber<'_> {
             return Ok(None);
         };
         let budget = self.session.limits.walk_entries - self.read;
-        let listing = walk::read_entries(&fd, budget, buf);
+        let reuse = walk::Reuse {
+            listings: &self.session.grep_cache.listings,
+            settle: self.session.limits.grep_cache_settle,
+        };
+        let listing = walk::read_listing(&fd, budget, buf, Some(reuse));
         self.read += listing.read;
         if listing.truncated {
             self.stopped = Some(Stop::Entries);

@@ -1,6 +1,8 @@
-//! Directory listings kept between `grep` calls, so a search of an unchanged tree does not
-//! read every directory again (on ext4 a `getdents64` pass over a hashed directory builds a
-//! tree of all its entries: ~20 µs for 50 entries, most of the walk's cost).
+//! Directory listings kept between `grep` and `glob` calls, so a search or a glob of an
+//! unchanged tree does not read every directory again (on ext4 a `getdents64` pass over a
+//! hashed directory builds a tree of all its entries: ~20 µs for 50 entries, most of the
+//! walk's cost). A listing holds every entry with its type; grep keeps the directories and
+//! regular files of it, glob lists the rest too.
 //!
 //! A listing is trusted on the same terms as cached file content (`cache`): keyed by the
 //! directory's `(st_dev, st_ino)`, used only while an `fstat` of the directory just opened

@@ -293,6 +293,49 @@ fn a_changed_directory_is_listed_again() {
     );
 }
 
+/// `glob` keeps and reuses the same directory listings as `grep`: a listing kept by either
+/// serves the other, each sees what it lists (glob a symlink too, grep regular files only),
+/// and a directory changed after being kept is read again by both.
+#[test]
+fn glob_and_grep_share_the_kept_listings() {
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    t.write("sub/a.txt", "hit\n");
+    t.write("b.txt", "hit\n");
+    std::os::unix::fs::symlink("b.txt", t.ws.join("link.txt")).unwrap();
+    settle();
+    let glob = |pattern: &str| {
+        let input = hands_protocol::toolset::GlobInput {
+            pattern: pattern.into(),
+            path: None,
+        };
+        let out = crate::glob::run(&t.tools.session, input, &CancellationToken::new());
+        assert!(!out.is_error, "{out:?}");
+        let [ContentBlock::Text { text }] = out.content.as_slice() else {
+            panic!("expected one text block, got {out:?}");
+        };
+        let prefix = format!("{}/", t.ws.display());
+        let mut listed: Vec<String> = text
+            .lines()
+            .map(|l| l.strip_prefix(&prefix).unwrap().to_owned())
+            .collect();
+        listed.sort_unstable();
+        listed
+    };
+    assert_eq!(glob("**/*.txt"), ["b.txt", "link.txt", "sub/a.txt"]);
+    // The root and sub, kept by the glob with the symlink among the root's entries.
+    assert_eq!(t.cache.listings.len(), 2);
+    // grep walks the kept listings and searches the regular files only.
+    assert_eq!(t.files("hit"), ["b.txt", "sub/a.txt"]);
+    assert_eq!(t.cache.listings.len(), 2);
+    // A glob served from the kept listings lists the same.
+    assert_eq!(glob("**/*.txt"), ["b.txt", "link.txt", "sub/a.txt"]);
+    // A change to a kept directory is seen by both.
+    std::fs::remove_file(t.ws.join("link.txt")).unwrap();
+    t.write("sub/c.txt", "hit\n");
+    assert_eq!(glob("**/*.txt"), ["b.txt", "sub/a.txt", "sub/c.txt"]);
+    assert_eq!(t.files("hit"), ["b.txt", "sub/a.txt", "sub/c.txt"]);
+}
+
 /// `grep` with `tools`, its one text block.
 fn grep_with(tools: &Toolset, pattern: &str) -> String {
     let input = GrepInput {

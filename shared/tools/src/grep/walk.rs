@@ -187,7 +187,7 @@ pub(crate) fn dents_buffer() -> DentsBuffer {
 }
 
 /// Reads the open directory `fd`, at most `budget` of its entries.
-pub(crate) fn read_entries(fd: &OwnedFd, budget: usize, buf: &mut [MaybeUninit<u8>]) -> DirEntries {
+fn read_entries(fd: &OwnedFd, budget: usize, buf: &mut [MaybeUninit<u8>]) -> DirEntries {
     let mut dir = RawDir::new(fd, buf);
     let mut out = DirEntries {
         entries: Vec::new(),
@@ -230,7 +230,7 @@ pub(crate) struct Reuse<'a> {
 
 /// Reads directory `rel`, at most `budget` of its entries, keeping its directories and regular
 /// files (what grep walks into and searches); with `reuse`, from the listing kept of it when
-/// the directory is unchanged, and keeping the listing read when it may be.
+/// the directory is unchanged (see [`read_listing`]).
 fn read_dir(
     root: BorrowedFd<'_>,
     rel: &Path,
@@ -240,15 +240,31 @@ fn read_dir(
     reuse: Option<Reuse<'_>>,
 ) -> rustix::io::Result<DirEntries> {
     let fd = open(root, rel, false)?;
+    let mut out = read_listing(&fd, budget, buf, reuse);
+    out.entries
+        .retain(|(_, kind)| matches!(kind, FileType::Directory | FileType::RegularFile));
+    Ok(out)
+}
+
+/// Reads the open directory `fd`, at most `budget` of its entries (every kind: `glob` lists
+/// symlinks and the rest too); with `reuse`, from the listing kept of it when an `fstat` of
+/// `fd` gives the stamp it was kept under, and keeping what is read when the directory has
+/// settled (see `listings`).
+pub(crate) fn read_listing(
+    fd: &OwnedFd,
+    budget: usize,
+    buf: &mut [MaybeUninit<u8>],
+    reuse: Option<Reuse<'_>>,
+) -> DirEntries {
     // The stamp of what is read, taken before reading, and the time before that (as for file
     // content: a change during or after the read gets a later ctime).
     let now = SystemTime::now();
     let stamp = match reuse {
-        Some(reuse) => match rustix::fs::fstat(&fd) {
+        Some(reuse) => match rustix::fs::fstat(fd) {
             Ok(st) => {
                 let stamp = Stamp::of(&st);
                 if let Some(kept) = reuse.listings.get(&stamp, budget) {
-                    return Ok(kept);
+                    return kept;
                 }
                 Some((reuse, stamp))
             }
@@ -256,15 +272,13 @@ fn read_dir(
         },
         None => None,
     };
-    let mut out = read_entries(&fd, budget, buf);
-    out.entries
-        .retain(|(_, kind)| matches!(kind, FileType::Directory | FileType::RegularFile));
+    let out = read_entries(fd, budget, buf);
     if let Some((reuse, stamp)) = stamp
         && stamp.settled(reuse.settle, now)
     {
         reuse.listings.insert(stamp, &out);
     }
-    Ok(out)
+    out
 }
 
 /// How [`list_with`] opens a directory (see [`open_dir`]).
