@@ -245,7 +245,7 @@ pub fn render(
         }
         let _ = writeln!(
             s,
-            "\nBack to back: each session sends its next call as soon as the result is stored (a stress figure: the tools' own work queues on the worker's CPU). Paced: before each call but the first (the session starts with it) the session waits a model think time drawn uniformly from 0.5-1.5 × the mean (seed {seed}); the round trip never includes that wait. RSS is `VmRSS` sampled every 50 ms; the shells' figure sums the `VmRSS` of every process the worker started (shared pages counted in each).\n"
+            "\nBack to back: each session sends its next call as soon as the result is stored (a stress figure: the tools' own work queues on the worker's CPU). Paced: before each call, the first included (the model's first turn, while the worker claims the session), the session waits a model think time drawn uniformly from 0.5-1.5 × the mean (seed {seed}); the round trip never includes that wait. RSS is `VmRSS` sampled every 50 ms; the shells' figure sums the `VmRSS` of every process the worker started (shared pages counted in each).\n"
         );
 
         // What sets p99 at scale: the same figure per tool.

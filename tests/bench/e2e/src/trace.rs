@@ -153,12 +153,14 @@ pub fn calls(k: usize) -> Vec<Call> {
 
 /// Model think time before each call of session `k`, in ms: uniform in 0.5-1.5 × `mean_ms`,
 /// drawn from a generator seeded by (`seed`, `k`), so a rerun with the same seed waits the same.
-/// The first call has none (the session starts with it). All zero when `mean_ms` is 0.
+/// The first call waits too: in a real session the model writes its first tool call after the
+/// session starts running, which is when the worker claims it (and starts its shell). All zero
+/// when `mean_ms` is 0.
 pub fn think_ms(seed: u64, k: usize, calls: usize, mean_ms: u64) -> Vec<u64> {
     let mut state = seed ^ (k as u64).wrapping_mul(0xA076_1D64_78BD_642F);
     (0..calls)
-        .map(|i| {
-            if i == 0 || mean_ms == 0 {
+        .map(|_| {
+            if mean_ms == 0 {
                 return 0;
             }
             // splitmix64: small, good enough to spread pauses, and the same on every machine.
@@ -232,9 +234,8 @@ mod tests {
         assert_eq!(a, think_ms(7, 3, 200, 1000));
         assert_ne!(a, think_ms(7, 4, 200, 1000), "sessions think differently");
         assert_ne!(a, think_ms(8, 3, 200, 1000), "the seed matters");
-        assert_eq!(a[0], 0);
-        assert!(a[1..].iter().all(|&ms| (500..=1500).contains(&ms)));
-        let mean = a[1..].iter().sum::<u64>() as f64 / 199.0;
+        assert!(a.iter().all(|&ms| (500..=1500).contains(&ms)));
+        let mean = a.iter().sum::<u64>() as f64 / 200.0;
         assert!((900.0..1100.0).contains(&mean), "mean {mean}");
         assert!(think_ms(7, 3, 200, 0).iter().all(|&ms| ms == 0));
     }
@@ -245,11 +246,13 @@ mod tests {
         let think = think_ms(1, 0, c.len(), 100);
         let s = serde_json::to_value(script("t", &c, &think, 1000, true).unwrap()).unwrap();
         let steps = s["steps"].as_array().unwrap();
-        // 200 calls, 199 waits, one idle.
-        assert_eq!(steps.len(), 400);
-        assert_eq!(steps[0]["step"], "tool_use");
-        assert_eq!(steps[1]["step"], "wait");
-        assert_eq!(steps[1]["ms"], think[1]);
-        assert_eq!(steps[2]["step"], "tool_use");
+        // 200 calls, each after its wait (the first included), one idle.
+        assert_eq!(steps.len(), 401);
+        assert_eq!(steps[0]["step"], "wait");
+        assert_eq!(steps[0]["ms"], think[0]);
+        assert_eq!(steps[1]["step"], "tool_use");
+        assert_eq!(steps[2]["step"], "wait");
+        assert_eq!(steps[2]["ms"], think[1]);
+        assert_eq!(steps[3]["step"], "tool_use");
     }
 }
