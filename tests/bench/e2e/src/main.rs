@@ -33,7 +33,8 @@ pub struct Args {
     /// Where the 2,000-file repository is generated (kept between runs).
     #[arg(long, default_value = "/tmp/hands-e2e/repo")]
     repo: PathBuf,
-    /// Scratch space: logs, serve workdirs.
+    /// Scratch space: the workers' logs (of this invocation: an earlier one's are removed at
+    /// the start), serve workdirs.
     #[arg(long, default_value = "/tmp/hands-e2e/work")]
     work: PathBuf,
     /// Repetitions of every measurement (medians are reported, with min–max).
@@ -138,6 +139,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cpu: args.worker_cpu.clone(),
         logs: work.clone(),
     };
+    launch.clear_logs()?;
     let want = |p: &str| args.only.iter().any(|o| o == p);
     let workers: Vec<Worker> = args
         .workers

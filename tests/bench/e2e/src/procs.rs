@@ -9,6 +9,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+/// The logs the workers write in [`Launch::logs`], appended to by every start within one
+/// invocation of the benchmark, and removed at the start of the next ([`Launch::clear_logs`]).
+const HANDS_POLL_LOG: &str = "hands-poll.log";
+const NULL_WORKER_LOG: &str = "null-worker.log";
+const HANDS_SERVE_LOG: &str = "hands-serve.log";
+const SDK_WEBHOOK_LOG: &str = "sdk-webhook.log";
+const SDK_WORKER_LOG: &str = "sdk-worker.log";
+const LOGS: [&str; 5] = [
+    HANDS_POLL_LOG,
+    NULL_WORKER_LOG,
+    HANDS_SERVE_LOG,
+    SDK_WEBHOOK_LOG,
+    SDK_WORKER_LOG,
+];
+
 /// Which worker, and how to start it.
 #[derive(Clone, Debug)]
 pub struct Launch {
@@ -44,6 +59,22 @@ impl Launch {
             }
             None => Command::new(program),
         }
+    }
+
+    /// Removes the logs an earlier invocation left (only the files named in [`LOGS`]): kept,
+    /// they grew by a line per call of every run (256 MB after a day of runs here).
+    pub fn clear_logs(&self) -> anyhow::Result<()> {
+        for name in LOGS {
+            let path = self.logs.join(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("removing {}", path.display()));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn log(&self, name: &str) -> anyhow::Result<Stdio> {
@@ -94,8 +125,8 @@ impl Launch {
             .arg("1s");
         self.isolation(&mut c);
         Self::env(&mut c, t);
-        c.stdout(self.log("hands-poll.log")?)
-            .stderr(self.log("hands-poll.log")?);
+        c.stdout(self.log(HANDS_POLL_LOG)?)
+            .stderr(self.log(HANDS_POLL_LOG)?);
         c.spawn().context("starting hands poll")
     }
 
@@ -105,8 +136,8 @@ impl Launch {
         let mut c = self.command(&me);
         c.arg("null-worker").arg(sessions.max(1).to_string());
         Self::env(&mut c, t);
-        c.stdout(self.log("null-worker.log")?)
-            .stderr(self.log("null-worker.log")?);
+        c.stdout(self.log(NULL_WORKER_LOG)?)
+            .stderr(self.log(NULL_WORKER_LOG)?);
         c.spawn().context("starting the null worker")
     }
 
@@ -135,8 +166,8 @@ impl Launch {
         self.isolation(&mut c);
         Self::env(&mut c, t);
         c.env("ANTHROPIC_WEBHOOK_SIGNING_KEY", secret);
-        c.stdout(self.log("hands-serve.log")?)
-            .stderr(self.log("hands-serve.log")?);
+        c.stdout(self.log(HANDS_SERVE_LOG)?)
+            .stderr(self.log(HANDS_SERVE_LOG)?);
         c.spawn().context("starting hands serve")
     }
 
@@ -157,8 +188,8 @@ impl Launch {
         Self::env(&mut c, t);
         c.env("ANTHROPIC_API_KEY", t.api_key)
             .env("ANTHROPIC_WEBHOOK_SIGNING_KEY", secret);
-        c.stdout(self.log("sdk-webhook.log")?)
-            .stderr(self.log("sdk-webhook.log")?);
+        c.stdout(self.log(SDK_WEBHOOK_LOG)?)
+            .stderr(self.log(SDK_WEBHOOK_LOG)?);
         c.spawn().context("starting the SDK webhook receiver")
     }
 
@@ -173,8 +204,8 @@ impl Launch {
             .arg(sessions.max(1).to_string());
         Self::env(&mut c, t);
         c.env("ANTHROPIC_API_KEY", t.api_key);
-        c.stdout(self.log("sdk-worker.log")?)
-            .stderr(self.log("sdk-worker.log")?);
+        c.stdout(self.log(SDK_WORKER_LOG)?)
+            .stderr(self.log(SDK_WORKER_LOG)?);
         c.spawn().context("starting the SDK worker")
     }
 }
