@@ -234,10 +234,9 @@ impl ControlPlane {
                     status: parts.status,
                 });
             }
-            let declared = parts
-                .headers
-                .get(reqwest::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok());
+            // The length hyper settled on for the body (what reqwest's `content_length` reads
+            // too): none for a chunked answer, whatever its headers say.
+            let declared = hyper::body::Body::size_hint(&body).exact();
             let body = read_capped(&path, limit, declared, body.into_data_stream(), |e| {
                 transport(e)
             })
