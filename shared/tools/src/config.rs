@@ -32,6 +32,10 @@ pub struct Limits {
     /// (a change within one tick of the file system's clock could otherwise leave a file's
     /// stamp unchanged); younger files are read from disk at every search.
     pub grep_cache_settle: Duration,
+    /// How long `grep` serves a cached file without a stat after it was last stated, while
+    /// the file's inotify watch reports nothing (`grep/watch.rs`); zero: every cached file is
+    /// stated at every search.
+    pub grep_watch_trust: Duration,
     /// Longest `grep` regex or `glob` pattern accepted.
     pub pattern_bytes: usize,
     /// The regex compiler's size limits (T25): a pattern whose program would exceed them is an
@@ -55,6 +59,9 @@ impl Default for Limits {
             search_time: Duration::from_secs(30),
             // Two seconds: the coarsest timestamps in use (FAT) and any clock tick.
             grep_cache_settle: Duration::from_secs(2),
+            // Long enough that a tree searched again and again is stated a few times a minute,
+            // short enough to bound what no event reports (`grep/watch.rs`).
+            grep_watch_trust: Duration::from_secs(10),
             pattern_bytes: 8 * 1024,
             regex_size_limit: 8 * 1024 * 1024,
             regex_dfa_size_limit: 8 * 1024 * 1024,

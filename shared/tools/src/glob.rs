@@ -241,7 +241,7 @@ impl Globber<'_> {
         let mut subdirs = Vec::new();
         let mut path = rel.as_os_str().as_bytes().to_vec();
         let prefix = path.len();
-        for (name, kind) in listing.entries {
+        for (name, kind, _) in listing.entries {
             self.unchecked += 1;
             if self.unchecked >= CHECK_EVERY && self.check()? {
                 break;

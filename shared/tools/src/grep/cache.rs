@@ -14,9 +14,12 @@
 //! file's `ctime`, writes through a shared writable `mmap` to a page that is already dirty (the
 //! kernel updates the times on the first write fault only; the shell's processes do not survive
 //! a call, others could), and file systems whose `ctime` is not maintained by this kernel (a
-//! network or FUSE file system changed on the other side). No inotify: a watch cannot see
-//! writes through a hard link made outside the watched directories, and it costs a watch per
-//! directory; the stat per file is what makes a stale answer impossible in the cases above.
+//! network or FUSE file system changed on the other side).
+//!
+//! On local file systems each entry also carries an inotify watch on its file's inode
+//! (`watch`): while no event has come for it since it was last stated, a search serves it
+//! without the stat, and the events drop content written through a shared mapping, which the
+//! stat alone can miss.
 //!
 //! The cache is one per process (per worker, shared by its sessions: an entry is found only
 //! through a stat of the same inode, which a session can reach only inside its own roots),
@@ -28,11 +31,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::grams::Grams;
 use super::listings::ListingCache;
+use super::watch::{Trust, Watch, Watcher};
 
 /// The bytes of file content the process keeps in memory at most (plus [`ENTRY_OVERHEAD`] per
 /// file). 32 MiB holds a 2,000-file, 20 MB tree whole.
@@ -139,6 +143,10 @@ struct Slot {
     filter_claimed: bool,
     /// The call that last used it.
     used: u64,
+    /// The inotify watch on the file's inode (`watch`), when it has one.
+    watch: Option<Watch>,
+    /// Served without a stat: in which epoch of the watcher, and since when (`watch`).
+    trusted: Option<(u64, Instant)>,
 }
 
 /// Hashes `(st_dev, st_ino)` keys: inode numbers are not chosen by an adversary in a way that
@@ -179,10 +187,22 @@ const SHARDS: usize = 16;
 pub(crate) struct ContentCache {
     /// The listings of directories, kept on the same terms (`listings`).
     pub listings: ListingCache,
+    /// Made at the first search (`watch`); holds `None` where inotify is unavailable.
+    watcher: OnceLock<Option<Watcher>>,
     /// Each shard's share of the budget.
     shard_budget: usize,
     shards: [Mutex<Shard>; SHARDS],
     calls: AtomicU64,
+    /// Files stated by searches through this cache (what the watches save, counted).
+    #[cfg(test)]
+    pub stated: std::sync::atomic::AtomicUsize,
+}
+
+/// Whether an entry trusted as `trusted` (epoch, since) may be served unstated in `trust`.
+fn trusted_in(trusted: Option<(u64, Instant)>, trust: &Trust<'_>) -> bool {
+    trusted.is_some_and(|(epoch, since)| {
+        epoch == trust.epoch && trust.now.saturating_duration_since(since) < trust.lifetime
+    })
 }
 
 fn cost(content: &Content, filter: Option<&Grams>) -> usize {
@@ -193,9 +213,12 @@ impl ContentCache {
     pub(crate) fn new(budget: usize) -> ContentCache {
         ContentCache {
             listings: ListingCache::default(),
+            watcher: OnceLock::new(),
             shard_budget: budget / SHARDS,
             shards: std::array::from_fn(|_| Mutex::default()),
             calls: AtomicU64::new(0),
+            #[cfg(test)]
+            stated: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -206,11 +229,27 @@ impl ContentCache {
     }
 
     fn shard(&self, stamp: &Stamp) -> std::sync::MutexGuard<'_, Shard> {
-        let i = (stamp.ino ^ stamp.dev.rotate_left(17)) as usize % SHARDS;
+        self.shard_of((stamp.dev, stamp.ino))
+    }
+
+    fn shard_of(&self, (dev, ino): (u64, u64)) -> std::sync::MutexGuard<'_, Shard> {
+        let i = (ino ^ dev.rotate_left(17)) as usize % SHARDS;
         // Nothing a panic could interrupt leaves an entry inconsistent with its file.
         self.shards[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The watcher of this cache's entries, made on first use (`None`: no inotify).
+    pub(crate) fn watcher(&self) -> Option<&Watcher> {
+        self.watcher.get_or_init(Watcher::new).as_ref()
+    }
+
+    /// Removes the watches of entries that left the cache.
+    fn forget(&self, watches: &[Watch]) {
+        if let Some(Some(watcher)) = self.watcher.get() {
+            watcher.detach(watches);
+        }
     }
 
     /// A number for one search call, recorded on the entries it uses.
@@ -233,20 +272,105 @@ impl ContentCache {
             return Cached::Miss;
         };
         if slot.stamp == *stamp {
-            slot.used = slot.used.max(call);
-            if slot.filter.is_none() && slot.content.plain && !slot.filter_claimed {
-                slot.filter_claimed = true;
-                return Cached::Unfiltered(Arc::clone(&slot.content));
-            }
-            if !wanted(slot.filter.as_ref()) {
-                return Cached::RuledOut;
-            }
-            return Cached::Content(Arc::clone(&slot.content));
+            return Self::found(slot, call, wanted);
         }
+        // Its watch stays: it is on the same inode, whose next entry takes it over.
         if let Some(stale) = shard.map.remove(&key) {
             shard.bytes -= cost(&stale.content, stale.filter.as_ref());
         }
         Cached::Miss
+    }
+
+    /// What [`ContentCache::lookup`] finds for the file `key` (`(st_dev, st_ino)`) without
+    /// a stat: `None` unless its entry is trusted in `trust`'s epoch and was last stated
+    /// within its lifetime (`watch`); then the entry's stamp and what it holds.
+    pub(crate) fn lookup_trusted(
+        &self,
+        key: (u64, u64),
+        trust: &Trust<'_>,
+        call: u64,
+        wanted: impl FnOnce(Option<&Grams>) -> bool,
+    ) -> Option<(Stamp, Cached)> {
+        let mut shard = self.shard_of(key);
+        let slot = shard.map.get_mut(&key)?;
+        if !trusted_in(slot.trusted, trust) {
+            return None;
+        }
+        Some((slot.stamp, Self::found(slot, call, wanted)))
+    }
+
+    /// What a lookup that found `slot` unchanged gives.
+    fn found(slot: &mut Slot, call: u64, wanted: impl FnOnce(Option<&Grams>) -> bool) -> Cached {
+        slot.used = slot.used.max(call);
+        if slot.filter.is_none() && slot.content.plain && !slot.filter_claimed {
+            slot.filter_claimed = true;
+            return Cached::Unfiltered(Arc::clone(&slot.content));
+        }
+        if !wanted(slot.filter.as_ref()) {
+            return Cached::RuledOut;
+        }
+        Cached::Content(Arc::clone(&slot.content))
+    }
+
+    /// Whether the entry of `stamp` has a watch but is not trusted in `trust` (so a stat that
+    /// found it unchanged may trust it again).
+    pub(crate) fn watched_untrusted(&self, stamp: &Stamp, trust: &Trust<'_>) -> bool {
+        self.shard(stamp)
+            .map
+            .get(&(stamp.dev, stamp.ino))
+            .is_some_and(|slot| slot.watch.is_some() && !trusted_in(slot.trusted, trust))
+    }
+
+    /// The entry of `key` is no longer served without a stat.
+    pub(crate) fn distrust(&self, key: (u64, u64)) {
+        if let Some(slot) = self.shard_of(key).map.get_mut(&key) {
+            slot.trusted = None;
+        }
+    }
+
+    /// Drops the entry of `key` (its watch stays, for the inode's next entry).
+    pub(crate) fn drop_entry(&self, key: (u64, u64)) {
+        let mut shard = self.shard_of(key);
+        if let Some(gone) = shard.map.remove(&key) {
+            shard.bytes -= cost(&gone.content, gone.filter.as_ref());
+        }
+    }
+
+    /// Drops every entry (its watcher starts over).
+    pub(crate) fn clear(&self) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.map.clear();
+            shard.bytes = 0;
+        }
+    }
+
+    /// Gives the entry of `stamp`, if still there unchanged, its watch, and trust from
+    /// `trusted` (epoch and time) if any.
+    pub(crate) fn attach(&self, stamp: &Stamp, watch: Watch, trusted: Option<(u64, Instant)>) {
+        if let Some(slot) = self.shard(stamp).map.get_mut(&(stamp.dev, stamp.ino))
+            && slot.stamp == *stamp
+        {
+            slot.watch = Some(watch);
+            slot.trusted = trusted;
+        }
+    }
+
+    /// Trusts the entry of `stamp` (just stated unchanged) again from `now`, if it has a
+    /// watch that `watched` says is in place and undisturbed.
+    pub(crate) fn retrust(
+        &self,
+        stamp: &Stamp,
+        epoch: u64,
+        now: Instant,
+        watched: impl FnOnce(&Watch) -> bool,
+    ) {
+        if let Some(slot) = self.shard(stamp).map.get_mut(&(stamp.dev, stamp.ino))
+            && slot.stamp == *stamp
+            && slot.watch.as_ref().is_some_and(watched)
+        {
+            slot.trusted = Some((epoch, now));
+        }
     }
 
     /// The content of the file whose stamp is `stamp`, if cached.
@@ -280,51 +404,66 @@ impl ContentCache {
 
     /// Caches `content` (without a filter: [`ContentCache::add_filter`]) as the content of
     /// the file stamped `stamp`, evicting the entries other calls used least recently if
-    /// needed; nothing is cached when that would not make room.
-    pub(crate) fn insert(&self, stamp: Stamp, content: Arc<Content>, call: u64) {
+    /// needed; nothing is cached when that would not make room. Returns whether it was.
+    pub(crate) fn insert(&self, stamp: Stamp, content: Arc<Content>, call: u64) -> bool {
         let need = cost(&content, None);
         let budget = self.shard_budget;
         if need > budget {
-            return;
+            return false;
         }
-        let mut shard = self.shard(&stamp);
-        let key = (stamp.dev, stamp.ino);
-        if let Some(old) = shard.map.remove(&key) {
-            shard.bytes -= cost(&old.content, old.filter.as_ref());
-        }
-        if shard.bytes + need > budget {
-            // Evict down to three quarters of the budget, so that eviction (a sort) is rare.
-            let target = (budget / 4 * 3).min(budget - need);
-            let mut old: Vec<(u64, (u64, u64))> = shard
-                .map
-                .iter()
-                .filter(|(_, s)| s.used < call)
-                .map(|(k, s)| (s.used, *k))
-                .collect();
-            old.sort_unstable();
-            for (_, key) in old {
-                if shard.bytes <= target {
-                    break;
-                }
-                if let Some(gone) = shard.map.remove(&key) {
+        // The watches of entries evicted, removed once the shard's lock is let go.
+        let mut gone_watches = Vec::new();
+        let inserted = {
+            let mut shard = self.shard(&stamp);
+            let key = (stamp.dev, stamp.ino);
+            // An older entry of the same inode: its watch is taken over (`attach`).
+            if let Some(old) = shard.map.remove(&key) {
+                shard.bytes -= cost(&old.content, old.filter.as_ref());
+            }
+            let mut remove = |shard: &mut Shard, key: &(u64, u64)| {
+                if let Some(gone) = shard.map.remove(key) {
                     shard.bytes -= cost(&gone.content, gone.filter.as_ref());
+                    gone_watches.extend(gone.watch);
+                }
+            };
+            if shard.bytes + need > budget {
+                // Evict down to three quarters of the budget, so that eviction (a sort) is
+                // rare.
+                let target = (budget / 4 * 3).min(budget - need);
+                let mut old: Vec<(u64, (u64, u64))> = shard
+                    .map
+                    .iter()
+                    .filter(|(_, s)| s.used < call)
+                    .map(|(k, s)| (s.used, *k))
+                    .collect();
+                old.sort_unstable();
+                for (_, key) in old {
+                    if shard.bytes <= target {
+                        break;
+                    }
+                    remove(&mut shard, &key);
                 }
             }
-            if shard.bytes + need > budget {
-                return;
+            let fits = shard.bytes + need <= budget;
+            if fits {
+                shard.bytes += need;
+                shard.map.insert(
+                    key,
+                    Slot {
+                        stamp,
+                        content,
+                        filter: None,
+                        filter_claimed: false,
+                        used: call,
+                        watch: None,
+                        trusted: None,
+                    },
+                );
             }
-        }
-        shard.bytes += need;
-        shard.map.insert(
-            key,
-            Slot {
-                stamp,
-                content,
-                filter: None,
-                filter_claimed: false,
-                used: call,
-            },
-        );
+            fits
+        };
+        self.forget(&gone_watches);
+        inserted
     }
 
     #[cfg(test)]

@@ -21,20 +21,17 @@
 //! is set backwards past its ctime.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::sync::{Mutex, PoisonError};
 
-use rustix::fs::FileType;
-
 use super::cache::Stamp;
-use super::walk::DirEntries;
+use super::walk::{DirEntries, DirEntry};
 
 /// What the listings may hold at most, as counted by [`cost`].
 const LISTING_BYTES: usize = 4 << 20;
 
 struct Cached {
     stamp: Stamp,
-    entries: Vec<(OsString, FileType)>,
+    entries: Vec<DirEntry>,
     /// Entries the directory had (every kind, also those not kept).
     read: usize,
 }
@@ -61,12 +58,14 @@ fn block(bytes: usize) -> usize {
 
 /// The heap a kept listing takes: its map slot, its entry vector (every slot of its capacity)
 /// and every name's buffer (its capacity), each as the allocator's block. An entry whose name
-/// has up to 24 bytes costs 64 bytes: a 32-byte slot and a 32-byte block.
-fn cost(entries: &Vec<(OsString, FileType)>) -> usize {
-    let names: usize = entries.iter().map(|(name, _)| block(name.capacity())).sum();
-    size_of::<((u64, u64), Cached)>()
-        + block(entries.capacity() * size_of::<(OsString, FileType)>())
-        + names
+/// has up to 24 bytes costs 72 bytes: a 40-byte slot (name, type and inode number) and a
+/// 32-byte block.
+fn cost(entries: &Vec<DirEntry>) -> usize {
+    let names: usize = entries
+        .iter()
+        .map(|(name, _, _)| block(name.capacity()))
+        .sum();
+    size_of::<((u64, u64), Cached)>() + block(entries.capacity() * size_of::<DirEntry>()) + names
 }
 
 impl ListingCache {
@@ -86,6 +85,7 @@ impl ListingCache {
         }
         (cached.read <= budget).then(|| DirEntries {
             entries: cached.entries.clone(),
+            dev: None,
             read: cached.read,
             truncated: false,
         })

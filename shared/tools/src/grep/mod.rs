@@ -34,6 +34,7 @@ mod tests;
 pub(crate) mod walk;
 #[cfg(test)]
 mod walk_tests;
+mod watch;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -98,23 +99,10 @@ fn search_parallel(
             }
             unchecked += 1;
             let i = next.fetch_add(1, Ordering::AcqRel);
-            let Some(FileRef { dir, name }) = files.get(i) else {
+            let Some(FileRef { dir, name, ino }) = files.get(i) else {
                 break;
             };
             let dir_rel = &listing.dirs[*dir];
-            if current.as_ref().is_none_or(|(d, _)| d != dir) {
-                let fd = if dir_rel.as_os_str().is_empty() {
-                    None
-                } else {
-                    walk::open_dir(root, dir_rel, true).ok()
-                };
-                current = Some((*dir, fd));
-            }
-            let dir_fd = match &current {
-                Some((_, Some(fd))) => fd.as_fd(),
-                Some((_, None)) if dir_rel.as_os_str().is_empty() => root,
-                _ => continue,
-            };
             let shown = || {
                 let mut path = root_path.to_path_buf();
                 if !dir_rel.as_os_str().is_empty() {
@@ -123,7 +111,28 @@ fn search_parallel(
                 path.push(name);
                 path.to_string_lossy().into_owned()
             };
-            let hits = search.file(&mut searchers, dir_fd, name, &shown);
+            // A file the cache trusts needs neither its directory opened nor a stat.
+            let key = listing.dir_devs[*dir].map(|dev| (dev, *ino));
+            let trusted = key.and_then(|key| search.file_trusted(&mut searchers, key, &shown));
+            let hits = match trusted {
+                Some(hits) => hits,
+                None => {
+                    if current.as_ref().is_none_or(|(d, _)| d != dir) {
+                        let fd = if dir_rel.as_os_str().is_empty() {
+                            None
+                        } else {
+                            walk::open_dir(root, dir_rel, true).ok()
+                        };
+                        current = Some((*dir, fd));
+                    }
+                    let dir_fd = match &current {
+                        Some((_, Some(fd))) => fd.as_fd(),
+                        Some((_, None)) if dir_rel.as_os_str().is_empty() => root,
+                        _ => continue,
+                    };
+                    search.file(&mut searchers, dir_fd, name, &shown)
+                }
+            };
             if hits.streamed {
                 unchecked = CHECK_EVERY;
             }
@@ -236,6 +245,16 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
         )
     };
     let cache = session.grep_cache;
+    // The pending change events first: every change made before this call is then seen.
+    let trust = (!limits.grep_watch_trust.is_zero())
+        .then(|| cache.watcher())
+        .flatten()
+        .map(|watcher| watch::Trust {
+            watcher,
+            epoch: watcher.drain(cache),
+            now: Instant::now(),
+            lifetime: limits.grep_watch_trust,
+        });
     let search = Search {
         matchers: &matchers,
         limits,
@@ -245,6 +264,7 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
         call: cache.begin_call(),
         settle: limits.grep_cache_settle,
         needs: needs.as_deref(),
+        trust,
     };
     // The lines of each file with hits, in walk order.
     let found: Vec<(usize, FileHits)> = if let Some(leaf) = single {

@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::cache::{CACHE_FILE_MAX, Cached, Content, ContentCache, Stamp};
 use super::grams::{Grams, Needs};
 use super::matchers::Matchers;
+use super::watch::Trust;
 use crate::Limits;
 
 /// Largest line buffer the searcher may grow to; a longer line aborts that file's search.
@@ -47,6 +48,8 @@ pub(crate) struct Search<'a> {
     /// The trigram query every match satisfies, when the pattern has one: cached content
     /// whose trigrams make it false is not searched.
     pub needs: Option<&'a Needs>,
+    /// The watcher's state as this call began (`watch`), when files may be served unstated.
+    pub trust: Option<Trust<'a>>,
 }
 
 struct Collector<'a> {
@@ -168,6 +171,10 @@ impl Search<'_> {
         name: &OsStr,
         shown: &dyn Fn() -> String,
     ) -> FileHits {
+        #[cfg(test)]
+        self.cache
+            .stated
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
             return FileHits::default();
         };
@@ -177,22 +184,17 @@ impl Search<'_> {
         // The filter is asked under the cache's lock: content it rules out is not even
         // touched (its allocation is a cache miss per file).
         let stamp = Stamp::of(&st);
-        match self.cache.lookup(&stamp, self.call, |f| !self.ruled_out(f)) {
-            Cached::Content(content) => return self.search_content(searchers, &content, shown),
-            Cached::RuledOut => return FileHits::default(),
-            Cached::Unfiltered(content) => {
-                // The second search of this content: its filter is worth building now.
-                let filter = content.filter();
-                let skip = self.ruled_out(filter.as_ref());
-                if let Some(filter) = filter {
-                    self.cache.add_filter(&stamp, filter);
-                }
-                if skip {
-                    return FileHits::default();
-                }
-                return self.search_content(searchers, &content, shown);
+        let cached = self.cache.lookup(&stamp, self.call, |f| !self.ruled_out(f));
+        if !matches!(cached, Cached::Miss) {
+            // Stated unchanged: the next search may skip the stat again.
+            if let Some(trust) = &self.trust
+                && self.cache.watched_untrusted(&stamp, trust)
+            {
+                trust.watcher.retrust(self.cache, &stamp, trust.now);
             }
-            Cached::Miss => {}
+        }
+        if let Some(hits) = self.serve(searchers, &stamp, cached, shown) {
+            return hits;
         }
         let flags =
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
@@ -228,10 +230,56 @@ impl Search<'_> {
         if content.bytes.len() as u64 == size && stamp.settled(self.settle, now) {
             // Cached without a filter: that is built if the content is searched again.
             let content = Arc::new(content);
-            self.cache.insert(stamp, Arc::clone(&content), self.call);
+            if self.cache.insert(stamp, Arc::clone(&content), self.call)
+                && let Some(trust) = &self.trust
+            {
+                trust.watcher.attach(self.cache, file.as_fd(), &stamp);
+            }
             return self.search_content(searchers, &content, shown);
         }
         self.search_content(searchers, &content, shown)
+    }
+
+    /// Searches the file `key` (`(st_dev, st_ino)`, from its directory's listing) without a
+    /// stat, if the cache holds it trusted (`watch`); `None` when it must be stated.
+    pub(crate) fn file_trusted(
+        &self,
+        searchers: &mut Searchers,
+        key: (u64, u64),
+        shown: &dyn Fn() -> String,
+    ) -> Option<FileHits> {
+        let trust = self.trust.as_ref()?;
+        let (stamp, cached) = self
+            .cache
+            .lookup_trusted(key, trust, self.call, |f| !self.ruled_out(f))?;
+        self.serve(searchers, &stamp, cached, shown)
+    }
+
+    /// What a cache lookup found, searched: `None` for a miss.
+    fn serve(
+        &self,
+        searchers: &mut Searchers,
+        stamp: &Stamp,
+        cached: Cached,
+        shown: &dyn Fn() -> String,
+    ) -> Option<FileHits> {
+        match cached {
+            Cached::Content(content) => Some(self.search_content(searchers, &content, shown)),
+            Cached::RuledOut => Some(FileHits::default()),
+            Cached::Unfiltered(content) => {
+                // The second search of this content: its filter is worth building now.
+                let filter = content.filter();
+                let skip = self.ruled_out(filter.as_ref());
+                if let Some(filter) = filter {
+                    self.cache.add_filter(stamp, filter);
+                }
+                if skip {
+                    return Some(FileHits::default());
+                }
+                Some(self.search_content(searchers, &content, shown))
+            }
+            Cached::Miss => None,
+        }
     }
 
     /// Whether a content's filter says it holds no match (content without a filter: no).

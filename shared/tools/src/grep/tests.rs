@@ -23,6 +23,10 @@ struct Tree {
 }
 
 fn tree(settle: Duration) -> Tree {
+    tree_with(settle, crate::Limits::default().grep_watch_trust)
+}
+
+fn tree_with(settle: Duration, trust: Duration) -> Tree {
     let dir = tempfile::tempdir().unwrap();
     let root = std::fs::canonicalize(dir.path()).unwrap();
     let (ws, outside) = (root.join("ws"), root.join("outside"));
@@ -30,6 +34,7 @@ fn tree(settle: Duration) -> Tree {
     std::fs::create_dir(&outside).unwrap();
     let mut config = ToolsetConfig::new(&ws);
     config.limits.grep_cache_settle = settle;
+    config.limits.grep_watch_trust = trust;
     let cache: &'static ContentCache = Box::leak(Box::new(ContentCache::new(8 << 20)));
     let tools = Toolset::with_grep_cache(config, cache).unwrap();
     Tree {
@@ -43,9 +48,13 @@ fn tree(settle: Duration) -> Tree {
 
 impl Tree {
     fn grep(&self, pattern: &str) -> String {
+        self.grep_in(pattern, None)
+    }
+
+    fn grep_in(&self, pattern: &str, path: Option<&str>) -> String {
         let input = GrepInput {
             pattern: pattern.into(),
-            path: None,
+            path: path.map(Into::into),
         };
         let out = super::run(&self.tools.session, input, &CancellationToken::new());
         assert!(!out.is_error, "{out:?}");
@@ -63,6 +72,13 @@ impl Tree {
             .filter_map(|l| l.strip_prefix(&prefix))
             .map(|l| l.split(':').next().unwrap().to_string())
             .collect()
+    }
+
+    /// Files the searches stated since the last call.
+    fn stated(&self) -> usize {
+        self.cache
+            .stated
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 
     fn write(&self, rel: &str, content: &str) {
@@ -559,4 +575,180 @@ fn a_file_gets_its_filter_from_its_second_search_not_its_first() {
     assert_eq!(t.files("needle_here"), first);
     assert_eq!(t.files("filler"), t.files("filler"));
     assert_eq!(t.cache.bytes(), filtered, "each filter is built once");
+}
+
+/// Files cached with an inotify watch are searched again without a stat while nothing happens
+/// to them (`watch`); without watches (a trust time of zero) every search states every file.
+#[test]
+fn an_unchanged_tree_is_searched_again_without_a_stat_per_file() {
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    for i in 0..20 {
+        t.write(&format!("d{}/f{i}.txt", i % 3), &format!("line {i}\n"));
+    }
+    settle();
+    assert_eq!(t.files("line").len(), 20);
+    assert_eq!(
+        t.stated(),
+        20,
+        "the first search reads and watches every file"
+    );
+    assert_eq!(t.cache.watcher().unwrap().watches(), 20);
+    // The second builds the filters, the third asks them: neither states a file.
+    assert_eq!(t.files("line").len(), 20);
+    assert_eq!(t.files("line 7").len(), 1);
+    assert_eq!(t.stated(), 0);
+
+    let t = tree_with(crate::Limits::default().grep_cache_settle, Duration::ZERO);
+    for i in 0..20 {
+        t.write(&format!("d{}/f{i}.txt", i % 3), &format!("line {i}\n"));
+    }
+    settle();
+    assert_eq!(t.files("line").len(), 20);
+    assert_eq!(t.files("line").len(), 20);
+    assert_eq!(t.stated(), 40);
+}
+
+/// Trust lasts the configured time at most: then each file is stated once more and, found
+/// unchanged, trusted again.
+#[test]
+fn trust_runs_out_and_a_stat_renews_it() {
+    let t = tree_with(
+        crate::Limits::default().grep_cache_settle,
+        Duration::from_millis(300),
+    );
+    t.write("a.txt", "alpha\n");
+    t.write("b.txt", "beta\n");
+    settle();
+    assert_eq!(t.files("a").len(), 2);
+    t.stated();
+    assert_eq!(t.files("a").len(), 2);
+    assert_eq!(t.stated(), 0);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(t.files("a").len(), 2);
+    assert_eq!(t.stated(), 2, "expired: stated again");
+    assert_eq!(t.files("a").len(), 2);
+    assert_eq!(t.stated(), 0, "and trusted again");
+}
+
+/// A file someone opens is stated while open; content written through a shared writable
+/// mapping is dropped from the cache when the mapping's file is closed, even a write to a page
+/// already dirty (which sends no event and leaves the times alone, so a stat cannot see it);
+/// a file that was open before it was cached is never served unstated.
+#[test]
+fn open_files_are_stated_and_a_mapping_written_is_seen_once_closed() {
+    use std::os::fd::AsFd;
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    t.write("mapped.txt", "mapped old\n");
+    t.write("h/held.txt", "held old\n");
+    // Open before it is ever cached, and kept open.
+    let held = File::open(t.ws.join("h/held.txt")).unwrap();
+    settle();
+    assert_eq!(t.files("old"), ["h/held.txt", "mapped.txt"]);
+    t.stated();
+    assert_eq!(t.files("old").len(), 2);
+    assert_eq!(t.stated(), 0, "both trusted after the first search");
+
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(t.ws.join("mapped.txt"))
+        .unwrap();
+    let len = "mapped old\n".len();
+    // SAFETY: a fresh shared mapping of `len` bytes of a file that long, unmapped below;
+    // nothing else refers to it.
+    let map = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+            file.as_fd(),
+            0,
+        )
+    }
+    .unwrap();
+    drop(file);
+    let write = |text: &[u8]| {
+        assert_eq!(text.len(), len);
+        // SAFETY: within the mapping made above, which is still mapped.
+        unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), map.cast::<u8>(), len) };
+    };
+    // The first write faults the page writable, which stamps the file's times.
+    write(b"mapped mid\n");
+    // Open (through its mapping): stated at the next search, which sees the new stamp. (The
+    // held file is not: its opener came before its watch, which cannot know of it until it
+    // closes; that gap is what the trust time bounds.)
+    t.stated();
+    assert_eq!(t.files("mid"), ["mapped.txt"]);
+    assert_eq!(t.stated(), 1);
+    // Cached again once settled, while still mapped.
+    settle();
+    assert_eq!(t.files("mid"), ["mapped.txt"]);
+    // The page is dirty and writable now: this write changes neither times nor size.
+    write(b"mapped new\n");
+    // SAFETY: the mapping made above, no longer used.
+    unsafe { rustix::mm::munmap(map, len) }.unwrap();
+    assert_eq!(t.files("new"), ["mapped.txt"]);
+    assert_eq!(t.files("old"), ["h/held.txt"]);
+
+    // The descriptor opened before the watch closes with no open event to match it: from
+    // then on the file is stated at every search.
+    drop(held);
+    t.stated();
+    for _ in 0..2 {
+        assert!(
+            t.grep_in("held", Some("h"))
+                .ends_with("h/held.txt:1:held old")
+        );
+    }
+    assert_eq!(t.stated(), 2);
+}
+
+/// After lost events the cache starts over: empty, then filled and watched again.
+#[test]
+fn an_overflow_of_the_event_queue_empties_the_cache() {
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    t.write("a.txt", "alpha\n");
+    settle();
+    assert_eq!(t.files("alpha"), ["a.txt"]);
+    assert_eq!(t.cache.len(), 1);
+    let watcher = t.cache.watcher().unwrap();
+    watcher.overflowed(t.cache);
+    assert_eq!((t.cache.len(), watcher.watches()), (0, 0));
+    t.stated();
+    assert_eq!(t.files("alpha"), ["a.txt"]);
+    assert_eq!(t.files("alpha"), ["a.txt"]);
+    assert_eq!(t.stated(), 1, "read and watched again, then trusted");
+}
+
+/// Something mounted over a cached file changes what its name shows without touching its
+/// directory: any change to the mount table voids all trust. Needs the right to mount (root);
+/// skipped without it.
+#[test]
+fn a_mount_over_a_cached_file_is_seen() {
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    t.write("a.txt", "alpha under\n");
+    std::fs::write(t.outside.join("over.txt"), "alpha over\n").unwrap();
+    settle();
+    assert_eq!(t.grep("alpha").lines().count(), 1);
+    assert!(t.grep("alpha").ends_with("alpha under"));
+    let target = t.ws.join("a.txt");
+    let mounted = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(t.outside.join("over.txt"))
+        .arg(&target)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot bind-mount here");
+        return;
+    }
+    let seen = t.grep("alpha");
+    let unmounted = std::process::Command::new("umount")
+        .arg(&target)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(seen.ends_with("alpha over"), "{seen}");
+    assert!(unmounted);
+    assert!(t.grep("alpha").ends_with("alpha under"));
 }

@@ -30,10 +30,12 @@ use tokio_util::sync::CancellationToken;
 use super::cache::Stamp;
 use super::listings::ListingCache;
 
-/// A file to search: the index of its directory in [`Listing::dirs`], and its name.
+/// A file to search: the index of its directory in [`Listing::dirs`], its name, and the inode
+/// number its directory entry gave (`d_ino`).
 pub(crate) struct FileRef {
     pub dir: usize,
     pub name: OsString,
+    pub ino: u64,
 }
 
 /// Why the listing ended before the end of the tree.
@@ -50,6 +52,9 @@ pub(crate) struct Listing {
     /// Directories holding the listed files, relative to the root (`""` is the root itself):
     /// only those with at least one listed file.
     pub dirs: Vec<PathBuf>,
+    /// The `st_dev` of each of [`Listing::dirs`], where the walk stated it (`read_listing`):
+    /// with an entry's `d_ino`, the identity of the file the entry names.
+    pub dir_devs: Vec<Option<u64>>,
     pub files: Vec<FileRef>,
     pub stopped: Option<Stop>,
     /// Entries read from directories (files, directories and skipped kinds alike): never more
@@ -167,12 +172,17 @@ pub(crate) fn open_components(
     rustix::fs::openat(parent, *last, dir_flags(path_only), Mode::empty())
 }
 
+/// One entry of a directory: its name, its type and its inode number (`d_ino`).
+pub(crate) type DirEntry = (OsString, FileType, u64);
+
 /// One directory's entries, read up to a number of them.
 pub(crate) struct DirEntries {
     /// Every entry but `.` and `..`, sorted by name, with its type (asked with a stat that
     /// does not follow symlinks where the file system does not say; an entry that cannot be
-    /// stated is left out).
-    pub entries: Vec<(OsString, FileType)>,
+    /// stated is left out) and inode number.
+    pub entries: Vec<DirEntry>,
+    /// The directory's `st_dev`, when it was stated (listings read with `Reuse`).
+    pub dev: Option<u64>,
     /// Entries read (every kind).
     pub read: usize,
     /// The directory had more entries than it was allowed to read.
@@ -191,6 +201,7 @@ fn read_entries(fd: &OwnedFd, budget: usize, buf: &mut [MaybeUninit<u8>]) -> Dir
     let mut dir = RawDir::new(fd, buf);
     let mut out = DirEntries {
         entries: Vec::new(),
+        dev: None,
         read: 0,
         truncated: false,
     };
@@ -213,7 +224,8 @@ fn read_entries(fd: &OwnedFd, budget: usize, buf: &mut [MaybeUninit<u8>]) -> Dir
                 Err(_) => continue,
             };
         }
-        out.entries.push((OsString::from_vec(name.to_vec()), kind));
+        out.entries
+            .push((OsString::from_vec(name.to_vec()), kind, entry.ino()));
     }
     out.entries
         .sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
@@ -242,7 +254,7 @@ fn read_dir(
     let fd = open(root, rel, false)?;
     let mut out = read_listing(&fd, budget, buf, reuse);
     out.entries
-        .retain(|(_, kind)| matches!(kind, FileType::Directory | FileType::RegularFile));
+        .retain(|(_, kind, _)| matches!(kind, FileType::Directory | FileType::RegularFile));
     Ok(out)
 }
 
@@ -263,7 +275,8 @@ pub(crate) fn read_listing(
         Some(reuse) => match rustix::fs::fstat(fd) {
             Ok(st) => {
                 let stamp = Stamp::of(&st);
-                if let Some(kept) = reuse.listings.get(&stamp, budget) {
+                if let Some(mut kept) = reuse.listings.get(&stamp, budget) {
+                    kept.dev = Some(stamp.dev);
                     return kept;
                 }
                 Some((reuse, stamp))
@@ -272,11 +285,12 @@ pub(crate) fn read_listing(
         },
         None => None,
     };
-    let out = read_entries(fd, budget, buf);
-    if let Some((reuse, stamp)) = stamp
-        && stamp.settled(reuse.settle, now)
-    {
-        reuse.listings.insert(stamp, &out);
+    let mut out = read_entries(fd, budget, buf);
+    if let Some((reuse, stamp)) = stamp {
+        out.dev = Some(stamp.dev);
+        if stamp.settled(reuse.settle, now) {
+            reuse.listings.insert(stamp, &out);
+        }
     }
     out
 }
@@ -309,7 +323,8 @@ pub(crate) fn list(
 /// listed, and its remaining entries.
 struct Frame {
     index: Option<usize>,
-    entries: std::vec::IntoIter<(OsString, FileType)>,
+    dev: Option<u64>,
+    entries: std::vec::IntoIter<DirEntry>,
 }
 
 /// [`list`], opening directories with `open`.
@@ -323,6 +338,7 @@ pub(crate) fn list_with(
 ) -> Result<Listing, Cancelled> {
     let mut listing = Listing {
         dirs: Vec::new(),
+        dir_devs: Vec::new(),
         files: Vec::new(),
         stopped: None,
         entries_read: 0,
@@ -346,11 +362,12 @@ pub(crate) fn list_with(
     let mut current = PathBuf::new();
     let mut stack = vec![Frame {
         index: None,
+        dev: top.dev,
         entries: top.entries.into_iter(),
     }];
     let mut unchecked = 0u32;
     while let Some(frame) = stack.last_mut() {
-        let Some((name, kind)) = frame.entries.next() else {
+        let Some((name, kind, ino)) = frame.entries.next() else {
             stack.pop();
             current.pop();
             continue;
@@ -395,6 +412,7 @@ pub(crate) fn list_with(
                         listing.peak_held = listing.peak_held.max(held);
                         stack.push(Frame {
                             index: None,
+                            dev: children.dev,
                             entries: children.entries.into_iter(),
                         });
                     }
@@ -409,12 +427,13 @@ pub(crate) fn list_with(
                     Some(dir) => dir,
                     None => {
                         listing.dirs.push(current.clone());
+                        listing.dir_devs.push(frame.dev);
                         let dir = listing.dirs.len() - 1;
                         frame.index = Some(dir);
                         dir
                     }
                 };
-                listing.files.push(FileRef { dir, name });
+                listing.files.push(FileRef { dir, name, ino });
             }
         }
     }
