@@ -7,8 +7,10 @@
 //! to its directory, so a symlink swapped in mid-walk is never followed and a path is never
 //! looked up from `/`. The listing of a directory unchanged since an earlier `grep` or `glob`
 //! read it is taken from the listings they keep (`grep::listings`: checked by an `fstat` of
-//! the directory just opened), not read again; the matches' modification times are always
-//! stated afresh. Nothing is filtered (the reference lists hidden files, `.git` and
+//! the directory just opened), not read again. The matches' modification times are stated
+//! afresh, except a regular file's whose content `grep` caches and trusts (`grep::watch`: its
+//! inotify watch reported nothing since it was stated, and a change of times is an event),
+//! which is taken from the cache without a system call. Nothing is filtered (the reference lists hidden files, `.git` and
 //! ignored files too). Patterns are `globset` globs with `literal_separator` (`*` stays within
 //! one component, `**` crosses them), matched against the path relative to the root by a lazy
 //! DFA of the glob's regex (`automaton`), which also tells which directories can hold a match:
@@ -31,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Session;
 use crate::grep::walk::{self, Target};
+use crate::grep::watch::Trust;
 
 mod automaton;
 #[cfg(test)]
@@ -91,6 +94,7 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
 
     let mut globber = Globber {
         session,
+        trust: crate::grep::trust(session),
         automaton,
         dirs_only,
         root_path: &root_path,
@@ -154,6 +158,8 @@ struct Cancelled;
 /// One glob call's walk and what it found.
 struct Globber<'a> {
     session: &'a Session,
+    /// Where a trusted file's modification time is taken from (`grep::watch`).
+    trust: Option<Trust<'static>>,
     /// What matches, and which subdirectories can hold a match.
     automaton: automaton::GlobAutomaton,
     dirs_only: bool,
@@ -241,7 +247,7 @@ impl Globber<'_> {
         let mut subdirs = Vec::new();
         let mut path = rel.as_os_str().as_bytes().to_vec();
         let prefix = path.len();
-        for (name, kind, _) in listing.entries {
+        for (name, kind, ino) in listing.entries {
             self.unchecked += 1;
             if self.unchecked >= CHECK_EVERY && self.check()? {
                 break;
@@ -252,7 +258,8 @@ impl Globber<'_> {
             }
             path.extend_from_slice(name.as_bytes());
             if (!self.dirs_only || kind == FileType::Directory) && self.automaton.is_match(&path) {
-                self.record(&fd, &name, kind, &path);
+                let key = listing.dev.map(|dev| (dev, ino));
+                self.record(&fd, &name, kind, key, &path);
             }
             if kind == FileType::Directory && self.automaton.may_match_beneath(&path) {
                 subdirs.push(name);
@@ -264,7 +271,15 @@ impl Globber<'_> {
     /// Lists the matching entry `name` of directory `dir`, `rel` beneath the root: with its
     /// own modification time (a symlink's, not its target's), and a symlink only when its
     /// target is within the permitted roots.
-    fn record(&mut self, dir: &OwnedFd, name: &OsString, kind: FileType, rel: &[u8]) {
+    /// Records the entry `name` of `dir` (`key`: its `(st_dev, d_ino)` where known) at `rel`.
+    fn record(
+        &mut self,
+        dir: &OwnedFd,
+        name: &OsString,
+        kind: FileType,
+        key: Option<(u64, u64)>,
+        rel: &[u8],
+    ) {
         let mut shown = self.root_path.as_os_str().as_bytes().to_vec();
         if !shown.ends_with(b"/") {
             shown.push(b'/');
@@ -279,8 +294,18 @@ impl Globber<'_> {
         if kind == FileType::Symlink && self.session.roots.resolve(&shown).is_err() {
             return;
         }
-        let mtime = rustix::fs::statat(dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_or((0, 0), |st| mtime_of(&st));
+        let trusted = match (&self.trust, key) {
+            (Some(trust), Some(key)) if kind == FileType::RegularFile => self
+                .session
+                .grep_cache
+                .trusted_stamp(key, trust)
+                .map(|stamp| stamp.mtime),
+            _ => None,
+        };
+        let mtime = trusted.unwrap_or_else(|| {
+            rustix::fs::statat(dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_or((0, 0), |st| mtime_of(&st))
+        });
         self.matches.push((mtime, shown));
     }
 }

@@ -299,6 +299,14 @@ impl ContentCache {
         Some((slot.stamp, Self::found(slot, call, wanted)))
     }
 
+    /// The stamp of the file `key` (`(st_dev, st_ino)`), without a stat, if its entry is
+    /// trusted in `trust` (`glob` takes its modification time from it).
+    pub(crate) fn trusted_stamp(&self, key: (u64, u64), trust: &Trust<'_>) -> Option<Stamp> {
+        let shard = self.shard_of(key);
+        let slot = shard.map.get(&key)?;
+        trusted_in(slot.trusted, trust).then_some(slot.stamp)
+    }
+
     /// What a lookup that found `slot` unchanged gives.
     fn found(slot: &mut Slot, call: u64, wanted: impl FnOnce(Option<&Grams>) -> bool) -> Cached {
         slot.used = slot.used.max(call);

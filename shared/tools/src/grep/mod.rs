@@ -34,7 +34,7 @@ mod tests;
 pub(crate) mod walk;
 #[cfg(test)]
 mod walk_tests;
-mod watch;
+pub(crate) mod watch;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -195,6 +195,24 @@ fn search_threads() -> usize {
     })
 }
 
+/// The watcher's state for one `grep` or `glob` call, with the pending events read first, so
+/// every change made before the call is seen by it (`watch`); `None` when cached files are
+/// stated (no inotify, or a trust time of zero).
+pub(crate) fn trust(session: &Session) -> Option<watch::Trust<'static>> {
+    let lifetime = session.limits.grep_watch_trust;
+    if lifetime.is_zero() {
+        return None;
+    }
+    let cache = session.grep_cache;
+    let watcher = cache.watcher()?;
+    Some(watch::Trust {
+        watcher,
+        epoch: watcher.drain(cache),
+        now: Instant::now(),
+        lifetime,
+    })
+}
+
 pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToken) -> ToolOutput {
     let err = |msg: String| ToolOutput::error(format!("grep: {msg}"));
     let limits = &session.limits;
@@ -245,16 +263,7 @@ pub(crate) fn run(session: &Session, input: GrepInput, cancel: &CancellationToke
         )
     };
     let cache = session.grep_cache;
-    // The pending change events first: every change made before this call is then seen.
-    let trust = (!limits.grep_watch_trust.is_zero())
-        .then(|| cache.watcher())
-        .flatten()
-        .map(|watcher| watch::Trust {
-            watcher,
-            epoch: watcher.drain(cache),
-            now: Instant::now(),
-            lifetime: limits.grep_watch_trust,
-        });
+    let trust = trust(session);
     let search = Search {
         matchers: &matchers,
         limits,

@@ -752,3 +752,52 @@ fn a_mount_over_a_cached_file_is_seen() {
     assert!(unmounted);
     assert!(t.grep("alpha").ends_with("alpha under"));
 }
+
+/// `glob` takes a file's modification time from the cache while grep trusts it, and a change
+/// of times (an event) is seen: the newest-first order follows `touch` at once.
+#[test]
+fn glob_orders_by_the_times_of_now_with_trusted_files() {
+    let t = tree(crate::Limits::default().grep_cache_settle);
+    t.write("a.txt", "hit\n");
+    t.write("b.txt", "hit\n");
+    let day = Duration::from_secs(86_400);
+    set_mtime(&t.ws.join("a.txt"), SystemTime::now() - 2 * day);
+    set_mtime(&t.ws.join("b.txt"), SystemTime::now() - day);
+    settle();
+    let glob = || {
+        let input = hands_protocol::toolset::GlobInput {
+            pattern: "*.txt".into(),
+            path: None,
+        };
+        let out = crate::glob::run(&t.tools.session, input, &CancellationToken::new());
+        let [ContentBlock::Text { text }] = out.content.as_slice() else {
+            panic!("expected one text block, got {out:?}");
+        };
+        let prefix = format!("{}/", t.ws.display());
+        text.lines()
+            .map(|l| l.strip_prefix(&prefix).unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(t.files("hit"), ["a.txt", "b.txt"]);
+    assert_eq!(glob(), ["b.txt", "a.txt"]);
+    // Trusted now; a.txt becomes the newest without a change to its content or size, and
+    // without being opened (as `touch` does it: only an attribute event tells).
+    let now = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        t.ws.join("a.txt"),
+        &now,
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+    assert_eq!(glob(), ["a.txt", "b.txt"]);
+}
