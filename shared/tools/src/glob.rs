@@ -10,15 +10,16 @@
 //! the directory just opened), not read again. The matches' modification times are stated
 //! afresh, except a regular file's whose content `grep` caches and trusts (`grep::watch`: its
 //! inotify watch reported nothing since it was stated, and a change of times is an event),
-//! which is taken from the cache without a system call. Nothing is filtered (the reference lists hidden files, `.git` and
-//! ignored files too). Patterns are `globset` globs with `literal_separator` (`*` stays within
-//! one component, `**` crosses them), matched against the path relative to the root by a lazy
-//! DFA of the glob's regex (`automaton`), which also tells which directories can hold a match:
-//! no other is entered (`src/*.rs` reads two directories, not the whole tree). Symlinks are
-//! never followed, so a link to `/` or a link loop is one entry, not a way out or a hang
-//! (T24); a matching symlink is listed only if its target is inside the permitted roots, as
-//! the reference filters. The walk reads at most `Limits::walk_entries` directory entries (one
-//! directory's listing included), checks a time budget, and is cancellable.
+//! which is taken from the cache without a system call. Nothing is filtered (the reference
+//! lists hidden files, `.git` and ignored files too). Patterns are `globset` globs with
+//! `literal_separator` (`*` stays within one component, `**` crosses them), matched against
+//! the path relative to the root by a lazy DFA of the glob's regex (`automaton`), which also
+//! tells which directories can hold a match: no other is entered (`src/*.rs` reads two
+//! directories, not the whole tree). Symlinks are never followed, so a link to `/` or a link
+//! loop is one entry, not a way out or a hang (T24); a matching symlink is listed only if its
+//! target is inside the permitted roots, as the reference filters. The walk reads at most
+//! `Limits::walk_entries` directory entries (one directory's listing included), checks a time
+//! budget, and is cancellable.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -22,7 +22,8 @@
 //! stat alone can miss.
 //!
 //! The cache is one per process (per worker, shared by its sessions: an entry is found only
-//! through a stat of the same inode, which a session can reach only inside its own roots),
+//! through a stat of the same inode or a directory entry naming it, which a session can reach
+//! only inside its own roots),
 //! bounded by [`CACHE_BYTES`] split evenly over [`SHARDS`] shards by inode number; files over
 //! [`CACHE_FILE_MAX`] are never cached. When a shard is full, its least recently used entries
 //! not used by the call inserting are evicted; when every entry belongs to that call, new

@@ -15,7 +15,8 @@
 //! `Limits::walk_entries` directory entries (files and directories alike), which bounds its
 //! memory however many directories a tool made. File contents and directory listings are kept
 //! between calls in bounded caches validated by a stat of each file and directory (`cache`,
-//! `listings`), so a search of an unchanged tree reads nothing from disk, and cached content
+//! `listings`), or for a file by its inotify watch while it reports nothing (`watch`), so a
+//! search of an unchanged tree reads nothing from disk, and cached content
 //! carries a trigram filter and its set of byte values, which rule out files that cannot
 //! satisfy the pattern's trigram query or lack a byte every match holds (`grams`, `query`,
 //! `bytesets`). The searcher's buffer is capped, so a 1 GB single line costs
@@ -65,7 +66,8 @@ const CHECK_EVERY: usize = 16;
 /// the output budget: the ordered merge is then certain to be truncated within the files
 /// already claimed. Each thread keeps the directory of its last file open (`O_PATH`, opened
 /// beneath the root without following symlinks), so a file costs one `fstatat` relative to it
-/// when its content is cached.
+/// when its content is cached, and nothing but a lookup when the cache trusts it (`watch`: the
+/// directory is then not even opened).
 fn search_parallel(
     listing: &Listing,
     root_path: &Path,

@@ -7,7 +7,8 @@
 //! the search root without following a symlink anywhere on the way (`open_dir`), and read with
 //! `getdents64` into memory and closed, so a walk holds one directory open at a time however
 //! deep the tree, and a directory swapped for a symlink mid-walk is refused, not followed.
-//! Entries are listed by name only: the search stats each file relative to its directory.
+//! Entries are listed by name and inode number (`d_ino`): the search stats each file relative
+//! to its directory, unless the cache trusts the inode's content (`watch`).
 //!
 //! What the walk holds is bounded by the entry cap whatever the tree looks like (a tool can
 //! make a million empty directories): every entry read from any directory counts against it,
