@@ -81,6 +81,15 @@ const LOCAL_FILE_SYSTEMS: [i64; 6] = [
     0x2FC1_2FC1, // ZFS
 ];
 
+/// Whether files on the file system of `fd` get watches (`LOCAL_FILE_SYSTEMS`).
+pub(crate) fn watched_file_system(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fstatfs(fd).is_ok_and(|fs| {
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+        let kind = i64::from(fs.f_type as i64);
+        LOCAL_FILE_SYSTEMS.contains(&kind)
+    })
+}
+
 /// A cached file's watch, as its cache entry holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Watch {
@@ -388,13 +397,10 @@ impl Watcher {
 
     /// Whether watches are used on device `dev` (asked of the file system once per device).
     fn local(inner: &mut Inner, file: BorrowedFd<'_>, dev: u64) -> bool {
-        *inner.devices.entry(dev).or_insert_with(|| {
-            rustix::fs::fstatfs(file).is_ok_and(|fs| {
-                #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-                let kind = i64::from(fs.f_type as i64);
-                LOCAL_FILE_SYSTEMS.contains(&kind)
-            })
-        })
+        *inner
+            .devices
+            .entry(dev)
+            .or_insert_with(|| watched_file_system(file))
     }
 
     /// The watches in use.
