@@ -26,6 +26,17 @@ fn tree(settle: Duration) -> Tree {
     tree_with(settle, crate::Limits::default().grep_watch_trust)
 }
 
+/// Held for writing by the test that mounts (any change to the mount table voids every
+/// watcher's trust, `watch`), and for reading by the tests that count the files stated, which
+/// run in the same process.
+static MOUNT_TABLE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn mount_table_unchanged() -> std::sync::RwLockReadGuard<'static, ()> {
+    MOUNT_TABLE
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Whether the tests' temporary directories are on a file system whose files get inotify
 /// watches (`watch`); the tests of the watches say so and skip where not (an overlay `/tmp`).
 fn watchable() -> bool {
@@ -596,6 +607,7 @@ fn an_unchanged_tree_is_searched_again_without_a_stat_per_file() {
     if !watchable() {
         return;
     }
+    let _mounts = mount_table_unchanged();
     let t = tree(crate::Limits::default().grep_cache_settle);
     for i in 0..20 {
         t.write(&format!("d{}/f{i}.txt", i % 3), &format!("line {i}\n"));
@@ -630,6 +642,7 @@ fn trust_runs_out_and_a_stat_renews_it() {
     if !watchable() {
         return;
     }
+    let _mounts = mount_table_unchanged();
     // Long enough that the second search comes within it even on a loaded machine.
     let trust = Duration::from_secs(3);
     let t = tree_with(crate::Limits::default().grep_cache_settle, trust);
@@ -656,6 +669,7 @@ fn open_files_are_stated_and_a_mapping_written_is_seen_once_closed() {
     if !watchable() {
         return;
     }
+    let _mounts = mount_table_unchanged();
     use std::os::fd::AsFd;
     let t = tree(crate::Limits::default().grep_cache_settle);
     t.write("mapped.txt", "mapped old\n");
@@ -730,6 +744,7 @@ fn an_overflow_of_the_event_queue_empties_the_cache() {
     if !watchable() {
         return;
     }
+    let _mounts = mount_table_unchanged();
     let t = tree(crate::Limits::default().grep_cache_settle);
     t.write("a.txt", "alpha\n");
     settle();
@@ -752,6 +767,9 @@ fn a_mount_over_a_cached_file_is_seen() {
     if !watchable() {
         return;
     }
+    let _mounts = MOUNT_TABLE
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let t = tree(crate::Limits::default().grep_cache_settle);
     t.write("a.txt", "alpha under\n");
     std::fs::write(t.outside.join("over.txt"), "alpha over\n").unwrap();
