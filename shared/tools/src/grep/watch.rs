@@ -128,7 +128,7 @@ struct Inner {
 pub(crate) struct Watcher {
     inner: Mutex<Inner>,
     /// `/proc/self/mountinfo`, polled for changes to the mount table.
-    mounts: Option<File>,
+    mounts: File,
     /// Bumped whenever all trust is void (a mount table change, an overflow).
     epoch: AtomicU64,
 }
@@ -209,13 +209,20 @@ fn new_instance() -> rustix::io::Result<OwnedFd> {
 }
 
 impl Watcher {
-    /// A watcher with its own inotify instance; `None` where inotify is unavailable (every
-    /// file is then stated, as before).
+    /// A watcher with its own inotify instance; `None` where inotify is unavailable, or the
+    /// mount table cannot be watched for changes (every file is then stated, as before).
     pub(crate) fn new() -> Option<Watcher> {
         let fd = match new_instance() {
             Ok(fd) => fd,
             Err(e) => {
                 tracing::warn!(error = %e, "grep: no inotify instance; cached files are stated at every search");
+                return None;
+            }
+        };
+        let mounts = match File::open("/proc/self/mountinfo") {
+            Ok(mounts) => mounts,
+            Err(e) => {
+                tracing::warn!(error = %e, "grep: /proc/self/mountinfo unreadable; cached files are stated at every search");
                 return None;
             }
         };
@@ -228,7 +235,7 @@ impl Watcher {
                 next_token: 0,
                 buf: vec![MaybeUninit::uninit(); 16 * 1024],
             }),
-            mounts: File::open("/proc/self/mountinfo").ok(),
+            mounts,
             epoch: AtomicU64::new(0),
         })
     }
@@ -304,16 +311,17 @@ impl Watcher {
     }
 
     fn mount_table_changed(&self) -> bool {
-        let Some(mounts) = &self.mounts else {
-            return false;
-        };
-        let mut fds = [PollFd::new(mounts, PollFlags::PRI)];
+        let mut fds = [PollFd::new(&self.mounts, PollFlags::PRI)];
         let zero = rustix::time::Timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
-            && fds[0].revents().intersects(PollFlags::PRI | PollFlags::ERR)
+        // A poll that fails cannot say the table is unchanged.
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            Ok(0) => false,
+            Ok(_) => fds[0].revents().intersects(PollFlags::PRI | PollFlags::ERR),
+            Err(_) => true,
+        }
     }
 
     /// Watches the file `file` (open, read-only) whose content was just cached under `stamp`,
