@@ -472,12 +472,28 @@ fn run_serves_one_already_claimed_item_and_stats_shows_the_queue() {
 }
 
 /// A loopback port nobody listens on right now.
+/// A port that is free now, for a child process to bind a moment later. Not from the ephemeral
+/// range (`bind` to port 0 takes one from it): any outgoing connection on the machine can take
+/// such a port as its source port before the child binds it, which once left devplane unable to
+/// start. Ports are handed out once per process, from a start that differs between processes.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    // Below the ephemeral range, above the well-known and common service ports.
+    let (start, span) = (10_000u32, low.saturating_sub(10_000).max(1000));
+    let offset = std::process::id() * 7919 % span;
+    loop {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(k < span, "no free port below the ephemeral range");
+        let port = u16::try_from(start + (offset + k) % span).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 #[test]
