@@ -270,9 +270,9 @@ impl Globber<'_> {
     }
 
     /// Lists the matching entry `name` of directory `dir`, `rel` beneath the root: with its
-    /// own modification time (a symlink's, not its target's), and a symlink only when its
-    /// target is within the permitted roots.
-    /// Records the entry `name` of `dir` (`key`: its `(st_dev, d_ino)` where known) at `rel`.
+    /// own modification time (a symlink's, not its target's; a trusted regular file's from
+    /// grep's cache, found by `key`, its `(st_dev, d_ino)` where known), and a symlink only
+    /// when its target is within the permitted roots.
     fn record(
         &mut self,
         dir: &OwnedFd,

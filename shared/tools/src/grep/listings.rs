@@ -85,7 +85,7 @@ impl ListingCache {
         }
         (cached.read <= budget).then(|| DirEntries {
             entries: cached.entries.clone(),
-            dev: None,
+            dev: Some(stamp.dev),
             read: cached.read,
             truncated: false,
         })

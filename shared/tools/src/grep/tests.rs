@@ -31,10 +31,14 @@ fn tree(settle: Duration) -> Tree {
 /// run in the same process.
 static MOUNT_TABLE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-fn mount_table_unchanged() -> std::sync::RwLockReadGuard<'static, ()> {
-    MOUNT_TABLE
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// For a test that counts the files stated: `None` (skip) where the temporary directory's file
+/// system gets no watches, otherwise a guard that keeps the mount table unchanged meanwhile.
+fn counting_stats() -> Option<std::sync::RwLockReadGuard<'static, ()>> {
+    watchable().then(|| {
+        MOUNT_TABLE
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    })
 }
 
 /// Whether the tests' temporary directories are on a file system whose files get inotify
@@ -94,6 +98,23 @@ impl Tree {
             .lines()
             .filter_map(|l| l.strip_prefix(&prefix))
             .map(|l| l.split(':').next().unwrap().to_string())
+            .collect()
+    }
+
+    /// The paths (relative to the workdir) a `glob` of `pattern` lists, in its order.
+    fn glob(&self, pattern: &str) -> Vec<String> {
+        let input = hands_protocol::toolset::GlobInput {
+            pattern: pattern.into(),
+            path: None,
+        };
+        let out = crate::glob::run(&self.tools.session, input, &CancellationToken::new());
+        assert!(!out.is_error, "{out:?}");
+        let [ContentBlock::Text { text }] = out.content.as_slice() else {
+            panic!("expected one text block, got {out:?}");
+        };
+        let prefix = format!("{}/", self.ws.display());
+        text.lines()
+            .map(|l| l.strip_prefix(&prefix).unwrap().to_owned())
             .collect()
     }
 
@@ -343,20 +364,7 @@ fn glob_and_grep_share_the_kept_listings() {
     std::os::unix::fs::symlink("b.txt", t.ws.join("link.txt")).unwrap();
     settle();
     let glob = |pattern: &str| {
-        let input = hands_protocol::toolset::GlobInput {
-            pattern: pattern.into(),
-            path: None,
-        };
-        let out = crate::glob::run(&t.tools.session, input, &CancellationToken::new());
-        assert!(!out.is_error, "{out:?}");
-        let [ContentBlock::Text { text }] = out.content.as_slice() else {
-            panic!("expected one text block, got {out:?}");
-        };
-        let prefix = format!("{}/", t.ws.display());
-        let mut listed: Vec<String> = text
-            .lines()
-            .map(|l| l.strip_prefix(&prefix).unwrap().to_owned())
-            .collect();
+        let mut listed = t.glob(pattern);
         listed.sort_unstable();
         listed
     };
@@ -604,10 +612,9 @@ fn a_file_gets_its_filter_from_its_second_search_not_its_first() {
 /// to them (`watch`); without watches (a trust time of zero) every search states every file.
 #[test]
 fn an_unchanged_tree_is_searched_again_without_a_stat_per_file() {
-    if !watchable() {
+    let Some(_mounts) = counting_stats() else {
         return;
-    }
-    let _mounts = mount_table_unchanged();
+    };
     let t = tree(crate::Limits::default().grep_cache_settle);
     for i in 0..20 {
         t.write(&format!("d{}/f{i}.txt", i % 3), &format!("line {i}\n"));
@@ -639,10 +646,9 @@ fn an_unchanged_tree_is_searched_again_without_a_stat_per_file() {
 /// unchanged, trusted again.
 #[test]
 fn trust_runs_out_and_a_stat_renews_it() {
-    if !watchable() {
+    let Some(_mounts) = counting_stats() else {
         return;
-    }
-    let _mounts = mount_table_unchanged();
+    };
     // Long enough that the second search comes within it even on a loaded machine.
     let trust = Duration::from_secs(3);
     let t = tree_with(crate::Limits::default().grep_cache_settle, trust);
@@ -666,10 +672,9 @@ fn trust_runs_out_and_a_stat_renews_it() {
 /// a file that was open before it was cached is never served unstated.
 #[test]
 fn open_files_are_stated_and_a_mapping_written_is_seen_once_closed() {
-    if !watchable() {
+    let Some(_mounts) = counting_stats() else {
         return;
-    }
-    let _mounts = mount_table_unchanged();
+    };
     use std::os::fd::AsFd;
     let t = tree(crate::Limits::default().grep_cache_settle);
     t.write("mapped.txt", "mapped old\n");
@@ -741,10 +746,9 @@ fn open_files_are_stated_and_a_mapping_written_is_seen_once_closed() {
 /// After lost events the cache starts over: empty, then filled and watched again.
 #[test]
 fn an_overflow_of_the_event_queue_empties_the_cache() {
-    if !watchable() {
+    let Some(_mounts) = counting_stats() else {
         return;
-    }
-    let _mounts = mount_table_unchanged();
+    };
     let t = tree(crate::Limits::default().grep_cache_settle);
     t.write("a.txt", "alpha\n");
     settle();
@@ -811,22 +815,8 @@ fn glob_orders_by_the_times_of_now_with_trusted_files() {
     set_mtime(&t.ws.join("a.txt"), SystemTime::now() - 2 * day);
     set_mtime(&t.ws.join("b.txt"), SystemTime::now() - day);
     settle();
-    let glob = || {
-        let input = hands_protocol::toolset::GlobInput {
-            pattern: "*.txt".into(),
-            path: None,
-        };
-        let out = crate::glob::run(&t.tools.session, input, &CancellationToken::new());
-        let [ContentBlock::Text { text }] = out.content.as_slice() else {
-            panic!("expected one text block, got {out:?}");
-        };
-        let prefix = format!("{}/", t.ws.display());
-        text.lines()
-            .map(|l| l.strip_prefix(&prefix).unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
     assert_eq!(t.files("hit"), ["a.txt", "b.txt"]);
-    assert_eq!(glob(), ["b.txt", "a.txt"]);
+    assert_eq!(t.glob("*.txt"), ["b.txt", "a.txt"]);
     // Trusted now; a.txt becomes the newest without a change to its content or size, and
     // without being opened (as `touch` does it: only an attribute event tells).
     let now = rustix::fs::Timestamps {
@@ -846,5 +836,5 @@ fn glob_orders_by_the_times_of_now_with_trusted_files() {
         rustix::fs::AtFlags::empty(),
     )
     .unwrap();
-    assert_eq!(glob(), ["a.txt", "b.txt"]);
+    assert_eq!(t.glob("*.txt"), ["a.txt", "b.txt"]);
 }

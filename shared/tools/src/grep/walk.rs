@@ -276,8 +276,7 @@ pub(crate) fn read_listing(
         Some(reuse) => match rustix::fs::fstat(fd) {
             Ok(st) => {
                 let stamp = Stamp::of(&st);
-                if let Some(mut kept) = reuse.listings.get(&stamp, budget) {
-                    kept.dev = Some(stamp.dev);
+                if let Some(kept) = reuse.listings.get(&stamp, budget) {
                     return kept;
                 }
                 Some((reuse, stamp))
