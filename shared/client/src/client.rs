@@ -159,7 +159,9 @@ impl ControlPlane {
             HeaderValue::from_str(&config.anthropic_version)
                 .map_err(|e| BuildError(format!("anthropic-version: {e}")))?,
         );
-        let tls = crate::tls::client_config()
+        // Requests go to the base URL only (no redirects are followed): a plain `http://` one
+        // needs no roots loaded ahead of time.
+        let tls = crate::tls::client_config(base.starts_with("https://"))
             .map_err(|e| BuildError(format!("TLS configuration: {e}")))?;
         let mut lane_headers = headers.clone();
         lane_headers.insert(

@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn a_proxy_in_the_environment_means_no_lane() {
-        let tls = || crate::tls::client_config().unwrap();
+        let tls = || crate::tls::client_config(false).unwrap();
         let config = ClientConfig::default();
         assert!(Lane::new_unless(&config, HeaderMap::new(), tls(), true).is_none());
         assert!(Lane::new_unless(&config, HeaderMap::new(), tls(), false).is_some());

@@ -4,8 +4,11 @@
 //! client is built (on Debian, the bundle and then each file of `/etc/ssl/certs` again): about
 //! 6 ms of a 20 ms start-up budget (issue 8's cold start), spent before `hands serve` can even
 //! listen, and wasted when the base URL is plain `http://` (devplane, tests). Here the verifier
-//! is the same WebPKI verifier over the same system roots, built once in a background thread
-//! started with the client; the first handshake waits for it only if it is not ready yet.
+//! is the same WebPKI verifier over the same system roots, built once: in a background thread
+//! started with a client whose base URL is `https://`, else at the first handshake (a plain
+//! `http://` control plane never makes one, and its start does not pay for the load in CPU
+//! that the host probe's trial run needs). A handshake waits for the load only if it is not
+//! done yet.
 //!
 //! Roots come from `rustls-native-certs` (which honours `SSL_CERT_FILE` and `SSL_CERT_DIR`, so
 //! an operator behind a TLS-inspecting proxy points them at its CA). A system with no usable
@@ -13,7 +16,7 @@
 //! roots compiled in (`webpki-roots`), with a warning, rather than failing every call.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Once, OnceLock};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -26,6 +29,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 pub(crate) struct LazyRootsVerifier {
     provider: Arc<CryptoProvider>,
     verifier: OnceLock<Result<Arc<WebPkiServerVerifier>, rustls::Error>>,
+    warming: Once,
 }
 
 impl fmt::Debug for LazyRootsVerifier {
@@ -37,20 +41,26 @@ impl fmt::Debug for LazyRootsVerifier {
 }
 
 impl LazyRootsVerifier {
-    /// A verifier whose roots start loading now, in a thread of their own.
-    pub(crate) fn start(provider: Arc<CryptoProvider>) -> Arc<Self> {
-        let lazy = Arc::new(LazyRootsVerifier {
+    /// A verifier whose roots load at the first handshake, or earlier once warmed up.
+    pub(crate) fn new(provider: Arc<CryptoProvider>) -> Arc<Self> {
+        Arc::new(LazyRootsVerifier {
             provider,
             verifier: OnceLock::new(),
+            warming: Once::new(),
+        })
+    }
+
+    /// Starts loading the roots now, in a thread of their own (once).
+    pub(crate) fn warm_up(self: &Arc<Self>) {
+        self.warming.call_once(|| {
+            let warm = Arc::clone(self);
+            // If the thread cannot start, the first handshake loads the roots itself.
+            let _ = std::thread::Builder::new()
+                .name("tls-roots".into())
+                .spawn(move || {
+                    warm.inner().ok();
+                });
         });
-        let warm = Arc::clone(&lazy);
-        // If the thread cannot start, the first handshake loads the roots itself.
-        let _ = std::thread::Builder::new()
-            .name("tls-roots".into())
-            .spawn(move || {
-                warm.inner().ok();
-            });
-        lazy
     }
 
     fn inner(&self) -> Result<&Arc<WebPkiServerVerifier>, rustls::Error> {
@@ -141,13 +151,17 @@ static VERIFIER: OnceLock<(Arc<CryptoProvider>, Arc<LazyRootsVerifier>)> = OnceL
 
 /// The rustls configuration the client uses: the provider's safe defaults, the lazily loaded
 /// system roots, and ALPN offering HTTP/2 then HTTP/1.1 (what reqwest offers when it builds the
-/// configuration itself).
-pub(crate) fn client_config() -> Result<rustls::ClientConfig, rustls::Error> {
+/// configuration itself). With `warm_up` (a client that will make handshakes) the roots start
+/// loading now.
+pub(crate) fn client_config(warm_up: bool) -> Result<rustls::ClientConfig, rustls::Error> {
     let (provider, verifier) = VERIFIER.get_or_init(|| {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier = LazyRootsVerifier::start(Arc::clone(&provider));
+        let verifier = LazyRootsVerifier::new(Arc::clone(&provider));
         (provider, verifier)
     });
+    if warm_up {
+        verifier.warm_up();
+    }
     let (provider, verifier) = (Arc::clone(provider), Arc::clone(verifier));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -165,9 +179,29 @@ mod tests {
     #[test]
     fn the_system_roots_load_and_a_verifier_builds_from_them() {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let lazy = LazyRootsVerifier::start(provider);
+        let lazy = LazyRootsVerifier::new(provider);
+        lazy.warm_up();
         assert!(lazy.inner().is_ok());
         assert!(!lazy.supported_verify_schemes().is_empty());
+    }
+
+    #[test]
+    fn roots_load_ahead_of_a_handshake_only_once_warmed_up() {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let lazy = LazyRootsVerifier::new(provider);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(lazy.verifier.get().is_none(), "loaded without a warm-up");
+        lazy.warm_up();
+        lazy.warm_up();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while lazy.verifier.get().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the warm-up never loaded the roots"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(lazy.inner().is_ok());
     }
 
     #[test]
