@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::isolation_start::PendingProbe;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hands",
@@ -74,7 +76,15 @@ fn verdict(passed: bool) -> ExitCode {
     }
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// A parsed command line whose process is set up: logging, descriptors, and the host probe of
+/// the commands that run tools, already running.
+pub struct Ready {
+    cli: Cli,
+    probe: Option<PendingProbe>,
+}
+
+/// Sets the process up for `cli` without a runtime (`main` builds it after this).
+pub fn prepare(cli: Cli) -> Ready {
     // The demo's transcript is the output; logs only when something is wrong.
     let default_level = if matches!(
         cli.command,
@@ -88,19 +98,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Before any command runs: the worker's connections (proxy, relay) and sessions need more
     // descriptors than a default soft limit of 1024 allows; tools get their own limit.
     hands_sandbox::raise_open_files_limit();
+    let isolation = match &cli.command {
+        Command::Poll(args) => Some(args.worker.isolation),
+        Command::Serve(args) => Some(args.worker.isolation),
+        Command::Run(args) => Some(args.worker.isolation),
+        _ => None,
+    };
+    Ready {
+        probe: isolation.map(crate::isolation_start::start),
+        cli,
+    }
+}
+
+pub async fn run(ready: Ready) -> anyhow::Result<ExitCode> {
+    let Ready { cli, probe } = ready;
+    // `prepare` started the probe for exactly the three commands that take it, so it is there;
+    // starting one here only keeps this total.
+    let probe = |mode| probe.unwrap_or_else(|| crate::isolation_start::start(mode));
     match cli.command {
         Command::Dev(args) => Ok(verdict(crate::dev::run(args).await?)),
         Command::Poll(args) => {
-            crate::work_cmds::poll(args).await?;
+            let probe = probe(args.worker.isolation);
+            crate::work_cmds::poll(args, probe).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
-            crate::serve::run(args).await?;
+            let probe = probe(args.worker.isolation);
+            crate::serve::run(args, probe).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(args) => Ok(verdict(crate::verify_cmd::run(args).await?)),
         Command::Egress(args) => Ok(verdict(crate::egress_cmd::run(args).await?)),
-        Command::Run(args) => Ok(verdict(crate::work_cmds::run(args).await?)),
+        Command::Run(args) => {
+            let probe = probe(args.worker.isolation);
+            Ok(verdict(crate::work_cmds::run(args, probe).await?))
+        }
         Command::Stats(args) => {
             crate::work_cmds::stats(args).await?;
             Ok(ExitCode::SUCCESS)

@@ -172,7 +172,7 @@ pub async fn attach(
 mod tests {
     use hands_sandbox::{
         EgressBridge, HostProbe, Isolation, NET_LANDLOCK_ABI, Tier1Options, Tier1Sandbox,
-        Tier2Options,
+        Tier2Options, Trial,
     };
     use hands_worker::{WorkdirTemplate, WorkerConfig};
 
@@ -282,8 +282,8 @@ mod tests {
             landlock_abi: Ok(3),
             seccomp_filter: true,
             user_namespaces: Err("not needed".into()),
-            bwrap: Err("not needed".into()),
-            tier1: Ok(()),
+            bwrap: Trial::done(Err("not needed".into())),
+            tier1: Trial::done(Ok(())),
         };
         let landlock = Isolation::Landlock(Tier1Sandbox::this_binary(Tier1Options::default()));
         let required = ["--isolation", "landlock", "--require-isolation"];

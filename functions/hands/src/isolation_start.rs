@@ -1,14 +1,17 @@
-//! The host probe off the start path. The probe (a bwrap trial run and the tier-1 helper's
-//! trial) costs 15-40 ms, most of the cold-start budget, so it starts on its own thread first
-//! thing while the worker reads its secrets and opens its listener; the selection is awaited
-//! where the isolation is first needed, before any work item is claimed. Fail-closed is kept:
-//! with isolation required and a tier that cannot be enforced, the command fails (the process
-//! exits non-zero with the reason) before it claims anything.
+//! The host probe off the start path. The probe's trial runs (bwrap's, and the tier-1 helper's
+//! when tier 2 is not usable) are process starts, 5-10 ms each here and most of the cold-start
+//! budget, so the probe starts on its own thread as soon as the command line is parsed (in
+//! `cli::prepare`, before the runtime is built) and runs while the worker reads its secrets and
+//! opens its listener, and makes only the trials the asked mode can use
+//! ([`HostProbe::run_for`]); the selection is awaited where the isolation is first needed,
+//! before any work item is claimed. Fail-closed is kept: with isolation required and a tier that
+//! cannot be enforced, the command fails (the process exits non-zero with the reason) before it
+//! claims anything.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hands_sandbox::{HostProbe, Isolation, IsolationMode, Tier};
+use hands_sandbox::{HostProbe, Isolation, IsolationMode, Tier, Trial};
 use tokio::sync::oneshot;
 
 use crate::worker_args::WorkerArgs;
@@ -25,15 +28,15 @@ pub struct PendingProbe {
     started: Instant,
 }
 
-/// Starts the host probe on a thread and returns at once.
-pub fn start() -> PendingProbe {
+/// Starts the host probe for `mode` on a thread and returns at once.
+pub fn start(mode: IsolationMode) -> PendingProbe {
     let (tx, rx) = oneshot::channel();
     let started = Instant::now();
     let spawned = std::thread::Builder::new()
         .name("isolation-probe".into())
         .spawn(move || {
             // The receiver is gone only when the command already failed for another reason.
-            let _ = tx.send(run_probe());
+            let _ = tx.send(run_probe(mode));
         });
     if let Err(e) = spawned {
         // Without a thread the selection would never come; the caller sees the error (an
@@ -43,7 +46,7 @@ pub fn start() -> PendingProbe {
     PendingProbe { rx, started }
 }
 
-fn run_probe() -> HostProbe {
+fn run_probe(mode: IsolationMode) -> HostProbe {
     // The process limit's probe before any trial child is forked: on cgroup v2 it may move the
     // worker into a leaf of its own cgroup, which it refuses (or undoes, EBUSY) while another
     // process is in that cgroup. Its result is kept for the limits read later.
@@ -55,13 +58,13 @@ fn run_probe() -> HostProbe {
         tracing::warn!("{TEST_DELAY_VAR}={ms}: the host probe is delayed (tests only)");
         std::thread::sleep(Duration::from_millis(ms));
     }
-    let mut probe = HostProbe::run();
+    let mut probe = HostProbe::run_for(mode);
     if let Some(reason) = std::env::var(TEST_FAIL_VAR).ok().filter(|v| !v.is_empty()) {
         tracing::warn!(
             "{TEST_FAIL_VAR} is set: every tier above 0 is reported unusable (tests only)"
         );
-        probe.tier1 = Err(reason.clone());
-        probe.bwrap = Err(reason);
+        probe.tier1 = Trial::done(Err(reason.clone()));
+        probe.bwrap = Trial::done(Err(reason));
     }
     probe
 }

@@ -23,16 +23,17 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     // First of all, before the runtime starts any thread: when this process was started as a
     // sandbox helper (tier 1), it becomes that helper here and never returns.
     hands_sandbox::helper::run_if_requested();
-    serve_main()
-}
-
-#[tokio::main]
-async fn serve_main() -> anyhow::Result<std::process::ExitCode> {
     // Before anything else: a same-user tool process must not read this process's memory or
     // /proc/<pid>/environ (CATALOGUE pitfall 5, T2).
     if let Err(e) = hands_sandbox::harden_worker_process() {
         eprintln!("hands: cannot harden the worker process: {e}");
         return Ok(std::process::ExitCode::FAILURE);
     }
-    cli::run(cli::Cli::parse()).await
+    // Logging and the worker commands' host probe before the runtime: the probe's trial run
+    // is the longest part of a worker's start, so it starts as early as its mode is known.
+    let ready = cli::prepare(cli::Cli::parse());
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(cli::run(ready))
 }

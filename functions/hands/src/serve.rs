@@ -146,11 +146,11 @@ struct Started {
     secrets: Resolver,
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    // The host probe runs on its own thread from here; the listener answers /healthz at once
-    // and everything else `starting` until the isolation is chosen, so no delivery drains the
+/// `hands serve`, with the host probe started for `args` (see `cli::prepare`).
+pub async fn run(args: ServeArgs, probe: PendingProbe) -> anyhow::Result<()> {
+    // The host probe runs on its own thread; the listener answers /healthz at once and
+    // everything else `starting` until the isolation is chosen, so no delivery drains the
     // queue (no item is claimed) before the tier is known.
-    let probe = crate::isolation_start::start();
     let server_config = ServerConfig {
         header_timeout: args.header_timeout,
         max_connections: args.max_connections,
@@ -200,6 +200,9 @@ async fn start(args: &ServeArgs, probe: PendingProbe) -> anyhow::Result<Started>
         tracing::info!(%source, "webhook signing key source");
     }
     let (verifier, key_value) = read_verifier(key_source.as_ref(), &secrets).await?;
+    // The client before the wait: building it (and, for an `https://` base URL, starting the
+    // TLS roots' load) overlaps the probe's trial run instead of following it.
+    let control_plane = args.worker.connect.control_plane()?;
     let (isolation, probe) = crate::isolation_start::select(&args.worker, probe).await?;
     let mut worker = args.worker.worker_config(isolation)?;
     crate::egress_cmd::attach(&args.worker, &mut worker, probe.as_ref()).await?;
@@ -219,7 +222,7 @@ async fn start(args: &ServeArgs, probe: PendingProbe) -> anyhow::Result<Started>
     }
     tracing::info!(environment_id = %worker.environment_id, worker_id = %worker.worker_id,
         workdir = %worker.workdir.as_str(), listen = %args.listen, "serving webhooks");
-    let ingress = Ingress::new(args.worker.connect.control_plane()?, worker, config);
+    let ingress = Ingress::new(control_plane, worker, config);
     if verifier.is_none() {
         tracing::warn!(
             "no webhook signing key yet: deliveries are answered 503 until ANTHROPIC_WEBHOOK_SIGNING_KEY (or its _FILE, _SECRET_ARN or _SSM_PARAMETER) holds one"

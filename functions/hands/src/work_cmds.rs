@@ -50,6 +50,9 @@ async fn worker(args: &WorkerArgs, probe: PendingProbe) -> anyhow::Result<Worker
     // Session temporary directories of workers that were killed (P3, P4); live ones stay.
     hands_worker::startup::sweep_leftover_tmp_dirs();
     let environment_key = args.connect.environment_key(&Resolver::new()).await?;
+    // The client before the wait: building it (and, for an `https://` base URL, starting the
+    // TLS roots' load) overlaps the probe's trial run instead of following it.
+    let control_plane = args.connect.control_plane()?;
     let (isolation, probe) = crate::isolation_start::select(args, probe).await?;
     let mut config = args.worker_config(isolation)?;
     crate::egress_cmd::attach(args, &mut config, probe.as_ref()).await?;
@@ -59,15 +62,15 @@ async fn worker(args: &WorkerArgs, probe: PendingProbe) -> anyhow::Result<Worker
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     Ok(Worker::new(
-        args.connect.control_plane()?,
+        control_plane,
         config,
         Arc::new(NoObserver),
         shutdown,
     ))
 }
 
-pub async fn poll(args: PollArgs) -> anyhow::Result<()> {
-    let probe = crate::isolation_start::start();
+/// `hands poll`, with the host probe started for `args` (see `cli::prepare`).
+pub async fn poll(args: PollArgs, probe: PendingProbe) -> anyhow::Result<()> {
     let worker = worker(&args.worker, probe).await?;
     if worker.config().environment_key.is_none() {
         bail!(NO_ENVIRONMENT_KEY);
@@ -83,8 +86,8 @@ pub async fn poll(args: PollArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
-    let probe = crate::isolation_start::start();
+/// `hands run`, with the host probe started for `args` (see `cli::prepare`).
+pub async fn run(args: RunArgs, probe: PendingProbe) -> anyhow::Result<bool> {
     let secret = match &args.work_secret_file {
         Some(path) => Some(
             std::fs::read_to_string(path)

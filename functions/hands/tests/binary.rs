@@ -471,7 +471,6 @@ fn run_serves_one_already_claimed_item_and_stats_shows_the_queue() {
     assert!(dp_status.success(), "{}", failed_steps(&report));
 }
 
-/// A loopback port nobody listens on right now.
 /// A port that is free now, for a child process to bind a moment later. Not from the ephemeral
 /// range (`bind` to port 0 takes one from it): any outgoing connection on the machine can take
 /// such a port as its source port before the child binds it, which once left devplane unable to

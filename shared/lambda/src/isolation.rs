@@ -32,13 +32,16 @@ impl PendingProbe {
     }
 }
 
-/// Starts the host probe; returns at once.
+/// Starts the host probe, with the trial runs that `HANDS_ISOLATION` can use; returns at once.
 pub fn start_probe() -> PendingProbe {
     let (tx, rx) = oneshot::channel();
+    // An unreadable mode fails the start in `select`; the probe then serves `auto`'s trials,
+    // and any other a check asks for is made then.
+    let mode = asked(&var).map(|(mode, _)| mode).unwrap_or_default();
     let spawned = std::thread::Builder::new()
         .name("isolation-probe".into())
         .spawn(move || {
-            let _ = tx.send(HostProbe::run());
+            let _ = tx.send(HostProbe::run_for(mode));
         });
     if let Err(e) = spawned {
         // The receiver then reports the probe as missing: no tier is guessed.
@@ -197,6 +200,7 @@ async fn select_with(
 mod tests {
     use std::collections::HashMap;
 
+    use hands_sandbox::Trial;
     use hands_worker::WorkdirTemplate;
 
     use super::*;
@@ -285,8 +289,8 @@ mod tests {
             landlock_abi: Ok(abi),
             seccomp_filter: true,
             user_namespaces: Ok(()),
-            bwrap,
-            tier1: Ok(()),
+            bwrap: Trial::done(bwrap),
+            tier1: Trial::done(Ok(())),
         }
     }
 

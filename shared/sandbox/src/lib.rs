@@ -51,7 +51,8 @@ pub use limits::{DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, LimitSetting, Limi
 pub use oneshot::{OneShotProcess, OneShotSpec, spawn_oneshot};
 pub use open_files::{OpenFilesLimit, raise_open_files_limit};
 pub use probe::{
-    BWRAP_DIRS, HostProbe, IsolationError, IsolationMode, Selection, Tier, find_bwrap, landlock_abi,
+    BWRAP_DIRS, HostProbe, IsolationError, IsolationMode, Selection, Tier, Trial, find_bwrap,
+    landlock_abi,
 };
 pub use process_limit::{
     DEFAULT_PROCESSES, NprocTrial, ProcessLimitMechanism, nproc_note, nproc_trial,

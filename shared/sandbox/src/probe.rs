@@ -7,6 +7,11 @@
 //! create its namespaces (a container without user namespaces, a seccomp profile that forbids
 //! `unshare`) is reported as unusable, with bwrap's own words.
 //!
+//! The two trial runs (bwrap's and the tier-1 helper's) are process starts, the largest part of a
+//! worker's start-up, so [`HostProbe::run_for`] makes only those the asked mode can use: `auto`
+//! tries tier 2, and tier 1 only when tier 2 failed; `none` tries neither. A trial not made
+//! at start is made the first time a check needs it (a [`Trial`]), so no answer is ever guessed.
+//!
 //! Selection fails closed: when the operator requires isolation, a tier that cannot be fully
 //! enforced is an error, never a warning.
 
@@ -14,6 +19,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use crate::bwrap::{Binds, BwrapSandbox, Tier2Options};
 use crate::tier1::{CHECK_OK, MIN_LANDLOCK_ABI, Policy, Tier1Options, Tier1Sandbox};
@@ -125,7 +131,35 @@ pub struct Selection {
     pub fell_back: Option<String>,
 }
 
-/// What the host allows, as found by [`HostProbe::run`].
+/// One trial run's outcome: made when the probe ran it, else the first time it is asked for, and
+/// at most once either way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trial<T>(OnceLock<Result<T, String>>);
+
+impl<T> Default for Trial<T> {
+    /// Not made yet.
+    fn default() -> Self {
+        Trial(OnceLock::new())
+    }
+}
+
+impl<T> Trial<T> {
+    /// A trial whose outcome is already known (tests force what the host has).
+    pub fn done(outcome: Result<T, String>) -> Self {
+        Trial(OnceLock::from(outcome))
+    }
+
+    /// The outcome, if the trial was made.
+    pub fn made(&self) -> Option<&Result<T, String>> {
+        self.0.get()
+    }
+
+    fn get_or_make(&self, make: impl FnOnce() -> Result<T, String>) -> &Result<T, String> {
+        self.0.get_or_init(make)
+    }
+}
+
+/// What the host allows, as found by [`HostProbe::run`] or [`HostProbe::run_for`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostProbe {
     /// The Landlock ABI version, or why there is none.
@@ -135,52 +169,91 @@ pub struct HostProbe {
     /// Whether this process may create user namespaces, or why not.
     pub user_namespaces: Result<(), String>,
     /// The bubblewrap binary, after a successful trial run, or why it cannot be used.
-    pub bwrap: Result<PathBuf, String>,
+    pub bwrap: Trial<PathBuf>,
     /// Whether the tier-1 helper of this binary ran its trial (Landlock and seccomp applied,
     /// a write and a UDP socket refused), or why not.
-    pub tier1: Result<(), String>,
+    pub tier1: Trial<()>,
 }
 
 impl HostProbe {
-    /// Probes the host. Runs `bwrap` and the tier-1 helper once each, at the same time (a few
-    /// milliseconds); call it once at start.
-    pub fn run() -> HostProbe {
-        let user_namespaces = probe_user_namespaces();
-        let landlock_abi = landlock_abi();
-        let seccomp_filter = probe_seccomp();
-        let (bwrap, tier1) = std::thread::scope(|scope| {
-            let tier1 = match &landlock_abi {
-                Ok(abi) if *abi < MIN_LANDLOCK_ABI => Err(Err(format!(
-                    "Landlock ABI {abi} is older than {MIN_LANDLOCK_ABI} (Linux 6.2)"
-                ))),
-                Ok(_) if !seccomp_filter => Err(Err("seccomp filters are not available".into())),
-                Ok(_) => Ok(scope.spawn(|| probe_tier1(Path::new("/proc/self/exe")))),
-                Err(e) => Err(Err(format!("Landlock: {e}"))),
-            };
-            let bwrap = probe_bwrap();
-            let tier1 = match tier1 {
-                Ok(handle) => handle
-                    .join()
-                    .unwrap_or_else(|_| Err("the tier 1 trial panicked".into())),
-                Err(result) => result,
-            };
-            (bwrap, tier1)
-        });
+    /// What the kernel offers, without any trial run (microseconds).
+    fn kernel() -> HostProbe {
         HostProbe {
-            landlock_abi,
-            seccomp_filter,
-            bwrap,
-            user_namespaces,
-            tier1,
+            landlock_abi: landlock_abi(),
+            seccomp_filter: probe_seccomp(),
+            user_namespaces: probe_user_namespaces(),
+            bwrap: Trial::default(),
+            tier1: Trial::default(),
         }
+    }
+
+    /// Probes the host with both trial runs, at the same time (a few milliseconds each): what
+    /// tests and tools that show every tier use. A worker calls [`HostProbe::run_for`].
+    pub fn run() -> HostProbe {
+        let probe = HostProbe::kernel();
+        std::thread::scope(|scope| {
+            let tier1 = scope.spawn(|| {
+                probe.tier1_trial();
+            });
+            probe.bwrap_trial();
+            if tier1.join().is_err() {
+                // A panic in the trial itself: tier 1 is unusable, as before there were trials
+                // made on demand (a check must not run it again on a runtime's thread).
+                let _ = probe.tier1.0.set(Err("the tier 1 trial panicked".into()));
+            }
+        });
+        probe
+    }
+
+    /// Probes the host with the trial runs that choosing a tier for `mode` needs, one after the
+    /// other: tier 2's for `auto` and `bwrap`, then tier 1's only if tier 2 failed (the only
+    /// case in which [`HostProbe::select`] can pick it); tier 1's alone for `landlock`; none for
+    /// `none`. A trial left out is made later if a check asks for it (an egress route falling
+    /// back from tier 2 to tier 1).
+    pub fn run_for(mode: IsolationMode) -> HostProbe {
+        let probe = HostProbe::kernel();
+        match mode {
+            IsolationMode::Auto | IsolationMode::Tier(Tier::Bwrap) => {
+                if probe.bwrap_trial().is_err() {
+                    probe.tier1_trial();
+                }
+            }
+            IsolationMode::Tier(Tier::Landlock) => {
+                probe.tier1_trial();
+            }
+            IsolationMode::Tier(Tier::None) => {}
+        }
+        probe
+    }
+
+    /// bwrap's trial run, made now if it was not yet.
+    fn bwrap_trial(&self) -> &Result<PathBuf, String> {
+        self.bwrap.get_or_make(probe_bwrap)
+    }
+
+    /// The tier-1 helper's trial run, made now if it was not yet (not at all without the kernel
+    /// features it needs).
+    fn tier1_trial(&self) -> &Result<(), String> {
+        self.tier1.get_or_make(|| match &self.landlock_abi {
+            Ok(abi) if *abi < MIN_LANDLOCK_ABI => Err(format!(
+                "Landlock ABI {abi} is older than {MIN_LANDLOCK_ABI} (Linux 6.2)"
+            )),
+            Ok(_) if !self.seccomp_filter => Err("seccomp filters are not available".into()),
+            Ok(_) => probe_tier1(Path::new("/proc/self/exe")),
+            Err(e) => Err(format!("Landlock: {e}")),
+        })
     }
 
     /// Whether `tier` can be fully enforced here, or why not.
     pub fn check(&self, tier: Tier) -> Result<(), String> {
         match tier {
             Tier::None => Ok(()),
-            Tier::Landlock => self.tier1.clone(),
-            Tier::Bwrap => self.bwrap.as_ref().map(|_| ()).map_err(Clone::clone),
+            Tier::Landlock => self.tier1_trial().clone(),
+            Tier::Bwrap => self
+                .bwrap_trial()
+                .as_ref()
+                .map(|_| ())
+                .map_err(Clone::clone),
         }
     }
 
@@ -233,7 +306,7 @@ impl HostProbe {
 
     /// Whether tier 1 can also limit TCP to the egress proxy's port (Landlock ABI 4).
     pub fn tier1_net_rules(&self) -> bool {
-        self.tier1.is_ok()
+        self.tier1_trial().is_ok()
             && self
                 .landlock_abi
                 .as_ref()
@@ -242,7 +315,7 @@ impl HostProbe {
 
     /// The tier-1 sandbox of this binary, when its trial run passed.
     pub fn tier1_sandbox(&self, options: Tier1Options) -> Option<Tier1Sandbox> {
-        self.tier1
+        self.tier1_trial()
             .as_ref()
             .ok()
             .map(|()| Tier1Sandbox::this_binary(options))
@@ -250,10 +323,13 @@ impl HostProbe {
 
     /// The bubblewrap sandbox to run tools in, when the probe found a working one.
     pub fn bwrap_sandbox(&self, options: Tier2Options) -> Option<BwrapSandbox> {
-        self.bwrap.as_ref().ok().map(|program| BwrapSandbox {
-            program: program.clone(),
-            options,
-        })
+        self.bwrap_trial()
+            .as_ref()
+            .ok()
+            .map(|program| BwrapSandbox {
+                program: program.clone(),
+                options,
+            })
     }
 }
 
@@ -272,13 +348,18 @@ impl fmt::Display for HostProbe {
             Ok(()) => write!(f, "; user namespaces: yes")?,
             Err(e) => write!(f, "; user namespaces: no ({e})")?,
         }
-        match &self.bwrap {
-            Ok(p) => write!(f, "; bwrap: {} (trial run passed)", p.display())?,
-            Err(e) => write!(f, "; bwrap: unusable ({e})")?,
+        match self.bwrap.made() {
+            Some(Ok(p)) => write!(f, "; bwrap: {} (trial run passed)", p.display())?,
+            Some(Err(e)) => write!(f, "; bwrap: unusable ({e})")?,
+            None => match find_bwrap() {
+                Some(p) => write!(f, "; bwrap: {} (trial run not needed)", p.display())?,
+                None => write!(f, "; bwrap: not found")?,
+            },
         }
-        match &self.tier1 {
-            Ok(()) => write!(f, "; tier 1 helper: trial run passed"),
-            Err(e) => write!(f, "; tier 1 helper: unusable ({e})"),
+        match self.tier1.made() {
+            Some(Ok(())) => write!(f, "; tier 1 helper: trial run passed"),
+            Some(Err(e)) => write!(f, "; tier 1 helper: unusable ({e})"),
+            None => write!(f, "; tier 1 helper: trial run not needed"),
         }
     }
 }
@@ -436,16 +517,16 @@ mod tests {
             landlock_abi: if landlock { Ok(4) } else { Err("no".into()) },
             seccomp_filter: true,
             user_namespaces: Ok(()),
-            bwrap: if bwrap {
+            bwrap: Trial::done(if bwrap {
                 Ok("/usr/bin/bwrap".into())
             } else {
                 Err("no bwrap".into())
-            },
-            tier1: if landlock {
+            }),
+            tier1: Trial::done(if landlock {
                 Ok(())
             } else {
                 Err("Landlock: no".into())
-            },
+            }),
         }
     }
 
@@ -514,6 +595,48 @@ mod tests {
             .select(IsolationMode::Tier(Tier::Landlock), true)
             .unwrap_err();
         assert!(err.to_string().contains("tier 1 (landlock)"), "{err}");
+    }
+
+    #[test]
+    fn a_worker_probe_makes_only_the_trials_its_mode_can_use() {
+        // auto (and bwrap): tier 2's trial; tier 1's only when tier 2 failed.
+        for mode in [IsolationMode::Auto, IsolationMode::Tier(Tier::Bwrap)] {
+            let p = HostProbe::run_for(mode);
+            let bwrap = p.bwrap.made().expect("tier 2's trial is made").clone();
+            assert_eq!(
+                p.tier1.made().is_some(),
+                bwrap.is_err(),
+                "{mode}: tier 1 is tried exactly when tier 2 failed: {p}"
+            );
+            if bwrap.is_ok() {
+                assert!(
+                    p.to_string()
+                        .contains("tier 1 helper: trial run not needed"),
+                    "{p}"
+                );
+            }
+        }
+        let p = HostProbe::run_for(IsolationMode::Tier(Tier::Landlock));
+        assert!(p.tier1.made().is_some() && p.bwrap.made().is_none(), "{p}");
+        let p = HostProbe::run_for(IsolationMode::Tier(Tier::None));
+        assert!(p.tier1.made().is_none() && p.bwrap.made().is_none(), "{p}");
+        assert!(
+            p.to_string()
+                .contains("tier 1 helper: trial run not needed"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn a_trial_left_out_is_made_when_a_check_asks_for_it() {
+        let full = HostProbe::run();
+        let p = HostProbe::run_for(IsolationMode::Tier(Tier::None));
+        assert_eq!(p.check(Tier::Bwrap), full.check(Tier::Bwrap));
+        assert_eq!(p.check(Tier::Landlock), full.check(Tier::Landlock));
+        assert!(p.bwrap.made().is_some() && p.tier1.made().is_some());
+        assert_eq!(p.strongest(), full.strongest());
+        // A trial's outcome, once made, is kept: the checks agree without running it again.
+        assert_eq!(p, full);
     }
 
     #[test]

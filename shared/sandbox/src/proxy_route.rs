@@ -197,7 +197,7 @@ async fn trial_tier2_relay(isolation: &Isolation) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::BwrapSandbox;
+    use crate::{BwrapSandbox, Trial};
 
     fn route() -> ProxyRoute {
         ProxyRoute {
@@ -212,8 +212,8 @@ mod tests {
             landlock_abi: abi,
             seccomp_filter: true,
             user_namespaces: Ok(()),
-            bwrap,
-            tier1: Ok(()),
+            bwrap: Trial::done(bwrap),
+            tier1: Trial::done(Ok(())),
         }
     }
 
@@ -339,7 +339,7 @@ mod tests {
         }
         // Where tier 1 does not work at all, the same.
         let probe = HostProbe {
-            tier1: Err("no Landlock".into()),
+            tier1: Trial::done(Err("no Landlock".into())),
             ..host(Err("no Landlock".into()), Ok("/bin/false".into()))
         };
         let err = route_to_proxy(broken_tier2(), &route(), &probe, IsolationMode::Auto, false)
@@ -347,6 +347,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_only_tier0_left(&err);
+    }
+
+    /// A worker's probe leaves out tier 1's trial when tier 2 passed; falling back from tier 2
+    /// makes it then, and its outcome on this host decides.
+    #[tokio::test]
+    async fn a_fall_back_to_tier_1_makes_its_trial_when_the_probe_left_it_out() {
+        let probe = HostProbe {
+            tier1: Trial::default(),
+            ..host(Ok(6), Ok("/bin/false".into()))
+        };
+        let routed =
+            route_to_proxy(broken_tier2(), &route(), &probe, IsolationMode::Auto, false).await;
+        match probe
+            .tier1
+            .made()
+            .expect("the fall-back made tier 1's trial")
+        {
+            Ok(()) => {
+                let routed = routed.unwrap();
+                assert_eq!(routed.isolation.tier(), Tier::Landlock, "{routed:?}");
+            }
+            Err(why) => {
+                let err = routed.unwrap_err().to_string();
+                assert_only_tier0_left(&err);
+                assert!(err.contains(why.as_str()), "{err}");
+            }
+        }
     }
 
     #[tokio::test]
