@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use hands_test_support::child_port;
+
 const HANDS: &str = env!("CARGO_BIN_EXE_hands");
 /// Bounds every wait so a wedged process fails the test instead of hanging it. Generous: this
 /// is a hang guard, not a measurement.
@@ -471,36 +473,12 @@ fn run_serves_one_already_claimed_item_and_stats_shows_the_queue() {
     assert!(dp_status.success(), "{}", failed_steps(&report));
 }
 
-/// A port that is free now, for a child process to bind a moment later. Not from the ephemeral
-/// range (`bind` to port 0 takes one from it): any outgoing connection on the machine can take
-/// such a port as its source port before the child binds it, which once left devplane unable to
-/// start. Ports are handed out once per process, from a start that differs between processes.
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
-    // Below the ephemeral range, above the well-known and common service ports.
-    let (start, span) = (10_000u32, low.saturating_sub(10_000).max(1000));
-    let offset = std::process::id() * 7919 % span;
-    loop {
-        let k = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(k < span, "no free port below the ephemeral range");
-        let port = u16::try_from(start + (offset + k) % span).unwrap();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 #[test]
 fn p2_hands_serve_woken_by_a_webhook_then_sigterm_mid_call_exits_0_and_stops_the_item() {
     let dir = tempfile::tempdir().unwrap();
     // The 32-byte key of PROTOCOL.md §10.5 example C.
     let secret = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-    let (dp_port, serve_port) = (free_port(), free_port());
+    let (dp_port, serve_port) = (child_port(), child_port());
     let dp_url = format!("http://127.0.0.1:{dp_port}");
     let env_id = "env_serve_sigterm";
     let env_key = "sk-ant-oat01-serve-sigterm-0123456789abcdef";
@@ -669,7 +647,7 @@ fn startup_devplane(
 #[test]
 fn serve_answers_healthz_before_the_probe_is_done_and_claims_nothing_until_then() {
     let dir = tempfile::tempdir().unwrap();
-    let (dp_port, serve_port) = (free_port(), free_port());
+    let (dp_port, serve_port) = (child_port(), child_port());
     let dp_url = format!("http://127.0.0.1:{dp_port}");
     let (env_id, key) = ("env_probe_slow", "sk-ant-oat01-probe-slow-0123456789abcdef");
     let mut serve = hands_serve(
@@ -726,7 +704,7 @@ fn serve_answers_healthz_before_the_probe_is_done_and_claims_nothing_until_then(
 #[test]
 fn a_failing_required_probe_exits_nonzero_with_the_reason_and_claims_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (dp_port, serve_port) = (free_port(), free_port());
+    let (dp_port, serve_port) = (child_port(), child_port());
     let dp_url = format!("http://127.0.0.1:{dp_port}");
     let (env_id, key) = ("env_probe_fail", "sk-ant-oat01-probe-fail-0123456789abcdef");
     let dp = startup_devplane(dir.path(), dp_port, serve_port, env_id, key);

@@ -47,11 +47,8 @@ fn untrusted_tls_server(dir: &std::path::Path) -> (Server, u16) {
         .status()
         .expect("openssl is needed for this test (apt-get install openssl)");
     assert!(made.success(), "openssl could not make a certificate");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Bound by openssl a moment later: a port outside the ephemeral range (see child_port).
+    let port = hands_test_support::child_port();
     let child = Command::new("openssl")
         .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
         .arg("-cert")

@@ -1,7 +1,11 @@
-//! For tests only (a dev-dependency): running one test of the running test binary again as
-//! another uid. Root bypasses file modes and `RLIMIT_NPROC`, so a test of either that runs
-//! as root would pass without testing anything; as root, such a test runs itself again as a
-//! uid the limits bind, and the parent checks the child ran that test and passed.
+//! For tests only (a dev-dependency): loopback ports for child processes ([`child_port`]), and
+//! running one test of the running test binary again as another uid ([`rerun_as`]). Root
+//! bypasses file modes and `RLIMIT_NPROC`, so a test of either that runs as root would pass
+//! without testing anything; as root, such a test runs itself again as a uid the limits bind,
+//! and the parent checks the child ran that test and passed.
+
+mod ports;
+pub use ports::child_port;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;

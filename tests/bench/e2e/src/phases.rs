@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -273,10 +273,6 @@ pub async fn bare_run(repo: &Path) -> anyhow::Result<BTreeMap<String, Vec<u64>>>
     Ok(per_tool)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// A fixed test secret (base64 of 32 ASCII bytes); only ever used on loopback.
 const WEBHOOK_SECRET: &str = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -329,7 +325,7 @@ pub async fn webhook_run(
     workroot: &Path,
     reps: usize,
 ) -> anyhow::Result<(u64, Vec<u64>)> {
-    let port = free_port()?;
+    let port = hands_test_support::child_port();
     let mut hook = WebhookConfig::new(format!("http://127.0.0.1:{port}/webhook"), WEBHOOK_SECRET);
     hook.base_delay = Duration::from_millis(50);
     let config = Config {
@@ -440,7 +436,7 @@ pub async fn cold_serve(launch: &Launch, workroot: &Path) -> anyhow::Result<(u64
         environment_key: &environment_key,
         api_key: &api_key,
     };
-    let port = free_port()?;
+    let port = hands_test_support::child_port();
     let workdir = format!("{}/{{session_id}}", workroot.display());
     let started = Instant::now();
     let mut child =
