@@ -24,7 +24,10 @@ pub fn child_port() -> u16 {
     loop {
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
         assert!(k < span, "no free port below the ephemeral range");
-        let port = u16::try_from(start + (offset + k) % span).expect("ports stay below 65536");
+        // `start + span` is at most the ephemeral range's start, a port number.
+        let Ok(port) = u16::try_from(start + (offset + k) % span) else {
+            continue;
+        };
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
