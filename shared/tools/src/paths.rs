@@ -302,6 +302,12 @@ impl Roots {
 
     /// Resolves `input` (as the model sent it) under the policy described in the module docs.
     pub fn resolve(&self, input: &str) -> Result<Resolved, PathError> {
+        self.resolve_with(input, true)
+    }
+
+    /// [`Roots::resolve`], with the common case's shortcut ([`direct`]) or, for tests that
+    /// compare the two, the walk alone.
+    fn resolve_with(&self, input: &str, shortcut: bool) -> Result<Resolved, PathError> {
         let shown = || py_repr(input);
         let fs = |err: io::Error| PathError::Fs {
             shown: shown(),
@@ -332,6 +338,9 @@ impl Roots {
         let mut walk = match start {
             Some(root) => {
                 wanted.drain(..root.comps.len());
+                if shortcut && let Some(resolved) = direct(root, &wanted) {
+                    return Ok(resolved);
+                }
                 Walk::at(root).map_err(fs)?
             }
             None => Walk::at_fs_root().map_err(fs)?,
@@ -399,6 +408,36 @@ impl Roots {
     }
 }
 
+/// The common case of [`Roots::resolve`] in two system calls instead of two per component: a
+/// path below `root` (`below`, normalised, no `..`) whose directories all exist and hold no
+/// symlink, and whose leaf is not a symlink. The leaf's directory is opened in one
+/// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (one component at a time with `O_NOFOLLOW`
+/// where `openat2` is missing), and the leaf is stated without following it. For such a path
+/// the walk would find the same directory and the same leaf; anything else (a symlink on the
+/// way or at the leaf, a missing directory, an error) returns `None`, and the walk resolves the
+/// path with its full rules, so a symlink swapped in meanwhile is never followed here.
+fn direct(root: &Root, below: &[OsString]) -> Option<Resolved> {
+    let (leaf, parents) = below.split_last()?;
+    if parents.is_empty() {
+        // A name in the root itself: the walk costs the same.
+        return None;
+    }
+    let rel: PathBuf = parents.iter().collect();
+    let dir = crate::grep::walk::open_dir(root.fd(), &rel, true).ok()?;
+    match rustix::fs::statat(&dir, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Symlink => {}
+        Err(rustix::io::Errno::NOENT) => {}
+        _ => return None,
+    }
+    let mut path = PathBuf::from("/");
+    path.extend(root.comps.iter().chain(below));
+    Some(Resolved {
+        path,
+        dir,
+        rest: vec![leaf.clone()],
+    })
+}
+
 /// Creates the missing directories of `resolved` (all of `rest` but the last name) and returns
 /// the directory the leaf goes in, each step opened with `O_NOFOLLOW` so a symlink raced in
 /// cannot redirect it.
@@ -419,7 +458,86 @@ pub fn make_parents(resolved: &Resolved) -> io::Result<(OwnedFd, &OsStr)> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::os::unix::fs::symlink;
+
     use super::*;
+
+    /// The shortcut answers exactly as the walk does wherever it answers, and leaves every
+    /// path with a symlink on it, or a missing directory, to the walk.
+    #[test]
+    fn the_shortcut_resolves_as_the_walk_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = tmp.path().join("ws");
+        let outside = tmp.path().join("outside");
+        for d in ["ws/a/b/sub", "ws/c", "outside"] {
+            std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+        }
+        std::fs::write(ws.join("a/b/f.txt"), "f").unwrap();
+        std::fs::write(outside.join("secret"), "s").unwrap();
+        symlink("b", ws.join("a/lb")).unwrap();
+        symlink(ws.join("c"), ws.join("a/abs")).unwrap();
+        symlink("f.txt", ws.join("a/b/lf")).unwrap();
+        symlink(&outside, ws.join("a/out")).unwrap();
+        symlink("nowhere", ws.join("a/b/dangling")).unwrap();
+        let roots = Roots::new(&ws, &[], &[]).unwrap();
+        let canon = std::fs::canonicalize(&ws).unwrap();
+
+        let inputs = [
+            "a/b/f.txt",
+            "a/b/new.txt",
+            "a/b",
+            "a/b/",
+            "./a/./b/../b/f.txt",
+            "a/b/f.txt/x",
+            "a/missing/x.txt",
+            "a/lb/f.txt",
+            "a/lb/sub/g.txt",
+            "a/abs/n.txt",
+            "a/b/lf",
+            "a/b/dangling",
+            "a/out/secret",
+            "c/x",
+            "f.txt",
+        ];
+        let mut direct_answers = 0;
+        for input in inputs {
+            let abs = format!("{}/{input}", canon.display());
+            for spelled in [input, abs.as_str()] {
+                let shortcut = roots.resolve_with(spelled, true);
+                let walked = roots.resolve_with(spelled, false);
+                match (shortcut, walked) {
+                    (Ok(s), Ok(w)) => {
+                        assert_eq!(s.path, w.path, "{spelled}");
+                        assert_eq!(s.rest, w.rest, "{spelled}");
+                        let (sd, wd) = (
+                            rustix::fs::fstat(&s.dir).unwrap(),
+                            rustix::fs::fstat(&w.dir).unwrap(),
+                        );
+                        assert_eq!((sd.st_dev, sd.st_ino), (wd.st_dev, wd.st_ino), "{spelled}");
+                    }
+                    (Err(s), Err(w)) => assert_eq!(s.to_string(), w.to_string(), "{spelled}"),
+                    (s, w) => panic!("{spelled}: shortcut {s:?}, walk {w:?}"),
+                }
+                let mut below = normalize(split_bytes(input.as_bytes()));
+                if direct(&roots.workdir, below.make_contiguous()).is_some() {
+                    direct_answers += 1;
+                }
+            }
+        }
+        // Six inputs, each spelled relative and absolute, go the short way: `a/b/f.txt` and
+        // `a/b` (two spellings each), `a/b/new.txt` and `c/x`. `a/b/f.txt/x` does not (its
+        // "directory" is a file), nor does any path with a link on it.
+        assert_eq!(
+            direct_answers,
+            2 * 6,
+            "the shortcut was taken too rarely or too often"
+        );
+        assert!(
+            roots.resolve("a/out/secret").is_err(),
+            "a link out of the root is refused"
+        );
+    }
 
     #[test]
     fn normalize_is_lexical() {

@@ -105,8 +105,8 @@ pub(crate) fn open_dir(
                 if OPENER.swap(COMPONENTS, Ordering::Relaxed) != COMPONENTS {
                     tracing::warn!(
                         error = %e,
-                        "grep: openat2 is not available; directories are opened one component \
-                         at a time with O_NOFOLLOW"
+                        "file tools: openat2 is not available; directories are opened one \
+                         component at a time with O_NOFOLLOW"
                     );
                 }
             }
@@ -116,7 +116,7 @@ pub(crate) fn open_dir(
                     .is_ok()
                 {
                     tracing::info!(
-                        "grep: directories are opened with openat2(RESOLVE_BENEATH | \
+                        "file tools: directories are opened with openat2(RESOLVE_BENEATH | \
                          RESOLVE_NO_SYMLINKS)"
                     );
                 }
