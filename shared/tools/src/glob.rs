@@ -14,8 +14,11 @@
 //! lists hidden files, `.git` and ignored files too). Patterns are `globset` globs with
 //! `literal_separator` (`*` stays within one component, `**` crosses them), matched against
 //! the path relative to the root by a lazy DFA of the glob's regex (`automaton`), which also
-//! tells which directories can hold a match: no other is entered (`src/*.rs` reads two
-//! directories, not the whole tree). Symlinks are never followed, so a link to `/` or a link
+//! tells which directories can hold a match: no other is entered. A pattern that starts with
+//! literal directory names (`src/mod05/*.rs`) starts its walk in that directory, opened
+//! beneath the root in one `openat2` that refuses symlinks, as the walk would have reached it,
+//! instead of reading the root's and `src`'s listings to find it ([`literal_start`]); so
+//! `src/mod05/*.rs` reads one directory, however large the ones above it. Symlinks are never followed, so a link to `/` or a link
 //! loop is one entry, not a way out or a hang (T24); a matching symlink is listed only if its
 //! target is inside the permitted roots, as the reference filters. The walk reads at most
 //! `Limits::walk_entries` directory entries (one directory's listing included), checks a time
@@ -106,7 +109,8 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
         unchecked: 0,
         stopped: None,
     };
-    if globber.walk(root_fd.as_fd()).is_err() {
+    let start = literal_start(pattern, &mut globber.automaton);
+    if globber.walk(root_fd.as_fd(), start).is_err() {
         return err("cancelled".into());
     }
     let Globber {
@@ -190,12 +194,13 @@ impl Globber<'_> {
         Ok(false)
     }
 
-    /// Walks the tree beneath `root` depth first, each directory's entries in name order. The
-    /// stack holds, per level, the names of the subdirectories still to visit (not paths), so
-    /// what it holds is bounded by the entries read.
-    fn walk(&mut self, root: BorrowedFd<'_>) -> Result<(), Cancelled> {
+    /// Walks the tree beneath `root` depth first from directory `start` (relative to `root`;
+    /// empty for the root itself), each directory's entries in name order. The stack holds,
+    /// per level, the names of the subdirectories still to visit (not paths), so what it
+    /// holds is bounded by the entries read.
+    fn walk(&mut self, root: BorrowedFd<'_>, start: PathBuf) -> Result<(), Cancelled> {
         let mut buf = walk::dents_buffer();
-        let mut current = PathBuf::new();
+        let mut current = start;
         let mut stack: Vec<std::vec::IntoIter<OsString>> = Vec::new();
         if let Some(subdirs) = self.read_dir(root, &current, &mut buf)? {
             stack.push(subdirs.into_iter());
@@ -311,6 +316,35 @@ impl Globber<'_> {
     }
 }
 
+/// The directory every match of `pattern` lies beneath, as far as the pattern spells it
+/// literally: its leading components before the last one, up to the first that holds a
+/// glob character (`*?[]{}` or an escape), is empty, or is `.`. A match's path must begin
+/// with those components (`literal_separator`: no wildcard crosses a `/`), so the walk from
+/// the root would only ever enter that directory through them, reading the listings above it
+/// for nothing. Should a prefix of it itself be a match (`globset` matches neither `src` with
+/// `src/**` nor `src/a` with `src/a/`, as the tests check, but this does not rely on it), the
+/// walk starts at the root, which lists that match.
+fn literal_start(pattern: &str, automaton: &mut automaton::GlobAutomaton) -> PathBuf {
+    let mut parts: Vec<&str> = pattern.split('/').collect();
+    parts.pop();
+    let mut start = PathBuf::new();
+    let mut spelled = String::new();
+    for part in parts {
+        if part.is_empty() || part == "." || part.contains(['*', '?', '[', ']', '{', '}', '\\']) {
+            break;
+        }
+        if !spelled.is_empty() {
+            spelled.push('/');
+        }
+        spelled.push_str(part);
+        if automaton.is_match(spelled.as_bytes()) {
+            return PathBuf::new();
+        }
+        start.push(part);
+    }
+    start
+}
+
 // The field types of `struct stat` differ between architectures; these casts only widen.
 #[allow(clippy::unnecessary_cast)]
 fn mtime_of(st: &rustix::fs::Stat) -> (i64, i64) {
@@ -324,6 +358,98 @@ mod tests {
 
     use super::*;
     use crate::{Toolset, ToolsetConfig};
+
+    /// The matches (shown paths, sorted) of `pattern` under the workdir and the entries read,
+    /// walking from `literal_start`'s directory or, with `from_root`, from the root.
+    fn walk_from(tools: &Toolset, pattern: &str, from_root: bool) -> (Vec<String>, usize) {
+        let glob = GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .empty_alternates(true)
+            .build()
+            .unwrap();
+        let session = &tools.session;
+        let cancel = CancellationToken::new();
+        let mut globber = Globber {
+            session,
+            trust: None,
+            automaton: automaton::GlobAutomaton::new(glob),
+            dirs_only: pattern.trim_end_matches('/').rsplit('/').next() == Some("**"),
+            root_path: &session.roots.workdir.path,
+            started: Instant::now(),
+            cancel: &cancel,
+            matches: Vec::new(),
+            read: 0,
+            unchecked: 0,
+            stopped: None,
+        };
+        let start = if from_root {
+            PathBuf::new()
+        } else {
+            literal_start(pattern, &mut globber.automaton)
+        };
+        assert!(globber.walk(session.roots.workdir.fd(), start).is_ok());
+        let mut shown: Vec<String> = globber.matches.into_iter().map(|(_, p)| p).collect();
+        shown.sort_unstable();
+        (shown, globber.read)
+    }
+
+    /// Starting at the pattern's literal directory finds exactly what the walk from the root
+    /// finds, links and all, while reading only that directory's entries and below.
+    #[test]
+    fn a_literal_start_finds_what_the_walk_from_the_root_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = std::fs::canonicalize(dir.path()).unwrap();
+        for d in ["src/a/deep", "src/b", "docs", "real"] {
+            std::fs::create_dir_all(ws.join(d)).unwrap();
+        }
+        for f in [
+            "src/a/x.rs",
+            "src/a/y.py",
+            "src/a/deep/z.rs",
+            "src/b/w.rs",
+            "docs/r.md",
+        ] {
+            std::fs::write(ws.join(f), "x").unwrap();
+        }
+        std::fs::write(ws.join("real/v.rs"), "x").unwrap();
+        for i in 0..40 {
+            std::fs::write(ws.join(format!("top{i}.txt")), "x").unwrap();
+        }
+        // A link to a directory inside: the walk never enters it, nor may the shortcut.
+        std::os::unix::fs::symlink("real", ws.join("src/link")).unwrap();
+        std::os::unix::fs::symlink("src", ws.join("lsrc")).unwrap();
+        let tools = Toolset::new(ToolsetConfig::new(&ws)).unwrap();
+        let patterns = [
+            ("src/a/*.rs", true),
+            ("src/a/**/*.rs", true),
+            ("src/**", true),
+            ("src/a/", false),
+            ("src/a", false),
+            ("src/link/*.rs", false),
+            ("lsrc/a/*.rs", false),
+            ("src/missing/*.rs", false),
+            ("src/a/x.rs/*", false),
+            ("src/{a,b}/*.rs", false),
+            ("./src/a/*.rs", false),
+            ("src//a/*.rs", false),
+            ("**/*.rs", false),
+            ("*.txt", false),
+        ];
+        for (pattern, shorter) in patterns {
+            let (short, short_read) = walk_from(&tools, pattern, false);
+            let (full, full_read) = walk_from(&tools, pattern, true);
+            assert_eq!(short, full, "{pattern}");
+            if shorter {
+                assert!(
+                    short_read < full_read,
+                    "{pattern}: {short_read} entries, not fewer than {full_read}"
+                );
+            }
+        }
+        let (found, _) = walk_from(&tools, "src/a/*.rs", false);
+        assert_eq!(found, [ws.join("src/a/x.rs").to_str().unwrap()]);
+    }
 
     /// A symlink that matches is listed only when what it points at is inside the roots: one
     /// to a file or a directory outside is left out, one to a file inside is listed.
