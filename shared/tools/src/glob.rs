@@ -68,12 +68,7 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
             limits.pattern_bytes
         ));
     }
-    let glob = match GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .empty_alternates(true)
-        .build()
-    {
+    let glob = match compile(pattern) {
         Ok(g) => g,
         Err(e) => return err(format!("invalid pattern: {e}")),
     };
@@ -148,6 +143,16 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
         None => {}
     }
     ToolOutput::ok(text.trim_start_matches('\n').to_owned())
+}
+
+/// The glob of `pattern` with the syntax options the tool uses: `*` stays within one
+/// component, `\\` escapes, and `{a,}` may hold an empty alternative.
+fn compile(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .empty_alternates(true)
+        .build()
 }
 
 /// Why the walk ended before the end of the tree.
@@ -362,12 +367,7 @@ mod tests {
     /// The matches (shown paths, sorted) of `pattern` under the workdir and the entries read,
     /// walking from `literal_start`'s directory or, with `from_root`, from the root.
     fn walk_from(tools: &Toolset, pattern: &str, from_root: bool) -> (Vec<String>, usize) {
-        let glob = GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .empty_alternates(true)
-            .build()
-            .unwrap();
+        let glob = compile(pattern).unwrap();
         let session = &tools.session;
         let cancel = CancellationToken::new();
         let mut globber = Globber {

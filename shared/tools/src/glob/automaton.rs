@@ -114,18 +114,10 @@ impl GlobAutomaton {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use globset::GlobBuilder;
-
     use super::*;
 
     fn automaton(pattern: &str) -> GlobAutomaton {
-        let glob = GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .empty_alternates(true)
-            .build()
-            .unwrap();
-        let automaton = GlobAutomaton::new(glob);
+        let automaton = GlobAutomaton::new(super::super::compile(pattern).unwrap());
         assert!(automaton.dfa.is_some(), "{pattern}: no DFA");
         automaton
     }
@@ -186,10 +178,7 @@ mod tests {
     /// Without a DFA, `globset` answers what matches and every directory is entered.
     #[test]
     fn without_a_dfa_globset_answers_and_nothing_is_pruned() {
-        let glob = GlobBuilder::new("src/*.rs")
-            .literal_separator(true)
-            .build()
-            .unwrap();
+        let glob = super::super::compile("src/*.rs").unwrap();
         let mut automaton = GlobAutomaton {
             glob,
             dfa: None,

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use globset::GlobBuilder;
 use proptest::prelude::*;
 
 use super::automaton::GlobAutomaton;
@@ -56,12 +55,7 @@ proptest! {
         pattern in pattern(),
         paths in prop::collection::vec(path(), 1..40),
     ) {
-        let Ok(glob) = GlobBuilder::new(&pattern)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .empty_alternates(true)
-            .build()
-        else {
+        let Ok(glob) = super::compile(&pattern) else {
             return Ok(());
         };
         let matcher = glob.compile_matcher();
