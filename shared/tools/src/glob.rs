@@ -6,23 +6,23 @@
 //! read with `getdents64`, its entries sorted by name, and each matching entry stated relative
 //! to its directory, so a symlink swapped in mid-walk is never followed and a path is never
 //! looked up from `/`. The listing of a directory unchanged since an earlier `grep` or `glob`
-//! read it is taken from the listings they keep (`grep::listings`: checked by an `fstat` of
-//! the directory just opened), not read again. The matches' modification times are stated
-//! afresh, except a regular file's whose content `grep` caches and trusts (`grep::watch`: its
-//! inotify watch reported nothing since it was stated, and a change of times is an event),
-//! which is taken from the cache without a system call. Nothing is filtered (the reference
-//! lists hidden files, `.git` and ignored files too). Patterns are `globset` globs with
-//! `literal_separator` (`*` stays within one component, `**` crosses them), matched against
-//! the path relative to the root by a lazy DFA of the glob's regex (`automaton`), which also
-//! tells which directories can hold a match: no other is entered. A pattern that starts with
-//! literal directory names (`src/mod05/*.rs`) starts its walk in that directory, opened
-//! beneath the root in one `openat2` that refuses symlinks, as the walk would have reached it,
-//! instead of reading the root's and `src`'s listings to find it ([`literal_start`]); so
-//! `src/mod05/*.rs` reads one directory, however large the ones above it. Symlinks are never followed, so a link to `/` or a link
-//! loop is one entry, not a way out or a hang (T24); a matching symlink is listed only if its
-//! target is inside the permitted roots, as the reference filters. The walk reads at most
-//! `Limits::walk_entries` directory entries (one directory's listing included), checks a time
-//! budget, and is cancellable.
+//! read it is taken from the listings they keep (`grep::listings`: checked by an `fstat` of the
+//! directory just opened), not read again. The matches' modification times are stated afresh,
+//! except a regular file's whose content `grep` caches and trusts (`grep::watch`: its inotify
+//! watch reported nothing since it was stated, and a change of times is an event), which is
+//! taken from the cache without a system call. Nothing is filtered (the reference lists hidden
+//! files, `.git` and ignored files too). Patterns are `globset` globs with `literal_separator`
+//! (`*` stays within one component, `**` crosses them), matched against the path relative to
+//! the root by a lazy DFA of the glob's regex (`automaton`), which also tells which directories
+//! can hold a match: no other is entered. A pattern that starts with literal directory names
+//! (`src/mod05/*.rs`) starts its walk in that directory, opened beneath the root in one
+//! `openat2` that refuses symlinks, as the walk would have reached it, instead of reading the
+//! root's and `src`'s listings to find it ([`literal_start`]); so `src/mod05/*.rs` reads one
+//! directory, however large the ones above it. Symlinks are never followed, so a link to `/` or
+//! a link loop is one entry, not a way out or a hang (T24); a matching symlink is listed only
+//! if its target is inside the permitted roots, as the reference filters. The walk reads at
+//! most `Limits::walk_entries` directory entries (one directory's listing included), checks a
+//! time budget, and is cancellable.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -146,7 +146,7 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
 }
 
 /// The glob of `pattern` with the syntax options the tool uses: `*` stays within one
-/// component, `\\` escapes, and `{a,}` may hold an empty alternative.
+/// component, `\` escapes, and `{a,}` may hold an empty alternative.
 fn compile(pattern: &str) -> Result<globset::Glob, globset::Error> {
     GlobBuilder::new(pattern)
         .literal_separator(true)
