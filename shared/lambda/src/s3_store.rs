@@ -410,14 +410,53 @@ pub const TEMP_FILE_PREFIX: &str = "hands-snapshot-";
 
 /// A temporary file in the system's temp dir (`/tmp` on Lambda), removed when dropped.
 fn temp_file() -> Result<tempfile::NamedTempFile, StoreError> {
-    tempfile::Builder::new()
-        .prefix(TEMP_FILE_PREFIX)
-        .tempfile()
-        .map_err(|e| {
-            StoreError(format!(
-                "cannot create a temporary file for the snapshot: {e}"
-            ))
-        })
+    temp_file_in(&std::env::temp_dir())
+}
+
+/// A temporary snapshot file in `dir`, holding an exclusive `flock` for as long as it lives, so
+/// that [`sweep_temp_files`] tells it from a dead invocation's leftover: the lock belongs to the
+/// file's own descriptor (not to the `reopen`ed ones), is dropped with it, and dies with the
+/// process. A sweep can run between the file's creation and its lock; the file is then checked to
+/// be still under its name, and made again if the sweep took it.
+fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile, StoreError> {
+    let made = |e: std::io::Error| {
+        StoreError(format!(
+            "cannot create a temporary file for the snapshot in {}: {e}",
+            dir.display()
+        ))
+    };
+    for _ in 0..3 {
+        let tmp = tempfile::Builder::new()
+            .prefix(TEMP_FILE_PREFIX)
+            .tempfile_in(dir)
+            .map_err(made)?;
+        match tmp.as_file().try_lock() {
+            Ok(()) => {}
+            // A sweep holds it this instant and is about to remove it.
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            // A file system without `flock`: the sweep cannot lock it either, so it keeps it.
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::debug!(error = %e, "the snapshot's temporary file cannot be locked");
+            }
+        }
+        if still_named(&tmp).map_err(made)? {
+            return Ok(tmp);
+        }
+    }
+    Err(made(std::io::Error::other(
+        "it was removed as soon as it was made, three times (is something else sweeping the temp dir?)",
+    )))
+}
+
+/// Whether `tmp`'s name still leads to its own file (a sweep may have unlinked it).
+fn still_named(tmp: &tempfile::NamedTempFile) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    let own = tmp.as_file().metadata()?;
+    Ok(match std::fs::symlink_metadata(tmp.path()) {
+        Ok(named) => (named.dev(), named.ino()) == (own.dev(), own.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    })
 }
 
 impl WorkspaceStore for S3WorkspaceStore {
@@ -443,12 +482,14 @@ impl WorkspaceStore for S3WorkspaceStore {
 }
 
 /// Removes the snapshot temporary files (`hands-snapshot-*`) in `dir` (the system's temp dir
-/// in the function). A file is removed when dropped, but an invocation Lambda killed at its
-/// deadline never drops it: in a warm execution environment it would keep filling `/tmp`,
-/// and a later session's tools (tier 0) could read another session's archive. Call it only
-/// when no save or restore is running (at the start of an invocation). Symlinks are removed,
-/// never followed; directories of that name are left alone (the store never makes them).
-/// Returns the paths removed.
+/// in the function) that no live save or restore holds. A file is removed when dropped, but an
+/// invocation Lambda killed at its deadline never drops it: in a warm execution environment it
+/// would keep filling `/tmp`, and a later session's tools (tier 0) could read another session's
+/// archive. A live file holds its `flock` (see [`temp_file_in`]), in this process or another,
+/// and is left alone, so the sweep is safe while other invocations or processes save; so is a
+/// file whose lock cannot be tried (a file system without `flock`), logged. Symlinks and other
+/// non-regular entries of that name are removed (the store never makes them), never followed;
+/// directories of that name are left alone. Returns the paths removed.
 pub fn sweep_temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -460,23 +501,72 @@ pub fn sweep_temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
             continue;
         }
         let path = entry.path();
-        match std::fs::symlink_metadata(&path) {
+        let lock = match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => continue,
-            Ok(_) => {}
+            Ok(m) if m.is_file() => match try_lock_leftover(&path) {
+                Leftover::Dead(lock) => Some(lock),
+                Leftover::Live => continue,
+                Leftover::Gone => continue,
+                Leftover::Unlockable(e) => {
+                    tracing::warn!(path = %path.display(), error = %e,
+                        "a snapshot file left in place: its lock cannot be tried, so a live save's cannot be told from a dead one's");
+                    continue;
+                }
+                Leftover::Unopenable => None,
+            },
+            Ok(_) => None,
             Err(_) => continue,
-        }
+        };
+        // Unlinked while the lock is held: a save that made the file a moment ago and has not
+        // locked it yet finds it locked or gone, and makes another.
         match std::fs::remove_file(&path) {
             Ok(()) => removed.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover snapshot file")
             }
         }
+        drop(lock);
     }
     if !removed.is_empty() {
         tracing::info!(count = removed.len(), dir = %dir.display(),
             "removed snapshot files an earlier invocation left behind");
     }
     removed
+}
+
+/// What a sweep found a regular `hands-snapshot-*` file to be.
+enum Leftover {
+    /// Nobody holds its lock: the sweep now does (until the file is unlinked).
+    Dead(std::fs::File),
+    /// A live save or restore holds it.
+    Live,
+    /// Removed since it was listed.
+    Gone,
+    /// Its file system cannot lock: it may be live.
+    Unlockable(std::io::Error),
+    /// It cannot be opened (its mode was changed, by tool code at tier 0): the store's own
+    /// files are always readable by their owner while they live, so it is a leftover.
+    Unopenable,
+}
+
+fn try_lock_leftover(path: &Path) -> Leftover {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        // Replaced by a link since it was looked at: not followed.
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Leftover::Gone,
+        Err(_) => return Leftover::Unopenable,
+    };
+    match file.try_lock() {
+        Ok(()) => Leftover::Dead(file),
+        Err(std::fs::TryLockError::WouldBlock) => Leftover::Live,
+        Err(std::fs::TryLockError::Error(e)) => Leftover::Unlockable(e),
+    }
 }
 
 #[cfg(test)]
@@ -511,5 +601,50 @@ mod tests {
         assert!(dir.path().join("other.txt").exists());
         assert!(dir.path().join("hands-snapshot-dir").is_dir());
         assert!(sweep_temp_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn the_sweep_leaves_a_live_snapshot_file_and_takes_it_once_dropped() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let live = temp_file_in(dir.path()).unwrap();
+        std::fs::write(live.path(), "being packed").unwrap();
+        // Held by another process: its lock is on another open file description.
+        let other = dir.path().join("hands-snapshot-other");
+        let held = std::fs::File::create(&other).unwrap();
+        held.lock().unwrap();
+        // Dead, made unreadable by tool code.
+        let closed = dir.path().join("hands-snapshot-closed");
+        std::fs::write(&closed, "old").unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o000)).unwrap();
+
+        assert_eq!(sweep_temp_files(dir.path()), vec![closed.clone()]);
+        assert_eq!(
+            std::fs::read_to_string(live.path()).unwrap(),
+            "being packed"
+        );
+        assert!(other.exists());
+        // A reopened descriptor closing does not drop the lock; the file's own does.
+        drop(live.reopen().unwrap());
+        assert!(sweep_temp_files(dir.path()).is_empty());
+        let kept = live.into_temp_path().keep().unwrap();
+        drop(held);
+        let mut removed = sweep_temp_files(dir.path());
+        removed.sort();
+        let mut expected = vec![kept, other];
+        expected.sort();
+        assert_eq!(removed, expected);
+    }
+
+    #[test]
+    fn a_snapshot_file_swept_before_it_was_locked_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = temp_file_in(dir.path()).unwrap();
+        assert!(still_named(&tmp).unwrap());
+        std::fs::remove_file(tmp.path()).unwrap();
+        assert!(!still_named(&tmp).unwrap());
+        // Another file under its name is not it either.
+        std::fs::write(tmp.path(), "someone else's").unwrap();
+        assert!(!still_named(&tmp).unwrap());
     }
 }
