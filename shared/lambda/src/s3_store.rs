@@ -505,8 +505,7 @@ pub fn sweep_temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
             Ok(m) if m.is_dir() => continue,
             Ok(m) if m.is_file() => match try_lock_leftover(&path) {
                 Leftover::Dead(lock) => Some(lock),
-                Leftover::Live => continue,
-                Leftover::Gone => continue,
+                Leftover::Live | Leftover::Gone => continue,
                 Leftover::Unlockable(e) => {
                     tracing::warn!(path = %path.display(), error = %e,
                         "a snapshot file left in place: its lock cannot be tried, so a live save's cannot be told from a dead one's");

@@ -14,10 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// When every port between 10000 and the ephemeral range was handed out or is taken.
 pub fn child_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
+    let low = u32::from(ephemeral_start());
     // Below the ephemeral range, above the well-known and common service ports.
     let (start, span) = (10_000u32, low.saturating_sub(10_000).max(1000));
     let offset = std::process::id() * 7919 % span;
@@ -34,16 +31,21 @@ pub fn child_port() -> u16 {
     }
 }
 
+/// The first port of the kernel's ephemeral range (Linux's default where it cannot be read).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn ports_are_below_the_ephemeral_range_and_never_handed_out_twice() {
-        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|r| r.split_whitespace().next()?.parse().ok())
-            .unwrap_or(32768);
+        let low = ephemeral_start();
         let ports: Vec<u16> = (0..50).map(|_| child_port()).collect();
         let mut unique = ports.clone();
         unique.sort_unstable();

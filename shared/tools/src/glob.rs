@@ -88,22 +88,14 @@ pub(crate) fn run(session: &Session, input: GlobInput, cancel: &CancellationToke
             Err(e) => return err(e.to_string()),
         },
     };
-    // Python's pathlib yields only directories for a pattern ending in `**`.
-    let dirs_only = pattern.trim_end_matches('/').rsplit('/').next() == Some("**");
-
-    let mut globber = Globber {
+    let mut globber = Globber::new(
         session,
-        trust: crate::grep::trust(session),
+        crate::grep::trust(session),
         automaton,
-        dirs_only,
-        root_path: &root_path,
-        started: Instant::now(),
+        pattern,
+        &root_path,
         cancel,
-        matches: Vec::new(),
-        read: 0,
-        unchecked: 0,
-        stopped: None,
-    };
+    );
     let start = literal_start(pattern, &mut globber.automaton);
     if globber.walk(root_fd.as_fd(), start).is_err() {
         return err("cancelled".into());
@@ -185,7 +177,32 @@ struct Globber<'a> {
     stopped: Option<Stop>,
 }
 
-impl Globber<'_> {
+impl<'a> Globber<'a> {
+    /// A walk for `pattern` (its `automaton`) beneath `root_path`, nothing read yet.
+    fn new(
+        session: &'a Session,
+        trust: Option<Trust<'static>>,
+        automaton: automaton::GlobAutomaton,
+        pattern: &str,
+        root_path: &'a Path,
+        cancel: &'a CancellationToken,
+    ) -> Self {
+        Globber {
+            session,
+            trust,
+            automaton,
+            // Python's pathlib yields only directories for a pattern ending in `**`.
+            dirs_only: pattern.trim_end_matches('/').rsplit('/').next() == Some("**"),
+            root_path,
+            started: Instant::now(),
+            cancel,
+            matches: Vec::new(),
+            read: 0,
+            unchecked: 0,
+            stopped: None,
+        }
+    }
+
     /// Whether to stop: the token (an error) or the time budget (recorded).
     fn check(&mut self) -> Result<bool, Cancelled> {
         self.unchecked = 0;
@@ -370,19 +387,14 @@ mod tests {
         let glob = compile(pattern).unwrap();
         let session = &tools.session;
         let cancel = CancellationToken::new();
-        let mut globber = Globber {
+        let mut globber = Globber::new(
             session,
-            trust: None,
-            automaton: automaton::GlobAutomaton::new(glob),
-            dirs_only: pattern.trim_end_matches('/').rsplit('/').next() == Some("**"),
-            root_path: &session.roots.workdir.path,
-            started: Instant::now(),
-            cancel: &cancel,
-            matches: Vec::new(),
-            read: 0,
-            unchecked: 0,
-            stopped: None,
-        };
+            None,
+            automaton::GlobAutomaton::new(glob),
+            pattern,
+            &session.roots.workdir.path,
+            &cancel,
+        );
         let start = if from_root {
             PathBuf::new()
         } else {
